@@ -1,0 +1,45 @@
+# Two commands a newcomer needs:  make run   (set up + dvc repro)   and   make test.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: setup run test test-all params lock bench-clean clean mlflow-ui plots
+
+$(STAMP): requirements/lock.txt pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	# torch first, pinned: an unpinned torch pulls several GB of CUDA packages.
+	$(BIN)/pip install --quiet torch==2.13.0
+	$(BIN)/pip install --quiet -r requirements/lock.txt
+	$(BIN)/pip install --quiet --no-deps -e .
+	touch $(STAMP)
+
+setup: $(STAMP)  ## create .venv with the locked dependencies and the package (editable)
+
+run: setup  ## run the whole default pipeline offline (built-in simulator) and say where the report is
+	PATH=$(abspath $(BIN)):$$PATH $(BIN)/dvc repro
+	@echo ""
+	@echo "Report: reports/transients/ (metrics.json, classification_report.txt, figures/, eda/)"
+	@$(BIN)/python -c "import json; m=json.load(open('reports/transients/metrics.json')); print(f\"accuracy {m['accuracy']:.3f}   macro-F1 {m['macro_f1']:.3f}\")"
+
+test: setup  ## the default test suite (fast; no network, GPU or slow tests)
+	PATH=$(abspath $(BIN)):$$PATH $(BIN)/python -m pytest -n 2 -q
+
+test-all: setup  ## everything except network and gpu tests
+	PATH=$(abspath $(BIN)):$$PATH $(BIN)/python -m pytest -n 2 -q -m "not network and not gpu"
+
+params: setup  ## recompose conf/ into params.yaml (as `dvc exp run` does)
+	$(BIN)/python -c "from deeprubin.config import write_params; write_params('params.yaml')"
+
+lock:  ## refresh requirements/lock.txt from the current environment
+	{ head -3 requirements/lock.txt; $(BIN)/pip freeze | grep -v -i '^-e\|^deeprubin' | sed 's/^torch==2.13.0+cpu$$/torch==2.13.0/'; } > requirements/lock.tmp && mv requirements/lock.tmp requirements/lock.txt
+
+mlflow-ui: setup  ## browse tracked runs at http://127.0.0.1:5000
+	$(BIN)/mlflow ui --backend-store-uri sqlite:///mlruns.db
+
+plots: setup  ## render DVC plots to dvc_plots/index.html
+	$(BIN)/dvc plots show
+
+clean:  ## remove pipeline outputs (not the venv)
+	rm -rf data/raw data/processed data/splits models reports/transients outputs multirun

@@ -1,0 +1,79 @@
+"""Composing ``conf/`` exactly as DVC does, and checking config values.
+
+DVC's Hydra integration (``.dvc/config``: ``[hydra] enabled = true``) composes
+``conf/config.yaml`` with the ``-S`` overrides, resolves interpolations and writes
+the result to ``params.yaml``; stages then read ``params.yaml``. :func:`compose_params`
+repeats that composition so tests and ``make params`` produce the identical file.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+from omegaconf import DictConfig, OmegaConf
+
+from .io import write_text
+
+#: Repository root (the package is installed editable from ``src/``).
+REPO_ROOT = Path(__file__).resolve().parents[2]
+CONF_DIR = REPO_ROOT / "conf"
+
+
+class ConfigError(ValueError):
+    """A configuration value that cannot work; the message names the key."""
+
+
+def compose_params(overrides: Sequence[str] = (), conf_dir: str | Path = CONF_DIR,
+                   config_name: str = "config") -> DictConfig:
+    """Compose and resolve the Hydra config as ``dvc exp run`` would.
+
+    Parameters
+    ----------
+    overrides : sequence of str
+        Hydra override strings, e.g. ``["model=gru", "trainer.max_epochs=5"]``.
+    conf_dir : path
+        The config tree (``conf/`` of the repository by default).
+    """
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(str(Path(conf_dir).resolve()), version_base=None):
+        cfg = compose(config_name=config_name, overrides=list(overrides))
+    OmegaConf.resolve(cfg)
+    return cfg
+
+
+def write_params(path: str | Path, overrides: Sequence[str] = (), conf_dir: str | Path = CONF_DIR) -> Path:
+    """Compose ``conf/`` and write it to ``path`` (atomically) in DVC's YAML layout."""
+    cfg = compose_params(overrides, conf_dir)
+    return write_text(OmegaConf.to_yaml(cfg), path)
+
+
+def require(cfg: DictConfig | dict, key: str, *, positive: bool = False, at_least: float | None = None,
+            choices: Iterable[Any] | None = None) -> Any:
+    """Fetch ``cfg[key]`` (dotted) and check it, raising :class:`ConfigError` naming the key."""
+    value = OmegaConf.select(cfg, key) if isinstance(cfg, DictConfig) else _select(cfg, key)
+    if value is None:
+        raise ConfigError(f"config key '{key}' is missing")
+    if positive and not value > 0:
+        raise ConfigError(f"config key '{key}' must be > 0, got {value!r}")
+    if at_least is not None and not value >= at_least:
+        raise ConfigError(f"config key '{key}' must be >= {at_least}, got {value!r}")
+    if choices is not None and value not in list(choices):
+        raise ConfigError(f"config key '{key}' must be one of {list(choices)}, got {value!r}")
+    return value
+
+
+def _select(cfg: dict, key: str) -> Any:
+    node: Any = cfg
+    for part in key.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return None
+        node = node[part]
+    return node
+
+
+def to_dict(cfg: DictConfig | dict) -> dict:
+    """Plain-dict copy of a config node (for logging and checkpoint metadata)."""
+    if isinstance(cfg, DictConfig):
+        return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
+    return dict(cfg)

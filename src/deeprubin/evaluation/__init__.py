@@ -1,0 +1,1 @@
+"""Evaluation: metrics, prediction on GP grids, and the report writer."""

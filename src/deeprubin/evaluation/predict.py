@@ -1,0 +1,29 @@
+"""Apply a trained classifier to GP-grid features."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import torch
+
+
+@torch.no_grad()
+def predict_probabilities(model: torch.nn.Module, x: np.ndarray, batch_size: int = 512) -> np.ndarray:
+    """Softmax probabilities, shape ``(n, n_classes)``, for inputs ``x`` of shape ``(n, C_in, T)``."""
+    model.eval()
+    if len(x) == 0:
+        raise ValueError("predict_probabilities: no objects to classify")
+    out = [torch.softmax(model(torch.from_numpy(x[i:i + batch_size])), dim=-1)
+           for i in range(0, len(x), batch_size)]
+    return torch.cat(out).numpy().astype(np.float64)
+
+
+def prediction_table(object_ids: np.ndarray, probabilities: np.ndarray, classes: list[str],
+                     true_labels: np.ndarray | None = None) -> pd.DataFrame:
+    """One row per object: object_id, [label], predicted, prob_<class> for every class."""
+    table = pd.DataFrame({"object_id": object_ids})
+    if true_labels is not None:
+        table["label"] = true_labels
+    table["predicted"] = np.asarray(classes)[probabilities.argmax(axis=1)]
+    for j, c in enumerate(classes):
+        table[f"prob_{c}"] = probabilities[:, j]
+    return table

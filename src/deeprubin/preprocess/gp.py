@@ -1,0 +1,456 @@
+"""Gaussian-process interpolation of light curves onto a regular grid, batched.
+
+For every object a 2-D GP over (time, wavelength) is fitted to the flux of all
+bands at once (Avocado-style, Boone 2019) and its posterior mean and standard
+deviation are evaluated on ``n_grid`` times around the object's reference time,
+for every band. The GPyTorch model and its batched optimiser live in
+:mod:`deeprubin.preprocess.gp_model`; this module prepares the data, drives the
+batches, handles failures and saves the result.
+
+Per object:
+
+1. Rows in bands absent from ``band_wavelengths``, or with non-finite values or
+   ``flux_err <= 0``, are ignored.
+2. ``t_ref`` is the time of the brightest observation among those with
+   ``flux / flux_err >= 3`` (all observations if none is that significant).
+3. Observations within ``[t_ref - window_before - fit_margin,
+   t_ref + window_after + fit_margin]`` (days) are kept; if more than
+   ``max_points`` remain they are averaged (inverse-variance weights) in
+   equal-width time bins per band, so memory per object is bounded.
+4. Flux is divided by ``flux_scale = max(max |flux|, 3 median(flux_err))`` so the
+   GP sees amplitudes of order one; ``mean``/``std`` stay in those units.
+
+Degenerate objects always get a grid without NaN:
+
+* no usable observation: ``mean = 0``, ``std = FALLBACK_STD``, ``t_ref = NaN``,
+  ``fit_ok = False``;
+* fewer than :data:`MIN_POINTS_TO_FIT` points: GP posterior with default
+  hyperparameters (not fitted), ``fit_ok = False``;
+* a single band: fitted normally (``fit_ok = True``); the wavelength length scale
+  has no gradient then and stays at its initial/fixed value, so the other bands
+  are predicted through the fixed colour correlation;
+* a batch whose fit raises (non-PSD covariance, NaN loss): its objects are refitted
+  one by one with more jitter, then with default hyperparameters and no
+  optimisation (``fit_ok = False``), and finally replaced by per-band linear
+  interpolation with ``std = FALLBACK_STD`` (``fit_ok = False``).
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Mapping
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+
+from deeprubin import io
+from deeprubin.preprocess import gp_model
+from deeprubin.preprocess.gp_model import (
+    DEFAULT_TIME_LENGTH_SCALE_DAYS,
+    DEFAULT_WAVELENGTH_LENGTH_SCALE_ANGSTROM,
+    MIN_INIT_OUTPUTSCALE,
+    PAD_NOISE,
+    TIME_UNIT_DAYS,
+    WAVELENGTH_UNIT_ANGSTROM,
+    BatchFit,
+    PackedBatch,
+)
+
+#: Objects with fewer points get default hyperparameters instead of a fit.
+MIN_POINTS_TO_FIT = 3
+#: Signal-to-noise an observation needs to be a reference-time candidate.
+T_REF_MIN_SNR = 3.0
+#: Posterior std (normalised flux) reported where no GP posterior could be
+#: computed; normalised flux peaks at 1, so this says "unknown at the flux scale".
+FALLBACK_STD = 1.0
+#: Jitter of the batched fit, of the one-by-one refit, and of the default-hyperparameter retry.
+JITTER_BATCH, JITTER_SINGLE, JITTER_DEFAULT = 1e-8, 1e-6, 1e-4
+
+DIAGNOSTIC_COLUMNS = (
+    "object_id", "fit_ok", "n_points", "n_iter", "final_loss", "amplitude",
+    "length_scale_time_days", "length_scale_wavelength_angstrom", "message",
+)
+
+
+@dataclass
+class GPGrid:
+    """GP posterior of every object on a common relative-time grid.
+
+    Attributes
+    ----------
+    object_ids : numpy.ndarray
+        (N,) str, in order of first appearance in the input table.
+    bands : numpy.ndarray
+        (B,) str, in the order of ``band_wavelengths``.
+    wavelengths : numpy.ndarray
+        (B,) float, effective wavelength of each band in Angstrom.
+    grid_time : numpy.ndarray
+        (T,) float, days relative to ``t_ref``.
+    t_ref : numpy.ndarray
+        (N,) float, MJD of each object's reference time (brightest significant
+        observation); NaN for an object without usable observations.
+    flux_scale : numpy.ndarray
+        (N,) float, microjansky; ``mean``/``std`` are flux / flux_scale.
+    mean : numpy.ndarray
+        (N, B, T) float32, posterior mean of the normalised latent flux (no observation noise).
+    std : numpy.ndarray
+        (N, B, T) float32, posterior std of the normalised latent flux.
+    diagnostics : pandas.DataFrame
+        One row per object, same order: ``object_id``, ``fit_ok`` (bool), ``n_points``
+        (points used in the fit, after binning), ``n_iter`` (optimiser steps),
+        ``final_loss`` (negative log marginal likelihood per point, normalised
+        units), ``amplitude`` (kernel std, normalised flux), ``length_scale_time_days``,
+        ``length_scale_wavelength_angstrom``, ``message`` ("" when ``fit_ok``).
+        Hyperparameter columns are NaN where no GP was used.
+    """
+
+    object_ids: np.ndarray
+    bands: np.ndarray
+    wavelengths: np.ndarray
+    grid_time: np.ndarray
+    t_ref: np.ndarray
+    flux_scale: np.ndarray
+    mean: np.ndarray
+    std: np.ndarray
+    diagnostics: pd.DataFrame
+
+
+@dataclass
+class _Object:
+    """One object's fit data: relative time (days), wavelength (A), normalised flux and error."""
+
+    t: np.ndarray
+    wavelength: np.ndarray
+    band: np.ndarray  # band index into the band list
+    y: np.ndarray
+    y_err: np.ndarray
+    t_ref: float
+    flux_scale: float
+
+    @property
+    def n(self) -> int:
+        return len(self.t)
+
+
+def _bin_points(t, band, flux, err, lo, hi, max_points):
+    """Inverse-variance average in equal-width time bins per band, <= max_points rows."""
+    n_bands = len(np.unique(band))
+    n_bins = max(1, max_points // n_bands)
+    idx = np.clip(((t - lo) / (hi - lo) * n_bins).astype(np.int64), 0, n_bins - 1)
+    key = band.astype(np.int64) * n_bins + idx
+    keys, inverse = np.unique(key, return_inverse=True)
+    w = 1.0 / err**2
+    sw = np.bincount(inverse, w)
+    t_b = np.bincount(inverse, w * t) / sw
+    f_b = np.bincount(inverse, w * flux) / sw
+    return t_b, (keys // n_bins).astype(band.dtype), f_b, 1.0 / np.sqrt(sw)
+
+
+def _prepare_object(t, band, flux, err, wavelengths, window_lo, window_hi, max_points) -> _Object:
+    """Reference time, window, binning and normalisation of one object (rows already clean)."""
+    if len(t) == 0:
+        return _Object(*(np.zeros(0),) * 5, t_ref=np.nan, flux_scale=1.0)
+    significant = flux / err >= T_REF_MIN_SNR
+    candidates = np.flatnonzero(significant) if significant.any() else np.arange(len(t))
+    t_ref = float(t[candidates[np.argmax(flux[candidates])]])
+    rel = t - t_ref
+    keep = (rel >= window_lo) & (rel <= window_hi)
+    rel, band, flux, err = rel[keep], band[keep], flux[keep], err[keep]
+    if len(rel) > max_points:
+        rel, band, flux, err = _bin_points(rel, band, flux, err, window_lo, window_hi, max_points)
+    order = np.lexsort((band, rel))  # deterministic point order: time, then band
+    rel, band, flux, err = rel[order], band[order], flux[order], err[order]
+    flux_scale = float(max(np.max(np.abs(flux)), 3.0 * np.median(err)))
+    return _Object(rel, wavelengths[band], band, flux / flux_scale, err / flux_scale, t_ref, flux_scale)
+
+
+def _prepare(lightcurves, band_names, wavelengths, window_lo, window_hi, max_points):
+    """Split the long table into per-object :class:`_Object` (order of first appearance)."""
+    missing = [c for c in ("object_id", "time", "band", "flux", "flux_err") if c not in lightcurves.columns]
+    if missing:
+        raise ValueError(f"lightcurves: missing required column(s) {missing}")
+    oid = lightcurves["object_id"].astype(str).to_numpy()
+    object_ids, first, codes = np.unique(oid, return_index=True, return_inverse=True)
+    rank = np.empty(len(object_ids), dtype=np.int64)  # sorted-id index -> appearance rank
+    rank[np.argsort(first, kind="stable")] = np.arange(len(object_ids))
+    codes = rank[codes]
+    object_ids = object_ids[np.argsort(first, kind="stable")]
+
+    band_index = pd.Series(np.arange(len(band_names)), index=band_names)
+    band = lightcurves["band"].astype(str).map(band_index).to_numpy(dtype=float)
+    t = lightcurves["time"].to_numpy(dtype=float)
+    flux = lightcurves["flux"].to_numpy(dtype=float)
+    err = lightcurves["flux_err"].to_numpy(dtype=float)
+    usable = np.isfinite(band) & np.isfinite(t) & np.isfinite(flux) & np.isfinite(err) & (err > 0)
+    order = np.lexsort((t, codes))
+    order = order[usable[order]]
+    bounds = np.searchsorted(codes[order], np.arange(len(object_ids) + 1))
+    band = np.where(np.isfinite(band), band, 0).astype(np.int64)
+    objects = []
+    for i in range(len(object_ids)):
+        rows = order[bounds[i]:bounds[i + 1]]
+        objects.append(_prepare_object(t[rows], band[rows], flux[rows], err[rows],
+                                       wavelengths, window_lo, window_hi, max_points))
+    return object_ids, objects
+
+
+def _pack(objects: list[_Object], wave_ls: float, device, optimise: bool = True) -> PackedBatch:
+    """Pad objects to a common length (see gp_model on why padding is harmless).
+
+    Objects with fewer than MIN_POINTS_TO_FIT points, or all if ``optimise`` is
+    False, keep their initial hyperparameters.
+    """
+    b, n = len(objects), max(o.n for o in objects)
+    x = np.zeros((b, n, 2))
+    y = np.zeros((b, n))
+    noise = np.full((b, n), PAD_NOISE)
+    for i, o in enumerate(objects):
+        x[i, :, 0] = o.t[0] / TIME_UNIT_DAYS  # padding repeats the first point's location
+        x[i, :, 1] = o.wavelength[0] / WAVELENGTH_UNIT_ANGSTROM
+        x[i, :o.n, 0] = o.t / TIME_UNIT_DAYS
+        x[i, :o.n, 1] = o.wavelength / WAVELENGTH_UNIT_ANGSTROM
+        y[i, :o.n] = o.y
+        noise[i, :o.n] = o.y_err**2
+    # Zero mean model: the second moment of the flux is the natural initial kernel variance.
+    init_scale = [max(float(np.mean(o.y**2)), MIN_INIT_OUTPUTSCALE) for o in objects]
+
+    def tensor(a, dtype=torch.float64):
+        return torch.as_tensor(np.asarray(a), dtype=dtype, device=device)
+
+    return PackedBatch(
+        x=tensor(x), y=tensor(y), noise=tensor(noise),
+        n_real=tensor([o.n for o in objects], torch.long),
+        optimise=tensor([optimise and o.n >= MIN_POINTS_TO_FIT for o in objects], torch.bool),
+        init_outputscale=tensor(init_scale),
+        init_time_ls=tensor(np.full(b, DEFAULT_TIME_LENGTH_SCALE_DAYS / TIME_UNIT_DAYS)),
+        init_wave_ls=tensor(np.full(b, wave_ls / WAVELENGTH_UNIT_ANGSTROM)),
+    )
+
+
+def _interpolation_fallback(o: _Object, grid_time: np.ndarray, n_bands: int) -> np.ndarray:
+    """(B, T) per-band linear interpolation of the normalised flux (all bands if one is empty)."""
+    mean = np.zeros((n_bands, len(grid_time)))
+    if o.n == 0:
+        return mean
+    for k in range(n_bands):
+        sel = o.band == k if np.any(o.band == k) else np.ones(o.n, bool)
+        mean[k] = np.interp(grid_time, o.t[sel], o.y[sel])
+    return mean
+
+
+def fit_gp_grid(
+    lightcurves: pd.DataFrame,
+    *,
+    band_wavelengths: Mapping[str, float],
+    window_before_days: float,
+    window_after_days: float,
+    n_grid: int,
+    fit_margin_days: float,
+    max_points: int,
+    n_iter: int,
+    learning_rate: float,
+    batch_size: int,
+    tol: float,
+    wavelength_length_scale: float | None,
+    device: str = "cpu",
+    seed: int = 0,
+    progress: bool = True,
+) -> GPGrid:
+    """Fit a GP per object, in batches, and evaluate it on a regular grid.
+
+    Parameters
+    ----------
+    lightcurves : pandas.DataFrame
+        Canonical long table (``object_id``, ``time`` [MJD], ``band``, ``flux``,
+        ``flux_err`` [microjansky]).
+    band_wavelengths : Mapping[str, float]
+        Band name -> effective wavelength (Angstrom); its order is the band order
+        of the output. Rows in other bands are ignored.
+    window_before_days, window_after_days : float
+        The grid spans ``[-window_before_days, +window_after_days]`` around ``t_ref``.
+    n_grid : int
+        Number of grid times T (evenly spaced, both ends included).
+    fit_margin_days : float
+        Extra days on both sides of the window whose observations also constrain the fit.
+    max_points : int
+        Maximum observations per object; more are binned in time per band.
+        Must be at least the number of bands.
+    n_iter : int
+        Maximum Adam steps per batch.
+    learning_rate : float
+        Adam learning rate on the log hyperparameters.
+    batch_size : int
+        Objects per batched GP; memory grows as batch_size * max_points * B * T.
+    tol : float
+        Convergence tolerance: an object stops once its loss per point changed by
+        less than ``tol * max(|loss|, 1)`` over the last 5 steps (``tol <= 0``: never).
+    wavelength_length_scale : float or None
+        Fixed wavelength length scale in Angstrom (Avocado uses 6000), or None to
+        fit it per object (initialised at 6000).
+    device : str
+        Torch device, ``"cpu"`` or ``"cuda"``.
+    seed : int
+        Seed for torch (the fit itself is deterministic: data-driven initial values).
+    progress : bool
+        Show a tqdm progress bar over batches.
+
+    Returns
+    -------
+    GPGrid
+        N objects, B = len(band_wavelengths) bands, T = n_grid times.
+    """
+    band_names = [str(b) for b in band_wavelengths]
+    if not band_names:
+        raise ValueError("band_wavelengths is empty")
+    if n_grid < 1 or batch_size < 1 or n_iter < 0 or learning_rate <= 0:
+        raise ValueError("need n_grid >= 1, batch_size >= 1, n_iter >= 0 and learning_rate > 0")
+    if max_points < len(band_names):
+        raise ValueError(f"max_points={max_points} is below the number of bands ({len(band_names)})")
+    if min(window_before_days, window_after_days, fit_margin_days) < 0:
+        raise ValueError("window_before_days, window_after_days and fit_margin_days must be >= 0")
+    torch.manual_seed(seed)
+    wavelengths = np.array([float(band_wavelengths[b]) for b in band_names])
+    grid_time = np.linspace(-window_before_days, window_after_days, n_grid)
+    window_lo = -window_before_days - fit_margin_days
+    window_hi = window_after_days + fit_margin_days
+    object_ids, objects = _prepare(lightcurves, band_names, wavelengths, window_lo, window_hi, max_points)
+
+    n_obj, n_bands = len(objects), len(band_names)
+    dev = torch.device(device)
+    x_test = torch.as_tensor(
+        np.stack([np.tile(grid_time, n_bands) / TIME_UNIT_DAYS,
+                  np.repeat(wavelengths, n_grid) / WAVELENGTH_UNIT_ANGSTROM], -1),
+        dtype=torch.float64, device=dev)  # (B*T, 2), band-major so it reshapes to (B, T)
+    fit_wave = wavelength_length_scale is None
+    wave_ls = DEFAULT_WAVELENGTH_LENGTH_SCALE_ANGSTROM if fit_wave else float(wavelength_length_scale)
+    fit_kw = dict(fit_wavelength=fit_wave, n_iter=n_iter, learning_rate=learning_rate, tol=tol)
+
+    mean = np.zeros((n_obj, n_bands, n_grid), dtype=np.float32)
+    std = np.full((n_obj, n_bands, n_grid), FALLBACK_STD, dtype=np.float32)
+    diag = {
+        "fit_ok": np.zeros(n_obj, bool), "n_points": np.array([o.n for o in objects], dtype=np.int64),
+        "n_iter": np.zeros(n_obj, np.int64), "final_loss": np.full(n_obj, np.nan),
+        "amplitude": np.full(n_obj, np.nan), "length_scale_time_days": np.full(n_obj, np.nan),
+        "length_scale_wavelength_angstrom": np.full(n_obj, np.nan),
+        "message": np.array(["no usable observation in the configured bands"] * n_obj, dtype=object),
+    }
+
+    def store(i: int, fit: BatchFit, j: int, ok: bool, message: str) -> bool:
+        """Copy object j of a batch result to slot i; False if it is not finite."""
+        m, s = fit.mean[j].reshape(n_bands, n_grid), fit.std[j].reshape(n_bands, n_grid)
+        if not (np.isfinite(m).all() and np.isfinite(s).all() and np.isfinite(fit.final_loss[j])):
+            return False
+        mean[i], std[i] = m, s
+        for key in ("n_iter", "final_loss", "amplitude", "length_scale_time_days",
+                    "length_scale_wavelength_angstrom"):
+            diag[key][i] = getattr(fit, key)[j]
+        diag["fit_ok"][i] = ok
+        diag["message"][i] = message
+        return True
+
+    def few_points_message(o: _Object) -> str:
+        return (f"too few points ({o.n} < {MIN_POINTS_TO_FIT}): default hyperparameters, "
+                "not fitted")
+
+    def fit_alone(i: int, reason: str) -> None:
+        """Retry chain for one object whose batch failed or gave non-finite output."""
+        o = objects[i]
+        try:
+            fit = gp_model.fit_batch(_pack([o], wave_ls, dev), x_test,
+                                     jitter=JITTER_SINGLE, **fit_kw)
+            ok = o.n >= MIN_POINTS_TO_FIT
+            if store(i, fit, 0, ok, "" if ok else few_points_message(o)):
+                return
+            reason = "non-finite posterior"
+        except Exception as exc:  # noqa: BLE001 - any numerical failure leads to the fallbacks
+            reason = f"{type(exc).__name__}: {exc}"
+        try:
+            fit = gp_model.fit_batch(_pack([o], wave_ls, dev, optimise=False), x_test,
+                                     jitter=JITTER_DEFAULT, **fit_kw)
+            if store(i, fit, 0, False, f"GP fit failed ({reason}); default hyperparameters, not fitted"):
+                return
+            reason = f"{reason}; non-finite posterior with default hyperparameters"
+        except Exception as exc:  # noqa: BLE001
+            reason = f"{reason}; default hyperparameters failed too ({type(exc).__name__}: {exc})"
+        mean[i] = _interpolation_fallback(o, grid_time, n_bands)
+        std[i] = FALLBACK_STD
+        diag["fit_ok"][i] = False
+        diag["message"][i] = f"GP failed ({reason}); linear interpolation fallback, std={FALLBACK_STD}"
+
+    # Bucket by length so padding within a batch stays small.
+    fittable = [i for i in range(n_obj) if objects[i].n > 0]
+    fittable.sort(key=lambda i: (objects[i].n, i))
+    batches = [fittable[k:k + batch_size] for k in range(0, len(fittable), batch_size)]
+    for batch in tqdm(batches, desc="GP fit", unit="batch", disable=not progress):
+        batch_objects = [objects[i] for i in batch]
+        try:
+            fit = gp_model.fit_batch(_pack(batch_objects, wave_ls, dev), x_test,
+                                     jitter=JITTER_BATCH, **fit_kw)
+        except Exception as exc:  # noqa: BLE001 - NotPSDError, NaN loss, linalg errors
+            for i in batch:
+                fit_alone(i, f"{type(exc).__name__}: {exc}")
+            continue
+        for j, i in enumerate(batch):
+            o = objects[i]
+            ok = o.n >= MIN_POINTS_TO_FIT
+            if not store(i, fit, j, ok, "" if ok else few_points_message(o)):
+                fit_alone(i, "non-finite posterior in batch")
+
+    diagnostics = pd.DataFrame({"object_id": object_ids.astype(str), **diag})
+    diagnostics["message"] = diagnostics["message"].astype(str)
+    return GPGrid(
+        object_ids=object_ids.astype(str),
+        bands=np.array(band_names, dtype=str),
+        wavelengths=wavelengths,
+        grid_time=grid_time,
+        t_ref=np.array([o.t_ref for o in objects], dtype=float),
+        flux_scale=np.array([o.flux_scale for o in objects], dtype=float),
+        mean=mean,
+        std=std,
+        diagnostics=diagnostics[list(DIAGNOSTIC_COLUMNS)],
+    )
+
+
+def save_gp_grid(grid: GPGrid, npz_path: str | os.PathLike, diagnostics_path: str | os.PathLike) -> None:
+    """Write the arrays to ``npz_path`` (strings as unicode arrays, no pickle) and the
+    diagnostics table to ``diagnostics_path`` (parquet), both atomically."""
+    io.write_npz(
+        npz_path,
+        object_ids=np.asarray(grid.object_ids, dtype=str),
+        bands=np.asarray(grid.bands, dtype=str),
+        wavelengths=np.asarray(grid.wavelengths, dtype=float),
+        grid_time=np.asarray(grid.grid_time, dtype=float),
+        t_ref=np.asarray(grid.t_ref, dtype=float),
+        flux_scale=np.asarray(grid.flux_scale, dtype=float),
+        mean=np.asarray(grid.mean, dtype=np.float32),
+        std=np.asarray(grid.std, dtype=np.float32),
+    )
+    io.write_parquet(grid.diagnostics, diagnostics_path)
+
+
+def load_gp_grid(npz_path: str | os.PathLike, diagnostics_path: str | os.PathLike) -> GPGrid:
+    """Read a grid written by :func:`save_gp_grid`.
+
+    Raises
+    ------
+    ValueError
+        If the diagnostics do not list the same objects, in the same order, as the arrays.
+    """
+    arrays = io.read_npz(npz_path)
+    diagnostics = io.read_parquet(diagnostics_path)
+    object_ids = arrays["object_ids"].astype(str)
+    if not np.array_equal(diagnostics["object_id"].astype(str).to_numpy(), object_ids):
+        raise ValueError(f"{diagnostics_path}: object_id column does not match {npz_path}")
+    return GPGrid(
+        object_ids=object_ids,
+        bands=arrays["bands"].astype(str),
+        wavelengths=arrays["wavelengths"],
+        grid_time=arrays["grid_time"],
+        t_ref=arrays["t_ref"],
+        flux_scale=arrays["flux_scale"],
+        mean=arrays["mean"],
+        std=arrays["std"],
+        diagnostics=diagnostics,
+    )

@@ -1,0 +1,326 @@
+"""Batched exact GP over (time, wavelength): one independent GP per object.
+
+A batch of ``b`` objects is one GPyTorch :class:`~gpytorch.models.ExactGP` with
+``batch_shape=torch.Size([b])``: every kernel hyperparameter has a leading batch
+dimension, so each object has its own amplitude and length scales, and a single
+batched Cholesky serves all objects at each optimiser step.
+
+Units inside this module are *internal*: time in units of :data:`TIME_UNIT_DAYS`,
+wavelength in units of :data:`WAVELENGTH_UNIT_ANGSTROM` and flux normalised by the
+object's flux scale, so every input is of order unity. :func:`fit_batch` converts
+the fitted length scales back to days and Angstrom.
+
+Why the batch gives the same answer as fitting each object alone:
+
+* the loss is the sum over objects of each object's own negative log marginal
+  likelihood, and Adam updates every parameter element-wise, so object ``i``'s
+  trajectory never sees object ``j``'s gradients;
+* objects shorter than the batch's longest are padded with copies of their first
+  point carrying zero flux and a noise variance of :data:`PAD_NOISE`; padded
+  points come last, so the Cholesky factor of the real block is untouched, and
+  their constant contribution to the likelihood is removed;
+* convergence is tested per object and a converged object's parameters are
+  frozen, so it stops exactly where it would have stopped on its own.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import gpytorch
+import numpy as np
+import torch
+from linear_operator.utils.cholesky import psd_safe_cholesky
+
+#: Internal time unit: length scales of ~20 days become ~2.
+TIME_UNIT_DAYS = 10.0
+#: Internal wavelength unit: optical bands (3500-9000 A) become 3.5-9.
+WAVELENGTH_UNIT_ANGSTROM = 1000.0
+#: Noise variance (normalised flux squared) of padding points: 1e8 makes their
+#: weight in the posterior ~1e-8 of a real point's.
+PAD_NOISE = 1e8
+#: Initial / default time length scale (days); typical supernova rise/decline scale.
+DEFAULT_TIME_LENGTH_SCALE_DAYS = 20.0
+#: Initial / default wavelength length scale (Angstrom), the value Avocado fixes.
+DEFAULT_WAVELENGTH_LENGTH_SCALE_ANGSTROM = 6000.0
+#: Hyperparameter bounds, enforced by clamping after each step. The upper time
+#: bound stops a constant light curve from driving the length scale to infinity.
+TIME_LENGTH_SCALE_BOUNDS_DAYS = (0.5, 1000.0)
+WAVELENGTH_LENGTH_SCALE_BOUNDS_ANGSTROM = (100.0, 1.0e6)
+#: Bounds on the kernel variance (normalised flux squared).
+OUTPUTSCALE_BOUNDS = (1.0e-6, 1.0e4)
+#: Floor on the initial kernel variance so an all-zero light curve still starts
+#: from a usable amplitude.
+MIN_INIT_OUTPUTSCALE = 1.0e-2
+#: Convergence window: an object has converged when its loss moved by less than
+#: ``tol * max(|loss|, 1)`` over the last this-many steps.
+CONVERGENCE_WINDOW = 5
+
+
+class NonFiniteLossError(RuntimeError):
+    """The marginal likelihood of at least one object in a batch was NaN or inf."""
+
+
+@dataclass
+class PackedBatch:
+    """Padded training data of ``b`` objects, in internal units.
+
+    Attributes
+    ----------
+    x : torch.Tensor
+        (b, n, 2) float64: (time / TIME_UNIT_DAYS, wavelength / WAVELENGTH_UNIT_ANGSTROM).
+        Rows ``n_real[i]:`` of object ``i`` are padding.
+    y : torch.Tensor
+        (b, n) float64 normalised flux; 0 on padding.
+    noise : torch.Tensor
+        (b, n) float64 observation noise variance (normalised); PAD_NOISE on padding.
+    n_real : torch.Tensor
+        (b,) int64 number of real points (>= 1).
+    optimise : torch.Tensor
+        (b,) bool; False keeps the initial (default) hyperparameters.
+    init_outputscale, init_time_ls, init_wave_ls : torch.Tensor
+        (b,) float64 initial kernel variance and length scales (internal units).
+    """
+
+    x: torch.Tensor
+    y: torch.Tensor
+    noise: torch.Tensor
+    n_real: torch.Tensor
+    optimise: torch.Tensor
+    init_outputscale: torch.Tensor
+    init_time_ls: torch.Tensor
+    init_wave_ls: torch.Tensor
+
+
+@dataclass
+class BatchFit:
+    """Result of :func:`fit_batch`; numpy arrays, object axis first.
+
+    Attributes
+    ----------
+    mean, std : numpy.ndarray
+        (b, M) float64 posterior mean / std of the latent normalised flux at the test points.
+    final_loss : numpy.ndarray
+        (b,) negative log marginal likelihood per real point at the returned hyperparameters.
+    amplitude : numpy.ndarray
+        (b,) kernel amplitude (sqrt of the kernel variance), normalised flux units.
+    length_scale_time_days, length_scale_wavelength_angstrom : numpy.ndarray
+        (b,) fitted length scales.
+    n_iter : numpy.ndarray
+        (b,) int optimiser steps taken by each object.
+    """
+
+    mean: np.ndarray
+    std: np.ndarray
+    final_loss: np.ndarray
+    amplitude: np.ndarray
+    length_scale_time_days: np.ndarray
+    length_scale_wavelength_angstrom: np.ndarray
+    n_iter: np.ndarray
+
+
+class BatchedLightCurveGP(gpytorch.models.ExactGP):
+    """Zero-mean GP with a Matern-3/2 kernel over (time, wavelength), batched over objects.
+
+    The mean is zero (as in Avocado): far from the data the prediction returns to
+    zero flux, the right prior for difference-imaging photometry of transients.
+    Hyperparameters are optimised in log space (exp transform) so that Adam's
+    steps are relative changes, whatever the scale of the parameter.
+
+    Parameters
+    ----------
+    x : torch.Tensor
+        (b, n, 2) training inputs.
+    y : torch.Tensor
+        (b, n) training targets.
+    noise : torch.Tensor
+        (b, n) fixed heteroscedastic noise variances.
+    """
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor, noise: torch.Tensor):
+        batch_shape = torch.Size([x.shape[0]])
+        likelihood = gpytorch.likelihoods.FixedNoiseGaussianLikelihood(
+            noise=noise, learn_additional_noise=False, batch_shape=batch_shape
+        )
+        super().__init__(x, y, likelihood)
+        log_positive = dict(transform=torch.exp, inv_transform=torch.log)
+        self.mean_module = gpytorch.means.ZeroMean(batch_shape=batch_shape)
+        self.covar_module = gpytorch.kernels.ScaleKernel(
+            gpytorch.kernels.MaternKernel(
+                nu=1.5,
+                ard_num_dims=2,
+                batch_shape=batch_shape,
+                lengthscale_constraint=gpytorch.constraints.Positive(**log_positive),
+            ),
+            batch_shape=batch_shape,
+            outputscale_constraint=gpytorch.constraints.Positive(**log_positive),
+        )
+
+    def forward(self, x: torch.Tensor) -> gpytorch.distributions.MultivariateNormal:
+        return gpytorch.distributions.MultivariateNormal(self.mean_module(x), self.covar_module(x))
+
+
+def _nll_per_point(model: BatchedLightCurveGP, batch: PackedBatch) -> torch.Tensor:
+    """(b,) negative log marginal likelihood per real point.
+
+    Padding sits at a real point's location with noise PAD_NOISE and zero flux, so
+    each padded point adds ``-0.5 log(2 pi PAD_NOISE)`` to the log likelihood (up to
+    ~1/PAD_NOISE); that constant is removed so the loss is the real points' alone.
+    """
+    output = model.likelihood(model(batch.x))
+    log_prob = output.log_prob(batch.y)
+    n_pad = (batch.x.shape[1] - batch.n_real).to(log_prob.dtype)
+    log_prob_real = log_prob + 0.5 * n_pad * math.log(2.0 * math.pi * PAD_NOISE)
+    return -log_prob_real / batch.n_real.to(log_prob.dtype)
+
+
+def _log_bounds(bounds: tuple[float, float], unit: float) -> tuple[float, float]:
+    return math.log(bounds[0] / unit), math.log(bounds[1] / unit)
+
+
+def _posterior(model: BatchedLightCurveGP, batch: PackedBatch, x_test: torch.Tensor):
+    """Exact posterior mean and std of the latent f at ``x_test`` (b, M, 2).
+
+    Done by hand from the kernel rather than through ``model.eval()`` because
+    GPyTorch would materialise the (b, M, M) test covariance to get its diagonal;
+    this needs only (b, M, n).
+    """
+    kernel = model.covar_module
+    k_train = kernel(batch.x).to_dense() + torch.diag_embed(batch.noise)
+    chol = psd_safe_cholesky(k_train)
+    alpha = torch.cholesky_solve(batch.y.unsqueeze(-1), chol)  # (b, n, 1)
+    k_cross = kernel(x_test, batch.x).to_dense()  # (b, M, n)
+    mean = (k_cross @ alpha).squeeze(-1)
+    v = torch.linalg.solve_triangular(chol, k_cross.transpose(-1, -2), upper=False)  # (b, n, M)
+    prior_var = kernel.outputscale.unsqueeze(-1)  # stationary kernel: k(x, x) = outputscale
+    var = (prior_var - v.pow(2).sum(dim=-2)).clamp_min(0.0)  # rounding can go below 0
+    return mean, var.sqrt()
+
+
+def fit_batch(
+    batch: PackedBatch,
+    x_test: torch.Tensor,
+    *,
+    fit_wavelength: bool,
+    n_iter: int,
+    learning_rate: float,
+    tol: float,
+    jitter: float = 1e-8,
+) -> BatchFit:
+    """Fit the hyperparameters of ``b`` GPs at once and predict on ``x_test``.
+
+    Parameters
+    ----------
+    batch : PackedBatch
+        Padded training data (internal units, float64, on the target device).
+    x_test : torch.Tensor
+        (M, 2) test inputs shared by all objects (internal units).
+    fit_wavelength : bool
+        Whether the wavelength length scale is optimised; if False it stays at
+        ``batch.init_wave_ls``.
+    n_iter : int
+        Maximum number of Adam steps.
+    learning_rate : float
+        Adam learning rate (on log hyperparameters).
+    tol : float
+        Per-object convergence tolerance (see :data:`CONVERGENCE_WINDOW`).
+    jitter : float
+        Diagonal jitter psd_safe_cholesky adds, to failing matrices only, when a
+        Cholesky fails.
+
+    Returns
+    -------
+    BatchFit
+
+    Raises
+    ------
+    NonFiniteLossError
+        If any object's loss becomes NaN or infinite.
+    linear_operator.utils.errors.NotPSDError
+        If a covariance matrix stays non-positive-definite despite jitter.
+    """
+    b = batch.x.shape[0]
+    with (
+        gpytorch.settings.max_cholesky_size(10**9),  # always exact Cholesky, never CG/Lanczos
+        gpytorch.settings.cholesky_jitter(double_value=jitter, float_value=jitter),
+        gpytorch.settings.cholesky_max_tries(3),
+    ):
+        model = BatchedLightCurveGP(batch.x, batch.y, batch.noise).to(device=batch.x.device, dtype=batch.x.dtype)
+        kernel = model.covar_module
+        kernel.outputscale = batch.init_outputscale
+        kernel.base_kernel.lengthscale = torch.stack([batch.init_time_ls, batch.init_wave_ls], -1).unsqueeze(-2)
+        raw_scale = kernel.raw_outputscale  # (b,)
+        raw_ls = kernel.base_kernel.raw_lengthscale  # (b, 1, 2)
+        lo_t, hi_t = _log_bounds(TIME_LENGTH_SCALE_BOUNDS_DAYS, TIME_UNIT_DAYS)
+        lo_w, hi_w = _log_bounds(WAVELENGTH_LENGTH_SCALE_BOUNDS_ANGSTROM, WAVELENGTH_UNIT_ANGSTROM)
+        ls_lo = raw_ls.new_tensor([lo_t, lo_w])
+        ls_hi = raw_ls.new_tensor([hi_t, hi_w])
+        if not fit_wavelength:
+            # A fixed wavelength length scale is used as given, even outside the fitting bounds.
+            ls_lo[1], ls_hi[1] = -math.inf, math.inf
+        scale_lo, scale_hi = (math.log(v) for v in OUTPUTSCALE_BOUNDS)
+        with torch.no_grad():
+            raw_scale.clamp_(scale_lo, scale_hi)
+            raw_ls.copy_(torch.maximum(torch.minimum(raw_ls, ls_hi), ls_lo))
+
+        model.train()
+        optimiser = torch.optim.Adam([raw_scale, raw_ls], lr=learning_rate)
+        done = ~batch.optimise  # objects that are not optimised are frozen from the start
+        converged = torch.zeros_like(done)
+        frozen_scale = raw_scale.detach().clone()
+        frozen_ls = raw_ls.detach().clone()
+        steps = torch.zeros(b, dtype=torch.long, device=batch.x.device)
+        history = torch.full((CONVERGENCE_WINDOW + 1, b), math.nan, dtype=batch.x.dtype, device=batch.x.device)
+
+        for step in range(n_iter + 1):
+            loss = _nll_per_point(model, batch)
+            if not bool(torch.isfinite(loss).all()):
+                raise NonFiniteLossError(f"non-finite marginal likelihood at step {step}")
+            current = loss.detach()
+            # Each object's loss at the parameters it ends with: frozen objects keep theirs.
+            final_loss = current.clone() if step == 0 else torch.where(done, final_loss, current)
+            history = torch.roll(history, -1, dims=0)
+            history[-1] = current
+            if step >= CONVERGENCE_WINDOW and tol > 0:
+                spread = history.max(0).values - history.min(0).values
+                newly = (spread < tol * current.abs().clamp_min(1.0)) & ~done
+                if bool(newly.any()):
+                    with torch.no_grad():
+                        frozen_scale[newly] = raw_scale[newly]
+                        frozen_ls[newly] = raw_ls[newly]
+                    steps[newly] = step
+                    done = done | newly
+                    converged = converged | newly
+            if bool(done.all()) or step == n_iter:
+                break
+            optimiser.zero_grad(set_to_none=False)
+            loss.sum().backward()
+            if not fit_wavelength:
+                raw_ls.grad[..., 1] = 0.0  # zero grad and zero moments: Adam never moves it
+            optimiser.step()
+            with torch.no_grad():
+                raw_scale.clamp_(scale_lo, scale_hi)
+                raw_ls.copy_(torch.maximum(torch.minimum(raw_ls, ls_hi), ls_lo))
+                # Converged objects go back to the parameters they converged at.
+                raw_scale.copy_(torch.where(done, frozen_scale, raw_scale))
+                raw_ls.copy_(torch.where(done[:, None, None], frozen_ls, raw_ls))
+        # Objects that never converged ran every step taken; unoptimised ones took none.
+        steps = torch.where(converged, steps, torch.full_like(steps, step))
+        steps = torch.where(batch.optimise, steps, torch.zeros_like(steps))
+
+        with torch.no_grad():
+            mean, std = _posterior(model, batch, x_test.unsqueeze(0).expand(b, *x_test.shape))
+            ls = kernel.base_kernel.lengthscale.squeeze(-2)
+
+    def np_(t: torch.Tensor) -> np.ndarray:
+        return t.detach().cpu().numpy()
+
+    return BatchFit(
+        mean=np_(mean),
+        std=np_(std),
+        final_loss=np_(final_loss),
+        amplitude=np_(kernel.outputscale.sqrt()),
+        length_scale_time_days=np_(ls[:, 0]) * TIME_UNIT_DAYS,
+        length_scale_wavelength_angstrom=np_(ls[:, 1]) * WAVELENGTH_UNIT_ANGSTROM,
+        n_iter=np_(steps).astype(np.int64),
+    )

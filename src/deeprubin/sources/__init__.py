@@ -1,0 +1,1 @@
+"""Data sources that produce the two canonical tables (see :mod:`deeprubin.schema`)."""

@@ -1,0 +1,11 @@
+"""Built-in ZTF-like survey simulator: the project's default offline data source.
+
+:func:`simulate_survey` draws sources from the class models in
+:data:`CLASS_MODELS`, observes them with an irregular, seasonal cadence and a
+limiting-magnitude noise model, and returns the canonical ``(lightcurves,
+objects)`` tables.
+"""
+from deeprubin.sources.simulate.classes import CLASS_MODELS
+from deeprubin.sources.simulate.survey import SimulationConfigError, simulate_survey
+
+__all__ = ["CLASS_MODELS", "SimulationConfigError", "simulate_survey"]

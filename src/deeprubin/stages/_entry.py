@@ -1,0 +1,31 @@
+"""The Hydra wrapper shared by every stage entry point."""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Callable
+
+import hydra
+from omegaconf import DictConfig
+
+from ..config import CONF_DIR
+
+
+def _conf_dir() -> str:
+    """``conf/`` of the working directory when there is one (DVC runs stages from the
+    repository root, also in the temporary copies of queued experiments), else the
+    one beside the installed package."""
+    local = Path.cwd() / "conf"
+    return str(local if (local / "config.yaml").exists() else CONF_DIR)
+
+
+def hydra_entry(run_stage: Callable[[DictConfig], object]) -> Callable[[], None]:
+    """Turn ``run_stage(cfg)`` into a Hydra application rooted at ``conf/config.yaml``."""
+
+    @hydra.main(version_base="1.3", config_path=_conf_dir(), config_name="config")
+    def _main(cfg: DictConfig) -> None:
+        logging.getLogger("deeprubin").setLevel(logging.INFO)
+        run_stage(cfg)
+
+    _main.__doc__ = run_stage.__doc__
+    return _main

@@ -1,0 +1,1 @@
+"""Training: data assembly, the LightningModule, and MLflow tracking."""

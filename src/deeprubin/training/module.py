@@ -1,0 +1,61 @@
+"""The LightningModule shared by every classifier architecture."""
+from __future__ import annotations
+
+import lightning as L
+import torch
+from torch import nn
+from torchmetrics.classification import MulticlassAccuracy
+
+
+class LightCurveClassifier(L.LightningModule):
+    """Wraps any ``nn.Module`` mapping ``(batch, C_in, T)`` to logits ``(batch, n_classes)``.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        The architecture (see :mod:`deeprubin.models`).
+    n_classes : int
+    class_weights : torch.Tensor, shape (n_classes,), optional
+        Weights of the cross-entropy loss (inverse class frequency against imbalance).
+    learning_rate, weight_decay : float
+        AdamW settings.
+    """
+
+    def __init__(self, model: nn.Module, n_classes: int, class_weights: torch.Tensor | None = None,
+                 learning_rate: float = 3e-3, weight_decay: float = 1e-4):
+        super().__init__()
+        self.model = model
+        self.learning_rate = learning_rate
+        self.weight_decay = weight_decay
+        weights = class_weights if class_weights is not None else torch.ones(n_classes)
+        self.register_buffer("class_weights", weights.float())
+        self.train_acc = MulticlassAccuracy(num_classes=n_classes, average="micro")
+        self.val_acc = MulticlassAccuracy(num_classes=n_classes, average="micro")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)
+
+    def _step(self, batch, accuracy: MulticlassAccuracy, prefix: str) -> torch.Tensor:
+        x, y = batch
+        logits = self(x)
+        loss = nn.functional.cross_entropy(logits, y, weight=self.class_weights)
+        accuracy(logits.argmax(dim=-1), y)
+        self.log(f"{prefix}_loss", loss, on_step=False, on_epoch=True, batch_size=len(y))
+        self.log(f"{prefix}_acc", accuracy, on_step=False, on_epoch=True, batch_size=len(y))
+        return loss
+
+    def training_step(self, batch, batch_idx):
+        return self._step(batch, self.train_acc, "train")
+
+    def validation_step(self, batch, batch_idx):
+        self._step(batch, self.val_acc, "val")
+
+    def configure_optimizers(self):
+        return torch.optim.AdamW(self.parameters(), lr=self.learning_rate, weight_decay=self.weight_decay)
+
+    @torch.no_grad()
+    def predict_proba(self, x: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
+        """Class probabilities ``(n, n_classes)`` in eval mode, in batches."""
+        self.eval()
+        return torch.cat([torch.softmax(self(x[i:i + batch_size]), dim=-1)
+                          for i in range(0, len(x), batch_size)]) if len(x) else torch.empty(0)

@@ -1,0 +1,53 @@
+"""conf/ -> params.yaml: one source of truth, and every stage reads params.yaml."""
+from pathlib import Path
+
+import pytest
+import yaml
+from omegaconf import OmegaConf
+
+from deeprubin.config import ConfigError, compose_params, require, write_params
+
+from conftest import REPO_ROOT
+
+
+def test_conf_composes_to_committed_params_yaml():
+    composed = OmegaConf.to_container(compose_params([]))
+    committed = yaml.safe_load((REPO_ROOT / "params.yaml").read_text())
+    assert composed == committed, "params.yaml is stale: run `make params` after editing conf/"
+
+
+def test_overrides_change_params(tmp_path):
+    path = write_params(tmp_path / "params.yaml", ["model=gru", "trainer.max_epochs=3", "experiment=tiny"])
+    params = yaml.safe_load(path.read_text())
+    assert params["model"]["_target_"].endswith("GRUClassifier")
+    assert params["trainer"]["max_epochs"] == 3  # command-line overrides beat the experiment
+    assert params["trainer"]["batch_size"] == 16  # from experiment=tiny
+    assert params["source"]["n_objects"] == 90
+    assert params["paths"]["raw"] == "data/raw/transients"
+
+
+def test_dvc_stages_read_params_yaml():
+    dvc = yaml.safe_load((REPO_ROOT / "dvc.yaml").read_text())
+    hydra_args = dvc["vars"][0]["hydra_args"]
+    assert "--config-name params" in hydra_args and "--config-dir ." in hydra_args
+    for name, stage in dvc["stages"].items():
+        assert "${hydra_args}" in stage["cmd"], name
+        assert stage.get("params"), f"stage {name} declares no params"
+        assert any(f"stages/{name}.py" in d for d in stage["deps"]), f"stage {name} does not depend on its code"
+
+
+def test_dvc_config_enables_hydra():
+    text = (REPO_ROOT / ".dvc" / "config").read_text()
+    assert "[hydra]" in text and "enabled = true" in text
+
+
+def test_require_messages():
+    cfg = OmegaConf.create({"a": {"b": 0, "c": "x"}})
+    with pytest.raises(ConfigError, match="'a.b' must be > 0"):
+        require(cfg, "a.b", positive=True)
+    with pytest.raises(ConfigError, match="'a.c' must be one of"):
+        require(cfg, "a.c", choices=["y"])
+    with pytest.raises(ConfigError, match="'a.d' is missing"):
+        require(cfg, "a.d")
+    with pytest.raises(ConfigError, match="must be >= 1"):
+        require({"k": 0}, "k", at_least=1)
