@@ -51,3 +51,12 @@ def test_require_messages():
         require(cfg, "a.d")
     with pytest.raises(ConfigError, match="must be >= 1"):
         require({"k": 0}, "k", at_least=1)
+
+
+def test_notebooks_are_committed_without_outputs():
+    import json
+
+    for path in (REPO_ROOT / "notebooks").glob("*.ipynb"):
+        nb = json.loads(path.read_text())
+        for cell in nb["cells"]:
+            assert not cell.get("outputs"), f"{path.name}: strip outputs before committing"

@@ -174,10 +174,6 @@ def _nll_per_point(model: BatchedLightCurveGP, batch: PackedBatch) -> torch.Tens
     return -log_prob_real / batch.n_real.to(log_prob.dtype)
 
 
-def _log_bounds(bounds: tuple[float, float], unit: float) -> tuple[float, float]:
-    return math.log(bounds[0] / unit), math.log(bounds[1] / unit)
-
-
 def _posterior(model: BatchedLightCurveGP, batch: PackedBatch, x_test: torch.Tensor):
     """Exact posterior mean and std of the latent f at ``x_test`` (b, M, 2).
 
@@ -195,6 +191,136 @@ def _posterior(model: BatchedLightCurveGP, batch: PackedBatch, x_test: torch.Ten
     prior_var = kernel.outputscale.unsqueeze(-1)  # stationary kernel: k(x, x) = outputscale
     var = (prior_var - v.pow(2).sum(dim=-2)).clamp_min(0.0)  # rounding can go below 0
     return mean, var.sqrt()
+
+
+def _select(batch: PackedBatch, rows: torch.Tensor) -> PackedBatch:
+    """Sub-batch of ``rows``, with padding trimmed to the longest remaining object."""
+    n_max = int(batch.n_real[rows].max())
+    return PackedBatch(
+        x=batch.x[rows, :n_max], y=batch.y[rows, :n_max], noise=batch.noise[rows, :n_max],
+        n_real=batch.n_real[rows], optimise=batch.optimise[rows],
+        init_outputscale=batch.init_outputscale[rows], init_time_ls=batch.init_time_ls[rows],
+        init_wave_ls=batch.init_wave_ls[rows],
+    )
+
+
+class _Bounds:
+    """Bounds of the raw (log) hyperparameters, applied by clamping after each step."""
+
+    def __init__(self, fit_wavelength: bool, like: torch.Tensor):
+        def log_range(bounds, unit):
+            return math.log(bounds[0] / unit), math.log(bounds[1] / unit)
+
+        lo_t, hi_t = log_range(TIME_LENGTH_SCALE_BOUNDS_DAYS, TIME_UNIT_DAYS)
+        lo_w, hi_w = log_range(WAVELENGTH_LENGTH_SCALE_BOUNDS_ANGSTROM, WAVELENGTH_UNIT_ANGSTROM)
+        if not fit_wavelength:  # a fixed wavelength length scale is used as given
+            lo_w, hi_w = -math.inf, math.inf
+        self.ls_lo = like.new_tensor([lo_t, lo_w])
+        self.ls_hi = like.new_tensor([hi_t, hi_w])
+        self.scale_lo, self.scale_hi = (math.log(v) for v in OUTPUTSCALE_BOUNDS)
+
+    @torch.no_grad()
+    def clamp_(self, raw_scale: torch.Tensor, raw_ls: torch.Tensor) -> None:
+        raw_scale.clamp_(self.scale_lo, self.scale_hi)
+        raw_ls.copy_(torch.maximum(torch.minimum(raw_ls, self.ls_hi), self.ls_lo))
+
+
+def _make_model(batch: PackedBatch, raw_scale=None, raw_ls=None) -> BatchedLightCurveGP:
+    """Model for ``batch`` at the given raw hyperparameters, or at the batch's initial values."""
+    model = BatchedLightCurveGP(batch.x, batch.y, batch.noise).to(device=batch.x.device, dtype=batch.x.dtype)
+    kernel = model.covar_module
+    with torch.no_grad():
+        if raw_scale is None:
+            kernel.outputscale = batch.init_outputscale
+            kernel.base_kernel.lengthscale = torch.stack(
+                [batch.init_time_ls, batch.init_wave_ls], -1).unsqueeze(-2)
+        else:
+            kernel.raw_outputscale.copy_(raw_scale)
+            kernel.base_kernel.raw_lengthscale.copy_(raw_ls)
+    model.train()
+    return model
+
+
+def _raw(model: BatchedLightCurveGP) -> tuple[torch.Tensor, torch.Tensor]:
+    """The trainable parameters: raw log kernel variance (b,), raw log length scales (b, 1, 2)."""
+    return model.covar_module.raw_outputscale, model.covar_module.base_kernel.raw_lengthscale
+
+
+def _compact(model, optimiser, batch, keep, learning_rate):
+    """Drop converged objects: a smaller model, and an Adam that carries the kept rows' state.
+
+    Adam is element-wise, so slicing its moment estimates continues exactly the
+    trajectories the kept objects were on.
+    """
+    old_params = _raw(model)
+    sub = _select(batch, keep)
+    new_model = _make_model(sub, *(p.detach()[keep] for p in old_params))
+    new_params = _raw(new_model)
+    new_optimiser = torch.optim.Adam(list(new_params), lr=learning_rate)
+    for old, new in zip(old_params, new_params):
+        new_optimiser.state[new] = {
+            key: (value[keep].clone() if torch.is_tensor(value) and value.dim() > 0
+                  else value.clone() if torch.is_tensor(value) else value)
+            for key, value in optimiser.state[old].items()
+        }
+    return new_model, new_optimiser, sub
+
+
+def _optimise(batch, raw_scale_out, raw_ls_out, *, fit_wavelength, n_iter, learning_rate, tol):
+    """Adam on the objects with ``batch.optimise``; writes their final raw parameters in place.
+
+    Returns (b,) int64 steps per object. An object is frozen when it converges,
+    and the batch is compacted once half of it has converged, so the cost follows
+    the total number of object-steps rather than the slowest object.
+    """
+    device = batch.x.device
+    steps = torch.zeros(batch.x.shape[0], dtype=torch.long, device=device)
+    idx = torch.nonzero(batch.optimise).squeeze(-1)  # rows of `batch` still being optimised
+    if n_iter == 0 or len(idx) == 0:
+        return steps
+    sub = _select(batch, idx)
+    model = _make_model(sub, raw_scale_out[idx], raw_ls_out[idx])
+    optimiser = torch.optim.Adam(list(_raw(model)), lr=learning_rate)
+    bounds = _Bounds(fit_wavelength, batch.x)
+    history = torch.full((CONVERGENCE_WINDOW + 1, len(idx)), math.nan, dtype=batch.x.dtype, device=device)
+    done = torch.zeros(len(idx), dtype=torch.bool, device=device)
+    for step in range(n_iter + 1):
+        raw_scale, raw_ls = _raw(model)
+        loss = _nll_per_point(model, sub)
+        if not bool(torch.isfinite(loss).all()):
+            raise NonFiniteLossError(f"non-finite marginal likelihood at step {step}")
+        history = torch.roll(history, -1, dims=0)
+        history[-1] = loss.detach()
+        newly = torch.zeros_like(done)
+        if step >= CONVERGENCE_WINDOW and tol > 0:
+            spread = history.max(0).values - history.min(0).values
+            newly = (spread < tol * loss.detach().abs().clamp_min(1.0)) & ~done
+        if step == n_iter:
+            newly = ~done  # out of steps: every object left stops here
+        if bool(newly.any()):
+            with torch.no_grad():
+                raw_scale_out[idx[newly]] = raw_scale[newly]
+                raw_ls_out[idx[newly]] = raw_ls[newly]
+            steps[idx[newly]] = step
+            done = done | newly
+        if bool(done.all()):
+            break
+        if 2 * int(done.sum()) >= len(done):
+            keep = torch.nonzero(~done).squeeze(-1)
+            model, optimiser, sub = _compact(model, optimiser, sub, keep, learning_rate)
+            idx, history, done = idx[keep], history[:, keep], done[keep]
+            raw_scale, raw_ls = _raw(model)
+            loss = _nll_per_point(model, sub)  # gradients must flow to the new model's parameters
+        optimiser.zero_grad(set_to_none=False)
+        loss.sum().backward()
+        if not fit_wavelength:
+            raw_ls.grad[..., 1] = 0.0  # zero gradient, hence zero moments: Adam never moves it
+        optimiser.step()
+        bounds.clamp_(raw_scale, raw_ls)
+        with torch.no_grad():  # converged objects go back to where they converged
+            raw_scale.copy_(torch.where(done, raw_scale_out[idx], raw_scale))
+            raw_ls.copy_(torch.where(done[:, None, None], raw_ls_out[idx], raw_ls))
+    return steps
 
 
 def fit_batch(
@@ -223,10 +349,12 @@ def fit_batch(
     learning_rate : float
         Adam learning rate (on log hyperparameters).
     tol : float
-        Per-object convergence tolerance (see :data:`CONVERGENCE_WINDOW`).
+        Per-object convergence tolerance: an object stops once its loss per point
+        moved by less than ``tol * max(|loss|, 1)`` over the last
+        :data:`CONVERGENCE_WINDOW` steps (``tol <= 0``: never before ``n_iter``).
     jitter : float
-        Diagonal jitter psd_safe_cholesky adds, to failing matrices only, when a
-        Cholesky fails.
+        Diagonal jitter that psd_safe_cholesky adds, to failing matrices only,
+        when a Cholesky fails.
 
     Returns
     -------
@@ -245,82 +373,26 @@ def fit_batch(
         gpytorch.settings.cholesky_jitter(double_value=jitter, float_value=jitter),
         gpytorch.settings.cholesky_max_tries(3),
     ):
-        model = BatchedLightCurveGP(batch.x, batch.y, batch.noise).to(device=batch.x.device, dtype=batch.x.dtype)
-        kernel = model.covar_module
-        kernel.outputscale = batch.init_outputscale
-        kernel.base_kernel.lengthscale = torch.stack([batch.init_time_ls, batch.init_wave_ls], -1).unsqueeze(-2)
-        raw_scale = kernel.raw_outputscale  # (b,)
-        raw_ls = kernel.base_kernel.raw_lengthscale  # (b, 1, 2)
-        lo_t, hi_t = _log_bounds(TIME_LENGTH_SCALE_BOUNDS_DAYS, TIME_UNIT_DAYS)
-        lo_w, hi_w = _log_bounds(WAVELENGTH_LENGTH_SCALE_BOUNDS_ANGSTROM, WAVELENGTH_UNIT_ANGSTROM)
-        ls_lo = raw_ls.new_tensor([lo_t, lo_w])
-        ls_hi = raw_ls.new_tensor([hi_t, hi_w])
-        if not fit_wavelength:
-            # A fixed wavelength length scale is used as given, even outside the fitting bounds.
-            ls_lo[1], ls_hi[1] = -math.inf, math.inf
-        scale_lo, scale_hi = (math.log(v) for v in OUTPUTSCALE_BOUNDS)
+        raw_scale, raw_ls = (p.detach().clone() for p in _raw(_make_model(batch)))
+        _Bounds(fit_wavelength, batch.x).clamp_(raw_scale, raw_ls)
+        steps = _optimise(batch, raw_scale, raw_ls, fit_wavelength=fit_wavelength, n_iter=n_iter,
+                          learning_rate=learning_rate, tol=tol)
+        model = _make_model(batch, raw_scale, raw_ls)
         with torch.no_grad():
-            raw_scale.clamp_(scale_lo, scale_hi)
-            raw_ls.copy_(torch.maximum(torch.minimum(raw_ls, ls_hi), ls_lo))
-
-        model.train()
-        optimiser = torch.optim.Adam([raw_scale, raw_ls], lr=learning_rate)
-        done = ~batch.optimise  # objects that are not optimised are frozen from the start
-        converged = torch.zeros_like(done)
-        frozen_scale = raw_scale.detach().clone()
-        frozen_ls = raw_ls.detach().clone()
-        steps = torch.zeros(b, dtype=torch.long, device=batch.x.device)
-        history = torch.full((CONVERGENCE_WINDOW + 1, b), math.nan, dtype=batch.x.dtype, device=batch.x.device)
-
-        for step in range(n_iter + 1):
-            loss = _nll_per_point(model, batch)
-            if not bool(torch.isfinite(loss).all()):
-                raise NonFiniteLossError(f"non-finite marginal likelihood at step {step}")
-            current = loss.detach()
-            # Each object's loss at the parameters it ends with: frozen objects keep theirs.
-            final_loss = current.clone() if step == 0 else torch.where(done, final_loss, current)
-            history = torch.roll(history, -1, dims=0)
-            history[-1] = current
-            if step >= CONVERGENCE_WINDOW and tol > 0:
-                spread = history.max(0).values - history.min(0).values
-                newly = (spread < tol * current.abs().clamp_min(1.0)) & ~done
-                if bool(newly.any()):
-                    with torch.no_grad():
-                        frozen_scale[newly] = raw_scale[newly]
-                        frozen_ls[newly] = raw_ls[newly]
-                    steps[newly] = step
-                    done = done | newly
-                    converged = converged | newly
-            if bool(done.all()) or step == n_iter:
-                break
-            optimiser.zero_grad(set_to_none=False)
-            loss.sum().backward()
-            if not fit_wavelength:
-                raw_ls.grad[..., 1] = 0.0  # zero grad and zero moments: Adam never moves it
-            optimiser.step()
-            with torch.no_grad():
-                raw_scale.clamp_(scale_lo, scale_hi)
-                raw_ls.copy_(torch.maximum(torch.minimum(raw_ls, ls_hi), ls_lo))
-                # Converged objects go back to the parameters they converged at.
-                raw_scale.copy_(torch.where(done, frozen_scale, raw_scale))
-                raw_ls.copy_(torch.where(done[:, None, None], frozen_ls, raw_ls))
-        # Objects that never converged ran every step taken; unoptimised ones took none.
-        steps = torch.where(converged, steps, torch.full_like(steps, step))
-        steps = torch.where(batch.optimise, steps, torch.zeros_like(steps))
-
-        with torch.no_grad():
+            final_loss = _nll_per_point(model, batch)
             mean, std = _posterior(model, batch, x_test.unsqueeze(0).expand(b, *x_test.shape))
-            ls = kernel.base_kernel.lengthscale.squeeze(-2)
+            length_scale = model.covar_module.base_kernel.lengthscale.squeeze(-2)  # (b, 2)
+            amplitude = model.covar_module.outputscale.sqrt()
 
-    def np_(t: torch.Tensor) -> np.ndarray:
+    def to_numpy(t: torch.Tensor) -> np.ndarray:
         return t.detach().cpu().numpy()
 
     return BatchFit(
-        mean=np_(mean),
-        std=np_(std),
-        final_loss=np_(final_loss),
-        amplitude=np_(kernel.outputscale.sqrt()),
-        length_scale_time_days=np_(ls[:, 0]) * TIME_UNIT_DAYS,
-        length_scale_wavelength_angstrom=np_(ls[:, 1]) * WAVELENGTH_UNIT_ANGSTROM,
-        n_iter=np_(steps).astype(np.int64),
+        mean=to_numpy(mean),
+        std=to_numpy(std),
+        final_loss=to_numpy(final_loss),
+        amplitude=to_numpy(amplitude),
+        length_scale_time_days=to_numpy(length_scale[:, 0]) * TIME_UNIT_DAYS,
+        length_scale_wavelength_angstrom=to_numpy(length_scale[:, 1]) * WAVELENGTH_UNIT_ANGSTROM,
+        n_iter=to_numpy(steps).astype(np.int64),
     )

@@ -1,0 +1,149 @@
+"""Stage functions called in-process on the tiny configuration (fast, no DVC)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from omegaconf import OmegaConf
+
+from deeprubin import io
+from deeprubin.config import ConfigError, compose_params
+from deeprubin.schema import SchemaError
+from deeprubin.split import LeakageError
+
+
+def tiny_cfg(tmp_path: Path, *overrides: str):
+    cfg = compose_params(["experiment=tiny", "source.n_objects=60", *overrides])
+    cfg.paths = OmegaConf.create({k: str(tmp_path / v) for k, v in cfg.paths.items()})
+    cfg.mlflow.tracking_uri = f"sqlite:///{tmp_path / 'mlruns.db'}"
+    return cfg
+
+
+def run_all(cfg) -> dict:
+    from deeprubin.stages.evaluate import run_evaluate
+    from deeprubin.stages.ingest import run_ingest
+    from deeprubin.stages.preprocess import run_preprocess
+    from deeprubin.stages.split import run_split
+    from deeprubin.stages.train import run_train
+
+    run_ingest(cfg)
+    run_preprocess(cfg)
+    run_split(cfg)
+    run_train(cfg)
+    return run_evaluate(cfg)
+
+
+@pytest.fixture(autouse=True)
+def _isolate_mlflow(monkeypatch, tmp_path):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.chdir(tmp_path)
+
+
+def test_same_params_same_metrics(tmp_path):
+    first = run_all(tiny_cfg(tmp_path / "a"))
+    second = run_all(tiny_cfg(tmp_path / "b"))
+    assert first == second
+    a = io.read_npz(tmp_path / "a/data/processed/transients/gp_grid.npz")
+    b = io.read_npz(tmp_path / "b/data/processed/transients/gp_grid.npz")
+    np.testing.assert_array_equal(a["mean"], b["mean"])
+    history = pd.read_csv(tmp_path / "a/models/transients/history.csv")
+    assert list(history.columns) == ["epoch", "train_loss", "train_acc", "val_loss", "val_acc"]
+    assert history[["train_loss", "val_loss"]].notna().all().all()
+    model_cfg = (tmp_path / "a/models/transients/config.yaml").read_text()
+    assert "TCNClassifier" in model_cfg
+
+
+def test_mlflow_run_has_params_metrics_and_model(tmp_path):
+    import mlflow
+
+    cfg = tiny_cfg(tmp_path)
+    run_all(cfg)
+    client = mlflow.tracking.MlflowClient(cfg.mlflow.tracking_uri)
+    exp = client.get_experiment_by_name(cfg.mlflow.experiment)
+    (run,) = client.search_runs([exp.experiment_id])
+    assert run.data.params["model.name"] == "tcn"
+    assert "dataset_sha256" in run.data.tags and "git_commit" in run.data.tags
+    assert {"train_loss", "val_loss", "train_acc", "val_acc"} <= set(run.data.metrics)
+    assert len(client.get_metric_history(run.info.run_id, "val_loss")) == cfg.trainer.max_epochs
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "model")}
+    assert "model/model.ckpt" in artifacts
+    assert any(a.path == "class_distribution_train.json" for a in client.list_artifacts(run.info.run_id))
+
+
+def test_ingest_drop_mode_reports_dropped_objects(tmp_path, monkeypatch):
+    from deeprubin.stages import ingest
+
+    real = ingest.SOURCES["simulate"]
+
+    def corrupted(cfg):
+        lc, obj = real(cfg)
+        lc.loc[lc["object_id"] == obj["object_id"].iloc[0], "flux_err"] = -1.0
+        return lc, obj
+
+    monkeypatch.setitem(ingest.SOURCES, "simulate", corrupted)
+    cfg = tiny_cfg(tmp_path, "source.validation.on_invalid=drop")
+    report = ingest.run_ingest(cfg)
+    assert report["validation"]["dropped_by_reason"] == {"non_positive_error": 1}
+    cfg = tiny_cfg(tmp_path / "raise")
+    with pytest.raises(SchemaError, match="'flux_err' <= 0"):
+        ingest.run_ingest(cfg)
+    assert not (tmp_path / "raise/data/raw/transients/lightcurves.parquet").exists()
+
+
+@pytest.mark.parametrize("override, message", [
+    ("source.validation.min_bands=3", "min_bands"),
+    ("source.validation.on_invalid=skip", "on_invalid"),
+    ("source.name=nowhere", "source.name"),
+])
+def test_ingest_config_errors(tmp_path, override, message):
+    from deeprubin.stages.ingest import run_ingest
+
+    with pytest.raises(ConfigError, match=message):
+        run_ingest(tiny_cfg(tmp_path, override))
+
+
+@pytest.mark.parametrize("override, message", [
+    ("preprocess.n_grid=1", "preprocess.n_grid"),
+    ("preprocess.batch_size=0", "preprocess.batch_size"),
+    ("preprocess.wavelength_length_scale=-5", "wavelength_length_scale"),
+])
+def test_preprocess_config_errors(tmp_path, override, message):
+    from deeprubin.stages.preprocess import run_preprocess
+
+    with pytest.raises(ConfigError, match=message):
+        run_preprocess(tiny_cfg(tmp_path, override))
+
+
+def test_trainer_config_error(tmp_path):
+    from deeprubin.training.fit import check_trainer_config
+
+    with pytest.raises(ConfigError, match="trainer.learning_rate"):
+        check_trainer_config(tiny_cfg(tmp_path, "trainer.learning_rate=0"))
+
+
+def test_split_stage_fails_on_leakage(tmp_path, monkeypatch):
+    from deeprubin.stages import ingest, split
+
+    cfg = tiny_cfg(tmp_path)
+    ingest.run_ingest(cfg)
+
+    def leaky(objects, fractions, seed):
+        manifest = objects[["object_id", "group_id", "label"]].copy()
+        manifest["split"] = np.where(np.arange(len(manifest)) % 2 == 0, "train", "test")
+        manifest["group_id"] = "one-group"
+        return manifest
+
+    monkeypatch.setattr(split, "make_split", leaky)
+    with pytest.raises(LeakageError):
+        split.run_split(cfg)
+    assert not (tmp_path / "data/splits/transients/manifest.parquet").exists()
+
+
+def test_missing_input_names_file(tmp_path):
+    from deeprubin.stages.split import run_split
+
+    with pytest.raises(FileNotFoundError, match="objects.parquet"):
+        run_split(tiny_cfg(tmp_path))
