@@ -59,6 +59,8 @@ def tiny_repo(tmp_path_factory) -> Path:
     _run(["git", "add", "-A"], repo)
     _run(["git", "commit", "-q", "-m", "tiny"], repo)
     _run(["dvc", "repro"], repo)
+    _run(["git", "add", "-A"], repo)
+    _run(["git", "commit", "-q", "-m", "tiny baseline results"], repo)
     return repo
 
 
@@ -97,3 +99,17 @@ def test_exp_run_set_param_changes_metrics(tiny_repo):
             if "macro_f1" in m:
                 f1s.add((exp.get("name") or exp.get("rev"), m["accuracy"], m["macro_f1"]))
     assert len({(a, f) for _, a, f in f1s}) >= 2, f"expected different metrics in dvc exp show, got {f1s}"
+
+
+def test_hydra_multirun_logs_each_job_to_mlflow(tiny_repo):
+    """A stage run by hand with `-m` sweeps, each job in its own folder and MLflow run."""
+    import mlflow
+
+    _run([sys.executable, "-m", "deeprubin.stages.train", "-m", "experiment=tiny", "model.channels=4,8",
+          "trainer.max_epochs=1", "hydra.sweep.dir=multirun/test"], tiny_repo)
+    checkpoints = sorted((tiny_repo / "multirun/test").glob("*/model/model.ckpt"))
+    assert len(checkpoints) == 2
+    client = mlflow.tracking.MlflowClient(f"sqlite:///{tiny_repo / 'mlruns.db'}")
+    exp = client.get_experiment_by_name("deeprubin-transients")
+    channels = {r.data.params.get("model.channels") for r in client.search_runs([exp.experiment_id])}
+    assert {"4", "8"} <= channels

@@ -18,7 +18,9 @@ Per object:
    ``max_points`` remain they are averaged (inverse-variance weights) in
    equal-width time bins per band, so memory per object is bounded.
 4. Flux is divided by ``flux_scale = max(max |flux|, 3 median(flux_err))`` so the
-   GP sees amplitudes of order one; ``mean``/``std`` stay in those units.
+   GP sees amplitudes of order one; ``mean``/``std`` stay in those units. The
+   errors enter as fixed noise variances ``(flux_err / flux_scale)**2``, floored
+   at ``gp_model.MIN_NOISE`` (an error floor of 0.1% of the flux scale).
 
 Degenerate objects always get a grid without NaN:
 
@@ -30,9 +32,9 @@ Degenerate objects always get a grid without NaN:
   has no gradient then and stays at its initial/fixed value, so the other bands
   are predicted through the fixed colour correlation;
 * a batch whose fit raises (non-PSD covariance, NaN loss): its objects are refitted
-  one by one with more jitter, then with default hyperparameters and no
-  optimisation (``fit_ok = False``), and finally replaced by per-band linear
-  interpolation with ``std = FALLBACK_STD`` (``fit_ok = False``).
+  one by one with more jitter (``fit_ok = True`` if that works), then with default
+  hyperparameters and no optimisation (``fit_ok = False``), and finally replaced by
+  per-band linear interpolation with ``std = FALLBACK_STD`` (``fit_ok = False``).
 """
 from __future__ import annotations
 
@@ -51,6 +53,7 @@ from deeprubin.preprocess.gp_model import (
     DEFAULT_TIME_LENGTH_SCALE_DAYS,
     DEFAULT_WAVELENGTH_LENGTH_SCALE_ANGSTROM,
     MIN_INIT_OUTPUTSCALE,
+    MIN_NOISE,
     PAD_NOISE,
     TIME_UNIT_DAYS,
     WAVELENGTH_UNIT_ANGSTROM,
@@ -212,7 +215,7 @@ def _pack(objects: list[_Object], wave_ls: float, device, optimise: bool = True)
         x[i, :o.n, 0] = o.t / TIME_UNIT_DAYS
         x[i, :o.n, 1] = o.wavelength / WAVELENGTH_UNIT_ANGSTROM
         y[i, :o.n] = o.y
-        noise[i, :o.n] = o.y_err**2
+        noise[i, :o.n] = np.maximum(o.y_err**2, MIN_NOISE)
     # Zero mean model: the second moment of the flux is the natural initial kernel variance.
     init_scale = [max(float(np.mean(o.y**2)), MIN_INIT_OUTPUTSCALE) for o in objects]
 
@@ -278,11 +281,13 @@ def fit_gp_grid(
         Maximum observations per object; more are binned in time per band.
         Must be at least the number of bands.
     n_iter : int
-        Maximum Adam steps per batch.
+        Maximum Adam steps per object (``diagnostics.n_iter`` records the steps taken).
     learning_rate : float
         Adam learning rate on the log hyperparameters.
     batch_size : int
-        Objects per batched GP; memory grows as batch_size * max_points * B * T.
+        Objects per batched GP. Training memory is ~10 float64 arrays of
+        batch_size * n_max**2 (n_max <= max_points, the longest object in the
+        batch; ~80 MB each at 256 x 200**2); prediction is chunked.
     tol : float
         Convergence tolerance: an object stops once its loss per point changed by
         less than ``tol * max(|loss|, 1)`` over the last 5 steps (``tol <= 0``: never).
@@ -300,6 +305,13 @@ def fit_gp_grid(
     -------
     GPGrid
         N objects, B = len(band_wavelengths) bands, T = n_grid times.
+
+    Notes
+    -----
+    Objects are sorted by number of points and cut into batches of ``batch_size``
+    so each batch needs little padding; every batch is one batched GPyTorch
+    ExactGP (see :mod:`deeprubin.preprocess.gp_model`). The result does not
+    depend on ``batch_size`` beyond rounding (~1e-9), and is deterministic.
     """
     band_names = [str(b) for b in band_wavelengths]
     if not band_names:

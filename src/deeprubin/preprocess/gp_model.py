@@ -39,6 +39,11 @@ WAVELENGTH_UNIT_ANGSTROM = 1000.0
 #: Noise variance (normalised flux squared) of padding points: 1e8 makes their
 #: weight in the posterior ~1e-8 of a real point's.
 PAD_NOISE = 1e8
+#: Floor on the observation noise variance (normalised flux squared), i.e. an
+#: error floor of 0.1% of the flux scale; GPyTorch's FixedNoiseGaussianLikelihood
+#: would round smaller float64 noise up to this anyway (with a warning), and the
+#: hand-written posterior must use the same noise as the fit.
+MIN_NOISE = 1e-6
 #: Initial / default time length scale (days); typical supernova rise/decline scale.
 DEFAULT_TIME_LENGTH_SCALE_DAYS = 20.0
 #: Initial / default wavelength length scale (Angstrom), the value Avocado fixes.
@@ -52,6 +57,9 @@ OUTPUTSCALE_BOUNDS = (1.0e-6, 1.0e4)
 #: Floor on the initial kernel variance so an all-zero light curve still starts
 #: from a usable amplitude.
 MIN_INIT_OUTPUTSCALE = 1.0e-2
+#: Largest (objects x test points x training points) cross-covariance built at once
+#: when predicting (~32 MB in float64; the kernel needs a few such temporaries).
+POSTERIOR_CHUNK_ELEMENTS = 1 << 22
 #: Convergence window: an object has converged when its loss moved by less than
 #: ``tol * max(|loss|, 1)`` over the last this-many steps.
 CONVERGENCE_WINDOW = 5
@@ -73,7 +81,7 @@ class PackedBatch:
     y : torch.Tensor
         (b, n) float64 normalised flux; 0 on padding.
     noise : torch.Tensor
-        (b, n) float64 observation noise variance (normalised); PAD_NOISE on padding.
+        (b, n) float64 observation noise variance (normalised, >= MIN_NOISE); PAD_NOISE on padding.
     n_real : torch.Tensor
         (b,) int64 number of real points (>= 1).
     optimise : torch.Tensor
@@ -119,8 +127,86 @@ class BatchFit:
     n_iter: np.ndarray
 
 
+class _Matern32Function(torch.autograd.Function):
+    """Matern-3/2 correlation over (time, wavelength) with an analytic length-scale gradient.
+
+    ``k = (1 + sqrt(3) r) exp(-sqrt(3) r)`` with ``r^2 = dt^2 / l_t^2 + dw^2 / l_w^2``,
+    and ``dk/dl_d = 3 exp(-sqrt(3) r) d_d^2 / l_d^3``, which is finite at ``r = 0``.
+    Autograd through GPyTorch's MaternKernel records about twice as many passes over
+    the (b, n, n) matrices; with :class:`_GaussianNLL` a training step is ~2x faster
+    on CPU, for the same values and gradients (checked in the tests). Inputs are
+    data, never differentiated.
+    """
+
+    @staticmethod
+    def forward(ctx, x1: torch.Tensor, x2: torch.Tensor, lengthscale: torch.Tensor) -> torch.Tensor:
+        if ctx.needs_input_grad[0] or ctx.needs_input_grad[1]:
+            raise ValueError("Matern32Kernel is not differentiable with respect to its inputs")
+        inv_l2 = lengthscale.pow(-2)  # (..., 1, 2)
+        dt2 = (x1[..., :, None, 0] - x2[..., None, :, 0]).square_()  # (..., n, m)
+        dw2 = (x1[..., :, None, 1] - x2[..., None, :, 1]).square_()
+        s = torch.addcmul(dt2 * inv_l2[..., 0:1], dw2, inv_l2[..., 1:2]).sqrt_().mul_(math.sqrt(3.0))
+        e = torch.neg(s).exp_()
+        k = s.add_(1.0).mul_(e)
+        ctx.save_for_backward(dt2, dw2, e, lengthscale)
+        return k
+
+    @staticmethod
+    def backward(ctx, grad_k: torch.Tensor):
+        dt2, dw2, e, lengthscale = ctx.saved_tensors
+        ge = (grad_k * e).flatten(-2)
+        grad_t = (ge * dt2.flatten(-2)).sum(-1)
+        grad_w = (ge * dw2.flatten(-2)).sum(-1)
+        grad_l = 3.0 * torch.stack([grad_t, grad_w], -1).unsqueeze(-2) / lengthscale.pow(3)
+        return None, None, grad_l
+
+
+class Matern32Kernel(gpytorch.kernels.Kernel):
+    """GPyTorch kernel: Matern-3/2 over 2-D (time, wavelength) inputs, ARD length scales.
+
+    Same values as ``gpytorch.kernels.MaternKernel(nu=1.5, ard_num_dims=2)`` (without
+    its input centring, so no precision is lost), faster to differentiate; see
+    :class:`_Matern32Function`.
+    """
+
+    has_lengthscale = True
+
+    def forward(self, x1: torch.Tensor, x2: torch.Tensor, diag: bool = False, **params) -> torch.Tensor:
+        if diag:  # stationary: k(x, x) = 1
+            return x1.new_ones(x1.shape[:-1])
+        return _Matern32Function.apply(x1, x2, self.lengthscale)
+
+
+class _GaussianNLL(torch.autograd.Function):
+    """Negative log density of y ~ N(0, K), (b,), with the closed-form gradient.
+
+    ``d nll / dK = (K^-1 - alpha alpha^T) / 2`` with ``alpha = K^-1 y``: one
+    inverse from the Cholesky factor instead of differentiating through the factorisation.
+    Same value as GPyTorch's ``MultivariateNormal.log_prob`` (checked in the tests).
+    """
+
+    @staticmethod
+    def forward(ctx, covariance: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        chol = psd_safe_cholesky(covariance)  # adds jitter only to failing matrices
+        alpha = torch.cholesky_solve(y.unsqueeze(-1), chol)
+        quad = (y.unsqueeze(-1) * alpha).sum((-1, -2))
+        logdet = 2.0 * chol.diagonal(dim1=-1, dim2=-2).log().sum(-1)
+        ctx.save_for_backward(chol, alpha)
+        return 0.5 * (quad + logdet + y.shape[-1] * math.log(2.0 * math.pi))
+
+    @staticmethod
+    def backward(ctx, grad_nll: torch.Tensor):
+        chol, alpha = ctx.saved_tensors
+        # K^-1 = L^-T L^-1: a triangular solve and a matmul are ~2x faster here
+        # than torch.cholesky_inverse on batches of small matrices.
+        eye = torch.eye(chol.shape[-1], dtype=chol.dtype, device=chol.device).expand_as(chol)
+        chol_inv = torch.linalg.solve_triangular(chol, eye, upper=False)
+        w = (chol_inv.transpose(-1, -2) @ chol_inv).sub_(alpha @ alpha.transpose(-1, -2))
+        return w.mul_(0.5 * grad_nll[..., None, None]), None
+
+
 class BatchedLightCurveGP(gpytorch.models.ExactGP):
-    """Zero-mean GP with a Matern-3/2 kernel over (time, wavelength), batched over objects.
+    """Zero-mean GP, ScaleKernel(Matern-3/2) over (time, wavelength), batched over objects.
 
     The mean is zero (as in Avocado): far from the data the prediction returns to
     zero flux, the right prior for difference-imaging photometry of transients.
@@ -146,8 +232,7 @@ class BatchedLightCurveGP(gpytorch.models.ExactGP):
         log_positive = dict(transform=torch.exp, inv_transform=torch.log)
         self.mean_module = gpytorch.means.ZeroMean(batch_shape=batch_shape)
         self.covar_module = gpytorch.kernels.ScaleKernel(
-            gpytorch.kernels.MaternKernel(
-                nu=1.5,
+            Matern32Kernel(
                 ard_num_dims=2,
                 batch_shape=batch_shape,
                 lengthscale_constraint=gpytorch.constraints.Positive(**log_positive),
@@ -167,30 +252,37 @@ def _nll_per_point(model: BatchedLightCurveGP, batch: PackedBatch) -> torch.Tens
     each padded point adds ``-0.5 log(2 pi PAD_NOISE)`` to the log likelihood (up to
     ~1/PAD_NOISE); that constant is removed so the loss is the real points' alone.
     """
-    output = model.likelihood(model(batch.x))
-    log_prob = output.log_prob(batch.y)
-    n_pad = (batch.x.shape[1] - batch.n_real).to(log_prob.dtype)
-    log_prob_real = log_prob + 0.5 * n_pad * math.log(2.0 * math.pi * PAD_NOISE)
-    return -log_prob_real / batch.n_real.to(log_prob.dtype)
+    covariance = model.likelihood(model(batch.x)).covariance_matrix  # kernel + fixed noise, (b, n, n)
+    nll = _GaussianNLL.apply(covariance, batch.y)
+    n_pad = (batch.x.shape[1] - batch.n_real).to(nll.dtype)
+    nll_real = nll - 0.5 * n_pad * math.log(2.0 * math.pi * PAD_NOISE)
+    return nll_real / batch.n_real.to(nll.dtype)
 
 
 def _posterior(model: BatchedLightCurveGP, batch: PackedBatch, x_test: torch.Tensor):
-    """Exact posterior mean and std of the latent f at ``x_test`` (b, M, 2).
+    """Exact posterior mean and std (each (b, M)) of the latent f at ``x_test`` (M, 2).
 
     Done by hand from the kernel rather than through ``model.eval()`` because
-    GPyTorch would materialise the (b, M, M) test covariance to get its diagonal;
-    this needs only (b, M, n).
+    GPyTorch would materialise the (b, M, M) test covariance to get its diagonal.
+    Test points are processed in chunks so that the (b, chunk, n) cross-covariance
+    stays below :data:`POSTERIOR_CHUNK_ELEMENTS` whatever B * T and max_points are.
     """
     kernel = model.covar_module
+    b, n = batch.y.shape
     k_train = kernel(batch.x).to_dense() + torch.diag_embed(batch.noise)
     chol = psd_safe_cholesky(k_train)
     alpha = torch.cholesky_solve(batch.y.unsqueeze(-1), chol)  # (b, n, 1)
-    k_cross = kernel(x_test, batch.x).to_dense()  # (b, M, n)
-    mean = (k_cross @ alpha).squeeze(-1)
-    v = torch.linalg.solve_triangular(chol, k_cross.transpose(-1, -2), upper=False)  # (b, n, M)
     prior_var = kernel.outputscale.unsqueeze(-1)  # stationary kernel: k(x, x) = outputscale
-    var = (prior_var - v.pow(2).sum(dim=-2)).clamp_min(0.0)  # rounding can go below 0
-    return mean, var.sqrt()
+    chunk = max(1, POSTERIOR_CHUNK_ELEMENTS // (b * n))
+    means, stds = [], []
+    for start in range(0, x_test.shape[0], chunk):
+        x_chunk = x_test[start:start + chunk].expand(b, -1, -1)
+        k_cross = kernel(x_chunk, batch.x).to_dense()  # (b, chunk, n)
+        means.append((k_cross @ alpha).squeeze(-1))
+        v = torch.linalg.solve_triangular(chol, k_cross.transpose(-1, -2), upper=False)  # (b, n, chunk)
+        var = (prior_var - v.pow(2).sum(dim=-2)).clamp_min(0.0)  # rounding can go below 0
+        stds.append(var.sqrt())
+    return torch.cat(means, -1), torch.cat(stds, -1)
 
 
 def _select(batch: PackedBatch, rows: torch.Tensor) -> PackedBatch:
@@ -367,7 +459,6 @@ def fit_batch(
     linear_operator.utils.errors.NotPSDError
         If a covariance matrix stays non-positive-definite despite jitter.
     """
-    b = batch.x.shape[0]
     with (
         gpytorch.settings.max_cholesky_size(10**9),  # always exact Cholesky, never CG/Lanczos
         gpytorch.settings.cholesky_jitter(double_value=jitter, float_value=jitter),
@@ -380,7 +471,7 @@ def fit_batch(
         model = _make_model(batch, raw_scale, raw_ls)
         with torch.no_grad():
             final_loss = _nll_per_point(model, batch)
-            mean, std = _posterior(model, batch, x_test.unsqueeze(0).expand(b, *x_test.shape))
+            mean, std = _posterior(model, batch, x_test)
             length_scale = model.covar_module.base_kernel.lengthscale.squeeze(-2)  # (b, 2)
             amplitude = model.covar_module.outputscale.sqrt()
 

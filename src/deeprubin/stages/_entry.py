@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 from pathlib import Path
 from typing import Callable
 
@@ -20,12 +21,22 @@ def _conf_dir() -> str:
 
 
 def hydra_entry(run_stage: Callable[[DictConfig], object]) -> Callable[[], None]:
-    """Turn ``run_stage(cfg)`` into a Hydra application rooted at ``conf/config.yaml``."""
+    """Turn ``run_stage(cfg)`` into a Hydra application rooted at ``conf/config.yaml``.
+
+    The Hydra job is named after the stage (``run_train`` -> ``train``) so that logs
+    and multirun folders say which stage wrote them.
+    """
+    stage = run_stage.__name__.removeprefix("run_")
 
     @hydra.main(version_base="1.3", config_path=_conf_dir(), config_name="config")
-    def _main(cfg: DictConfig) -> None:
+    def _hydra_main(cfg: DictConfig) -> None:
         logging.getLogger("deeprubin").setLevel(logging.INFO)
         run_stage(cfg)
 
-    _main.__doc__ = run_stage.__doc__
-    return _main
+    def main() -> None:
+        if not any(arg.startswith("hydra.job.name=") for arg in sys.argv[1:]):
+            sys.argv.append(f"hydra.job.name={stage}")
+        _hydra_main()
+
+    main.__doc__ = run_stage.__doc__
+    return main

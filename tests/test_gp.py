@@ -1,0 +1,314 @@
+"""Tests of the batched GPyTorch light-curve interpolation (deeprubin.preprocess.gp)."""
+from __future__ import annotations
+
+import gpytorch
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from linear_operator.utils.errors import NotPSDError
+
+from deeprubin.preprocess import gp as gpmod
+from deeprubin.preprocess import gp_model
+from deeprubin.preprocess.gp import GPGrid, fit_gp_grid, load_gp_grid, save_gp_grid
+
+BANDS = {"g": 4800.0, "r": 6400.0, "i": 7800.0}
+MJD0 = 59000.0
+
+
+def make_lightcurves(objects: dict[str, tuple]) -> pd.DataFrame:
+    """Canonical long table from {object_id: (time_days, band, flux, flux_err)} arrays."""
+    frames = []
+    for oid, (t, band, flux, err) in objects.items():
+        t = np.atleast_1d(np.asarray(t, dtype=float))
+        frames.append(pd.DataFrame({
+            "object_id": oid,
+            "time": MJD0 + t,
+            "band": np.broadcast_to(np.asarray(band, dtype=str), t.shape),
+            "flux": np.broadcast_to(np.asarray(flux, dtype=float), t.shape),
+            "flux_err": np.broadcast_to(np.asarray(err, dtype=float), t.shape),
+        }))
+    return pd.concat(frames, ignore_index=True)
+
+
+def bump(t, band, t0=40.0, amp=100.0, width=15.0):
+    """Smooth transient-like flux (microjansky), slightly redder later."""
+    colour = {"g": 1.0, "r": 0.8, "i": 0.6}
+    return amp * np.array([colour[b] for b in band]) * np.exp(-0.5 * ((t - t0) / width) ** 2)
+
+
+def random_object(rng, n, t_max=150.0, amp=100.0, rel_err=0.02, bands=("g", "r")):
+    t = np.sort(rng.uniform(0.0, t_max, n))
+    band = rng.choice(list(bands), n)
+    flux = bump(t, band, amp=amp)
+    err = np.full(n, rel_err * amp)
+    return t, band, flux + rng.normal(0.0, err), err
+
+
+def fit(lc, **overrides) -> GPGrid:
+    kwargs = dict(
+        band_wavelengths=BANDS, window_before_days=50.0, window_after_days=100.0, n_grid=61,
+        fit_margin_days=20.0, max_points=200, n_iter=200, learning_rate=0.1, batch_size=16,
+        tol=1e-5, wavelength_length_scale=6000.0, progress=False,
+    )
+    kwargs.update(overrides)
+    return fit_gp_grid(lc, **kwargs)
+
+
+def interp_grid(grid: GPGrid, k: int, band: int, t_rel) -> np.ndarray:
+    return np.interp(t_rel, grid.grid_time, grid.mean[k, band])
+
+
+@pytest.fixture(scope="module")
+def mixed_lightcurves():
+    """Objects of very different lengths, so batches need padding."""
+    rng = np.random.default_rng(1)
+    objects = {f"obj{k}": random_object(rng, n) for k, n in enumerate([5, 8, 12, 20, 40, 60, 90, 30])}
+    return make_lightcurves(objects)
+
+
+@pytest.fixture(scope="module")
+def mixed_grid(mixed_lightcurves):
+    return fit(mixed_lightcurves, batch_size=8)
+
+
+def test_shapes_units_and_order(mixed_lightcurves, mixed_grid):
+    grid = mixed_grid
+    n = mixed_lightcurves["object_id"].nunique()
+    assert list(grid.object_ids) == list(pd.unique(mixed_lightcurves["object_id"]))
+    assert list(grid.bands) == list(BANDS) and np.allclose(grid.wavelengths, list(BANDS.values()))
+    assert grid.mean.shape == grid.std.shape == (n, len(BANDS), 61)
+    assert grid.mean.dtype == np.float32 and grid.std.dtype == np.float32
+    assert grid.grid_time[0] == -50.0 and grid.grid_time[-1] == 100.0
+    assert np.isfinite(grid.mean).all() and (grid.std >= 0).all()
+    assert list(grid.diagnostics.columns) == list(gpmod.DIAGNOSTIC_COLUMNS)
+    assert grid.diagnostics["fit_ok"].all()
+    assert (grid.diagnostics["message"] == "").all()
+    # t_ref is an observation time, flux_scale the largest |flux| used.
+    for k, oid in enumerate(grid.object_ids):
+        obj = mixed_lightcurves[mixed_lightcurves["object_id"] == oid]
+        assert grid.t_ref[k] in obj["time"].to_numpy()
+        assert grid.flux_scale[k] == pytest.approx(np.abs(obj["flux"]).max())
+
+
+def test_t_ref_ignores_insignificant_spike():
+    t = np.array([0.0, 10.0, 20.0, 30.0])
+    flux = np.array([5.0, 50.0, 20.0, 500.0])  # 500 has S/N 0.5: not a reference candidate
+    err = np.array([1.0, 1.0, 1.0, 1000.0])
+    grid = fit(make_lightcurves({"a": (t, "g", flux, err)}))
+    assert grid.t_ref[0] == MJD0 + 10.0
+
+
+def test_posterior_mean_passes_near_noiseless_data():
+    t = np.linspace(0.0, 120.0, 60)
+    band = np.tile(["g", "r", "i"], 20)
+    truth = bump(t, band)
+    grid = fit(make_lightcurves({"a": (t, band, truth, 0.01)}))
+    rel = t - (grid.t_ref[0] - MJD0)
+    for k, name in enumerate(BANDS):
+        sel = band == name
+        inside = sel & (rel >= -50) & (rel <= 100)
+        predicted = interp_grid(grid, 0, k, rel[inside]) * grid.flux_scale[0]
+        assert np.max(np.abs(predicted - truth[inside])) < 0.02 * truth.max()
+
+
+def matern32(x1, x2, length_scales):
+    r = np.sqrt((((x1[:, None, :] - x2[None, :, :]) / length_scales) ** 2).sum(-1))
+    return (1.0 + np.sqrt(3.0) * r) * np.exp(-np.sqrt(3.0) * r)
+
+
+def test_hyperparameters_recovered_from_gp_draws():
+    rng = np.random.default_rng(7)
+    true_ls, amplitude, noise = 15.0, 100.0, 3.0
+    objects = {}
+    for k in range(6):
+        t = np.sort(rng.uniform(0.0, 200.0, 90))
+        band = rng.choice(list(BANDS), 90)
+        x = np.stack([t, np.array([BANDS[b] for b in band])], -1)
+        cov = amplitude**2 * matern32(x, x, np.array([true_ls, 6000.0])) + 1e-9 * np.eye(90)
+        f = np.linalg.cholesky(cov) @ rng.normal(size=90)
+        objects[f"draw{k}"] = (t, band, f + rng.normal(0.0, noise, 90), noise)
+    grid = fit(make_lightcurves(objects), window_before_days=250.0, window_after_days=250.0,
+               n_iter=400)
+    diag = grid.diagnostics
+    ls = diag["length_scale_time_days"].to_numpy()
+    assert diag["fit_ok"].all()
+    assert np.all((ls > true_ls / 2) & (ls < true_ls * 2)), ls
+    assert true_ls / 1.5 < np.median(ls) < true_ls * 1.5
+    fitted_amplitude = diag["amplitude"].to_numpy() * grid.flux_scale
+    assert 0.5 * amplitude < np.median(fitted_amplitude) < 2.0 * amplitude
+    assert np.allclose(diag["length_scale_wavelength_angstrom"], 6000.0)  # fixed, as asked
+
+
+def test_wavelength_length_scale_fitted_when_not_fixed():
+    rng = np.random.default_rng(3)
+    lc = make_lightcurves({"a": random_object(rng, 60, bands=("g", "r", "i"))})
+    grid = fit(lc, wavelength_length_scale=None)
+    assert grid.diagnostics["fit_ok"].all()
+    assert grid.diagnostics["length_scale_wavelength_angstrom"].iloc[0] != 6000.0
+
+
+def test_batched_equals_one_by_one(mixed_lightcurves, mixed_grid):
+    single = fit(mixed_lightcurves, batch_size=1)
+    np.testing.assert_allclose(single.mean, mixed_grid.mean, atol=1e-5)
+    np.testing.assert_allclose(single.std, mixed_grid.std, atol=1e-5)
+    for column in ("final_loss", "amplitude", "length_scale_time_days"):
+        np.testing.assert_allclose(single.diagnostics[column], mixed_grid.diagnostics[column], rtol=1e-6)
+    np.testing.assert_array_equal(single.diagnostics["n_iter"], mixed_grid.diagnostics["n_iter"])
+
+
+def test_padding_does_not_change_a_fit():
+    rng = np.random.default_rng(5)
+    short = random_object(rng, 10)
+    long = random_object(rng, 150, t_max=300.0, amp=1000.0)
+    wide = dict(window_before_days=400.0, window_after_days=400.0)
+    alone = fit(make_lightcurves({"short": short}), **wide)
+    together = fit(make_lightcurves({"short": short, "long": long}), batch_size=2, **wide)
+    assert together.diagnostics["n_points"].tolist() == [10, 150]  # really padded 10 -> 150
+    np.testing.assert_allclose(together.mean[0], alone.mean[0], atol=1e-6)
+    np.testing.assert_allclose(together.std[0], alone.std[0], atol=1e-6)
+    for column in ("final_loss", "amplitude", "length_scale_time_days", "n_iter"):
+        assert together.diagnostics[column].iloc[0] == pytest.approx(alone.diagnostics[column].iloc[0], rel=1e-7)
+
+
+def test_degenerate_objects_give_finite_grids():
+    lc = make_lightcurves({
+        "one_point": ([10.0], "g", [50.0], [2.0]),
+        "two_points": ([10.0, 20.0], ["g", "r"], [50.0, 40.0], [2.0, 2.0]),
+        "one_band": (np.linspace(0, 100, 20), "r", bump(np.linspace(0, 100, 20), ["r"] * 20), 1.0),
+        "flat": (np.linspace(0, 100, 20), ["g", "r"] * 10, 10.0, 1.0),
+        "zeros": (np.linspace(0, 100, 20), ["g", "r"] * 10, 0.0, 1.0),
+        "unknown_band": ([10.0, 20.0, 30.0], "y", [1.0, 2.0, 3.0], 1.0),
+    })
+    grid = fit(lc, batch_size=4)
+    diag = grid.diagnostics.set_index("object_id")
+    assert np.isfinite(grid.mean).all() and np.isfinite(grid.std).all()
+    assert np.isfinite(grid.flux_scale).all() and (grid.flux_scale > 0).all()
+    for oid in ("one_point", "two_points"):
+        assert not diag.loc[oid, "fit_ok"] and "too few points" in diag.loc[oid, "message"]
+        assert diag.loc[oid, "n_iter"] == 0
+    for oid in ("one_band", "flat", "zeros"):
+        assert diag.loc[oid, "fit_ok"] and diag.loc[oid, "message"] == ""
+    assert not diag.loc["unknown_band", "fit_ok"] and diag.loc["unknown_band", "n_points"] == 0
+    k = list(grid.object_ids).index("unknown_band")
+    assert np.isnan(grid.t_ref[k]) and (grid.mean[k] == 0).all() and (grid.std[k] == gpmod.FALLBACK_STD).all()
+    # A one-point object: posterior peaks at the point and returns towards zero far from it.
+    k = list(grid.object_ids).index("one_point")
+    assert grid.mean[k, 0].max() == pytest.approx(grid.mean[k, 0, np.argmin(np.abs(grid.grid_time))], rel=1e-6)
+    assert abs(grid.mean[k, 0, -1]) < 0.05
+
+
+def test_failures_fall_back_without_nan(monkeypatch):
+    rng = np.random.default_rng(2)
+    lc = make_lightcurves({f"o{k}": random_object(rng, 15 + k) for k in range(3)})
+    real_fit_batch = gp_model.fit_batch
+
+    def fails_in_batches(batch, *args, **kwargs):
+        if batch.x.shape[0] > 1:
+            raise NotPSDError("synthetic failure")
+        return real_fit_batch(batch, *args, **kwargs)
+
+    monkeypatch.setattr(gp_model, "fit_batch", fails_in_batches)
+    grid = fit(lc, batch_size=3)
+    assert grid.diagnostics["fit_ok"].all()  # the one-by-one refit succeeded
+
+    def always_fails(batch, *args, **kwargs):
+        raise gp_model.NonFiniteLossError("synthetic NaN")
+
+    monkeypatch.setattr(gp_model, "fit_batch", always_fails)
+    grid = fit(lc, batch_size=3)
+    assert not grid.diagnostics["fit_ok"].any()
+    assert grid.diagnostics["message"].str.contains("linear interpolation fallback").all()
+    assert np.isfinite(grid.mean).all() and (grid.std == gpmod.FALLBACK_STD).all()
+    assert np.abs(grid.mean).max() > 0.5  # the interpolation follows the data (peak = 1)
+
+
+def test_many_points_are_binned_to_max_points():
+    rng = np.random.default_rng(4)
+    lc = make_lightcurves({"dense": random_object(rng, 600, bands=("g", "r", "i"))})
+    grid = fit(lc, max_points=45)
+    assert 0 < grid.diagnostics["n_points"].iloc[0] <= 45
+    assert grid.diagnostics["fit_ok"].iloc[0]
+    with pytest.raises(ValueError, match="max_points"):
+        fit(lc, max_points=2)
+
+
+def test_std_larger_in_gap_than_at_observations():
+    t = np.concatenate([np.linspace(0, 30, 15), np.linspace(90, 120, 15)])
+    band = np.array(["g", "r"] * 15)
+    rng = np.random.default_rng(6)
+    flux = 100 * np.sin(t / 20.0) + 150
+    grid = fit(make_lightcurves({"gap": (t, band, flux + rng.normal(0, 2, 30), 2.0)}),
+               window_before_days=150.0, window_after_days=150.0, n_grid=301)
+    rel = t - (grid.t_ref[0] - MJD0)
+    std_g = grid.std[0, 0]
+    at_obs = np.interp(rel[band == "g"], grid.grid_time, std_g).max()
+    in_gap = np.interp(rel[0] + 60.0, grid.grid_time, std_g)
+    assert in_gap > 3 * at_obs
+
+
+def test_deterministic(mixed_lightcurves, mixed_grid):
+    again = fit(mixed_lightcurves, batch_size=8)
+    np.testing.assert_array_equal(again.mean, mixed_grid.mean)
+    np.testing.assert_array_equal(again.std, mixed_grid.std)
+    pd.testing.assert_frame_equal(again.diagnostics, mixed_grid.diagnostics)
+
+
+def test_save_load_round_trip(tmp_path, mixed_grid):
+    npz, parquet = tmp_path / "gp" / "grid.npz", tmp_path / "gp" / "diagnostics.parquet"
+    save_gp_grid(mixed_grid, npz, parquet)
+    loaded = load_gp_grid(npz, parquet)
+    for name in ("object_ids", "bands", "wavelengths", "grid_time", "t_ref", "flux_scale", "mean", "std"):
+        np.testing.assert_array_equal(getattr(loaded, name), getattr(mixed_grid, name))
+        assert getattr(loaded, name).dtype.kind == getattr(mixed_grid, name).dtype.kind
+    assert loaded.mean.dtype == np.float32
+    pd.testing.assert_frame_equal(loaded.diagnostics, mixed_grid.diagnostics)
+    with np.load(npz, allow_pickle=False) as data:  # strings stored without pickle
+        assert data["object_ids"].dtype.kind == "U"
+
+
+def test_chunked_prediction_matches_unchunked(monkeypatch, mixed_lightcurves, mixed_grid):
+    monkeypatch.setattr(gp_model, "POSTERIOR_CHUNK_ELEMENTS", 1000)  # many small chunks
+    chunked = fit(mixed_lightcurves, batch_size=8, progress=True)
+    np.testing.assert_allclose(chunked.mean, mixed_grid.mean, atol=1e-6)
+    np.testing.assert_allclose(chunked.std, mixed_grid.std, atol=1e-6)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_matches_cpu(mixed_lightcurves, mixed_grid):
+    on_gpu = fit(mixed_lightcurves, batch_size=8, device="cuda")
+    np.testing.assert_allclose(on_gpu.mean, mixed_grid.mean, atol=1e-4)
+    np.testing.assert_allclose(on_gpu.std, mixed_grid.std, atol=1e-4)
+
+
+def test_empty_input():
+    lc = make_lightcurves({"a": ([1.0], "g", [1.0], [1.0])}).iloc[:0]
+    grid = fit(lc)
+    assert grid.mean.shape == (0, 3, 61) and len(grid.diagnostics) == 0
+
+
+def test_kernel_and_likelihood_match_gpytorch_reference():
+    """The fast Matern-3/2 kernel and Gaussian NLL equal GPyTorch's, values and gradients."""
+    torch.manual_seed(0)
+    b, n = 3, 12
+    x = torch.rand(b, n, 2, dtype=torch.float64) * torch.tensor([10.0, 4.0], dtype=torch.float64)
+    y = torch.randn(b, n, dtype=torch.float64)
+    noise = torch.full((b, n), 0.05, dtype=torch.float64)
+    ls = torch.rand(b, 1, 2, dtype=torch.float64) + 0.5
+    shape = torch.Size([b])
+
+    ours = gp_model.Matern32Kernel(ard_num_dims=2, batch_shape=shape).double()
+    reference = gpytorch.kernels.MaternKernel(nu=1.5, ard_num_dims=2, batch_shape=shape).double()
+    ours.lengthscale = ls
+    reference.lengthscale = ls
+    k_ours, k_ref = ours(x).to_dense(), reference(x).to_dense()
+    torch.testing.assert_close(k_ours, k_ref, rtol=1e-9, atol=1e-12)
+
+    nll = gp_model._GaussianNLL.apply(k_ours + torch.diag_embed(noise), y).sum()
+    mvn = gpytorch.distributions.MultivariateNormal(torch.zeros(b, n, dtype=torch.float64),
+                                                    k_ref + torch.diag_embed(noise))
+    nll_ref = -mvn.log_prob(y).sum()
+    torch.testing.assert_close(nll, nll_ref, rtol=1e-10, atol=1e-10)
+    nll.backward()
+    nll_ref.backward()
+    torch.testing.assert_close(ours.raw_lengthscale.grad, reference.raw_lengthscale.grad, rtol=1e-7, atol=1e-10)
