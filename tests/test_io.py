@@ -1,0 +1,35 @@
+import numpy as np
+import pandas as pd
+import pytest
+
+from deeprubin import io
+
+
+def test_atomic_write_keeps_old_file_when_writer_fails(tmp_path):
+    target = tmp_path / "table.parquet"
+    io.write_parquet(pd.DataFrame({"a": [1, 2]}), target)
+
+    class Boom(RuntimeError):
+        pass
+
+    with pytest.raises(Boom):
+        with io.atomic_path(target) as tmp:
+            tmp.write_bytes(b"half a parq")
+            raise Boom("killed part-way")
+    assert io.read_parquet(target)["a"].tolist() == [1, 2]
+    assert [p.name for p in tmp_path.iterdir()] == ["table.parquet"]
+
+
+def test_round_trips(tmp_path):
+    io.write_json({"x": np.float32(1.5), "n": np.int64(3), "arr": np.arange(2)}, tmp_path / "a.json")
+    assert io.read_json(tmp_path / "a.json") == {"x": 1.5, "n": 3, "arr": [0, 1]}
+    io.write_npz(tmp_path / "a.npz", ids=np.array(["a", "b"]), v=np.ones(3))
+    data = io.read_npz(tmp_path / "a.npz")
+    assert data["ids"].tolist() == ["a", "b"]
+    assert len(io.file_sha256(tmp_path / "a.npz")) == 64
+
+
+@pytest.mark.parametrize("reader", [io.read_parquet, io.read_json, io.read_npz])
+def test_missing_file_names_path(tmp_path, reader):
+    with pytest.raises(FileNotFoundError, match="nothing.here"):
+        reader(tmp_path / "nothing.here")
