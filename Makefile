@@ -24,10 +24,10 @@ run: setup  ## run the whole default pipeline offline (built-in simulator) and s
 	@$(BIN)/python -c "import json; m=json.load(open('reports/transients/metrics.json')); print(f\"accuracy {m['accuracy']:.3f}   macro-F1 {m['macro_f1']:.3f}\")"
 
 test: setup  ## the default test suite (fast; no network, GPU or slow tests)
-	PATH=$(abspath $(BIN)):$$PATH $(BIN)/python -m pytest -n 2 -q
+	PATH=$(abspath $(BIN)):$$PATH $(BIN)/python -m pytest -n 2 --dist loadfile -q
 
 test-all: setup  ## everything except network and gpu tests
-	PATH=$(abspath $(BIN)):$$PATH $(BIN)/python -m pytest -n 2 -q -m "not network and not gpu"
+	PATH=$(abspath $(BIN)):$$PATH $(BIN)/python -m pytest -n 2 --dist loadfile -q -m "not network and not gpu"
 
 params: setup  ## recompose conf/ into params.yaml (as `dvc exp run` does)
 	$(BIN)/python -c "from deeprubin.config import write_params; write_params('params.yaml')"

@@ -49,6 +49,12 @@ def test_same_params_same_metrics(tmp_path):
     a = io.read_npz(tmp_path / "a/data/processed/transients/gp_grid.npz")
     b = io.read_npz(tmp_path / "b/data/processed/transients/gp_grid.npz")
     np.testing.assert_array_equal(a["mean"], b["mean"])
+    import torch
+
+    weights = [torch.load(tmp_path / d / "models/transients/model.ckpt", weights_only=False)["state_dict"]
+               for d in ("a", "b")]
+    for key in weights[0]:
+        torch.testing.assert_close(weights[0][key], weights[1][key], rtol=0, atol=0)
     history = pd.read_csv(tmp_path / "a/models/transients/history.csv")
     assert list(history.columns) == ["epoch", "train_loss", "train_acc", "val_loss", "val_acc"]
     assert history[["train_loss", "val_loss"]].notna().all().all()

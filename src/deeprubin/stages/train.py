@@ -48,8 +48,10 @@ def run_train(cfg: DictConfig) -> dict:
 
     out = _output_dir(cfg)
     resolved = to_dict(cfg)
+    # No git commit or timestamp in the checkpoint: the same params and data give the
+    # same bytes, so dvc.lock does not change on a rerun. The commit goes to MLflow.
     metadata = {"data_sha256": data_hash, "n_train": int(len(data["train"].y)), "n_val": int(len(data["val"].y)),
-                "best_val_loss": result.best_val_loss, "epochs_run": result.epochs_run, "git_commit": git_commit()}
+                "best_val_loss": result.best_val_loss, "epochs_run": result.epochs_run}
     ckpt = save_checkpoint(out / "model.ckpt", result.model, model_config=to_dict(cfg.model), classes=classes,
                            bands=[str(b) for b in grid.bands], n_inputs=features.shape[1], config=resolved,
                            metadata=metadata)
@@ -60,7 +62,7 @@ def run_train(cfg: DictConfig) -> dict:
     params = flatten("", {k: resolved[k] for k in ("seed", "model", "trainer", "preprocess", "source")})
     params.update({"data.n_train": metadata["n_train"], "data.n_val": metadata["n_val"]})
     client.log_batch(run_id, params=[Param(k, str(v)[:6000]) for k, v in params.items()],
-                     tags=[RunTag("git_commit", metadata["git_commit"]), RunTag("dataset_sha256", data_hash)])
+                     tags=[RunTag("git_commit", git_commit()), RunTag("dataset_sha256", data_hash)])
     client.log_dict(run_id, {c: int(n) for c, n in zip(classes, train_counts)}, "class_distribution_train.json")
     client.log_artifact(run_id, str(ckpt), "model")
     client.log_artifact(run_id, str(out / "config.yaml"), "model")

@@ -30,8 +30,10 @@ def save_checkpoint(path: str | Path, model: torch.nn.Module, *, model_config: d
         "config": config,
         "metadata": metadata,
     }
-    with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        # A file object, not a path: torch names the zip's root folder after a path,
+        # and the temporary name would make identical checkpoints differ in bytes.
+        torch.save(payload, fh)
     return Path(path)
 
 
