@@ -60,7 +60,8 @@ def run_train(cfg: DictConfig) -> dict:
 
     client, run_id = logger.experiment, logger.run_id
     params = flatten("", {k: resolved[k] for k in ("seed", "model", "trainer", "preprocess", "source")})
-    params.update({"data.n_train": metadata["n_train"], "data.n_val": metadata["n_val"]})
+    params.update({"data.n_objects": len(grid.object_ids), "data.n_train": metadata["n_train"],
+                   "data.n_val": metadata["n_val"]})
     client.log_batch(run_id, params=[Param(k, str(v)[:6000]) for k, v in params.items()],
                      tags=[RunTag("git_commit", git_commit()), RunTag("dataset_sha256", data_hash)])
     client.log_dict(run_id, {c: int(n) for c, n in zip(classes, train_counts)}, "class_distribution_train.json")
