@@ -82,7 +82,7 @@ def test_mlflow_run_has_params_metrics_and_model(tmp_path):
 def test_ingest_drop_mode_reports_dropped_objects(tmp_path, monkeypatch):
     from deeprubin.stages import ingest
 
-    real = ingest.SOURCES["simulate"]
+    real = ingest.resolve_loader("simulate")
 
     def corrupted(cfg):
         lc, obj = real(cfg)

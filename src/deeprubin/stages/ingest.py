@@ -1,6 +1,7 @@
 """Ingest stage: source -> validated ``lightcurves`` and ``objects`` parquet tables."""
 from __future__ import annotations
 
+import importlib
 import logging
 from pathlib import Path
 from typing import Callable
@@ -11,21 +12,31 @@ from omegaconf import DictConfig
 from .. import io
 from ..config import ConfigError, require
 from ..schema import validate_tables
-from ..sources.simulate import simulate_survey
 from ._entry import hydra_entry
 
 log = logging.getLogger(__name__)
 
 
-def _load_simulated(cfg: DictConfig) -> tuple[pd.DataFrame, pd.DataFrame]:
-    return simulate_survey(cfg.source, seed=int(cfg.seed), classes=list(cfg.task.classes),
-                           bands=list(cfg.task.band_wavelengths))
+Loader = Callable[[DictConfig], tuple[pd.DataFrame, pd.DataFrame]]
 
-
-#: Source name -> loader returning (lightcurves, objects) in the canonical schema.
-SOURCES: dict[str, Callable[[DictConfig], tuple[pd.DataFrame, pd.DataFrame]]] = {
-    "simulate": _load_simulated,
+#: Source name (``source.name``) -> "module:function" of a loader taking the whole
+#: config and returning (lightcurves, objects) in the canonical schema. Imported
+#: lazily so that, e.g., the simulator does not pay for importing lightkurve.
+SOURCES: dict[str, str | Loader] = {
+    "simulate": "deeprubin.sources.simulate:load_simulated",
+    "alerce": "deeprubin.sources.alerce:load_alerce",
+    "lightkurve": "deeprubin.sources.lightkurve_source:load_lightkurve",
+    "files": "deeprubin.sources.files:load_files",
 }
+
+
+def resolve_loader(name: str) -> Loader:
+    """The loader registered for source ``name`` (a callable or a "module:function" path)."""
+    entry = SOURCES[name]
+    if callable(entry):
+        return entry
+    module, _, function = entry.partition(":")
+    return getattr(importlib.import_module(module), function)
 
 
 def run_ingest(cfg: DictConfig) -> dict:
@@ -40,7 +51,7 @@ def run_ingest(cfg: DictConfig) -> dict:
     if min_bands > len(cfg.task.band_wavelengths):
         raise ConfigError(f"config key 'source.validation.min_bands' = {min_bands} exceeds the "
                           f"{len(cfg.task.band_wavelengths)} bands of task.band_wavelengths")
-    lightcurves, objects = SOURCES[source_name](cfg)
+    lightcurves, objects = resolve_loader(source_name)(cfg)
     lightcurves, objects, validation = validate_tables(
         lightcurves, objects, classes=list(cfg.task.classes), bands=list(cfg.task.band_wavelengths),
         min_points=min_points, min_bands=min_bands, on_invalid=on_invalid, table=f"source '{source_name}'",

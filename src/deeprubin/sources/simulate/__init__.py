@@ -8,4 +8,17 @@ objects)`` tables.
 from deeprubin.sources.simulate.classes import CLASS_MODELS
 from deeprubin.sources.simulate.survey import SimulationConfigError, simulate_survey
 
-__all__ = ["CLASS_MODELS", "SimulationConfigError", "simulate_survey"]
+__all__ = ["CLASS_MODELS", "SimulationConfigError", "load_simulated", "simulate_survey"]
+
+
+def load_simulated(cfg):
+    """Ingest loader: the built-in survey simulator configured by ``cfg.source``.
+
+    Parameters
+    ----------
+    cfg : omegaconf.DictConfig
+        The whole pipeline config (uses ``source``, ``seed``, ``task.classes`` and
+        the band names of ``task.band_wavelengths``).
+    """
+    return simulate_survey(cfg.source, seed=int(cfg.seed), classes=list(cfg.task.classes),
+                           bands=list(cfg.task.band_wavelengths))
