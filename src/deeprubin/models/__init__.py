@@ -16,6 +16,20 @@ from omegaconf import DictConfig, OmegaConf
 _DESCRIPTIVE_KEYS = ("name",)
 
 
+def resolve_model_config(model_cfg: Mapping[str, Any] | DictConfig, **data_values: Any) -> dict:
+    """Plain-dict model config with ``null`` entries filled from the data.
+
+    A config value of ``null`` for a key in ``data_values`` (e.g. ``grid_step_days``)
+    means "take it from the data"; the filled dict is what the checkpoint stores, so
+    the model can be rebuilt without the data.
+    """
+    cfg = OmegaConf.to_container(model_cfg, resolve=True) if isinstance(model_cfg, DictConfig) else dict(model_cfg)
+    for key, value in data_values.items():
+        if key in cfg and cfg[key] is None:
+            cfg[key] = value
+    return cfg
+
+
 def build_model(model_cfg: Mapping[str, Any] | DictConfig, n_inputs: int, n_classes: int) -> torch.nn.Module:
     """Instantiate the model named by ``model_cfg._target_``.
 

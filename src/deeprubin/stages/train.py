@@ -12,6 +12,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from .. import io
 from ..config import to_dict
+from ..models import resolve_model_config
 from ..preprocess.gp import load_gp_grid
 from ..training.checkpoint import save_checkpoint
 from ..training.data import grid_features, split_arrays
@@ -44,7 +45,8 @@ def run_train(cfg: DictConfig) -> dict:
     train_counts = np.bincount(data["train"].y, minlength=len(classes))
 
     logger = make_logger(cfg.mlflow.tracking_uri, cfg.mlflow.experiment, run_name=str(cfg.model.name))
-    result = fit_classifier(cfg, data, n_inputs=features.shape[1], classes=classes, logger=logger)
+    model_config = resolve_model_config(cfg.model, grid_step_days=float(np.diff(grid.grid_time).mean()))
+    result = fit_classifier(cfg, data, model_config, n_inputs=features.shape[1], classes=classes, logger=logger)
 
     out = _output_dir(cfg)
     resolved = to_dict(cfg)
@@ -52,7 +54,7 @@ def run_train(cfg: DictConfig) -> dict:
     # same bytes, so dvc.lock does not change on a rerun. The commit goes to MLflow.
     metadata = {"data_sha256": data_hash, "n_train": int(len(data["train"].y)), "n_val": int(len(data["val"].y)),
                 "best_val_loss": result.best_val_loss, "epochs_run": result.epochs_run}
-    ckpt = save_checkpoint(out / "model.ckpt", result.model, model_config=to_dict(cfg.model), classes=classes,
+    ckpt = save_checkpoint(out / "model.ckpt", result.model, model_config=model_config, classes=classes,
                            bands=[str(b) for b in grid.bands], n_inputs=features.shape[1], config=resolved,
                            metadata=metadata)
     io.write_text(OmegaConf.to_yaml(cfg), out / "config.yaml")

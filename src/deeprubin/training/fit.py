@@ -63,17 +63,23 @@ def check_trainer_config(cfg: DictConfig) -> None:
     require(cfg, "trainer.num_workers", at_least=0)
 
 
-def fit_classifier(cfg: DictConfig, data: dict[str, SplitArrays], n_inputs: int, classes: list[str],
-                   logger=None) -> FitResult:
-    """Train ``cfg.model`` on ``data["train"]``, early-stopping on ``data["val"]``.
+def fit_classifier(cfg: DictConfig, data: dict[str, SplitArrays], model_config: dict, n_inputs: int,
+                   classes: list[str], logger=None) -> FitResult:
+    """Train the model of ``model_config`` on ``data["train"]``, early-stopping on ``data["val"]``.
 
+    ``model_config`` is ``cfg.model`` after :func:`deeprubin.models.resolve_model_config`.
     Returns the best (lowest validation loss) weights, not the last ones.
     """
     check_trainer_config(cfg)
     t = cfg.trainer
     seed = int(cfg.seed)
     L.seed_everything(seed, workers=True, verbose=False)
-    model = build_model(cfg.model, n_inputs=n_inputs, n_classes=len(classes))
+    model = build_model(model_config, n_inputs=n_inputs, n_classes=len(classes))
+    # One forward pass before training: an architecture that cannot take this grid
+    # (e.g. a kernel longer than the sequence) fails now, with its own message.
+    with torch.no_grad():
+        model.eval()(torch.from_numpy(data["train"].x[:2]))
+    model.train()
     weights = class_weights(data["train"].y, len(classes)) if t.class_weighted_loss else None
     module = LightCurveClassifier(model, len(classes), weights, float(t.learning_rate), float(t.weight_decay))
     train_loader = make_loader(data["train"], int(t.batch_size), shuffle=True, seed=seed,
