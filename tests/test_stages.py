@@ -74,9 +74,18 @@ def test_mlflow_run_has_params_metrics_and_model(tmp_path):
     assert "dataset_sha256" in run.data.tags and "git_commit" in run.data.tags
     assert {"train_loss", "val_loss", "train_acc", "val_acc"} <= set(run.data.metrics)
     assert len(client.get_metric_history(run.info.run_id, "val_loss")) == cfg.trainer.max_epochs
-    artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "model")}
-    assert "model/model.ckpt" in artifacts
+    assert {"val_macro_f1", "test_macro_f1"} <= set(run.data.metrics)
+    assert run.info.run_name == "tcn-seed42" and run.data.tags["dvc_stage"] == "train"
+    assert run.data.tags["git_dirty"] in ("true", "false")
     assert any(a.path == "class_distribution_train.json" for a in client.list_artifacts(run.info.run_id))
+    versions = client.search_model_versions("name='transients-classifier'")
+    assert [v.run_id for v in versions] == [run.info.run_id]
+    model = mlflow.pyfunc.load_model(f"models:/transients-classifier/{versions[0].version}")
+    assert model.metadata.signature is not None
+    x = np.zeros((2, 4, int(cfg.preprocess.n_grid)), dtype=np.float32)
+    probs = np.asarray(model.predict(x))
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-5)
+    assert run.inputs.dataset_inputs and run.inputs.dataset_inputs[0].dataset.name == "transients-train"
 
 
 def test_ingest_drop_mode_reports_dropped_objects(tmp_path, monkeypatch):

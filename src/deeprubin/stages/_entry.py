@@ -4,7 +4,7 @@ from __future__ import annotations
 import logging
 import sys
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import hydra
 from omegaconf import DictConfig
@@ -20,18 +20,21 @@ def _conf_dir() -> str:
     return str(local if (local / "config.yaml").exists() else CONF_DIR)
 
 
-def hydra_entry(run_stage: Callable[[DictConfig], object]) -> Callable[[], None]:
+def hydra_entry(run_stage: Callable[[DictConfig], Any],
+                objective: Callable[[Any], float] | None = None) -> Callable[[], None]:
     """Turn ``run_stage(cfg)`` into a Hydra application rooted at ``conf/config.yaml``.
 
     The Hydra job is named after the stage (``run_train`` -> ``train``) so that logs
-    and multirun folders say which stage wrote them.
+    and multirun folders say which stage wrote them. ``objective`` maps the stage's
+    result to the float a Hydra sweeper (e.g. Optuna) optimises.
     """
     stage = run_stage.__name__.removeprefix("run_")
 
     @hydra.main(version_base="1.3", config_path=_conf_dir(), config_name="config")
-    def _hydra_main(cfg: DictConfig) -> None:
+    def _hydra_main(cfg: DictConfig) -> Any:
         logging.getLogger("deeprubin").setLevel(logging.INFO)
-        run_stage(cfg)
+        result = run_stage(cfg)
+        return objective(result) if objective is not None else None
 
     def main() -> None:
         if not any(arg.startswith("hydra.job.name=") for arg in sys.argv[1:]):

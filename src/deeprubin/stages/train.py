@@ -5,33 +5,43 @@ import logging
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from mlflow.entities import Param, RunTag
+from lightning.pytorch.loggers import MLFlowLogger
 from omegaconf import DictConfig, OmegaConf
 
 from .. import io
 from ..config import to_dict
+from ..evaluation.metrics import classification_metrics
+from ..evaluation.predict import predict_probabilities
 from ..models import resolve_model_config
 from ..preprocess.gp import load_gp_grid
 from ..training.checkpoint import save_checkpoint
 from ..training.data import grid_features, split_arrays
 from ..training.fit import fit_classifier
-from ..training.tracking import flatten, git_commit, make_logger
+from ..training.log_model import log_classifier
+from ..training.tracking import flatten, git_state, log_params, set_tags, start_training_run, tracking_uri
 from ._entry import hydra_entry
 
 log = logging.getLogger(__name__)
 
 
-def _output_dir(cfg: DictConfig) -> Path:
-    """DVC-tracked model folder, except in a Hydra multirun: each job writes to its own folder."""
+def _sweep() -> tuple[str | None, Path | None, Path | None]:
+    """(sweep id, sweep folder, this job's folder) in a Hydra multirun, else Nones."""
     if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
-        return Path(HydraConfig.get().runtime.output_dir) / "model"
-    return Path(cfg.paths.models)
+        hc = HydraConfig.get()
+        sweep_dir = Path(hc.sweep.dir)
+        return sweep_dir.name, sweep_dir, Path(hc.runtime.output_dir)
+    return None, None, None
 
 
 def run_train(cfg: DictConfig) -> dict:
-    """Train ``cfg.model``; write ``model.ckpt``, ``config.yaml`` and ``history.csv``; log to MLflow."""
+    """Train ``cfg.model``; write ``model.ckpt``, ``config.yaml`` and ``history.csv``; log to MLflow.
+
+    Returns the run's summary, including ``val_macro_f1`` (the sweep objective) and
+    test-set scores (for reports only; never used for selection).
+    """
     classes = list(cfg.task.classes)
     grid_path = Path(cfg.paths.processed) / "gp_grid.npz"
     grid = load_gp_grid(grid_path, Path(cfg.paths.processed) / "gp_fits.parquet")
@@ -42,39 +52,66 @@ def run_train(cfg: DictConfig) -> dict:
         if name not in data or len(data[name].y) == 0:
             raise ValueError(f"{cfg.paths.splits}/manifest.parquet: the '{name}' split is empty")
     data_hash = io.file_sha256(grid_path)
-    train_counts = np.bincount(data["train"].y, minlength=len(classes))
 
-    logger = make_logger(cfg.mlflow.tracking_uri, cfg.mlflow.experiment, run_name=str(cfg.model.name))
-    model_config = resolve_model_config(cfg.model, grid_step_days=float(np.diff(grid.grid_time).mean()))
-    result = fit_classifier(cfg, data, model_config, n_inputs=features.shape[1], classes=classes, logger=logger)
-
-    out = _output_dir(cfg)
+    sweep_id, sweep_dir, job_dir = _sweep()
+    out = job_dir / "model" if job_dir is not None else Path(cfg.paths.models)
+    sha, dirty = git_state()
+    run_name = f"{cfg.model.name}-seed{cfg.seed}"
+    client, run_id = start_training_run(
+        cfg.mlflow.tracking_uri, cfg.mlflow.experiment, run_name=run_name,
+        tags={"git_commit": sha, "git_dirty": str(dirty).lower(), "dataset_sha256": data_hash,
+              "dvc_stage": "train", "model": str(cfg.model.name)},
+        sweep_id=sweep_id, sweep_dir=sweep_dir)
     resolved = to_dict(cfg)
-    # No git commit or timestamp in the checkpoint: the same params and data give the
-    # same bytes, so dvc.lock does not change on a rerun. The commit goes to MLflow.
-    metadata = {"data_sha256": data_hash, "n_train": int(len(data["train"].y)), "n_val": int(len(data["val"].y)),
-                "best_val_loss": result.best_val_loss, "epochs_run": result.epochs_run}
+    model_config = resolve_model_config(cfg.model, grid_step_days=float(np.diff(grid.grid_time).mean()))
+    params = flatten("", {k: resolved[k] for k in ("seed", "trainer", "preprocess", "source") if k in resolved})
+    params.update(flatten("model", model_config))
+    params.update({"data.n_objects": len(grid.object_ids), "data.n_train": len(data["train"].y),
+                   "data.n_val": len(data["val"].y)})
+    log_params(client, run_id, params)
+    client.log_dict(run_id, {c: int(n) for c, n in zip(classes, np.bincount(data["train"].y, minlength=len(classes)))},
+                    "class_distribution_train.json")
+
+    logger = MLFlowLogger(experiment_name=cfg.mlflow.experiment, tracking_uri=tracking_uri(cfg.mlflow.tracking_uri),
+                          run_id=run_id, log_model=False)
+    try:
+        result = fit_classifier(cfg, data, model_config, n_inputs=features.shape[1], classes=classes, logger=logger)
+    except BaseException:
+        client.set_terminated(run_id, "FAILED")
+        raise
+
+    summary = {"data_sha256": data_hash, "n_train": int(len(data["train"].y)), "n_val": int(len(data["val"].y)),
+               "best_val_loss": result.best_val_loss, "epochs_run": result.epochs_run}
+    scores = {}
+    for split_name in ("val", "test"):
+        if split_name in data and len(data[split_name].y):
+            probs = predict_probabilities(result.model, data[split_name].x)
+            m = classification_metrics(np.asarray(classes)[data[split_name].y], np.asarray(classes)[probs.argmax(1)],
+                                       classes)
+            scores[f"{split_name}_accuracy"], scores[f"{split_name}_macro_f1"] = m["accuracy"], m["macro_f1"]
+    for key, value in scores.items():
+        client.log_metric(run_id, key, value)
+
+    # No git commit, run id or timestamp in the checkpoint: the same params and data give
+    # the same bytes, so dvc.lock does not change on a rerun. Provenance lives in MLflow.
     ckpt = save_checkpoint(out / "model.ckpt", result.model, model_config=model_config, classes=classes,
                            bands=[str(b) for b in grid.bands], n_inputs=features.shape[1], config=resolved,
-                           metadata=metadata)
+                           metadata=summary)
     io.write_text(OmegaConf.to_yaml(cfg), out / "config.yaml")
     io.write_text(result.history.to_csv(index=False, float_format="%.6g"), out / "history.csv")
-
-    client, run_id = logger.experiment, logger.run_id
-    params = flatten("", {k: resolved[k] for k in ("seed", "model", "trainer", "preprocess", "source")})
-    params.update({"data.n_objects": len(grid.object_ids), "data.n_train": metadata["n_train"],
-                   "data.n_val": metadata["n_val"]})
-    client.log_batch(run_id, params=[Param(k, str(v)[:6000]) for k, v in params.items()],
-                     tags=[RunTag("git_commit", git_commit()), RunTag("dataset_sha256", data_hash)])
-    client.log_dict(run_id, {c: int(n) for c, n in zip(classes, train_counts)}, "class_distribution_train.json")
-    client.log_artifact(run_id, str(ckpt), "model")
-    client.log_artifact(run_id, str(out / "config.yaml"), "model")
-    log.info("train: best val_loss %.4f after %d epochs -> %s (MLflow run %s)",
-             result.best_val_loss, result.epochs_run, ckpt, run_id)
-    return metadata
+    client.log_artifact(run_id, str(out / "config.yaml"))
+    train_table = pd.DataFrame({"object_id": data["train"].object_ids, "label": np.asarray(classes)[data["train"].y]})
+    model_uri = log_classifier(client, run_id, result.model, data["train"].x[:2],
+                               registered_name=f"{cfg.task.name}-classifier", dataset_df=train_table,
+                               dataset_name=f"{cfg.task.name}-train", dataset_digest=data_hash[:16])
+    set_tags(client, run_id, {"registered_model": model_uri})
+    summary.update(scores, mlflow_run_id=run_id, model_uri=model_uri)
+    log.info("train: best val_loss %.4f, val macro-F1 %.3f after %d epochs -> %s (MLflow run %s, %s)",
+             result.best_val_loss, scores.get("val_macro_f1", float("nan")), result.epochs_run, ckpt, run_id, model_uri)
+    return summary
 
 
-main = hydra_entry(run_train)
+main = hydra_entry(run_train, objective=lambda summary: summary["val_macro_f1"])
 
 if __name__ == "__main__":
     main()
