@@ -118,3 +118,15 @@ def test_features_and_split_arrays():
 def test_class_weights_inverse_frequency():
     w = class_weights(np.array([0, 0, 0, 1]), 3)
     assert w[0] < w[1] and w[2] == 0
+
+
+def test_noise_resampling_redraws_means_only():
+    from deeprubin.training.module import resample_from_uncertainty
+
+    torch.manual_seed(0)
+    x = torch.cat([torch.zeros(64, 2, 30), torch.full((64, 2, 30), 0.5)], dim=1)
+    out = resample_from_uncertainty(x)
+    torch.testing.assert_close(out[:, 2:], x[:, 2:])
+    assert abs(out[:, :2].std().item() - 0.5) < 0.02
+    x[:, 2:] = 0.0
+    torch.testing.assert_close(resample_from_uncertainty(x), x)

@@ -81,7 +81,8 @@ def fit_classifier(cfg: DictConfig, data: dict[str, SplitArrays], model_config: 
         model.eval()(torch.from_numpy(data["train"].x[:2]))
     model.train()
     weights = class_weights(data["train"].y, len(classes)) if t.class_weighted_loss else None
-    module = LightCurveClassifier(model, len(classes), weights, float(t.learning_rate), float(t.weight_decay))
+    module = LightCurveClassifier(model, len(classes), weights, float(t.learning_rate), float(t.weight_decay),
+                                  noise_resampling=bool(t.noise_resampling))
     train_loader = make_loader(data["train"], int(t.batch_size), shuffle=True, seed=seed,
                                num_workers=int(t.num_workers))
     val_loader = make_loader(data["val"], int(t.batch_size), shuffle=False, seed=seed, num_workers=int(t.num_workers))

@@ -7,6 +7,19 @@ from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
 
+def resample_from_uncertainty(x: torch.Tensor) -> torch.Tensor:
+    """Redraw mean channels from their std channels.
+
+    ``x`` is ``(batch, 2B, T)``: B GP-mean channels then the B matching GP-std
+    channels (see :func:`deeprubin.training.data.grid_features`). Returns a new
+    tensor; std channels are unchanged. Uses torch's global generator, which
+    ``lightning.seed_everything`` seeds, so runs stay reproducible.
+    """
+    n_bands = x.shape[1] // 2
+    mean, std = x[:, :n_bands], x[:, n_bands:]
+    return torch.cat([mean + std * torch.randn_like(mean), std], dim=1)
+
+
 class LightCurveClassifier(L.LightningModule):
     """Wraps any ``nn.Module`` mapping ``(batch, C_in, T)`` to logits ``(batch, n_classes)``.
 
@@ -19,12 +32,17 @@ class LightCurveClassifier(L.LightningModule):
         Weights of the cross-entropy loss (inverse class frequency against imbalance).
     learning_rate, weight_decay : float
         AdamW settings.
+    noise_resampling : bool
+        Redraw the GP-mean channels of every training batch as ``mean + std * N(0, 1)``
+        (a fresh draw each time the batch is seen, so each epoch), so the model sees the
+        measurement uncertainty as variation, not only as an input channel.
     """
 
     def __init__(self, model: nn.Module, n_classes: int, class_weights: torch.Tensor | None = None,
-                 learning_rate: float = 3e-3, weight_decay: float = 1e-4):
+                 learning_rate: float = 3e-3, weight_decay: float = 1e-4, noise_resampling: bool = False):
         super().__init__()
         self.model = model
+        self.noise_resampling = noise_resampling
         self.learning_rate = learning_rate
         self.weight_decay = weight_decay
         weights = class_weights if class_weights is not None else torch.ones(n_classes)
@@ -45,6 +63,9 @@ class LightCurveClassifier(L.LightningModule):
         return loss
 
     def training_step(self, batch, batch_idx):
+        if self.noise_resampling:
+            x, y = batch
+            batch = (resample_from_uncertainty(x), y)
         return self._step(batch, self.train_acc, "train")
 
     def validation_step(self, batch, batch_idx):

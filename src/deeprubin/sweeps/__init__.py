@@ -1,0 +1,1 @@
+"""Collecting sweep results (Hydra multirun / Optuna via MLflow, or DVC experiments) into reports."""
