@@ -47,3 +47,49 @@ def base_cfg():
     from deeprubin.config import compose_params
 
     return compose_params([])
+
+
+def tiny_env() -> dict:
+    """Environment for subprocesses: the venv first on PATH, a git identity, no global MLflow store."""
+    import sys
+
+    env = dict(os.environ)
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    env.update(GIT_AUTHOR_NAME="test", GIT_AUTHOR_EMAIL="t@example.org", GIT_COMMITTER_NAME="test",
+               GIT_COMMITTER_EMAIL="t@example.org", MPLBACKEND="Agg")
+    env.pop("MLFLOW_TRACKING_URI", None)
+    return env
+
+
+def run_in(cmd: list[str], cwd: Path) -> str:
+    """Run a command, failing the test with its output tail if it exits non-zero."""
+    import subprocess
+
+    proc = subprocess.run(cmd, cwd=cwd, env=tiny_env(), capture_output=True, text=True)
+    assert proc.returncode == 0, f"{' '.join(cmd)} failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
+    return proc.stdout + proc.stderr
+
+
+def build_tiny_repo(repo: Path, overrides=("experiment=tiny",)) -> Path:
+    """A git+DVC copy of the project's files with params.yaml composed from ``overrides``,
+    after one `dvc repro` whose results are committed (the baseline of `dvc exp show`)."""
+    import shutil
+    import subprocess
+
+    from deeprubin.config import write_params
+
+    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=REPO_ROOT,
+                           capture_output=True, text=True, check=True).stdout.split()
+    for rel in files:
+        src = REPO_ROOT / rel
+        if src.is_file() and not rel.startswith(("data/", "models/", "reports/")):
+            (repo / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, repo / rel)
+    write_params(repo / "params.yaml", list(overrides), conf_dir=repo / "conf")
+    run_in(["git", "init", "-q"], repo)
+    run_in(["git", "add", "-A"], repo)
+    run_in(["git", "commit", "-q", "-m", "tiny"], repo)
+    run_in(["dvc", "repro"], repo)
+    run_in(["git", "add", "-A"], repo)
+    run_in(["git", "commit", "-q", "-m", "tiny baseline results"], repo)
+    return repo

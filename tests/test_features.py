@@ -1,0 +1,224 @@
+"""Light-curve features, the balanced-random-forest baseline and its stage (fast, tiny data)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from omegaconf import OmegaConf
+
+from deeprubin import io
+from deeprubin.config import ConfigError, compose_params
+from deeprubin.evaluation.compare import comparison_table
+from deeprubin.features import FEATURE_SETS, FeatureConfig, extract_features, feature_names
+from deeprubin.features.baseline import BRFParams, train_and_score
+
+from conftest import make_tables
+
+BANDS = ["g", "r"]
+#: Small, fast options for the tests: coarse periodogram grid, quick Bazin fits.
+FAST = dict(periodogram_log2_n_freq=10, sn_fit_algorithm="lmsder", n_jobs=1)
+
+
+def _toy_object(oid: str, kind: str, rng: np.random.Generator, n: int = 30) -> pd.DataFrame:
+    """One object in both bands: periodic (sinusoid), transient (fast rise, slow decline) or flat."""
+    rows = []
+    for b, band in enumerate(BANDS):
+        t = np.sort(rng.uniform(58000, 58200, n)) + 0.01 * b
+        if kind == "periodic":
+            flux = 200 + 120 * np.sin(2 * np.pi * t / rng.uniform(4, 8) + rng.uniform(0, 6))
+        elif kind == "transient":
+            t0 = rng.uniform(58060, 58120)
+            x = t - t0
+            flux = 20 + 400 * np.exp(-np.clip(x, 0, None) / 25) / (1 + np.exp(-x / 3))
+        else:
+            flux = np.full(n, rng.uniform(80, 300))
+        flux = flux * (1.3 if band == "g" else 1.0) + rng.normal(0, 5, n)
+        rows.append(pd.DataFrame({"object_id": oid, "time": t, "band": band, "flux": flux,
+                                  "flux_err": np.full(n, 5.0)}))
+    return pd.concat(rows, ignore_index=True)
+
+
+@pytest.fixture(scope="module")
+def toy_problem():
+    """Three separable classes, 24 objects each, with a train/val/test manifest."""
+    rng = np.random.default_rng(7)
+    kinds = ["periodic", "transient", "flat"]
+    frames, rows = [], []
+    for i in range(72):
+        kind = kinds[i % 3]
+        oid = f"toy{i:03d}"
+        frames.append(_toy_object(oid, kind, rng))
+        split = ("train", "train", "train", "train", "val", "test")[(i // 3) % 6]
+        rows.append({"object_id": oid, "group_id": oid, "label": kind, "split": split})
+    return pd.concat(frames, ignore_index=True), pd.DataFrame(rows), kinds
+
+
+# --- extraction ------------------------------------------------------------------------------
+
+def test_features_shape_names_and_determinism():
+    lc, objects = make_tables(n_objects=4, n_per_band=30)
+    config = FeatureConfig(**FAST)
+    first = extract_features(lc, BANDS, config)
+    second = extract_features(lc.sample(frac=1.0, random_state=3), BANDS, config)  # row order must not matter
+    names = feature_names(BANDS, "full")
+    assert list(first.columns) == ["object_id"] + names
+    assert len(set(names)) == len(names)
+    assert first["object_id"].tolist() == sorted(objects["object_id"])
+    pd.testing.assert_frame_equal(first, second)
+    values = first[names].to_numpy(dtype=float)
+    assert not np.isinf(values).any()
+    assert first["n_obs_g"].tolist() == [30] * len(objects)
+    for name in ("mag_amplitude_g", "flux_chi2_r", "periodogram_period_0_g", "bazin_fit_rise_time_r",
+                 "color_g_r_mean", "color_g_r_peak"):
+        assert name in names and first[name].notna().all(), name
+
+
+def test_feature_sets_are_nested_and_named():
+    basic, periodic, full = (feature_names(BANDS, s) for s in ("basic", "periodic", "full"))
+    assert set(basic) < set(periodic) < set(full)
+    assert not any(n.startswith(("periodogram", "bazin")) for n in basic)
+    assert all(n.endswith(("_g", "_r")) or n.startswith("color_g_r") for n in full)
+    # Absolute flux scale and absolute time are not features.
+    dropped = ("bazin_fit_amplitude", "bazin_fit_baseline", "bazin_fit_reference_time")
+    assert not {f"{n}_{b}" for n in dropped for b in BANDS} & set(full)
+    assert sorted(FEATURE_SETS) == ["basic", "full", "periodic"]
+
+
+def test_sparse_bands_give_nan_not_a_crash():
+    rng = np.random.default_rng(1)
+    full = _toy_object("full", "periodic", rng)
+    one_g = full.assign(object_id="one_g").drop(full.index[(full["band"] == "g")][1:])   # 1 point in g
+    two_r = full.assign(object_id="two_r").drop(full.index[(full["band"] == "r")][2:])   # 2 points in r
+    no_r = full.assign(object_id="no_r").loc[lambda d: d["band"] == "g"]               # no r at all
+    flat = full.assign(object_id="flat", flux=100.0)                                      # constant
+    lc = pd.concat([full, one_g, two_r, no_r, flat], ignore_index=True)
+    for min_points in (2, 5):
+        feats = extract_features(lc, BANDS, FeatureConfig(min_points=min_points, **FAST)).set_index("object_id")
+        assert not np.isinf(feats.to_numpy(dtype=float)).any()
+        assert feats.loc["one_g", "n_obs_g"] == 1 and feats.loc["no_r", "n_obs_r"] == 0
+        assert np.isnan(feats.loc["one_g", "mag_mean_g"]) and np.isnan(feats.loc["one_g", "periodogram_period_0_g"])
+        assert np.isnan(feats.loc["no_r", "flux_chi2_r"]) and np.isnan(feats.loc["no_r", "color_g_r_mean"])
+        assert np.isnan(feats.loc["no_r", "det_fraction_r"])
+        assert feats.loc["full", ["mag_mean_g", "flux_chi2_r", "periodogram_period_0_r"]].notna().all()
+        # Constant magnitudes: indices normalised by the scatter are NaN, not inf.
+        assert np.isnan(feats.loc["flat", "mag_eta_g"])
+    assert np.isnan(feats.loc["two_r", "mag_mean_r"])  # min_points=5: 2 points are not enough
+    two = extract_features(lc, BANDS, FeatureConfig(min_points=2, **FAST)).set_index("object_id")
+    assert np.isfinite(two.loc["two_r", "mag_mean_r"]) and np.isnan(two.loc["two_r", "mag_kurtosis_r"])
+
+
+def test_magnitudes_and_detections_derived_when_absent(tables):
+    lc, _ = tables
+    with_mag = lc.copy()
+    with_mag["mag"] = 23.9 - 2.5 * np.log10(lc["flux"].clip(lower=1e-9))
+    with_mag["mag_err"] = 1.0857 * lc["flux_err"] / lc["flux"].abs()
+    with_mag["detected"] = False  # the table's own flag wins over the S/N threshold
+    derived = extract_features(lc, BANDS, FeatureConfig(set="basic", **FAST))
+    given = extract_features(with_mag, BANDS, FeatureConfig(set="basic", **FAST))
+    assert (derived["n_det_g"] > 0).all() and (given["n_det_g"] == 0).all()
+
+
+# --- the forest ------------------------------------------------------------------------------
+
+def test_baseline_learns_a_separable_problem(toy_problem):
+    lc, manifest, kinds = toy_problem
+    features = extract_features(lc, BANDS, FeatureConfig(**FAST))
+    params = BRFParams(n_estimators=60, n_jobs=1)
+    result = train_and_score(features, manifest, kinds, params, seed=0)
+    assert result.metrics["n_test"] == (manifest["split"] == "test").sum()
+    assert result.metrics["macro_f1"] >= 0.8, result.metrics  # chance: 1/3
+    assert set(result.metrics) == {"accuracy", "macro_f1", "n_test", "per_class"}
+    assert result.val_metrics is not None and result.val_metrics["n_test"] == (manifest["split"] == "val").sum()
+    assert list(result.importances["feature"]) != [] and result.importances["importance"].is_monotonic_decreasing
+    assert result.predictions[[f"prob_{k}" for k in kinds]].sum(axis=1).round(6).eq(1).all()
+    again = train_and_score(features, manifest, kinds, params, seed=0)
+    assert again.metrics == result.metrics
+    pd.testing.assert_frame_equal(again.importances, result.importances)
+
+
+def test_baseline_missing_feature_row_is_named(toy_problem):
+    lc, manifest, kinds = toy_problem
+    features = extract_features(lc.loc[lc["object_id"] != "toy005"], BANDS, FeatureConfig(set="basic", **FAST))
+    with pytest.raises(ValueError, match="toy005"):
+        train_and_score(features, manifest, kinds, BRFParams(n_estimators=5, n_jobs=1), seed=0)
+
+
+def test_comparison_table():
+    deep = {"accuracy": 0.9, "macro_f1": 0.85, "n_test": 10,
+            "per_class": {"A": {"f1": 0.8}, "B": {"f1": 0.9}}}
+    base = {"accuracy": 0.7, "macro_f1": 0.65, "n_test": 10,
+            "per_class": {"A": {"f1": 0.6}, "B": {"f1": 0.7}}}
+    table = comparison_table(deep, base, "tcn")
+    assert list(table.columns) == ["model", "accuracy", "macro_f1", "n_test", "f1_A", "f1_B"]
+    assert table["model"].iloc[0] == "tcn" and table["f1_B"].tolist() == [0.9, 0.7]
+    with pytest.raises(ValueError, match="test split"):
+        comparison_table(deep, {**base, "n_test": 11}, "tcn")
+
+
+# --- the stage -------------------------------------------------------------------------------
+
+def tiny_cfg(tmp_path: Path, *overrides: str):
+    cfg = compose_params(["experiment=tiny", "source.n_objects=60", "baseline.n_estimators=50",
+                          "baseline.n_jobs=1", "baseline.features.periodogram_log2_n_freq=10",
+                          "baseline.features.sn_fit_algorithm=lmsder", *overrides])
+    cfg.paths = OmegaConf.create({k: str(tmp_path / v) for k, v in cfg.paths.items()})
+    return cfg
+
+
+def test_baseline_stage_in_process(tmp_path):
+    from deeprubin.stages.baseline import run_baseline
+    from deeprubin.stages.ingest import run_ingest
+    from deeprubin.stages.split import run_split
+
+    cfg = tiny_cfg(tmp_path)
+    run_ingest(cfg)
+    run_split(cfg)
+    metrics = run_baseline(cfg)
+    out = Path(cfg.paths.reports) / "baseline"
+    assert json.loads((out / "metrics.json").read_text()) == metrics
+    assert set(metrics) == {"accuracy", "macro_f1", "n_test", "per_class"}
+    assert set(metrics["per_class"]) == set(cfg.task.classes)
+    manifest = io.read_parquet(Path(cfg.paths.splits) / "manifest.parquet")
+    assert metrics["n_test"] == (manifest["split"] == "test").sum()
+    features = io.read_parquet(Path(cfg.paths.processed) / "features.parquet")
+    assert len(features) == len(manifest)
+    assert list(features.columns) == ["object_id"] + feature_names(list(cfg.task.band_wavelengths))
+    importances = pd.read_csv(out / "feature_importances.csv")
+    assert len(importances) == features.shape[1] - 1
+    assert "SNIa" in (out / "classification_report.txt").read_text()
+    for name in ("confusion_normalised.png", "feature_importances.png"):
+        assert (out / "figures" / name).stat().st_size > 10_000, name
+    assert json.loads((out / "val_metrics.json").read_text())["n_test"] == (manifest["split"] == "val").sum()
+    assert not list(Path(tmp_path).glob("**/.*.tmp"))
+
+
+@pytest.mark.parametrize("override, key", [
+    ("baseline.n_estimators=0", "baseline.n_estimators"),
+    ("baseline.n_estimators=-3", "baseline.n_estimators"),
+    ("baseline.features.set=everything", "baseline.features.set"),
+    ("baseline.sampling_strategy=some", "baseline.sampling_strategy"),
+    ("baseline.min_samples_leaf=0", "baseline.min_samples_leaf"),
+    ("baseline.features.min_points=1", "baseline.features.min_points"),
+    ("+baseline.features.colour=true", "baseline.features.colour"),
+])
+def test_baseline_config_errors_name_the_key(tmp_path, override, key):
+    from deeprubin.stages.baseline import run_baseline
+
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        run_baseline(tiny_cfg(tmp_path, override))  # fails before reading any data
+
+
+def test_extractor_failure_on_one_light_curve_is_contained():
+    """A Rust panic (light-curve's periodogram on one point) costs that light curve only."""
+    import light_curve as licu
+
+    from deeprubin.features.extract import _evaluate
+
+    t = np.linspace(0.0, 50.0, 20)
+    good = (t, np.sin(t), np.full(20, 0.1))
+    bad = (np.array([1.0]), np.array([1.0]), np.array([0.1]))
+    out = _evaluate(licu.Periodogram(peaks=1), [good, bad, good], n_jobs=1, what="periodogram")
+    assert np.isfinite(out[[0, 2]]).all() and np.isnan(out[1]).all()
