@@ -33,3 +33,27 @@ def comparison_table(deep_metrics: dict, baseline_metrics: dict, deep_name: str,
     table = pd.DataFrame(rows, columns=["model", "accuracy", "macro_f1", "n_test"] + [f"f1_{c}" for c in classes])
     table["n_test"] = table["n_test"].astype("Int64")
     return table
+
+
+def plot_comparison(table: pd.DataFrame):
+    """Grouped bars of per-class F1 and macro-F1, one colour per model in ``table``."""
+    import numpy as np
+
+    from ..plots.style import figure_style, new_figure
+
+    f1_cols = [c for c in table.columns if c.startswith("f1_")] + ["macro_f1"]
+    labels = [c.removeprefix("f1_") for c in f1_cols[:-1]] + ["macro-F1"]
+    with figure_style():
+        fig = new_figure((max(6.0, 1.1 * len(f1_cols) + 2), 4))
+        ax = fig.add_subplot()
+        width = 0.8 / len(table)
+        x = np.arange(len(f1_cols))
+        for i, (_, row) in enumerate(table.iterrows()):
+            ax.bar(x + (i - (len(table) - 1) / 2) * width, row[f1_cols].astype(float), width, label=row["model"])
+        ax.set_xticks(x, labels)
+        ax.set_ylim(0, 1)
+        ax.set_xlabel("Class")
+        ax.set_ylabel("Test-set F1 score")
+        ax.set_title("Deep model vs feature baseline (same test split)")
+        ax.legend(loc="lower right")
+    return fig

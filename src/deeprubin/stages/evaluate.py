@@ -10,6 +10,7 @@ from omegaconf import DictConfig
 
 from .. import io
 from ..config import require
+from ..evaluation.compare import comparison_table, plot_comparison
 from ..evaluation.metrics import classification_metrics, confusion_table, row_normalised, text_report
 from ..evaluation.predict import predict_probabilities, prediction_table
 from ..plots import plot_confusion_matrix, plot_sample_predictions, plot_training_curves
@@ -62,6 +63,11 @@ def run_evaluate(cfg: DictConfig) -> dict:
     for normalize, name in ((False, "confusion_counts.png"), (True, "confusion_normalised.png")):
         io.save_figure(plot_confusion_matrix(true_labels, predictions["predicted"], classes, normalize=normalize),
                        figures / name)
+    baseline_path = out / "baseline" / "metrics.json"
+    if baseline_path.exists():  # the feature baseline, scored on the same test split
+        table = comparison_table(metrics, io.read_json(baseline_path), deep_name=str(meta["model_config"]["name"]))
+        io.write_text(table.to_csv(index=False, float_format="%.4f"), out / "comparison.csv")
+        io.save_figure(plot_comparison(table), figures / "model_vs_baseline.png")
     history = pd.read_csv(Path(cfg.paths.models) / "history.csv")
     io.save_figure(plot_training_curves(history), figures / "training_curves.png")
 
