@@ -139,6 +139,16 @@ def test_baseline_learns_a_separable_problem(toy_problem):
     pd.testing.assert_frame_equal(again.importances, result.importances)
 
 
+def test_single_class_training_set_gives_a_constant_predictor(toy_problem):
+    """A real set with one class (e.g. BTS SNe Ia only) still reports instead of crashing."""
+    lc, manifest, kinds = toy_problem
+    features = extract_features(lc, BANDS, FeatureConfig(set="basic", **FAST))
+    one = manifest.assign(label=kinds[0])
+    result = train_and_score(features, one, kinds, BRFParams(n_estimators=5, n_jobs=1), seed=0)
+    assert result.metrics["accuracy"] == 1.0
+    assert (result.importances["importance"] == 0).all()
+
+
 def test_baseline_missing_feature_row_is_named(toy_problem):
     lc, manifest, kinds = toy_problem
     features = extract_features(lc.loc[lc["object_id"] != "toy005"], BANDS, FeatureConfig(set="basic", **FAST))

@@ -11,12 +11,15 @@ for the comparison, and the test split is never used for anything else.
 """
 from __future__ import annotations
 
+import logging
+
 from dataclasses import dataclass
 from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
 from imblearn.ensemble import BalancedRandomForestClassifier
+from sklearn.dummy import DummyClassifier
 
 from ..config import ConfigError
 from ..evaluation.metrics import classification_metrics
@@ -134,6 +137,13 @@ def fit_baseline(train: SplitData, params: BRFParams, seed: int) -> BalancedRand
     """Fit the balanced random forest on the training split."""
     if len(train.labels) == 0:
         raise ValueError("baseline: the 'train' split is empty")
+    if np.unique(train.labels).size < 2:
+        # A forest cannot learn from one class (e.g. a real set of SNe Ia only): predict
+        # that class, so the pipeline still reports, and say so.
+        logging.getLogger(__name__).warning(
+            "baseline: only one class (%s) in the training split; using a constant predictor",
+            train.labels[0])
+        return DummyClassifier(strategy="most_frequent").fit(np.zeros((len(train.labels), 1)), train.labels)
     return params.build(seed).fit(train.x, train.labels)
 
 
@@ -153,6 +163,9 @@ def predict_table(model: BalancedRandomForestClassifier, data: SplitData, classe
 
 def importance_table(model: BalancedRandomForestClassifier, feature_columns: Sequence[str]) -> pd.DataFrame:
     """Mean decrease in impurity per feature, with its spread over trees, most important first."""
+    if not hasattr(model, "estimators_"):  # constant predictor: no feature is used
+        zeros = np.zeros(len(feature_columns))
+        return pd.DataFrame({"feature": list(feature_columns), "importance": zeros, "importance_std": zeros})
     per_tree = np.array([tree.feature_importances_ for tree in model.estimators_])
     table = pd.DataFrame({"feature": list(feature_columns), "importance": model.feature_importances_,
                           "importance_std": per_tree.std(axis=0)})
