@@ -60,3 +60,13 @@ def test_notebooks_are_committed_without_outputs():
         nb = json.loads(path.read_text())
         for cell in nb["cells"]:
             assert not cell.get("outputs"), f"{path.name}: strip outputs before committing"
+
+
+def test_unknown_model_and_missing_key_fail_at_composition():
+    """Bad sweep or model choices fail before any training, naming the key."""
+    from hydra.errors import ConfigCompositionException
+
+    with pytest.raises(ConfigCompositionException, match="model/resnet"):
+        compose_params(["model=resnet"])
+    with pytest.raises(ConfigCompositionException, match="model.n_heads"):
+        compose_params(["model.n_heads=4"])  # the TCN has no attention heads
