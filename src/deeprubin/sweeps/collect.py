@@ -74,6 +74,10 @@ def _flat(node: dict, prefix: str = "") -> dict:
 
 
 def varying_params(runs: pd.DataFrame) -> list[str]:
-    """Param columns whose value differs between runs (the swept ones)."""
-    cols = [c for c in runs.columns if c.startswith("param.")]
-    return [c for c in cols if runs[c].astype(str).nunique(dropna=False) > 1]
+    """The swept params: columns with more than one value among the runs that have them.
+
+    A model-specific param (e.g. ``model.n_heads``) that is merely absent for the other
+    models is not swept, and ``model._target_`` says nothing ``model.name`` does not.
+    """
+    cols = [c for c in runs.columns if c.startswith("param.") and c != "param.model._target_"]
+    return [c for c in cols if runs[c].dropna().astype(str).nunique() > 1]

@@ -21,6 +21,12 @@ from .collect import runs_from_dvc, runs_from_mlflow, varying_params
 MODEL_PARAM = "param.model.name"
 
 
+def _label(metric: str) -> str:
+    """``val_macro_f1`` -> ``Validation macro-F1`` (axis labels)."""
+    split, _, name = metric.partition("_")
+    return f"{ {'val': 'Validation', 'test': 'Test'}.get(split, split)} {name.replace('macro_f1', 'macro-F1')}"
+
+
 def model_comparison(runs: pd.DataFrame, metrics: list[str]) -> pd.DataFrame:
     """Mean, std and count over runs (seeds) of each metric, per model."""
     finished = runs[runs["status"] == "FINISHED"]
@@ -48,8 +54,8 @@ def plot_metric_vs_param(runs: pd.DataFrame, param: str, metric: str):
                        label="finished run")
             ax.set_xticks(range(len(cats)), cats)
         ax.set_xlabel(param.removeprefix("param."))
-        ax.set_ylabel(metric.replace("_", " "))
-        ax.set_title(f"{metric.replace('_', ' ')} vs {param.removeprefix('param.')}")
+        ax.set_ylabel(_label(metric))
+        ax.set_title(f"{_label(metric)} vs {param.removeprefix('param.')}")
         ax.legend()
     return fig
 
@@ -66,7 +72,7 @@ def plot_model_comparison(table: pd.DataFrame, metric: str, baseline: float | No
             ax.axhline(baseline, ls="--", color="k", label="features + balanced RF")
         ax.set_xticks(x, table["model"])
         ax.set_xlabel("Model")
-        ax.set_ylabel(metric.replace("_", " "))
+        ax.set_ylabel(_label(metric))
         ax.set_ylim(0, 1)
         ax.legend(loc="lower right")
     return fig
