@@ -28,12 +28,23 @@ def _label(metric: str) -> str:
 
 
 def model_comparison(runs: pd.DataFrame, metrics: list[str]) -> pd.DataFrame:
-    """Mean, std and count over runs (seeds) of each metric, per model."""
+    """Mean, std and count over seeds of each metric, per setting of the swept params.
+
+    The setting is every swept param but the seed (e.g. the model, or
+    ``trainer.noise_resampling``); with nothing else swept, the model name.
+    """
     finished = runs[runs["status"] == "FINISHED"]
-    group = finished.groupby(MODEL_PARAM) if MODEL_PARAM in finished else finished.assign(model="all").groupby("model")
-    table = group[metrics].agg(["mean", "std", "count"])
+    keys = [p for p in varying_params(runs) if p != "param.seed"] or [MODEL_PARAM]
+    table = finished.groupby(keys)[metrics].agg(["mean", "std", "count"])
     table.columns = [f"{m}_{stat}" for m, stat in table.columns]
-    return table.reset_index().rename(columns={MODEL_PARAM: "model"})
+    table = table.reset_index()
+    if keys == [MODEL_PARAM]:
+        names = table[MODEL_PARAM].astype(str)
+    else:
+        names = table[keys].astype(str).apply(
+            lambda row: ", ".join(f"{k.removeprefix('param.')}={v}" for k, v in row.items()), axis=1)
+    table.insert(0, "model", names)
+    return table.drop(columns=keys)
 
 
 def plot_metric_vs_param(runs: pd.DataFrame, param: str, metric: str):
