@@ -22,7 +22,7 @@ import torch
 
 from deeprubin import io
 
-STAGES = ["ingest", "preprocess", "split", "train", "evaluate", "eda"]
+import re
 
 
 def machine() -> dict:
@@ -31,12 +31,19 @@ def machine() -> dict:
             "processor": platform.processor() or platform.machine()}
 
 
+def stages_in_order(env: dict) -> list[str]:
+    """Stage names in the order `dvc repro` runs them (from a dry run)."""
+    dry = subprocess.run(["dvc", "repro", "--force", "--dry"], check=True, env=env, capture_output=True,
+                         text=True).stdout
+    return re.findall(r"Running stage '([^']+)'", dry)
+
+
 def main() -> None:
     env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
     info = machine()
     print("machine:", info)
     timings = {}
-    for stage in STAGES:
+    for stage in stages_in_order(env):
         start = time.perf_counter()
         subprocess.run(["dvc", "repro", "--force", "--single-item", stage], check=True, env=env,
                        stdout=subprocess.DEVNULL)
