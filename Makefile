@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup run test test-all params lock bench-clean clean mlflow-ui plots
+.PHONY: setup run test test-all params lock bench-clean bench-gp clean mlflow-ui plots
 
 $(STAMP): requirements/lock.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -34,6 +34,9 @@ params: setup  ## recompose conf/ into params.yaml (as `dvc exp run` does)
 
 lock:  ## refresh requirements/lock.txt from the current environment
 	{ head -3 requirements/lock.txt; $(BIN)/pip freeze | grep -v -i '^-e\|^deeprubin' | sed 's/^torch==2.13.0+cpu$$/torch==2.13.0/'; } > requirements/lock.tmp && mv requirements/lock.tmp requirements/lock.txt
+
+bench-gp: setup  ## GP throughput + held-out quality vs scikit-learn and george (reports/benchmarks/gp_throughput.*; ~2-5 min)
+	$(BIN)/python benchmarks/gp_throughput.py
 
 mlflow-ui: setup  ## browse tracked runs at http://127.0.0.1:5000
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///mlruns.db

@@ -1,6 +1,7 @@
 """Train stage: GP grids + split manifest -> classifier checkpoint, tracked in MLflow."""
 from __future__ import annotations
 
+import hashlib
 import logging
 from pathlib import Path
 
@@ -18,11 +19,12 @@ from ..evaluation.predict import predict_probabilities
 from ..models import resolve_model_config
 from ..preprocess.gp import load_gp_grid
 from ..training.checkpoint import save_checkpoint
-from ..training.data import grid_features, split_arrays
+from ..training.data import SplitArrays, grid_features, split_arrays
 from ..training.fit import fit_classifier
 from ..training.log_model import log_classifier
 from ..training.tracking import flatten, git_state, log_params, set_tags, start_training_run, tracking_uri
 from ._entry import hydra_entry
+from .augment import augmented_train_arrays
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +54,15 @@ def run_train(cfg: DictConfig) -> dict:
         if name not in data or len(data[name].y) == 0:
             raise ValueError(f"{cfg.paths.splits}/manifest.parquet: the '{name}' split is empty")
     data_hash = io.file_sha256(grid_path)
+    n_augmented = 0
+    if cfg.get("augment") is not None and cfg.augment.enabled:  # GP copies of training objects: train only
+        extra = augmented_train_arrays(cfg, classes, manifest)
+        n_augmented = len(extra.y)
+        data["train"] = SplitArrays(np.concatenate([data["train"].object_ids, extra.object_ids]),
+                                    np.concatenate([data["train"].x, extra.x]),
+                                    np.concatenate([data["train"].y, extra.y]))
+        data_hash = hashlib.sha256(
+            (data_hash + io.file_sha256(Path(cfg.paths.augmented) / "gp_grid.npz")).encode()).hexdigest()
 
     sweep_id, sweep_dir, job_dir = _sweep()
     out = job_dir / "model" if job_dir is not None else Path(cfg.paths.models)
@@ -64,10 +75,11 @@ def run_train(cfg: DictConfig) -> dict:
         sweep_id=sweep_id, sweep_dir=sweep_dir)
     resolved = to_dict(cfg)
     model_config = resolve_model_config(cfg.model, grid_step_days=float(np.diff(grid.grid_time).mean()))
-    params = flatten("", {k: resolved[k] for k in ("seed", "trainer", "preprocess", "source") if k in resolved})
+    params = flatten("", {k: resolved[k] for k in ("seed", "trainer", "preprocess", "source", "augment")
+                          if k in resolved})
     params.update(flatten("model", model_config))
     params.update({"data.n_objects": len(grid.object_ids), "data.n_train": len(data["train"].y),
-                   "data.n_val": len(data["val"].y)})
+                   "data.n_val": len(data["val"].y), "data.n_train_augmented": n_augmented})
     log_params(client, run_id, params)
     client.log_dict(run_id, {c: int(n) for c, n in zip(classes, np.bincount(data["train"].y, minlength=len(classes)))},
                     "class_distribution_train.json")

@@ -1,0 +1,484 @@
+"""GP interpolation throughput and quality: this project's batched GP vs per-object fits.
+
+Usage (from the repository root, after `make setup`)::
+
+    .venv/bin/python benchmarks/gp_throughput.py            # or: make bench-gp
+    .venv/bin/python benchmarks/gp_throughput.py --sizes 20 50 --n-ours 512 --n-sklearn 30
+
+What it does, on the same simulated objects for every method:
+
+* Simulates a ZTF-like survey (``deeprubin.sources.simulate.simulate_survey``; daily
+  cadence per band and year-long visibility so every object has enough points), and
+  subsamples each object to exactly N points (both bands) within
+  ``[-50, +100]`` days of its brightest significant observation, for every N in
+  ``--sizes``. Objects without N points there are skipped.
+* **Throughput**: light curves per second for fitting the GP hyperparameters of
+  every object on its N points and predicting mean and std on the pipeline's output
+  grid (2 bands x 50 times over [-30, +70] days):
+
+  - ``deeprubin``: :func:`deeprubin.preprocess.gp.fit_gp_grid` (batched Newton, torch
+    with its default thread count; ``deeprubin_1thread`` with one thread);
+  - ``sklearn``: a loop of ``GaussianProcessRegressor`` with the same kernel form,
+    ``ConstantKernel * Matern(nu=1.5, length_scale=[time, wavelength])``, the
+    wavelength length scale fixed at 6000 A as ours, ``alpha`` = per-point noise
+    variance, zero mean, default L-BFGS-B optimiser from the same initial values;
+  - ``george``: a loop of the per-object fit Avocado (Boone 2019) does:
+    ``(0.5 scale)**2 * Matern32Kernel([20**2, 6000**2], ndim=2)``, wavelength metric
+    frozen, scipy ``minimize`` with george's gradient and Avocado's bounds. Skipped,
+    with the reason recorded, if george cannot be imported.
+
+  The per-object baselines run single-process with one BLAS thread (more threads
+  only slow 50-200 point problems down). Their all-cores figure
+  (``lc_per_s_all_cores`` = single-process rate x CPU count, i.e. perfect scaling over
+  worker processes) is what the headline ratios use; ours is the median of
+  ``--repeats`` runs, the baselines the best of ``--baseline-repeats``: the ratios
+  are conservative. Ratios against one baseline process are reported too.
+* **Quality**: 20% of each object's N points (``--hidden-fraction``) are hidden, every
+  method fits the other 80%, and the mean negative log predictive density (NLPD,
+  Gaussian with variance = latent posterior variance + the point's noise variance)
+  and the RMSE of the hidden points are reported in normalised flux (flux /
+  flux_scale, flux_scale = max(max |flux|, 3 median flux_err) of the fitted points,
+  as in preprocessing), for each method on the objects it ran on and for ours on
+  the same objects as each baseline.
+
+Writes ``reports/benchmarks/gp_throughput.json`` and ``gp_throughput.png`` and prints
+the machine (CPU model, cores, load, torch version and threads).
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import platform
+import sys
+import time
+import warnings
+from contextlib import nullcontext
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from deeprubin import io
+from deeprubin.plots.style import figure_style, new_figure
+from deeprubin.preprocess.gp import fit_gp_grid
+from deeprubin.preprocess.gp_model import MIN_NOISE
+from deeprubin.sources.simulate import simulate_survey
+
+BANDS = {"g": 4746.48, "r": 6366.38}  # ZTF pivot wavelengths, as in conf/task/transients.yaml
+CLASSES = ["SNIa", "SNII", "SNIbc", "QSO", "Cepheid", "RRLyrae"]
+WAVELENGTH_LS = 6000.0
+INIT_TIME_LS = 20.0
+GRID = np.linspace(-30.0, 70.0, 50)  # the pipeline's output grid
+WINDOW = (-50.0, 100.0)  # days around the brightest significant observation
+#: fit_gp_grid settings: a window wide enough to keep every point, no binning.
+OURS = dict(band_wavelengths=BANDS, window_before_days=30.0, window_after_days=70.0, n_grid=len(GRID),
+            fit_margin_days=1000.0, max_points=1024, n_iter=60, learning_rate=0.1, batch_size=256, tol=1e-4,
+            wavelength_length_scale=WAVELENGTH_LS, progress=False)
+TARGETS = {"min_lc_per_s_at_50": 500.0, "min_ratio_vs_sklearn": 20.0, "min_ratio_vs_george": 10.0,
+           "max_nlpd_excess": 0.05}
+
+
+# --------------------------------------------------------------------------- machine
+
+def machine() -> dict:
+    model = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    info = {"cpu_model": model, "cpu_count": os.cpu_count(), "platform": platform.platform(),
+            "python": platform.python_version(), "torch": torch.__version__,
+            "torch_threads": torch.get_num_threads(), "numpy": np.__version__}
+    try:
+        import sklearn
+
+        info["sklearn"] = sklearn.__version__
+    except ImportError:
+        pass
+    try:
+        import george
+
+        info["george"] = george.__version__
+    except ImportError:
+        pass
+    return info
+
+
+def load() -> list[float]:
+    return [round(v, 2) for v in os.getloadavg()]
+
+
+# --------------------------------------------------------------------------- data
+
+def simulate_objects(n_objects: int, seed: int) -> pd.DataFrame:
+    """Light curves of a simulated survey with enough points per object for every size."""
+    survey = {"cadence_days": 1.0, "season_length_days": 365.0}
+    lightcurves, _ = simulate_survey({"n_objects": n_objects, "overlap_fraction": 0.0, "survey": survey},
+                                     seed=seed, classes=CLASSES, bands=list(BANDS))
+    return lightcurves
+
+
+def subsample(lightcurves: pd.DataFrame, n_points: int, seed: int) -> list[pd.DataFrame]:
+    """Per object, exactly ``n_points`` observations (>= 1 per band) within WINDOW of its peak."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for _, obj in lightcurves.groupby("object_id", sort=True):
+        flux, err, t = obj["flux"].to_numpy(), obj["flux_err"].to_numpy(), obj["time"].to_numpy()
+        significant = np.flatnonzero(flux / err >= 3.0)
+        candidates = significant if len(significant) else np.arange(len(obj))
+        t_peak = t[candidates[np.argmax(flux[candidates])]]
+        window = obj[(t >= t_peak + WINDOW[0]) & (t <= t_peak + WINDOW[1])]
+        if len(window) < n_points or window["band"].nunique() < len(BANDS):
+            continue
+        for _ in range(20):
+            pick = np.sort(rng.choice(len(window), n_points, replace=False))
+            if window["band"].iloc[pick].nunique() == len(BANDS):
+                out.append(window.iloc[pick].reset_index(drop=True))
+                break
+    return out
+
+
+def hide(objects: list[pd.DataFrame], fraction: float, seed: int):
+    """(fit part, hidden part) of every object; the hidden points are a random ``fraction``."""
+    rng = np.random.default_rng(seed)
+    fit, hidden = [], []
+    for obj in objects:
+        n_hidden = max(1, int(round(fraction * len(obj))))
+        mask = np.zeros(len(obj), bool)
+        mask[rng.choice(len(obj), n_hidden, replace=False)] = True
+        fit.append(obj[~mask].reset_index(drop=True))
+        hidden.append(obj[mask].reset_index(drop=True))
+    return fit, hidden
+
+
+def normalised(obj: pd.DataFrame, t_ref: float, scale: float):
+    """(x (n, 2) days rel. t_ref and Angstrom, y, err) in normalised flux."""
+    x = np.c_[obj["time"].to_numpy() - t_ref, obj["band"].map(BANDS).to_numpy(dtype=float)]
+    return x, obj["flux"].to_numpy() / scale, obj["flux_err"].to_numpy() / scale
+
+
+def reference(obj: pd.DataFrame) -> tuple[float, float]:
+    """(t_ref, flux_scale) exactly as fit_gp_grid computes them."""
+    flux, err, t = obj["flux"].to_numpy(), obj["flux_err"].to_numpy(), obj["time"].to_numpy()
+    significant = np.flatnonzero(flux / err >= 3.0)
+    candidates = significant if len(significant) else np.arange(len(obj))
+    t_ref = float(t[candidates[np.argmax(flux[candidates])]])
+    return t_ref, float(max(np.abs(flux).max(), 3.0 * np.median(err)))
+
+
+def grid_inputs() -> np.ndarray:
+    return np.c_[np.tile(GRID, len(BANDS)), np.repeat(list(BANDS.values()), len(GRID))]
+
+
+# --------------------------------------------------------------------------- scoring
+
+def matern32(x1, x2, ls_t, ls_w):
+    r = np.sqrt(((x1[:, None, 0] - x2[None, :, 0]) / ls_t) ** 2 + ((x1[:, None, 1] - x2[None, :, 1]) / ls_w) ** 2)
+    return (1.0 + math.sqrt(3.0) * r) * np.exp(-math.sqrt(3.0) * r)
+
+
+def posterior(x, y, noise, x_new, amplitude, ls_t, ls_w):
+    """Exact latent posterior mean and variance at x_new (numpy, float64)."""
+    s = amplitude ** 2
+    k = s * matern32(x, x, ls_t, ls_w) + np.diag(noise)
+    chol = np.linalg.cholesky(k)
+    k_cross = s * matern32(x_new, x, ls_t, ls_w)
+    mean = k_cross @ np.linalg.solve(chol.T, np.linalg.solve(chol, y))
+    v = np.linalg.solve(chol, k_cross.T)
+    return mean, np.clip(s - (v * v).sum(0), 0.0, None)
+
+
+def point_scores(y, err, mean, var):
+    """Per hidden point: negative log predictive density and squared error."""
+    total = var + np.maximum(err ** 2, MIN_NOISE)
+    nlpd = 0.5 * np.log(2.0 * np.pi * total) + 0.5 * (y - mean) ** 2 / total
+    return nlpd, (y - mean) ** 2
+
+
+def summarise(scores: list[tuple[np.ndarray, np.ndarray]]) -> dict:
+    nlpd = np.concatenate([s[0] for s in scores])
+    sq = np.concatenate([s[1] for s in scores])
+    per_object = np.array([s[0].mean() for s in scores])
+    return {"n_objects": len(scores), "n_hidden_points": int(nlpd.size), "nlpd_mean": float(nlpd.mean()),
+            "nlpd_median": float(np.median(nlpd)), "nlpd_per_object_median": float(np.median(per_object)),
+            "rmse": float(np.sqrt(sq.mean()))}
+
+
+# --------------------------------------------------------------------------- methods
+
+def ours_fit(objects: list[pd.DataFrame], threads: int | None):
+    """fit_gp_grid on all objects; returns (seconds, grid)."""
+    table = pd.concat([o.assign(object_id=f"o{k:06d}") for k, o in enumerate(objects)], ignore_index=True)
+    previous = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        fit_gp_grid(table[table["object_id"].isin([f"o{k:06d}" for k in range(8)])], **OURS)  # warm-up
+        start = time.perf_counter()
+        grid = fit_gp_grid(table, **OURS)
+        return time.perf_counter() - start, grid
+    finally:
+        torch.set_num_threads(previous)
+
+
+def ours_quality(fit_objs, hidden_objs, threads) -> list[tuple[np.ndarray, np.ndarray]]:
+    _, grid = ours_fit(fit_objs, threads)
+    d = grid.diagnostics
+    scores = []
+    for k, (obj, hid) in enumerate(zip(fit_objs, hidden_objs)):
+        t_ref, scale = float(grid.t_ref[k]), float(grid.flux_scale[k])
+        x, y, err = normalised(obj, t_ref, scale)
+        xh, yh, eh = normalised(hid, t_ref, scale)
+        mean, var = posterior(x, y, np.maximum(err ** 2, MIN_NOISE), xh, d["amplitude"].iloc[k],
+                              d["length_scale_time_days"].iloc[k], d["length_scale_wavelength_angstrom"].iloc[k])
+        scores.append(point_scores(yh, eh, mean, var))
+    return scores
+
+
+def sklearn_fit_predict(obj, x_pred, t_ref=None, scale=None):
+    """Fit one object (normalised) and predict (mean, var) at x_pred (days rel. t_ref, A)."""
+    from sklearn.gaussian_process import GaussianProcessRegressor
+    from sklearn.gaussian_process.kernels import ConstantKernel, Matern
+
+    if t_ref is None:
+        t_ref, scale = reference(obj)
+    x, y, err = normalised(obj, t_ref, scale)
+    kernel = ConstantKernel(max(float(np.mean(y ** 2)), 1e-2), (1e-6, 1e4)) * Matern(
+        length_scale=[INIT_TIME_LS, WAVELENGTH_LS], length_scale_bounds=[(0.5, 1000.0), (WAVELENGTH_LS, WAVELENGTH_LS)],
+        nu=1.5)
+    gpr = GaussianProcessRegressor(kernel, alpha=np.maximum(err ** 2, MIN_NOISE), normalize_y=False)
+    gpr.fit(x, y)
+    mean, std = gpr.predict(x_pred, return_std=True)
+    return mean, std ** 2
+
+
+def george_fit_predict(obj, x_pred, t_ref=None, scale=None):
+    """Avocado's fit_gaussian_process (Boone 2019) on one object (normalised), then predict."""
+    import george
+    from george import kernels
+    from scipy.optimize import minimize
+
+    if t_ref is None:
+        t_ref, scale = reference(obj)
+    x, y, err = normalised(obj, t_ref, scale)
+    signal_to_noise = np.abs(y) / np.sqrt(err ** 2 + (1e-2 * np.max(y)) ** 2)
+    guess = np.abs(y[np.argmax(signal_to_noise)])
+    kernel = (0.5 * guess) ** 2 * kernels.Matern32Kernel([INIT_TIME_LS ** 2, WAVELENGTH_LS ** 2], ndim=2)
+    kernel.freeze_parameter("k2:metric:log_M_1_1")
+    gp = george.GP(kernel)
+    start = gp.get_parameter_vector()
+    gp.compute(x, err)
+
+    def neg_ln_like(p):
+        gp.set_parameter_vector(p)
+        return -gp.log_likelihood(y)
+
+    def grad_neg_ln_like(p):
+        gp.set_parameter_vector(p)
+        return -gp.grad_log_likelihood(y)
+
+    bounds = [(start[0] - 10, start[0] + 10), (0, np.log(1000 ** 2))]
+    result = minimize(neg_ln_like, start, jac=grad_neg_ln_like, bounds=bounds)
+    gp.set_parameter_vector(result.x if result.success else start)
+    return gp.predict(y, x_pred, return_var=True)
+
+
+def loop_timing(fn, objects) -> float:
+    x_grid = grid_inputs()
+    fn(objects[0], x_grid)  # warm-up (imports)
+    start = time.perf_counter()
+    for obj in objects:
+        fn(obj, x_grid)
+    return time.perf_counter() - start
+
+
+def loop_quality(fn, fit_objs, hidden_objs):
+    scores = []
+    for obj, hid in zip(fit_objs, hidden_objs):
+        t_ref, scale = reference(obj)
+        xh, yh, eh = normalised(hid, t_ref, scale)
+        mean, var = fn(obj, xh, t_ref, scale)
+        scores.append(point_scores(yh, eh, mean, var))
+    return scores
+
+
+def single_threaded_blas():
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        return nullcontext()
+    return threadpool_limits(limits=1, user_api="blas")
+
+
+# --------------------------------------------------------------------------- report
+
+def plot(results: dict, sizes: list[int], path: Path) -> None:
+    styles = {"deeprubin": ("o", "-", "DeepRubin batched GP (torch, default threads)"),
+              "deeprubin_1thread": ("o", ":", "DeepRubin batched GP (1 thread)"),
+              "sklearn": ("s", "-", "scikit-learn GPR, per object (1 process)"),
+              "george": ("^", "-", "george, Avocado-style, per object (1 process)")}
+    with figure_style():
+        fig = new_figure((6.4, 4.4))
+        ax = fig.add_subplot()
+        for method, (marker, line, label) in styles.items():
+            rows = results["methods"].get(method, {}).get("sizes", {})
+            xs = [n for n in sizes if str(n) in rows]
+            if not xs:
+                continue
+            ys = [rows[str(n)]["lc_per_s"] for n in xs]
+            (handle,) = ax.plot(xs, ys, marker=marker, linestyle=line, label=label)
+            if method in ("sklearn", "george"):
+                ax.plot(xs, [rows[str(n)]["lc_per_s_all_cores"] for n in xs], linestyle="--", color=handle.get_color(),
+                        alpha=0.6, label=f"{method}: ideal on all {results['machine']['cpu_count']} cores")
+        ax.set_yscale("log")
+        ax.set_xscale("log")
+        ax.set_xticks(sizes)
+        ax.set_xticklabels([str(n) for n in sizes])
+        ax.minorticks_off()
+        ax.set_xlabel("Points per light curve (two bands)")
+        ax.set_ylabel("Throughput (light curves / s)")
+        ax.set_title(f"GP fit + prediction, {results['machine']['cpu_count']} CPU cores")
+        ax.legend(fontsize=8)
+        io.save_figure(fig, path)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[20, 50, 100, 200], help="points per object")
+    parser.add_argument("--n-ours", type=int, default=1024, help="objects per size for this implementation")
+    parser.add_argument("--n-sklearn", type=int, default=60, help="objects per size for scikit-learn")
+    parser.add_argument("--n-george", type=int, default=120, help="objects per size for george")
+    parser.add_argument("--repeats", type=int, default=3, help="timing repeats of ours (the median is reported)")
+    parser.add_argument("--baseline-repeats", type=int, default=2,
+                        help="timing repeats of the per-object baselines (the best is reported)")
+    parser.add_argument("--hidden-fraction", type=float, default=0.2)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", type=Path, default=Path("reports/benchmarks"))
+    args = parser.parse_args(argv)
+
+    info = machine()
+    print("machine:", info, flush=True)
+    start_load = load()
+    print("load average (1, 5, 15 min):", start_load, flush=True)
+    t0 = time.perf_counter()
+    n_needed = max(args.n_ours, args.n_sklearn, args.n_george)
+    lightcurves = simulate_objects(2 * n_needed + 100, args.seed)
+    try:
+        import george  # noqa: F401
+
+        george_status = {"available": True}
+    except ImportError as exc:
+        george_status = {"available": False,
+                         "reason": f"george could not be imported ({exc}); `pip install george` (a compiled "
+                                   "wheel is on PyPI for CPython 3.11 / manylinux) to include the Avocado baseline"}
+        print("george: not available:", george_status["reason"], flush=True)
+
+    methods = {"deeprubin": {"sizes": {}}, "deeprubin_1thread": {"sizes": {}}, "sklearn": {"sizes": {}},
+               "george": {"sizes": {}, **george_status}}
+    baselines = {"sklearn": (sklearn_fit_predict, args.n_sklearn)}
+    if george_status["available"]:
+        baselines["george"] = (george_fit_predict, args.n_george)
+    for n in args.sizes:
+        objects = subsample(lightcurves, n, args.seed + n)[:n_needed]
+        if len(objects) < n_needed:
+            print(f"  N={n}: only {len(objects)} objects have {n} points in the window", flush=True)
+        fit_objs, hidden_objs = hide(objects, args.hidden_fraction, args.seed + 1000 + n)
+        n_ours = min(args.n_ours, len(objects))
+        # --- ours
+        for name, threads in (("deeprubin", None), ("deeprubin_1thread", 1)):
+            runs = []
+            grid = None
+            for _ in range(args.repeats if name == "deeprubin" else 1):
+                seconds, grid = ours_fit(objects[:n_ours], threads)
+                runs.append(n_ours / seconds)
+            row = {"n_objects": n_ours, "lc_per_s": float(np.median(runs)), "lc_per_s_runs": runs,
+                   "torch_threads": threads or torch.get_num_threads(),
+                   "n_iter_median": float(grid.diagnostics["n_iter"].median()),
+                   "n_iter_max": int(grid.diagnostics["n_iter"].max()),
+                   "fit_ok_fraction": float(grid.diagnostics["fit_ok"].mean())}
+            if name == "deeprubin":
+                scores = ours_quality(fit_objs[:n_ours], hidden_objs[:n_ours], None)
+                row["quality"] = summarise(scores)
+                for base, (_, n_base) in baselines.items():
+                    row[f"quality_on_{base}_objects"] = summarise(scores[:min(n_base, len(objects))])
+            methods[name]["sizes"][str(n)] = row
+            print(f"  N={n:4d} {name:18s}: {row['lc_per_s']:9.1f} lc/s "
+                  f"(median Newton iterations {row['n_iter_median']:.0f}, max {row['n_iter_max']})", flush=True)
+        # --- per-object baselines
+        for base, (fn, n_base) in baselines.items():
+            subset = objects[:min(n_base, len(objects))]
+            with single_threaded_blas(), warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                runs = [len(subset) / loop_timing(fn, subset) for _ in range(max(1, args.baseline_repeats))]
+                scores = loop_quality(fn, fit_objs[:len(subset)], hidden_objs[:len(subset)])
+            rate = max(runs)
+            methods[base]["sizes"][str(n)] = {
+                "n_objects": len(subset), "lc_per_s": rate, "lc_per_s_runs": runs,
+                "lc_per_s_all_cores": rate * (os.cpu_count() or 1), "processes": 1, "blas_threads": 1,
+                "quality": summarise(scores)}
+            print(f"  N={n:4d} {base:18s}: {rate:9.1f} lc/s per process", flush=True)
+
+    ratios, checks = {}, {}
+    for n in args.sizes:
+        ours = methods["deeprubin"]["sizes"][str(n)]
+        one = methods["deeprubin_1thread"]["sizes"][str(n)]
+        ratios[str(n)] = {}
+        for base in baselines:
+            b = methods[base]["sizes"][str(n)]
+            q_ours, q_base = ours[f"quality_on_{base}_objects"], b["quality"]
+            excess = (q_ours["nlpd_mean"] - q_base["nlpd_mean"]) / abs(q_base["nlpd_mean"])
+            ratios[str(n)][base] = {
+                "throughput_vs_all_cores": ours["lc_per_s"] / b["lc_per_s_all_cores"],
+                "throughput_vs_one_process": ours["lc_per_s"] / b["lc_per_s"],
+                "one_thread_vs_one_process": one["lc_per_s"] / b["lc_per_s"],
+                "nlpd_ours": q_ours["nlpd_mean"], "nlpd_baseline": q_base["nlpd_mean"],
+                "nlpd_relative_excess": excess, "rmse_ours": q_ours["rmse"], "rmse_baseline": q_base["rmse"]}
+            target = TARGETS["min_ratio_vs_sklearn" if base == "sklearn" else "min_ratio_vs_george"]
+            checks[f"N={n}: >= {target:g}x {base} (all cores)"] = ratios[str(n)][base]["throughput_vs_all_cores"] >= target
+            checks[f"N={n}: >= {target:g}x {base} (one process)"] = ratios[str(n)][base]["throughput_vs_one_process"] >= target
+            checks[f"N={n}: NLPD within 5% of {base}"] = excess <= TARGETS["max_nlpd_excess"]
+    if "50" in methods["deeprubin"]["sizes"]:
+        checks[">= 500 lc/s at 50 points"] = methods["deeprubin"]["sizes"]["50"]["lc_per_s"] >= TARGETS["min_lc_per_s_at_50"]
+    results = {
+        "machine": info,
+        "load_average_start": start_load,
+        "load_average_end": load(),
+        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        "config": {"sizes": args.sizes, "n_ours": args.n_ours, "n_sklearn": args.n_sklearn,
+                   "n_george": args.n_george, "repeats": args.repeats, "baseline_repeats": args.baseline_repeats,
+                   "reported": "ours: median of repeats; baselines: best of repeats (conservative ratios)",
+                   "hidden_fraction": args.hidden_fraction,
+                   "seed": args.seed, "window_days": list(WINDOW), "prediction_grid": "2 bands x 50 times, [-30, 70] d",
+                   "ours": {k: v for k, v in OURS.items() if k != "band_wavelengths"}},
+        "methods": methods,
+        "ratios": ratios,
+        "targets": TARGETS,
+        "checks": checks,
+        "seconds": round(time.perf_counter() - t0, 1),
+    }
+    out = args.out
+    io.write_json(results, out / "gp_throughput.json")
+    plot(results, args.sizes, out / "gp_throughput.png")
+    print(f"\nload average at the end: {results['load_average_end']}; {results['seconds']} s")
+    print(f"{'N':>5s} {'ours lc/s':>10s} " + " ".join(f"{b + ' lc/s':>13s} {'x(all cores)':>12s} {'NLPD ours/' + b:>22s}"
+                                                        for b in baselines))
+    for n in args.sizes:
+        line = f"{n:5d} {methods['deeprubin']['sizes'][str(n)]['lc_per_s']:10.1f} "
+        for base in baselines:
+            r = ratios[str(n)][base]
+            line += (f"{methods[base]['sizes'][str(n)]['lc_per_s']:13.1f} {r['throughput_vs_all_cores']:12.1f} "
+                     f"{r['nlpd_ours']:10.3f}/{r['nlpd_baseline']:<10.3f} ")
+        print(line)
+    for name, ok in checks.items():
+        print(f"  [{'met' if ok else 'NOT met'}] {name}")
+    print(f"wrote {out / 'gp_throughput.json'} and {out / 'gp_throughput.png'}")
+    return results
+
+
+if __name__ == "__main__":
+    main()

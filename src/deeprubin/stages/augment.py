@@ -1,0 +1,127 @@
+"""Augment stage: GP-drawn copies of the training objects, and their GP grid.
+
+Reads the raw tables and the split manifest, draws augmented copies of the
+*training* objects (:mod:`deeprubin.preprocess.augment`), writes them to
+``paths.augmented`` (``lightcurves.parquet``, ``objects.parquet``) and fits them with
+the same batched GP and parameters as the preprocess stage (``gp_grid.npz``,
+``gp_fits.parquet``). With ``augment.enabled: false`` (the default, ``augment=none``)
+it writes the same files with no objects, so the DVC graph is the same either way.
+The train stage appends these grids to the training split only
+(:func:`augmented_train_arrays`).
+"""
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from omegaconf import DictConfig, OmegaConf
+
+from .. import io
+from ..preprocess.augment import augment_training_set, empty_tables, parse_settings
+from ..preprocess.gp import fit_gp_grid, load_gp_grid, save_gp_grid
+from ..split import LeakageError, check_no_leakage
+from ._entry import hydra_entry
+from .preprocess import _check_preprocess_config
+
+log = logging.getLogger(__name__)
+
+
+def gp_kwargs(cfg: DictConfig) -> dict:
+    """The :func:`fit_gp_grid` arguments of ``cfg.preprocess`` (as the preprocess stage passes them)."""
+    p = cfg.preprocess
+    return dict(
+        window_before_days=float(p.window_before_days),
+        window_after_days=float(p.window_after_days),
+        n_grid=int(p.n_grid),
+        fit_margin_days=float(p.fit_margin_days),
+        max_points=int(p.max_points),
+        n_iter=int(p.n_iter),
+        learning_rate=float(p.learning_rate),
+        batch_size=int(p.batch_size),
+        tol=float(p.tol),
+        wavelength_length_scale=None if p.wavelength_length_scale is None else float(p.wavelength_length_scale),
+        device=str(p.device),
+        seed=int(cfg.seed),
+    )
+
+
+def run_augment(cfg: DictConfig) -> dict:
+    """Write augmented light curves, objects, their GP grid and ``augment_report.json``."""
+    node = cfg.get("augment")
+    settings = parse_settings(None if node is None else OmegaConf.to_container(node, resolve=True),
+                              list(cfg.task.classes))
+    _check_preprocess_config(cfg)
+    band_wavelengths = dict(cfg.task.band_wavelengths)
+    kwargs = gp_kwargs(cfg)
+    out = Path(cfg.paths.augmented)
+    start = time.perf_counter()
+    if settings.enabled:
+        lightcurves = io.read_parquet(Path(cfg.paths.raw) / "lightcurves.parquet")
+        objects = io.read_parquet(Path(cfg.paths.raw) / "objects.parquet")
+        manifest = io.read_parquet(Path(cfg.paths.splits) / "manifest.parquet")
+        aug_lc, aug_obj, report = augment_training_set(lightcurves, objects, manifest, settings,
+                                                       band_wavelengths=band_wavelengths, gp_kwargs=kwargs)
+        _check_parents_in_train(aug_obj, manifest)
+    else:
+        aug_lc, aug_obj = empty_tables()
+        report = {"enabled": False}
+    grid = fit_gp_grid(aug_lc, band_wavelengths=band_wavelengths, progress=False, **kwargs)
+    io.write_parquet(aug_lc, out / "lightcurves.parquet")
+    io.write_parquet(aug_obj, out / "objects.parquet")
+    save_gp_grid(grid, out / "gp_grid.npz", out / "gp_fits.parquet")
+    diag = grid.diagnostics
+    report.update({"n_objects": int(len(diag)), "n_fit_ok": int(diag["fit_ok"].sum()),
+                   "seconds": round(time.perf_counter() - start, 2)})
+    io.write_json(report, out / "augment_report.json")
+    log.info("augment: %d augmented training light curves (%s)", report["n_objects"],
+             "enabled" if settings.enabled else "disabled")
+    return report
+
+
+def _check_parents_in_train(aug_obj: pd.DataFrame, manifest: pd.DataFrame) -> None:
+    """Every copy's parent is a training object of the manifest, with the same group; no group leaks."""
+    if aug_obj.empty:
+        return
+    split_of = manifest.set_index(manifest["object_id"].astype(str))["split"]
+    parent_split = aug_obj["parent_id"].astype(str).map(split_of)
+    if (parent_split != "train").any():
+        bad = aug_obj.loc[parent_split != "train", "object_id"].iloc[0]
+        raise LeakageError(f"augmented object {bad!r} has a parent outside the training split")
+    combined = pd.concat([manifest[["object_id", "group_id", "split"]],
+                          aug_obj[["object_id", "group_id", "split"]]], ignore_index=True)
+    check_no_leakage(combined)
+
+
+def augmented_train_arrays(cfg: DictConfig, classes: list[str], manifest: pd.DataFrame):
+    """The augmented copies as training arrays (:class:`deeprubin.training.data.SplitArrays`).
+
+    Raises :class:`deeprubin.split.LeakageError` if a copy's group is outside the
+    training split of ``manifest`` (the manifest the model is trained with).
+    """
+    from ..training.data import SplitArrays, grid_features
+
+    folder = Path(cfg.paths.augmented)
+    grid = load_gp_grid(folder / "gp_grid.npz", folder / "gp_fits.parquet")
+    objects = io.read_parquet(folder / "objects.parquet")
+    if len(grid.object_ids) == 0:
+        n_bands, n_time = grid.mean.shape[1:]
+        return SplitArrays(np.array([], dtype=str), np.zeros((0, 2 * n_bands, n_time), np.float32),
+                           np.array([], dtype=np.int64))
+    _check_parents_in_train(objects, manifest)
+    label = objects.set_index(objects["object_id"].astype(str))["label"].astype(str)
+    labels = label.reindex(grid.object_ids)
+    class_index = {c: i for i, c in enumerate(classes)}
+    unknown = sorted(set(labels.dropna()) - set(class_index))
+    if labels.isna().any() or unknown:
+        raise ValueError(f"{folder}/objects.parquet: labels missing or unknown ({unknown}) for augmented objects")
+    return SplitArrays(object_ids=grid.object_ids.astype(str), x=grid_features(grid.mean, grid.std),
+                       y=labels.map(class_index).to_numpy(dtype=np.int64))
+
+
+main = hydra_entry(run_augment)
+
+if __name__ == "__main__":
+    main()
