@@ -24,28 +24,9 @@ from ..preprocess.augment import augment_training_set, empty_tables, parse_setti
 from ..preprocess.gp import fit_gp_grid, load_gp_grid, save_gp_grid
 from ..split import LeakageError, check_no_leakage
 from ._entry import hydra_entry
-from .preprocess import _check_preprocess_config
+from .preprocess import check_preprocess_config, gp_kwargs
 
 log = logging.getLogger(__name__)
-
-
-def gp_kwargs(cfg: DictConfig) -> dict:
-    """The :func:`fit_gp_grid` arguments of ``cfg.preprocess`` (as the preprocess stage passes them)."""
-    p = cfg.preprocess
-    return dict(
-        window_before_days=float(p.window_before_days),
-        window_after_days=float(p.window_after_days),
-        n_grid=int(p.n_grid),
-        fit_margin_days=float(p.fit_margin_days),
-        max_points=int(p.max_points),
-        n_iter=int(p.n_iter),
-        learning_rate=float(p.learning_rate),
-        batch_size=int(p.batch_size),
-        tol=float(p.tol),
-        wavelength_length_scale=None if p.wavelength_length_scale is None else float(p.wavelength_length_scale),
-        device=str(p.device),
-        seed=int(cfg.seed),
-    )
 
 
 def run_augment(cfg: DictConfig) -> dict:
@@ -53,7 +34,7 @@ def run_augment(cfg: DictConfig) -> dict:
     node = cfg.get("augment")
     settings = parse_settings(None if node is None else OmegaConf.to_container(node, resolve=True),
                               list(cfg.task.classes))
-    _check_preprocess_config(cfg)
+    check_preprocess_config(cfg)
     band_wavelengths = dict(cfg.task.band_wavelengths)
     kwargs = gp_kwargs(cfg)
     out = Path(cfg.paths.augmented)

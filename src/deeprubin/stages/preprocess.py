@@ -15,7 +15,7 @@ from ._entry import hydra_entry
 log = logging.getLogger(__name__)
 
 
-def _check_preprocess_config(cfg: DictConfig) -> None:
+def check_preprocess_config(cfg: DictConfig) -> None:
     for key in ("window_before_days", "window_after_days", "n_iter", "learning_rate", "batch_size", "max_points"):
         require(cfg, f"preprocess.{key}", positive=True)
     require(cfg, "preprocess.n_grid", at_least=2)
@@ -29,15 +29,10 @@ def _check_preprocess_config(cfg: DictConfig) -> None:
             raise ConfigError(f"config key 'task.band_wavelengths.{band}' must be > 0 Angstrom, got {wavelength!r}")
 
 
-def run_preprocess(cfg: DictConfig) -> dict:
-    """Fit one GP per object (in batches) and write the grid, fit diagnostics and a report."""
-    _check_preprocess_config(cfg)
+def gp_kwargs(cfg: DictConfig) -> dict:
+    """The :func:`fit_gp_grid` arguments from ``cfg.preprocess`` (shared with the augment stage)."""
     p = cfg.preprocess
-    lightcurves = io.read_parquet(Path(cfg.paths.raw) / "lightcurves.parquet")
-    start = time.perf_counter()
-    grid = fit_gp_grid(
-        lightcurves,
-        band_wavelengths=dict(cfg.task.band_wavelengths),
+    return dict(
         window_before_days=float(p.window_before_days),
         window_after_days=float(p.window_after_days),
         n_grid=int(p.n_grid),
@@ -51,6 +46,15 @@ def run_preprocess(cfg: DictConfig) -> dict:
         device=str(p.device),
         seed=int(cfg.seed),
     )
+
+
+def run_preprocess(cfg: DictConfig) -> dict:
+    """Fit one GP per object (in batches) and write the grid, fit diagnostics and a report."""
+    check_preprocess_config(cfg)
+    p = cfg.preprocess
+    lightcurves = io.read_parquet(Path(cfg.paths.raw) / "lightcurves.parquet")
+    start = time.perf_counter()
+    grid = fit_gp_grid(lightcurves, band_wavelengths=dict(cfg.task.band_wavelengths), **gp_kwargs(cfg))
     elapsed = time.perf_counter() - start
     out = Path(cfg.paths.processed)
     save_gp_grid(grid, out / "gp_grid.npz", out / "gp_fits.parquet")
