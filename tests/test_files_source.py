@@ -4,10 +4,6 @@ fixtures written in the test, plus the shipped configs on the shared real data (
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +15,7 @@ from deeprubin.config import ConfigError, compose_params
 from deeprubin.schema import SchemaError, mag_to_flux, validate_tables
 from deeprubin.sources.files import DEFAULTS, load_files, load_files_report, resolve_options
 
-from conftest import REAL_DATA, REPO_ROOT
+from conftest import REAL_DATA, REPO_ROOT, build_tiny_repo
 
 CLASSES = ["SNIa", "SNII", "SNIbc", "QSO", "Cepheid", "RRLyrae"]
 BANDS = {"g": 4746.48, "r": 6366.38}
@@ -706,26 +702,9 @@ def test_real_k2_with_a_task_that_has_band_k2(monkeypatch):
 @needs_real
 def test_dvc_repro_on_bts_snia(tmp_path):
     """`dvc repro` with source=files_bts_snia in a copy of the repo (../shared linked beside it)."""
-    repo = tmp_path / "repo"
     (tmp_path / "shared").symlink_to(REAL_DATA.parent.parent)
-    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=REPO_ROOT,
-                           capture_output=True, text=True, check=True).stdout.split()
-    for rel in files:
-        src = REPO_ROOT / rel
-        if src.is_file() and not rel.startswith(("data/", "models/", "reports/")):
-            (repo / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(src, repo / rel)
-    from deeprubin.config import write_params
-
-    write_params(repo / "params.yaml", ["source=files_bts_snia", "trainer.max_epochs=3",
-                                        "source.progress_bar=false"], conf_dir=repo / "conf")
-    env = dict(os.environ, MPLBACKEND="Agg", GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@example.org",
-               GIT_COMMITTER_NAME="t", GIT_COMMITTER_EMAIL="t@example.org")
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-    env.pop("MLFLOW_TRACKING_URI", None)
-    for cmd in (["git", "init", "-q"], ["git", "add", "-A"], ["git", "commit", "-q", "-m", "bts"], ["dvc", "repro"]):
-        proc = subprocess.run(cmd, cwd=repo, env=env, capture_output=True, text=True)
-        assert proc.returncode == 0, f"{cmd}: {proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    repo = build_tiny_repo(tmp_path / "repo", overrides=["source=files_bts_snia", "trainer.max_epochs=3",
+                                                         "source.progress_bar=false"])
     ingest = json.loads((repo / "data/raw/transients/ingest_report.json").read_text())
     assert ingest["source"] == "files" and ingest["n_objects"] > 2000
     metrics = json.loads((repo / "reports/transients/metrics.json").read_text())
