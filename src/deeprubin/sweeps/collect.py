@@ -8,7 +8,7 @@ from typing import Iterable
 import pandas as pd
 from mlflow.tracking import MlflowClient
 
-from ..training.tracking import PARENT_TAG, tracking_uri
+from ..training.tracking import PARENT_TAG, flatten, tracking_uri
 
 METRICS = ("val_macro_f1", "val_accuracy", "test_macro_f1", "test_accuracy")
 
@@ -48,7 +48,7 @@ def runs_from_dvc(metrics_file: str = "reports/transients/metrics.json", repo: s
                 continue
             row = {"run_id": data.get("rev") or exp.get("rev"), "run_name": exp.get("name") or data.get("rev"),
                    "status": "FINISHED"}
-            row.update({f"param.{k}": v for k, v in _flat(params).items()})
+            row.update({f"param.{k}": v for k, v in flatten("", params).items()})
             row.update({"test_macro_f1": metrics.get("macro_f1"), "test_accuracy": metrics.get("accuracy")})
             rows.append(row)
     if not rows:
@@ -60,17 +60,6 @@ def _experiments(commit: dict) -> Iterable[dict]:
     yield commit
     for group in commit.get("experiments") or []:
         yield from group.get("revs", [])
-
-
-def _flat(node: dict, prefix: str = "") -> dict:
-    out = {}
-    for key, value in node.items():
-        name = f"{prefix}.{key}" if prefix else key
-        if isinstance(value, dict):
-            out.update(_flat(value, name))
-        else:
-            out[name] = value
-    return out
 
 
 def varying_params(runs: pd.DataFrame) -> list[str]:

@@ -73,10 +73,3 @@ class LightCurveClassifier(L.LightningModule):
 
     def configure_optimizers(self):
         return torch.optim.AdamW(self.parameters(), lr=self.learning_rate, weight_decay=self.weight_decay)
-
-    @torch.no_grad()
-    def predict_proba(self, x: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
-        """Class probabilities ``(n, n_classes)`` in eval mode, in batches."""
-        self.eval()
-        return torch.cat([torch.softmax(self(x[i:i + batch_size]), dim=-1)
-                          for i in range(0, len(x), batch_size)]) if len(x) else torch.empty(0)
