@@ -2,10 +2,11 @@
 
 Every model follows the small :class:`ClassModel` protocol:
 
-* ``sample_params(rng, n)`` draws the intrinsic parameters of ``n`` sources and
-  returns a :class:`pandas.DataFrame` (one row per source). Columns named
-  ``truth_*`` and ``redshift`` end up in the objects table; the rest are
-  internal (e.g. per-band amplitudes ``amp_g``, ``amp_r``).
+* ``sample_params(rng, n, population)`` draws the intrinsic parameters of ``n``
+  sources (``population``: :class:`~deeprubin.sources.simulate.population.PopulationConfig`)
+  and returns a :class:`pandas.DataFrame` (one row per source). Columns named
+  ``truth_*`` and ``redshift`` end up in the objects table; the rest are internal
+  (e.g. per-band amplitudes ``amp_g``, ``amp_r``).
 * ``true_flux(params, source, time, band, rng)`` evaluates the noise-free flux
   in microjansky for a flat batch of observations of many sources at once.
 
@@ -13,10 +14,17 @@ Transients (``is_transient = True``) get their peak time ``truth_peak_mjd``
 filled in by the survey (it must fall inside the source's observing season),
 after ``sample_params`` and before ``true_flux``.
 
-Adding a class means adding one entry to :data:`CLASS_MODELS`. The parameter
-values below are deliberately simple, literature-motivated first guesses; a later
-version replaces the transients with spectral templates, cosmology, K-corrections
-and extinction.
+Physics shared by all classes: extragalactic sources are drawn from volumetric
+rates over the Planck 2018 comoving volume, placed at their luminosity distance
+and time-dilated by ``1 + z``; every source is dimmed and reddened by Milky Way
+dust (:mod:`~deeprubin.sources.simulate.physics`). Which sources end up in the
+tables is decided by the survey's detection-based selection (Malmquist bias),
+not by the samplers. SNe Ia come from a spectral template
+(:mod:`~deeprubin.sources.simulate.snia`); core-collapse SNe and SLSNe use the
+Villar et al. (2019) parametric form in the observer frame without K-corrections
+(a known limitation at the SLSN redshifts).
+
+Adding a class means adding one entry to :data:`CLASS_MODELS`.
 """
 from __future__ import annotations
 
@@ -28,26 +36,32 @@ import pandas as pd
 from scipy.special import expit, ndtr, ndtri
 
 from deeprubin.schema import mag_to_flux
-from deeprubin.sources.simulate.cadence import SUPPORTED_BANDS
+from deeprubin.sources.simulate.cadence import SUPPORTED_BANDS, SimulationConfigError
+from deeprubin.sources.simulate.physics import (
+    BAND_WAVELENGTH_AA,
+    distance_modulus,
+    draw_milky_way_ebv,
+    draw_redshifts,
+    milky_way_extinction,
+)
+from deeprubin.sources.simulate.snia import HsiaoSNIa
 
-#: Apparent magnitude range (r band; peak for transients, mean for variables) of
-#: simulated sources: bright enough for ZTF alerts at the bright end, at the
-#: ~20.5 mag survey limit at the faint end, so faint objects are noisy.
-APP_MAG_RANGE = (17.0, 20.5)
+#: Apparent mean-magnitude range (r band) of the Galactic stars and quasars drawn
+#: before selection: 15 mag is safely below ZTF saturation (~12.5-13); the faint
+#: end is set by the survey depth (``PopulationConfig.deepest_mag``).
+GALACTIC_BRIGHT_MAG = 15.0
 
-#: Slope of the apparent-magnitude counts, dN/dm ~ 10**(slope * m). Euclidean
-#: counts have 0.6; flattened to 0.3 to mimic the incompleteness of real
-#: labelled samples near the limit (most sources faint, but not overwhelmingly).
+#: Slope of the apparent-magnitude counts of stars and quasars, dN/dm ~ 10**(slope m):
+#: Galactic halo star counts and bright quasar counts at 15 < m < 21 rise by a
+#: factor ~2 per magnitude (slope ~0.3; Juric et al. 2008; Richards et al. 2006).
 APP_MAG_COUNT_SLOPE = 0.3
-
-#: Low-redshift distance: d_L ~ (c z / H0) (1 + (1 - q0) z / 2) with H0 = 70 km/s/Mpc
-#: and q0 = Omega_m / 2 - Omega_L = -0.55 (flat LCDM, Omega_m = 0.3). Good to a few
-#: per cent below z ~ 0.3; a full cosmology comes with the realistic simulator.
-HUBBLE_DISTANCE_MPC = 299792.458 / 70.0
-DECELERATION_Q0 = -0.55
 
 #: Reference epoch for periodic phases (keeps (t - t_ref) / P small for accuracy).
 REFERENCE_MJD = 58000.0
+
+#: Redshift evolution of core-collapse and SLSN rates: the cosmic star-formation
+#: history, psi(z) ~ (1 + z)^2.7 at z < 1 (Madau & Dickinson 2014, ARA&A 52, 415).
+CC_RATE_INDEX = 2.7
 
 
 @runtime_checkable
@@ -57,7 +71,7 @@ class ClassModel(Protocol):
     label: str
     is_transient: bool
 
-    def sample_params(self, rng: np.random.Generator, n: int) -> pd.DataFrame:
+    def sample_params(self, rng: np.random.Generator, n: int, population) -> pd.DataFrame:
         """Intrinsic parameters of ``n`` sources, one row each."""
 
     def true_flux(self, params: pd.DataFrame, source: np.ndarray, time: np.ndarray,
@@ -79,18 +93,26 @@ def lognormal(rng: np.random.Generator, median: float, sigma_ln: float, n: int) 
     return median * np.exp(sigma_ln * rng.standard_normal(n))
 
 
-def apparent_magnitudes(rng: np.random.Generator, n: int, lo: float = APP_MAG_RANGE[0],
-                        hi: float = APP_MAG_RANGE[1], slope: float = APP_MAG_COUNT_SLOPE) -> np.ndarray:
+def apparent_magnitudes(rng: np.random.Generator, n: int, lo: float, hi: float,
+                        slope: float = APP_MAG_COUNT_SLOPE) -> np.ndarray:
     """``n`` magnitudes in [lo, hi] with counts dN/dm proportional to 10**(slope * m)."""
     span = 10.0 ** (slope * (hi - lo)) - 1.0
     return lo + np.log10(1.0 + rng.random(n) * span) / slope
 
 
-def redshift_from_distance_modulus(mu: np.ndarray) -> np.ndarray:
-    """Invert the low-redshift d_L(z) expansion for z; ``mu`` in mag, shape preserved."""
-    d_l = 10.0 ** ((np.asarray(mu, dtype=float) - 25.0) / 5.0) / HUBBLE_DISTANCE_MPC
-    k = 1.0 - DECELERATION_Q0
-    return (np.sqrt(1.0 + 2.0 * k * d_l) - 1.0) / k
+def galactic_magnitudes(rng: np.random.Generator, n: int, population, label: str) -> np.ndarray:
+    """Mean r magnitudes of ``n`` stars or quasars, from :data:`GALACTIC_BRIGHT_MAG` to the survey depth.
+
+    Raises
+    ------
+    SimulationConfigError
+        When the survey's deepest epochs are brighter than the brightest such source.
+    """
+    if population.deepest_mag <= GALACTIC_BRIGHT_MAG:
+        raise SimulationConfigError(
+            f"survey.lim_mag_median: limiting magnitude {population.deepest_mag:.2f} (median + 3 sigma) "
+            f"is brighter than the brightest simulated {label} ({GALACTIC_BRIGHT_MAG} mag)")
+    return apparent_magnitudes(rng, n, GALACTIC_BRIGHT_MAG, population.deepest_mag)
 
 
 def per_band(params: pd.DataFrame, stem: str, source: np.ndarray, band: np.ndarray) -> np.ndarray:
@@ -109,7 +131,13 @@ def _nan(n: int) -> np.ndarray:
     return np.full(n, np.nan)
 
 
-# --------------------------------------------------------------------------- transients
+def _mw_dust(rng: np.random.Generator, n: int, population) -> dict[str, np.ndarray]:
+    """Milky Way E(B-V) (key ``ebv``) and extinction per band (keys ``g``, ``r``), mag, shape ``(n,)``."""
+    ebv = draw_milky_way_ebv(rng, n, population.mw_ebv_mean)
+    return {"ebv": ebv, **{b: milky_way_extinction(ebv, b) for b in SUPPORTED_BANDS}}
+
+
+# --------------------------------------------------------------------------- Villar transients
 
 @dataclass(frozen=True)
 class TransientSpec:
@@ -118,10 +146,11 @@ class TransientSpec:
     The light curve is the Villar et al. (2019, ApJ 884, 83) form: a logistic
     rise (``tau_rise``), a linear plateau decline losing ``plateau_drop`` of the
     flux over ``plateau`` days, then an exponential decline (``tau_fall``).
-    Medians/``sigma_ln`` pairs are lognormal; ``(mean, sd)`` pairs normal;
-    ``(lo, hi)`` pairs uniform. The g band shares the explosion time and plateau
-    length and has its own timescales (``*_ratio_g`` times the r values), which
-    sets the colour evolution; ``peak_colour`` is g - r at maximum.
+    ``abs_mag_r`` and ``peak_colour`` are (mean, sd) normals; timescale pairs
+    are (median, sigma_ln) lognormals; ``plateau_drop`` is uniform (lo, hi).
+    The g band shares the explosion time and plateau length and has its own
+    timescales (``*_ratio_g`` times the r values), which sets the colour
+    evolution; ``peak_colour`` is the rest-frame g - r at maximum.
     """
 
     abs_mag_r: tuple[float, float]
@@ -135,31 +164,35 @@ class TransientSpec:
     drop_ratio_g: float
 
 
-# SN Ia: M_r ~ -19.3 with ~0.3 mag scatter before standardisation (Ashall et al. 2016;
-# ZTF BTS, Perley et al. 2020); ~18 d rise; r fades ~0.6-0.7 mag in 15 d (tau ~ 25 d),
-# g ~1 mag in 15 d (tau ~ 16 d) so Ia redden after a blue (g - r ~ -0.1) maximum.
-SNIA_SPEC = TransientSpec(abs_mag_r=(-19.3, 0.3), peak_colour=(-0.08, 0.08),
-                          tau_rise=(3.5, 0.25), tau_fall=(25.0, 0.2), plateau=(3.0, 0.5),
-                          plateau_drop=(0.0, 0.1), rise_ratio_g=0.9, fall_ratio_g=0.62,
-                          drop_ratio_g=1.5)
-# SN II-P: M_r ~ -16.8 +- 1 (Richardson et al. 2014; Anderson et al. 2014), fast rise
-# (~7-10 d, Gonzalez-Gaitan et al. 2015), ~80-100 d plateau during which the colour
-# reddens strongly (g drops faster), then a drop to the radioactive tail.
+# Per-class distributions. Villar et al. (2019) fitted this form to the PS1-MDS
+# spectroscopic sample (their Fig. 8: SN II have the longest plateaus, SN Ibc the
+# fastest declines, SLSNe the slowest rises and declines); the medians below are
+# set to reproduce the published rest-frame rise and decline times of each class.
+# SN II-P: M_r ~ -16.8 +- 0.9 (Richardson et al. 2014, AJ 147, 118; Anderson et al. 2014),
+# rise ~7-10 d (Gonzalez-Gaitan et al. 2015), ~80-100 d plateau with strong reddening.
 SNIIP_SPEC = TransientSpec(abs_mag_r=(-16.8, 0.9), peak_colour=(0.0, 0.12),
                            tau_rise=(2.0, 0.3), tau_fall=(30.0, 0.3), plateau=(85.0, 0.2),
                            plateau_drop=(0.25, 0.55), rise_ratio_g=0.9, fall_ratio_g=0.8,
                            drop_ratio_g=1.6)
-# SN II-L: brighter than II-P (M ~ -17.5, Faran et al. 2014), steady ~2-3 mag / 100 d decline.
+# SN II-L: brighter than II-P (M ~ -17.5 +- 0.7, Faran et al. 2014), steady ~2-3 mag / 100 d.
 SNIIL_SPEC = TransientSpec(abs_mag_r=(-17.5, 0.7), peak_colour=(0.0, 0.12),
                            tau_rise=(2.5, 0.3), tau_fall=(45.0, 0.25), plateau=(10.0, 0.5),
                            plateau_drop=(0.05, 0.2), rise_ratio_g=0.9, fall_ratio_g=0.65,
                            drop_ratio_g=1.6)
-# SN Ib/c: M_r ~ -17.6 +- 0.8 (Drout et al. 2011; Lyman et al. 2016), faster (~12-15 d
-# rise, tau_fall ~ 17 d in r) and redder at peak (host extinction; g - r ~ 0.3).
+# SN Ib/c: M_r ~ -17.6 +- 0.8 (Drout et al. 2011; Lyman et al. 2016), ~12-15 d rise,
+# tau_fall ~ 17 d in r, redder at peak (host extinction; g - r ~ 0.3). Their rise and
+# decline overlap those of SNe Ia (Villar et al. 2019; Perley et al. 2020).
 SNIBC_SPEC = TransientSpec(abs_mag_r=(-17.6, 0.8), peak_colour=(0.3, 0.15),
                            tau_rise=(2.8, 0.25), tau_fall=(17.0, 0.25), plateau=(2.0, 0.5),
                            plateau_drop=(0.0, 0.1), rise_ratio_g=0.9, fall_ratio_g=0.7,
                            drop_ratio_g=1.5)
+# SLSN-I: M_g ~ -21.5 +- 0.7 (ZTF sample of Chen et al. 2023, ApJ 943, 41), rest-frame
+# rise (half-maximum to peak) ~25-30 d and decline to half maximum ~40-50 d
+# (Chen et al. 2023; Nicholl et al. 2015), blue at maximum (g - r ~ -0.1).
+SLSN_SPEC = TransientSpec(abs_mag_r=(-21.3, 0.7), peak_colour=(-0.1, 0.12),
+                          tau_rise=(10.0, 0.3), tau_fall=(60.0, 0.3), plateau=(5.0, 0.5),
+                          plateau_drop=(0.0, 0.1), rise_ratio_g=0.9, fall_ratio_g=0.75,
+                          drop_ratio_g=1.5)
 
 #: Points per band used to locate the maximum of each transient light curve.
 PEAK_GRID_POINTS = 801
@@ -207,13 +240,17 @@ class VillarTransient:
         Class label in the objects table.
     subtypes : tuple of (weight, TransientSpec)
         Subtypes and their relative weights.
+    rate_index : float
+        Volumetric rate evolution, ``r(z) ~ (1 + z)**rate_index``.
     """
 
     is_transient = True
 
-    def __init__(self, label: str, subtypes: tuple[tuple[float, TransientSpec], ...]):
+    def __init__(self, label: str, subtypes: tuple[tuple[float, TransientSpec], ...],
+                 rate_index: float = CC_RATE_INDEX):
         self.label = label
         self.subtypes = subtypes
+        self.rate_index = rate_index
 
     def _draw_spec_values(self, rng: np.random.Generator, n: int) -> dict[str, np.ndarray]:
         """Rest-frame r-band parameters and g ratios, drawn subtype by subtype."""
@@ -236,12 +273,17 @@ class VillarTransient:
             out["drop_ratio_g"][idx] = spec.drop_ratio_g * lognormal(rng, 1.0, 0.1, m)
         return out
 
-    def sample_params(self, rng: np.random.Generator, n: int) -> pd.DataFrame:
+    def brightest_abs_mag(self) -> float:
+        """A bright bound (mean - 3 sd of the brightest subtype) on the peak absolute r magnitude."""
+        return min(spec.abs_mag_r[0] - 3.0 * spec.abs_mag_r[1] for _, spec in self.subtypes)
+
+    def sample_params(self, rng: np.random.Generator, n: int, population) -> pd.DataFrame:
         """Draw ``n`` supernovae.
 
-        The apparent r peak magnitude is drawn first (so every class covers the
-        same apparent range), then the absolute magnitude; the redshift follows
-        from the distance modulus and stretches all timescales by ``1 + z``.
+        Redshifts follow the volumetric rate (:data:`CC_RATE_INDEX`) out to where
+        the brightest member would be fainter than the deepest epochs; apparent
+        peak magnitudes follow from the Planck 2018 distance modulus and Milky Way
+        extinction; all timescales are stretched by ``1 + z``.
 
         Returns
         -------
@@ -250,9 +292,12 @@ class VillarTransient:
             in observer-frame days; ``truth_peak_mjd`` NaN until the survey places
             the peak) and internal per-band shape columns.
         """
+        z_max = population.redshift_max_for(self.brightest_abs_mag(), self.label)
+        z = draw_redshifts(rng, n, population.redshift_min, z_max, self.rate_index)
         v = self._draw_spec_values(rng, n)
-        m_r = apparent_magnitudes(rng, n)
-        z = redshift_from_distance_modulus(m_r - v["abs_mag"])
+        dust = _mw_dust(rng, n, population)
+        mu = distance_modulus(z)
+        m_r = v["abs_mag"] + mu + dust["r"]
         stretch = 1.0 + z
         p = pd.DataFrame({"redshift": z, "plateau": v["plateau"] * stretch})
         p["tau_rise_r"] = v["tau_rise"] * stretch
@@ -262,15 +307,21 @@ class VillarTransient:
         # Plateau slope: fraction of flux lost over the plateau, capped below 1 (flux stays > 0).
         p["slope_r"] = v["drop"] / p["plateau"]
         p["slope_g"] = np.minimum(v["drop"] * v["drop_ratio_g"], 0.9) / p["plateau"]
-        peak_mag = {"r": m_r, "g": m_r + v["colour"]}
+        peak_mag = {"r": m_r, "g": m_r + v["colour"] + dust["g"] - dust["r"]}
+        # Shapes only for sources that can be selected (the others are dropped by the survey).
+        visible = np.flatnonzero(np.minimum(peak_mag["r"], peak_mag["g"]) <= population.hopeless_mag)
         for band in SUPPORTED_BANDS:
-            offset, height = _shape_peak(p[f"tau_rise_{band}"].to_numpy(), p[f"tau_fall_{band}"].to_numpy(),
-                                         p["plateau"].to_numpy(), p[f"slope_{band}"].to_numpy())
+            offset, height = np.zeros(n), np.ones(n)
+            offset[visible], height[visible] = _shape_peak(
+                p[f"tau_rise_{band}"].to_numpy()[visible], p[f"tau_fall_{band}"].to_numpy()[visible],
+                p["plateau"].to_numpy()[visible], p[f"slope_{band}"].to_numpy()[visible])
             p[f"amp_{band}"] = mag_to_flux(peak_mag[band]) / height
             p[f"peak_offset_{band}"] = offset
             p[f"truth_peak_mag_{band}"] = peak_mag[band]
         p["truth_peak_mjd"] = _nan(n)
         p["truth_abs_peak_mag_r"] = v["abs_mag"]
+        p["truth_distmod"] = mu
+        p["truth_mw_ebv"] = dust["ebv"]
         p["truth_rise_days"] = p["tau_rise_r"]
         p["truth_fall_days"] = p["tau_fall_r"]
         p["truth_plateau_days"] = p["plateau"]
@@ -287,92 +338,133 @@ class VillarTransient:
         return per_band(params, "amp", source, band) * shape
 
 
-# --------------------------------------------------------------------------- periodic variables
+
+
+# --------------------------------------------------------------------------- pulsating stars
 
 @dataclass(frozen=True)
-class PeriodicSpec:
+class PulsatorSpec:
     """Distributions of one pulsating-star subtype.
 
-    ``log10_period`` is (mean, sd, lo, hi) of a truncated normal in log10(days);
-    ``amplitude_r`` is a uniform (lo, hi) peak-to-peak r amplitude in mag;
-    ``amplitude_ratio_g`` is the mean g/r amplitude ratio; ``rise_fraction`` a
-    uniform (lo, hi) fraction of the cycle spent brightening (small = sawtooth);
-    ``colour`` is (mean, sd) of the mean g - r.
+    ``period`` is (mean, sd) of a normal in days, or of log10(days) when
+    ``log_period`` is True, truncated to ``population.period_range(label)``.
+    The r-band peak-to-peak amplitude is ``bailey[0] + bailey[1] log10(P) +
+    N(0, bailey[2])`` mag (a Bailey-diagram relation; slope 0 = no period
+    dependence), clipped to ``amplitude_clip``. ``amplitude_ratio_g`` is A_g / A_r;
+    ``colour`` (mean, sd) the mean g - r before reddening. The light-curve shape
+    is a third-order Fourier series in magnitude (sine convention, Simon & Lee
+    1981): amplitude ratios ``r21``, ``r31`` and phase differences ``phi21``,
+    ``phi31`` (rad), each (mean, sd) normal.
     """
 
-    log10_period: tuple[float, float, float, float]
-    amplitude_r: tuple[float, float]
+    period: tuple[float, float]
+    log_period: bool
+    bailey: tuple[float, float, float]
+    amplitude_clip: tuple[float, float]
     amplitude_ratio_g: float
-    rise_fraction: tuple[float, float]
     colour: tuple[float, float]
+    r21: tuple[float, float]
+    r31: tuple[float, float]
+    phi21: tuple[float, float]
+    phi31: tuple[float, float]
 
 
-# Classical Cepheids: P ~ 3-50 d with most at 5-10 d (OGLE, Soszynski et al. 2015);
-# V amplitudes 0.3-1 mag with A_B : A_V : A_R ~ 1.5 : 1 : 0.8, i.e. A_g / A_r ~ 1.4;
-# fast rise (~30 % of the cycle); F-G supergiants plus reddening, g - r ~ 0.6.
-CEPHEID_SPEC = PeriodicSpec(log10_period=(0.85, 0.3, np.log10(3.0), np.log10(50.0)),
-                            amplitude_r=(0.25, 0.7), amplitude_ratio_g=1.4,
-                            rise_fraction=(0.2, 0.4), colour=(0.6, 0.15))
-# RRab (fundamental mode, ~70 % of RR Lyrae): P ~ 0.45-0.9 d, steep rise (~15 % of the
-# cycle), A_r 0.4-0.9 with A_g / A_r ~ 1.3 (Sesar et al. 2010, SDSS Stripe 82).
-RRAB_SPEC = PeriodicSpec(log10_period=(np.log10(0.57), 0.07, np.log10(0.45), np.log10(0.9)),
-                         amplitude_r=(0.4, 0.9), amplitude_ratio_g=1.3,
-                         rise_fraction=(0.1, 0.2), colour=(0.25, 0.08))
-# RRc (first overtone): P ~ 0.3-0.45 d, near-sinusoidal, A_r 0.25-0.45, bluer.
-RRC_SPEC = PeriodicSpec(log10_period=(np.log10(0.34), 0.05, np.log10(0.3), np.log10(0.45)),
-                        amplitude_r=(0.25, 0.45), amplitude_ratio_g=1.3,
-                        rise_fraction=(0.35, 0.5), colour=(0.15, 0.08))
+# RRab and RRc: periods, r amplitudes (Bailey relation for RRab, A_r = -2.93 log10 P
+# +- 0.17 mag; flat for RRc) and A_g / A_r ~ 1.39-1.41 from the 483 SDSS Stripe 82
+# RR Lyrae of Sesar et al. (2010, ApJ 708, 717, Table 2: RRab <P> = 0.58 d, sd 0.07;
+# RRc <P> = 0.34 d, sd 0.04; 78 % RRab). Fourier shapes: RRab R21 ~ 0.48, R31 ~ 0.33,
+# phi21 ~ 2.4, phi31 ~ 5.1 (sine, V band; Kovacs & Kupi 2007, Jurcsik & Kovacs 1996) give
+# the steep rise over ~20-25 % of the cycle; RRc are nearly sinusoidal (R21 ~ 0.15).
+# Mean colours g - r ~ 0.25 (RRab) and 0.15 (RRc) (Sesar et al. 2010).
+RRAB_SPEC = PulsatorSpec(period=(0.58, 0.07), log_period=False, bailey=(0.0, -2.93, 0.17),
+                         amplitude_clip=(0.15, 1.3), amplitude_ratio_g=1.39, colour=(0.25, 0.08),
+                         r21=(0.48, 0.04), r31=(0.33, 0.04), phi21=(2.4, 0.15), phi31=(5.1, 0.25))
+RRC_SPEC = PulsatorSpec(period=(0.34, 0.042), log_period=False, bailey=(0.36, 0.0, 0.06),
+                        amplitude_clip=(0.1, 0.6), amplitude_ratio_g=1.41, colour=(0.15, 0.08),
+                        r21=(0.15, 0.05), r31=(0.07, 0.03), phi21=(2.9, 0.3), phi31=(5.5, 0.5))
+# Classical Cepheids: log10 P ~ 0.85 +- 0.3 (most 5-10 d; OGLE, Soszynski et al. 2015);
+# V amplitudes 0.3-1 mag, A_g / A_r ~ 1.4 (A_B : A_V : A_R ~ 1.5 : 1 : 0.8); Fourier
+# R21 ~ 0.35, R31 ~ 0.18 (Simon & Lee 1981) giving a rise over ~30 % of the cycle;
+# F-G supergiants plus disk reddening, g - r ~ 0.6.
+CEPHEID_SPEC = PulsatorSpec(period=(0.85, 0.3), log_period=True, bailey=(0.45, 0.0, 0.12),
+                            amplitude_clip=(0.15, 1.0), amplitude_ratio_g=1.4, colour=(0.6, 0.15),
+                            r21=(0.35, 0.1), r31=(0.18, 0.07), phi21=(2.6, 0.3), phi31=(5.3, 0.4))
+
+#: Phase samples used to normalise each Fourier shape to unit peak-to-peak.
+SHAPE_GRID_POINTS = 256
 
 
-def pulsation_shape(phase: np.ndarray, rise_fraction: np.ndarray) -> np.ndarray:
-    """Brightness shape in [0, 1] over one cycle (0 = minimum light, 1 = maximum).
+def fourier_shape(phase: np.ndarray, r21: np.ndarray, r31: np.ndarray, phi21: np.ndarray,
+                  phi31: np.ndarray) -> np.ndarray:
+    """Un-normalised third-order Fourier magnitude curve (larger = fainter); arrays broadcast.
 
-    A half-cosine rise over ``rise_fraction`` of the cycle followed by a slower
-    half-cosine decline: a smooth, asymmetric sawtooth. Peak-to-peak is exactly
-    1, so the amplitude parameter is the true amplitude. Arrays broadcast.
+    ``m = sin(x) + r21 sin(2x + phi21) + r31 sin(3x + phi31)`` with ``x = 2 pi phase``.
     """
-    rising = 0.5 * (1.0 - np.cos(np.pi * phase / rise_fraction))
-    falling = 0.5 * (1.0 + np.cos(np.pi * (phase - rise_fraction) / (1.0 - rise_fraction)))
-    return np.where(phase < rise_fraction, rising, falling)
+    x = 2.0 * np.pi * phase
+    return np.sin(x) + r21 * np.sin(2.0 * x + phi21) + r31 * np.sin(3.0 * x + phi31)
 
 
-class PeriodicVariable:
-    """Pulsating star class as a weighted mixture of :class:`PeriodicSpec` subtypes."""
+def fourier_extrema(r21, r31, phi21, phi31) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per-source (min, max, phase of min) of :func:`fourier_shape`, each shape ``(n,)``."""
+    grid = np.linspace(0.0, 1.0, SHAPE_GRID_POINTS, endpoint=False)[None, :]
+    m = fourier_shape(grid, r21[:, None], r31[:, None], phi21[:, None], phi31[:, None])
+    return m.min(axis=1), m.max(axis=1), grid[0, np.argmin(m, axis=1)]
+
+
+class FourierPulsator:
+    """Pulsating star class (RR Lyrae, Cepheids) as a mixture of :class:`PulsatorSpec` subtypes."""
 
     is_transient = False
 
-    def __init__(self, label: str, subtypes: tuple[tuple[float, PeriodicSpec], ...]):
+    def __init__(self, label: str, subtypes: tuple[tuple[float, PulsatorSpec], ...]):
         self.label = label
         self.subtypes = subtypes
 
-    def sample_params(self, rng: np.random.Generator, n: int) -> pd.DataFrame:
+    def sample_params(self, rng: np.random.Generator, n: int, population) -> pd.DataFrame:
         """Draw ``n`` stars.
 
         Returns
         -------
         pandas.DataFrame, shape (n, ...)
             ``truth_period_days``, ``truth_amplitude_mag`` (r, peak to peak),
-            ``truth_mean_mag_{g,r}`` (midway between maximum and minimum),
-            ``truth_peak_mag_{g,r}`` (maximum light), ``redshift`` (NaN) and the
-            internal ``amp_{g,r}``, ``rise_fraction``, ``phase0``.
+            ``truth_amplitude_g_mag``, ``truth_subtype`` (index into ``subtypes``),
+            ``truth_mean_mag_{g,r}`` (midway between maximum and minimum, with
+            Milky Way extinction), ``truth_peak_mag_{g,r}`` (maximum light),
+            ``truth_mw_ebv``, ``redshift`` (NaN) and internal shape columns.
         """
+        lo, hi = population.period_range(self.label)
         which = choose_subtypes(rng, tuple(w for w, _ in self.subtypes), n)
-        period, amp_r, ratio, rise, colour = (np.empty(n) for _ in range(5))
+        cols = ("period", "amp_r", "ratio", "colour", "r21", "r31", "phi21", "phi31")
+        v = {k: np.empty(n) for k in cols}
         for i, (_, spec) in enumerate(self.subtypes):
             idx = np.flatnonzero(which == i)
             m = len(idx)
-            period[idx] = 10.0 ** truncated_normal(rng, *spec.log10_period, m)
-            amp_r[idx] = rng.uniform(*spec.amplitude_r, m)
-            ratio[idx] = spec.amplitude_ratio_g * lognormal(rng, 1.0, 0.05, m)
-            rise[idx] = rng.uniform(*spec.rise_fraction, m)
-            colour[idx] = spec.colour[0] + spec.colour[1] * rng.standard_normal(m)
-        mean_r = apparent_magnitudes(rng, n)
-        p = pd.DataFrame({"redshift": _nan(n), "amp_r": amp_r, "amp_g": amp_r * ratio,
-                          "rise_fraction": rise, "phase0": rng.random(n)})
-        p["mean_mag_r"] = mean_r
-        p["mean_mag_g"] = mean_r + colour
-        p["truth_period_days"] = period
-        p["truth_amplitude_mag"] = amp_r
+            if spec.log_period:
+                v["period"][idx] = 10.0 ** truncated_normal(rng, *spec.period, np.log10(lo), np.log10(hi), m)
+            else:
+                v["period"][idx] = truncated_normal(rng, *spec.period, lo, hi, m)
+            a, b, sd = spec.bailey
+            amp = a + b * np.log10(v["period"][idx]) + sd * rng.standard_normal(m)
+            v["amp_r"][idx] = np.clip(amp, *spec.amplitude_clip)
+            v["ratio"][idx] = spec.amplitude_ratio_g * lognormal(rng, 1.0, 0.05, m)
+            v["colour"][idx] = spec.colour[0] + spec.colour[1] * rng.standard_normal(m)
+            for key in ("r21", "r31", "phi21", "phi31"):
+                mean, sd_k = getattr(spec, key)
+                v[key][idx] = mean + sd_k * rng.standard_normal(m)
+        v["r21"], v["r31"] = np.abs(v["r21"]), np.abs(v["r31"])
+        dust = _mw_dust(rng, n, population)
+        mean_r = galactic_magnitudes(rng, n, population, self.label)
+        lo_m, hi_m, _ = fourier_extrema(v["r21"], v["r31"], v["phi21"], v["phi31"])
+        p = pd.DataFrame({"redshift": _nan(n), "amp_r": v["amp_r"], "amp_g": v["amp_r"] * v["ratio"],
+                          "r21": v["r21"], "r31": v["r31"], "phi21": v["phi21"], "phi31": v["phi31"],
+                          "shape_min": lo_m, "shape_max": hi_m, "phase0": rng.random(n)})
+        p["mean_mag_r"] = mean_r + dust["r"]
+        p["mean_mag_g"] = mean_r + v["colour"] + dust["g"]
+        p["truth_period_days"] = v["period"]
+        p["truth_amplitude_mag"] = v["amp_r"]
+        p["truth_amplitude_g_mag"] = p["amp_g"]
+        p["truth_subtype"] = which.astype(float)
+        p["truth_mw_ebv"] = dust["ebv"]
         for band in SUPPORTED_BANDS:
             p[f"truth_mean_mag_{band}"] = p[f"mean_mag_{band}"]
             p[f"truth_peak_mag_{band}"] = p[f"mean_mag_{band}"] - 0.5 * p[f"amp_{band}"]
@@ -383,23 +475,138 @@ class PeriodicVariable:
         """Strictly periodic flux in microjansky. ``rng`` is unused (deterministic model)."""
         period = params["truth_period_days"].to_numpy()[source]
         phase = np.mod((time - REFERENCE_MJD) / period + params["phase0"].to_numpy()[source], 1.0)
-        brightness = pulsation_shape(phase, params["rise_fraction"].to_numpy()[source])
-        mag = per_band(params, "mean_mag", source, band) + per_band(params, "amp", source, band) * (0.5 - brightness)
+        col = {k: params[k].to_numpy()[source] for k in ("r21", "r31", "phi21", "phi31", "shape_min", "shape_max")}
+        shape = fourier_shape(phase, col["r21"], col["r31"], col["phi21"], col["phi31"])
+        unit = (shape - col["shape_min"]) / (col["shape_max"] - col["shape_min"])  # 0 = max light, 1 = min
+        mag = per_band(params, "mean_mag", source, band) + per_band(params, "amp", source, band) * (unit - 0.5)
         return mag_to_flux(mag)
+
+
+# --------------------------------------------------------------------------- eclipsing binaries
+
+# Contact (W UMa, EW) and detached (Algol, EA) binaries. Among the ZTF periodic
+# variables, EW outnumber EA by ~7 to 1 (Chen et al. 2020, ApJS 249, 18: 369,707 EW,
+# 49,943 EA). EW periods cluster at 0.25-0.5 d (lognormal, median 0.37 d; Rucinski 2007)
+# with r amplitudes 0.1-0.8 mag (median ~0.4) and minima of nearly equal depth. EA
+# periods spread over 1-20 d (log-normal, median ~3 d; Prsa et al. 2011, Kepler EB
+# catalogue); eclipse half-width in phase (R1 + R2) / (2 pi a) ~ 0.05 (P / 1 d)^(-2/3)
+# from Kepler's third law for solar-type pairs; primary depths 0.2-1.2 mag and
+# secondary/primary depth ratios 0-0.8 (temperature ratio). Colours of F-K dwarfs,
+# g - r ~ 0.3-0.6; eclipse depths nearly grey (A_g / A_r ~ 1.05).
+EW_WEIGHT, EA_WEIGHT = 369707.0, 49943.0
+EW_LOG10_PERIOD = (np.log10(0.37), 0.12)
+EW_AMPLITUDE = (0.4, 0.15, 0.1, 0.8)      # mean, sd, lo, hi (mag)
+EW_DEPTH_RATIO = (0.8, 1.0)               # secondary / primary, uniform
+EA_LOG10_PERIOD = (np.log10(3.0), 0.35)
+EA_DEPTH = (0.2, 1.2)                     # primary depth (mag), uniform
+EA_DEPTH_RATIO = (0.0, 0.8)
+EA_WIDTH_AT_1D = 0.05                     # eclipse half-width (phase) at P = 1 d
+EB_COLOUR = (0.45, 0.12)
+EB_DEPTH_RATIO_G = 1.05
+
+
+def eclipse_profile(phase: np.ndarray, kind: np.ndarray, width: np.ndarray, depth1: np.ndarray,
+                    depth2: np.ndarray) -> np.ndarray:
+    """Magnitude excess (>= 0, mag) of an eclipsing binary at ``phase`` (primary eclipse at 0).
+
+    Contact systems (``kind == 0``): continuously varying ellipsoidal light
+    curve, ``depth * (1 - cos(4 pi phase)) / 2`` with the primary depth at phase 0
+    and the secondary at 0.5. Detached systems (``kind == 1``): flat outside
+    eclipses, Gaussian-profile eclipses of half-width ``width`` at phases 0 and 0.5.
+    Arrays broadcast.
+    """
+    d0 = np.minimum(phase, 1.0 - phase)                # distance to primary eclipse
+    d5 = np.abs(phase - 0.5)                           # distance to secondary eclipse
+    near_primary = d0 < d5
+    contact = np.where(near_primary, depth1, depth2) * 0.5 * (1.0 + np.cos(4.0 * np.pi * np.minimum(d0, d5)))
+    detached = depth1 * np.exp(-0.5 * (d0 / width) ** 2) + depth2 * np.exp(-0.5 * (d5 / width) ** 2)
+    return np.where(kind == 0, contact, detached)
+
+
+class EclipsingBinary:
+    """Eclipsing binaries: a contact (EW) / detached (EA) mixture."""
+
+    is_transient = False
+
+    def __init__(self, label: str = "EB"):
+        self.label = label
+
+    def sample_params(self, rng: np.random.Generator, n: int, population) -> pd.DataFrame:
+        """Draw ``n`` binaries.
+
+        Returns
+        -------
+        pandas.DataFrame, shape (n, ...)
+            ``truth_period_days`` (orbital), ``truth_amplitude_mag`` (r primary
+            eclipse depth), ``truth_subtype`` (0 = contact EW, 1 = detached EA),
+            ``truth_mean_mag_{g,r}`` (out-of-eclipse, with Milky Way extinction),
+            ``truth_peak_mag_{g,r}`` (= out-of-eclipse), ``truth_mw_ebv``,
+            ``redshift`` (NaN) and internal columns.
+        """
+        lo, hi = population.period_range(self.label)
+        kind = choose_subtypes(rng, (EW_WEIGHT, EA_WEIGHT), n)
+        ew, ea = kind == 0, kind == 1
+        log_p = np.empty(n)
+        log_p[ew] = truncated_normal(rng, *EW_LOG10_PERIOD, np.log10(lo), np.log10(hi), int(ew.sum()))
+        log_p[ea] = truncated_normal(rng, *EA_LOG10_PERIOD, np.log10(lo), np.log10(hi), int(ea.sum()))
+        period = 10.0 ** log_p
+        depth1 = np.where(ew, truncated_normal(rng, *EW_AMPLITUDE, n), rng.uniform(*EA_DEPTH, n))
+        ratio = np.where(ew, rng.uniform(*EW_DEPTH_RATIO, n), rng.uniform(*EA_DEPTH_RATIO, n))
+        width = EA_WIDTH_AT_1D * period ** (-2.0 / 3.0) * lognormal(rng, 1.0, 0.2, n)
+        dust = _mw_dust(rng, n, population)
+        base_r = galactic_magnitudes(rng, n, population, self.label)
+        colour = EB_COLOUR[0] + EB_COLOUR[1] * rng.standard_normal(n)
+        p = pd.DataFrame({"redshift": _nan(n), "kind": kind.astype(float), "width": np.minimum(width, 0.2),
+                          "depth1_r": depth1, "depth2_r": depth1 * ratio,
+                          "depth1_g": depth1 * EB_DEPTH_RATIO_G, "depth2_g": depth1 * ratio * EB_DEPTH_RATIO_G,
+                          "phase0": rng.random(n)})
+        p["mean_mag_r"] = base_r + dust["r"]
+        p["mean_mag_g"] = base_r + colour + dust["g"]
+        p["truth_period_days"] = period
+        p["truth_amplitude_mag"] = depth1
+        p["truth_subtype"] = kind.astype(float)
+        p["truth_mw_ebv"] = dust["ebv"]
+        for band in SUPPORTED_BANDS:
+            p[f"truth_mean_mag_{band}"] = p[f"mean_mag_{band}"]
+            p[f"truth_peak_mag_{band}"] = p[f"mean_mag_{band}"]
+        return p
+
+    def true_flux(self, params: pd.DataFrame, source: np.ndarray, time: np.ndarray,
+                  band: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """Periodic eclipsing flux in microjansky. ``rng`` is unused (deterministic model)."""
+        period = params["truth_period_days"].to_numpy()[source]
+        phase = np.mod((time - REFERENCE_MJD) / period + params["phase0"].to_numpy()[source], 1.0)
+        excess = eclipse_profile(phase, params["kind"].to_numpy()[source], params["width"].to_numpy()[source],
+                                 per_band(params, "depth1", source, band), per_band(params, "depth2", source, band))
+        return mag_to_flux(per_band(params, "mean_mag", source, band) + excess)
 
 
 # --------------------------------------------------------------------------- quasars
 
 # Damped random walk (Kelly et al. 2009): SF(dt) = SF_inf * sqrt(1 - exp(-|dt| / tau)).
-# SDSS Stripe 82 quasars (MacLeod et al. 2010, ApJ 721, 1014): rest-frame tau ~ 200 d
-# (~0.3 dex scatter), SF_inf ~ 0.2 mag (~0.2 dex), SF_inf ~ lambda^-0.48, so
-# SF_g / SF_r ~ (6231 / 4770)^0.48 ~ 1.14. Quasars bright enough for ZTF sit at
-# z ~ 0.3-3 (SDSS DR7, Schneider et al. 2010) with g - r ~ 0.1-0.3.
-QSO_LOG10_TAU_REST = (2.3, 0.3)
-QSO_LOG10_SF_INF_R = (-0.7, 0.2)
-QSO_SF_RATIO_G = 1.14
+# MacLeod et al. (2010, ApJ 721, 1014, eq. 7 and Table 1; SDSS Stripe 82 quasars):
+# log10 f = A + B log10(lambda_RF / 4000 A) + C (M_i + 23) + D log10(M_BH / 1e9 M_sun)
+# for f = SF_inf (mag): A, B, C, D = -0.51, -0.479, 0.131, 0.18 and for f = tau
+# (rest-frame days): 2.4, 0.17, 0.03, 0.21. Residual scatter about the relations
+# ~0.2 dex in each. Black-hole masses of bright SDSS quasars: log10 M_BH ~ 8.5 +- 0.4
+# (Shen et al. 2011, ApJS 194, 45). Redshifts of ZTF-bright quasars z ~ 0.3-3 (SDSS DR7,
+# Schneider et al. 2010) with g - r ~ 0.1-0.3; K-correction of a power-law continuum
+# f_nu ~ nu^-0.5 (Richards et al. 2006).
+MACLEOD_SF = (-0.51, -0.479, 0.131, 0.18)
+MACLEOD_TAU = (2.4, 0.17, 0.03, 0.21)
+MACLEOD_SCATTER_DEX = 0.2
+QSO_LOG10_MBH = (8.5, 0.4)
 QSO_REDSHIFT_GAMMA = (4.0, 0.35)  # shape, scale: mean 1.4, sd 0.7
 QSO_COLOUR = (0.2, 0.1)
+QSO_ALPHA_NU = -0.5
+
+
+def macleod_relation(coeffs: tuple[float, float, float, float], rest_wavelength_aa: np.ndarray,
+                     abs_mag_i: np.ndarray, log10_mbh: np.ndarray) -> np.ndarray:
+    """MacLeod et al. (2010) eq. 7: SF_inf (mag) or rest-frame tau (days); arrays broadcast."""
+    a, b, c, d = coeffs
+    return 10.0 ** (a + b * np.log10(rest_wavelength_aa / 4000.0) + c * (abs_mag_i + 23.0)
+                    + d * (log10_mbh - 9.0))
 
 
 def damped_random_walk(rng: np.random.Generator, source: np.ndarray, time: np.ndarray,
@@ -451,34 +658,50 @@ def damped_random_walk(rng: np.random.Generator, source: np.ndarray, time: np.nd
     return out
 
 
+
+
 class DampedRandomWalkQSO:
-    """Quasar: mean magnitude plus a damped random walk shared by both bands."""
+    """Quasar: mean magnitude plus one damped random walk, scaled per band (MacLeod et al. 2010)."""
 
     is_transient = False
 
     def __init__(self, label: str = "QSO"):
         self.label = label
 
-    def sample_params(self, rng: np.random.Generator, n: int) -> pd.DataFrame:
+    def sample_params(self, rng: np.random.Generator, n: int, population) -> pd.DataFrame:
         """Draw ``n`` quasars.
 
         Returns
         -------
         pandas.DataFrame, shape (n, ...)
-            ``redshift``, ``truth_tau_days`` (observer frame, days),
-            ``truth_sf_inf_mag`` (r band, mag), ``truth_mean_mag_{g,r}`` and the
-            internal ``sf_scale_{g,r}`` (band amplitude relative to r).
+            ``redshift``, ``truth_tau_days`` (observer frame, r band, days),
+            ``truth_sf_inf_mag`` (r band, mag), ``truth_sf_inf_g_mag``,
+            ``truth_abs_mag_i``, ``truth_log10_mbh``, ``truth_mean_mag_{g,r}``
+            (with Milky Way extinction), ``truth_mw_ebv`` and the internal
+            ``sf_{g,r}`` (per-band SF_inf, mag).
         """
-        z = rng.gamma(*QSO_REDSHIFT_GAMMA, n) + 0.05
-        tau_rest = 10.0 ** (QSO_LOG10_TAU_REST[0] + QSO_LOG10_TAU_REST[1] * rng.standard_normal(n))
-        sf_inf = 10.0 ** (QSO_LOG10_SF_INF_R[0] + QSO_LOG10_SF_INF_R[1] * rng.standard_normal(n))
-        mean_r = apparent_magnitudes(rng, n)
+        z = np.clip(rng.gamma(*QSO_REDSHIFT_GAMMA, n) + 0.05, population.redshift_min, population.redshift_max)
+        log_mbh = truncated_normal(rng, *QSO_LOG10_MBH, 7.0, 10.0, n)
+        dust = _mw_dust(rng, n, population)
+        mean_r = galactic_magnitudes(rng, n, population, self.label)
         colour = QSO_COLOUR[0] + QSO_COLOUR[1] * rng.standard_normal(n)
-        p = pd.DataFrame({"redshift": z, "sf_scale_g": QSO_SF_RATIO_G, "sf_scale_r": 1.0})
-        p["mean_mag_r"] = mean_r
-        p["mean_mag_g"] = mean_r + colour
-        p["truth_tau_days"] = tau_rest * (1.0 + z)  # time dilation
-        p["truth_sf_inf_mag"] = sf_inf
+        k_corr = -2.5 * (1.0 + QSO_ALPHA_NU) * np.log10(1.0 + z)
+        abs_i = mean_r - distance_modulus(z) - k_corr  # i ~ r for a quasar continuum (g - r ~ 0.2)
+        scatter_sf = MACLEOD_SCATTER_DEX * rng.standard_normal(n)
+        scatter_tau = MACLEOD_SCATTER_DEX * rng.standard_normal(n)
+        p = pd.DataFrame({"redshift": z})
+        for band in SUPPORTED_BANDS:
+            rest = BAND_WAVELENGTH_AA[band] / (1.0 + z)
+            p[f"sf_{band}"] = macleod_relation(MACLEOD_SF, rest, abs_i, log_mbh) * 10.0 ** scatter_sf
+        tau_rest = macleod_relation(MACLEOD_TAU, BAND_WAVELENGTH_AA["r"] / (1.0 + z), abs_i, log_mbh)
+        p["mean_mag_r"] = mean_r + dust["r"]
+        p["mean_mag_g"] = mean_r + colour + dust["g"]
+        p["truth_tau_days"] = tau_rest * 10.0 ** scatter_tau * (1.0 + z)  # time dilation
+        p["truth_sf_inf_mag"] = p["sf_r"]
+        p["truth_sf_inf_g_mag"] = p["sf_g"]
+        p["truth_abs_mag_i"] = abs_i
+        p["truth_log10_mbh"] = log_mbh
+        p["truth_mw_ebv"] = dust["ebv"]
         p["truth_mean_mag_g"] = p["mean_mag_g"]
         p["truth_mean_mag_r"] = p["mean_mag_r"]
         return p
@@ -486,10 +709,10 @@ class DampedRandomWalkQSO:
     def true_flux(self, params: pd.DataFrame, source: np.ndarray, time: np.ndarray,
                   band: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """Flux in microjansky; ``rng`` drives the stochastic variability."""
-        # Stationary variance of the DRW is SF_inf^2 / 2.
-        sigma = params["truth_sf_inf_mag"].to_numpy() / np.sqrt(2.0)
-        x = damped_random_walk(rng, source, time, params["truth_tau_days"].to_numpy(), sigma)
-        mag = per_band(params, "mean_mag", source, band) + per_band(params, "sf_scale", source, band) * x
+        # Unit-variance walk shared by both bands; the stationary sd of a DRW is SF_inf / sqrt(2).
+        x = damped_random_walk(rng, source, time, params["truth_tau_days"].to_numpy(),
+                               np.ones(len(params)))
+        mag = per_band(params, "mean_mag", source, band) + per_band(params, "sf", source, band) / np.sqrt(2.0) * x
         return mag_to_flux(mag)
 
 
@@ -497,11 +720,14 @@ class DampedRandomWalkQSO:
 
 #: label -> class model. Adding a class = adding one entry here.
 CLASS_MODELS: dict[str, ClassModel] = {
-    "SNIa": VillarTransient("SNIa", ((1.0, SNIA_SPEC),)),
+    "SNIa": HsiaoSNIa("SNIa"),
     # Volume-limited mix: ~70 % II-P-like plateaus, ~30 % fast-declining II-L.
     "SNII": VillarTransient("SNII", ((0.7, SNIIP_SPEC), (0.3, SNIIL_SPEC))),
     "SNIbc": VillarTransient("SNIbc", ((1.0, SNIBC_SPEC),)),
+    "SLSN": VillarTransient("SLSN", ((1.0, SLSN_SPEC),)),
     "QSO": DampedRandomWalkQSO("QSO"),
-    "Cepheid": PeriodicVariable("Cepheid", ((1.0, CEPHEID_SPEC),)),
-    "RRLyrae": PeriodicVariable("RRLyrae", ((0.7, RRAB_SPEC), (0.3, RRC_SPEC))),
+    "Cepheid": FourierPulsator("Cepheid", ((1.0, CEPHEID_SPEC),)),
+    # Sesar et al. (2010): 379 RRab and 104 RRc in Stripe 82.
+    "RRLyrae": FourierPulsator("RRLyrae", ((379.0, RRAB_SPEC), (104.0, RRC_SPEC))),
+    "EB": EclipsingBinary("EB"),
 }

@@ -19,6 +19,7 @@ import pandas as pd
 from deeprubin.schema import flux_to_mag
 from deeprubin.sources.simulate.cadence import (
     DETECTION_SNR,
+    MIN_POINTS_PER_OBJECT,
     SUPPORTED_BANDS,
     SimulationConfigError,
     SurveyConfig,
@@ -30,8 +31,14 @@ from deeprubin.sources.simulate.cadence import (
     visible_windows,
 )
 from deeprubin.sources.simulate.classes import CLASS_MODELS, ClassModel
+from deeprubin.sources.simulate.population import (
+    DEFAULT_PERIOD_RANGES,
+    DEPTH_MARGIN_SIGMA,
+    PopulationConfig,
+)
 
-__all__ = ["SimulationConfigError", "TRUTH_COLUMNS", "class_counts", "simulate_survey"]
+__all__ = ["OUTPUT_MODES", "SURVEY_LIKE_FRACTIONS", "SimulationConfigError", "TRUTH_COLUMNS", "class_counts",
+           "simulate_survey"]
 
 #: Value of the ``source`` column of the objects table.
 SOURCE_NAME = "simulate"
@@ -44,17 +51,36 @@ TRUTH_COLUMNS = (
     "truth_peak_mag_r",
     "truth_mean_mag_g",       # pulsators: midway between max and min; QSO: mean of the DRW
     "truth_mean_mag_r",
-    "truth_abs_peak_mag_r",   # transients: absolute r peak magnitude
-    "truth_rise_days",        # transients: Villar logistic rise timescale (r)
-    "truth_fall_days",        # transients: Villar exponential decline timescale (r)
-    "truth_plateau_days",     # transients: Villar plateau length
-    "truth_period_days",      # pulsators
-    "truth_amplitude_mag",    # pulsators: r-band peak-to-peak amplitude
+    "truth_abs_peak_mag_r",   # transients: absolute r peak magnitude (no K-correction)
+    "truth_distmod",          # transients: Planck 2018 distance modulus
+    "truth_mw_ebv",           # Milky Way E(B-V) of the sight line
+    "truth_rise_days",        # transients: rise timescale (r; Villar tau_rise, SN Ia half-flux rise)
+    "truth_fall_days",        # transients: decline timescale (r; Villar tau_fall, SN Ia half-flux fade)
+    "truth_plateau_days",     # Villar transients: plateau length
+    "truth_period_days",      # pulsators and eclipsing binaries
+    "truth_amplitude_mag",    # pulsators: r peak-to-peak amplitude; EB: r primary eclipse depth
     "truth_tau_days",         # QSO: DRW damping timescale, observer frame
     "truth_sf_inf_mag",       # QSO: DRW asymptotic structure function, r band
     "truth_lim_mag_median",   # median 5-sigma depth of the source's field
     "truth_season_start_mjd", # start of the source's first visibility season
+    "truth_n_detections",     # epochs of this realisation with SNR >= 5 (selection quantity)
 )
+
+#: ``source.output`` values: every epoch as forced photometry, or alert-style
+#: detections only (non-detections summarised in the objects table, as for real
+#: ZTF alerts in :mod:`deeprubin.sources.ztf_alerts`).
+OUTPUT_MODES = ("forced", "alert")
+
+#: ``class_fractions: survey``: the class mix of a real labelled ZTF set, the
+#: training set of the ALeRCE light-curve classifier (Sanchez-Saez et al. 2021,
+#: AJ 161, 141, Table 1; "E" = eclipsing binaries, "RRL" = RR Lyrae, "CEP" = Cepheids).
+SURVEY_LIKE_FRACTIONS = {"SNIa": 1272, "SNIbc": 94, "SNII": 328, "SLSN": 24, "QSO": 26168,
+                         "Cepheid": 618, "RRLyrae": 32482, "EB": 37901}
+
+#: Candidate batches drawn per class before the selection is declared hopeless.
+MAX_SELECTION_BATCHES = 40
+#: Smallest candidate batch, and the cap on the oversampling factor of a batch.
+MIN_BATCH, MAX_OVERSAMPLE = 64, 200.0
 
 #: Transient peaks are placed at least this far (days) inside a visibility
 #: window (at most a quarter of the window), so the peak is usually sampled.
@@ -69,7 +95,7 @@ ID_DIGITS = 6
 #: Keys that select a random stream (the second entry of every spawn key).
 _STREAM_IDS, _STREAM_WEATHER, _STREAM_CLASS = 0, 1, 2
 #: Per-class sub-streams.
-_PARAMS, _SKY, _CADENCE, _VARIABILITY, _NOISE = 0, 1, 2, 3, 4
+_PARAMS, _SKY, _CADENCE, _VARIABILITY, _NOISE, _DUPLICATES = 0, 1, 2, 3, 4, 5
 
 
 @dataclass(frozen=True)
@@ -85,12 +111,17 @@ class SimulationConfig:
     overlap_fraction : float
         Fraction of sources observed a second time, in [0, 1).
     survey : SurveyConfig
+    population : PopulationConfig
+    output : str
+        One of :data:`OUTPUT_MODES`.
     """
 
     n_objects: int
     class_fractions: dict[str, float]
     overlap_fraction: float
     survey: SurveyConfig
+    population: PopulationConfig
+    output: str = "forced"
 
 
 # --------------------------------------------------------------------------- configuration
@@ -162,9 +193,14 @@ def _parse_labels(values, key: str, allowed: Sequence[str]) -> list[str]:
 
 
 def _parse_fractions(node, classes: list[str]) -> dict[str, float]:
-    """Relative class weights; ``None`` means balanced over ``classes``."""
+    """Relative class weights; ``None`` means balanced over ``classes``, ``"survey"`` the
+    :data:`SURVEY_LIKE_FRACTIONS` mix (restricted to ``classes``)."""
     if node is None:
         return {label: 1.0 for label in classes}
+    if isinstance(node, str):
+        if node != "survey":
+            raise SimulationConfigError(f"class_fractions: expected null, 'survey' or a mapping, got {node!r}")
+        return {label: float(SURVEY_LIKE_FRACTIONS.get(label, 0.0)) for label in classes}
     raw = _as_dict(node, "class_fractions")
     weights = {label: 0.0 for label in classes}
     for label, value in raw.items():
@@ -180,12 +216,51 @@ def _parse_fractions(node, classes: list[str]) -> dict[str, float]:
     return weights
 
 
+def parse_population(node, survey: SurveyConfig, output: str) -> PopulationConfig:
+    """Validate ``population``; missing keys take the :class:`PopulationConfig` defaults.
+
+    Raises :class:`SimulationConfigError` naming the key for a negative or
+    inverted redshift range, a period range with a bound <= 0, an unknown key or
+    class, or ``min_detections`` below the alert-mode minimum.
+    """
+    raw = _as_dict(node, "population")
+    allowed = ["min_detections", "redshift_min", "redshift_max", "mw_ebv_mean", "period_ranges_days"]
+    unknown = sorted(set(map(str, raw)) - set(allowed))
+    if unknown:
+        raise SimulationConfigError(f"population.{unknown[0]}: unknown key; allowed keys: {allowed}")
+    d = PopulationConfig()
+    min_det = _number(raw.get("min_detections", d.min_detections), "population.min_detections")
+    floor = MIN_POINTS_PER_OBJECT if output == "alert" else 0
+    _check(min_det == int(min_det) and min_det >= floor, "population.min_detections",
+           f"an integer >= {floor} (output: {output})", min_det)
+    z_min = _number(raw.get("redshift_min", d.redshift_min), "population.redshift_min")
+    z_max = _number(raw.get("redshift_max", d.redshift_max), "population.redshift_max")
+    _check(z_min > 0, "population.redshift_min", "> 0 (redshifts are positive)", z_min)
+    _check(z_min < z_max <= 6.0, "population.redshift_max", f"in (redshift_min={z_min}, 6]", z_max)
+    ebv = _number(raw.get("mw_ebv_mean", d.mw_ebv_mean), "population.mw_ebv_mean")
+    _check(0 <= ebv <= 1, "population.mw_ebv_mean", "in [0, 1] mag", ebv)
+    periods = dict(DEFAULT_PERIOD_RANGES)
+    for label, bounds in _as_dict(raw.get("period_ranges_days"), "population.period_ranges_days").items():
+        key = f"population.period_ranges_days.{label}"
+        if str(label) not in DEFAULT_PERIOD_RANGES:
+            raise SimulationConfigError(f"{key}: unknown periodic class; supported {sorted(DEFAULT_PERIOD_RANGES)}")
+        if isinstance(bounds, (str, bytes)) or not hasattr(bounds, "__len__") or len(bounds) != 2:
+            raise SimulationConfigError(f"{key}: expected [min, max] in days, got {bounds!r}")
+        lo, hi = (_number(b, key) for b in bounds)
+        _check(lo > 0, key, "a period range with min > 0 days", list(bounds))
+        _check(hi > lo, key, "a period range with max > min", list(bounds))
+        periods[str(label)] = (lo, hi)
+    deepest = survey.lim_mag_median + DEPTH_MARGIN_SIGMA * survey.lim_mag_scatter
+    return PopulationConfig(min_detections=int(min_det), redshift_min=z_min, redshift_max=z_max,
+                            mw_ebv_mean=ebv, period_ranges=periods, deepest_mag=deepest)
+
+
 def parse_config(config: Mapping, classes: Sequence[str]) -> SimulationConfig:
     """Validate the source configuration.
 
-    Keys other than ``n_objects``, ``class_fractions``, ``overlap_fraction`` and
-    ``survey`` (e.g. ``name``, ``validation``) belong to other parts of the
-    pipeline and are ignored.
+    Keys other than ``n_objects``, ``class_fractions``, ``overlap_fraction``,
+    ``output``, ``population`` and ``survey`` (e.g. ``name``, ``validation``)
+    belong to other parts of the pipeline and are ignored.
     """
     cfg = _as_dict(config, "config")
     if "n_objects" not in cfg:
@@ -195,11 +270,16 @@ def parse_config(config: Mapping, classes: Sequence[str]) -> SimulationConfig:
     _check(n == int(n) and n > 0, "n_objects", "a positive integer", n_raw)
     overlap = _number(cfg.get("overlap_fraction", 0.1), "overlap_fraction")
     _check(0 <= overlap < 1, "overlap_fraction", "in [0, 1)", overlap)
+    output = cfg.get("output", "forced")
+    _check(output in OUTPUT_MODES, "output", f"one of {list(OUTPUT_MODES)}", output)
+    survey = parse_survey(cfg.get("survey"))
     return SimulationConfig(
         n_objects=int(n),
         class_fractions=_parse_fractions(cfg.get("class_fractions"), list(classes)),
         overlap_fraction=overlap,
-        survey=parse_survey(cfg.get("survey")),
+        survey=survey,
+        population=parse_population(cfg.get("population"), survey, output),
+        output=str(output),
     )
 
 
@@ -274,36 +354,141 @@ class _ClassResult:
     band: np.ndarray
     flux: np.ndarray
     flux_err: np.ndarray
+    lim_mag: np.ndarray
     objects: pd.DataFrame
+
+
+@dataclass
+class _Batch:
+    """One batch of candidate sources, each observed in two realisations (primary and
+    overlapping field), noise included. Realisation ``r`` belongs to source ``r % m``."""
+
+    params: pd.DataFrame
+    ra: np.ndarray
+    dec: np.ndarray
+    season: np.ndarray
+    depth: np.ndarray
+    realisation: np.ndarray
+    time: np.ndarray
+    band: np.ndarray
+    flux: np.ndarray
+    flux_err: np.ndarray
+    lim_mag: np.ndarray
+    n_detections: np.ndarray  # per realisation, shape (2 m,)
+    n_drawn: int              # candidates drawn, including those dropped as too faint
+
+
+def _draw_batch(model: ClassModel, m: int, cfg: SimulationConfig, bands: list[str], seed: int,
+                lost: np.ndarray, batch: int) -> _Batch:
+    """Draw, schedule and observe ``m`` candidate sources of one class (random streams keyed by ``batch``)."""
+    key = _label_key(model.label)
+    survey = cfg.survey
+    params = model.sample_params(_stream(seed, _STREAM_CLASS, key, _PARAMS, batch), m,
+                                 cfg.population).reset_index(drop=True)
+    # Sources too faint to ever be selected are dropped before scheduling (saves time only).
+    peak_cols = [c for c in ("truth_peak_mag_g", "truth_peak_mag_r") if c in params]
+    if peak_cols:
+        brightest = params[peak_cols].min(axis=1).to_numpy()
+        params = params.loc[~(brightest > cfg.population.hopeless_mag)].reset_index(drop=True)
+    n_drawn = m
+    m = len(params)
+    if m == 0:
+        empty = np.zeros(0)
+        return _Batch(params, empty, empty, empty, empty, empty.astype(np.int64), empty,
+                      empty.astype(np.int64), empty, empty, empty, empty.astype(np.int64), n_drawn)
+    sky = _stream(seed, _STREAM_CLASS, key, _SKY, batch)
+    ra, dec = draw_sky_positions(sky, m)
+    season = draw_season_starts(sky, m, survey)
+    depth = draw_field_depth(sky, m, survey)
+    if model.is_transient:
+        params["truth_peak_mjd"] = draw_peak_times(sky, season, survey)
+    source_of = np.concatenate([np.arange(m), np.arange(m)])  # realisation -> source
+    band_rngs = {b: _stream(seed, _STREAM_CLASS, key, _CADENCE, _label_key(b), batch) for b in bands}
+    schedule = draw_schedule(band_rngs, season[source_of], depth[source_of], survey, bands, lost)
+    true_flux = model.true_flux(params, source_of[schedule.realisation], schedule.time, schedule.band,
+                                _stream(seed, _STREAM_CLASS, key, _VARIABILITY, batch))
+    flux, flux_err = observe(_stream(seed, _STREAM_CLASS, key, _NOISE, batch), true_flux, schedule.lim_mag)
+    detected = flux / flux_err >= DETECTION_SNR
+    n_det = np.bincount(schedule.realisation[detected], minlength=2 * m)
+    return _Batch(params, ra, dec, season, depth, schedule.realisation, schedule.time, schedule.band,
+                  flux, flux_err, schedule.lim_mag, n_det, n_drawn)
 
 
 def _simulate_class(model: ClassModel, numbers: np.ndarray, cfg: SimulationConfig, bands: list[str],
                     seed: int, lost: np.ndarray) -> _ClassResult:
-    """Simulate every source of one class (``numbers``: their object numbers)."""
-    key = _label_key(model.label)
+    """Simulate the ``len(numbers)`` selected sources of one class (``numbers``: their object numbers).
+
+    Candidates are drawn in batches from the class's physical population and
+    kept, in draw order, when their primary realisation has at least
+    ``population.min_detections`` epochs with SNR >= 5: the magnitude-limited
+    selection of a real survey (Malmquist bias: at a given distance only the
+    brighter members survive). Each batch is oversampled by the acceptance rate
+    seen so far. A fraction ``overlap_fraction`` of the kept sources keeps its
+    second realisation (overlapping field); in alert mode a second realisation
+    with fewer than :data:`MIN_POINTS_PER_OBJECT` detections is not an object
+    and is dropped.
+    """
     n = len(numbers)
-    survey = cfg.survey
-    params = model.sample_params(_stream(seed, _STREAM_CLASS, key, _PARAMS), n).reset_index(drop=True)
+    need = n
+    kept: list[tuple[_Batch, np.ndarray]] = []
+    drawn = accepted = 0
+    for batch in range(MAX_SELECTION_BATCHES):
+        rate = (accepted + 1.0) / (drawn + 1.0)
+        m = int(max(MIN_BATCH, np.ceil(min(1.25 * need / rate, need * MAX_OVERSAMPLE))))
+        b = _draw_batch(model, m, cfg, bands, seed, lost, batch)
+        m = len(b.ra)
+        ok = np.flatnonzero(b.n_detections[:m] >= cfg.population.min_detections)
+        drawn, accepted = drawn + b.n_drawn, accepted + len(ok)
+        take = ok[:need]
+        kept.append((b, take))
+        need -= len(take)
+        if need == 0:
+            break
+    else:
+        raise SimulationConfigError(
+            f"population.min_detections: only {n - need} of {n} {model.label} sources reach "
+            f"{cfg.population.min_detections} detections after {drawn} candidates; the survey is too "
+            f"shallow for this class (survey.lim_mag_median = {cfg.survey.lim_mag_median})")
 
-    sky = _stream(seed, _STREAM_CLASS, key, _SKY)
-    ra, dec = draw_sky_positions(sky, n)
-    season = draw_season_starts(sky, n, survey)
-    depth = draw_field_depth(sky, n, survey)
-    if model.is_transient:
-        params["truth_peak_mjd"] = draw_peak_times(sky, season, survey)
+    key = _label_key(model.label)
     n_dup = int(np.floor(cfg.overlap_fraction * n + 0.5))
-    duplicated = np.sort(sky.choice(n, size=n_dup, replace=False))
-    source_of = np.concatenate([np.arange(n), duplicated])  # realisation -> source
+    duplicated = np.sort(_stream(seed, _STREAM_CLASS, key, _DUPLICATES).choice(n, size=n_dup, replace=False))
+    dup_rank = np.full(n, -1)
+    dup_rank[duplicated] = np.arange(n_dup)
 
-    band_rngs = {b: _stream(seed, _STREAM_CLASS, key, _CADENCE, _label_key(b)) for b in bands}
-    schedule = draw_schedule(band_rngs, season[source_of], depth[source_of], survey, bands, lost)
-    true_flux = model.true_flux(params, source_of[schedule.realisation], schedule.time, schedule.band,
-                                _stream(seed, _STREAM_CLASS, key, _VARIABILITY))
-    flux, flux_err = observe(_stream(seed, _STREAM_CLASS, key, _NOISE), true_flux, schedule.lim_mag)
+    parts, offset = [], 0
+    for b, take in kept:
+        m = len(b.ra)
+        glob = np.full(2 * m, -1)
+        glob[take] = offset + np.arange(len(take))                 # primary realisations
+        second = dup_rank[offset + np.arange(len(take))]
+        glob[m + take[second >= 0]] = n + second[second >= 0]     # kept duplicates
+        if cfg.output == "alert":
+            glob[np.arange(m, 2 * m)[b.n_detections[m:] < MIN_POINTS_PER_OBJECT]] = -1
+        rows = glob[b.realisation] >= 0
+        parts.append((glob[b.realisation[rows]], b.time[rows], b.band[rows], b.flux[rows],
+                      b.flux_err[rows], b.lim_mag[rows], glob, b.n_detections))
+        offset += len(take)
 
-    objects = _objects_rows(model.label, numbers, cfg.n_objects, source_of, params,
-                            ra=ra, dec=dec, season=season, depth=depth)
-    return _ClassResult(schedule.realisation, schedule.time, schedule.band, flux, flux_err, objects)
+    def cat(i):
+        return np.concatenate([p[i] for p in parts])
+
+    realisation, time, band, flux, flux_err, lim = (cat(i) for i in range(6))
+    params = pd.concat([b.params.iloc[take] for b, take in kept], ignore_index=True)
+    per_source = {k: np.concatenate([getattr(b, k)[take] for b, take in kept])
+                  for k in ("ra", "dec", "season", "depth")}
+    n_det = np.zeros(n + n_dup)
+    for glob, counts in ((p[6], p[7]) for p in parts):
+        ok = glob >= 0
+        n_det[glob[ok]] = counts[ok]
+    present = np.unique(realisation)  # alert mode may have dropped duplicates
+    source_of = np.concatenate([np.arange(n), duplicated])
+    objects = _objects_rows(model.label, numbers, cfg.n_objects, source_of, params, **per_source)
+    objects["truth_n_detections"] = n_det
+    remap = np.full(n + n_dup, -1)
+    remap[present] = np.arange(len(present))
+    objects = objects.iloc[present].reset_index(drop=True)
+    return _ClassResult(remap[realisation], time, band, flux, flux_err, lim, objects)
 
 
 def _objects_rows(label: str, numbers: np.ndarray, n_objects: int, source_of: np.ndarray,
@@ -327,8 +512,9 @@ def _objects_rows(label: str, numbers: np.ndarray, n_objects: int, source_of: np
 
 # --------------------------------------------------------------------------- assembly
 
-def _assemble(results: list[_ClassResult]) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Concatenate per-class results into the two sorted canonical tables."""
+def _assemble(results: list[_ClassResult], output: str = "forced") -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Concatenate per-class results into the two sorted canonical tables (``output``: see
+    :func:`alert_view`)."""
     objects = pd.concat([r.objects for r in results], ignore_index=True)
     offsets = np.cumsum([0] + [len(r.objects) for r in results[:-1]])
     realisation = np.concatenate([r.realisation + o for r, o in zip(results, offsets)])
@@ -336,13 +522,15 @@ def _assemble(results: list[_ClassResult]) -> tuple[pd.DataFrame, pd.DataFrame]:
     band = np.concatenate([r.band for r in results])
     flux = np.concatenate([r.flux for r in results])
     flux_err = np.concatenate([r.flux_err for r in results])
+    lim_mag = np.concatenate([r.lim_mag for r in results])
 
     # Sort through integer ranks: far faster than sorting a million strings.
     id_order = np.argsort(objects["object_id"].to_numpy(dtype=str), kind="stable")
     rank = np.empty(len(id_order), dtype=np.int64)
     rank[id_order] = np.arange(len(id_order))
     order = np.lexsort((band, time, rank[realisation]))
-    realisation, time, band, flux, flux_err = (a[order] for a in (realisation, time, band, flux, flux_err))
+    realisation, time, band, flux, flux_err, lim_mag = (
+        a[order] for a in (realisation, time, band, flux, flux_err, lim_mag))
 
     mag, mag_err = flux_to_mag(flux, flux_err)
     lightcurves = pd.DataFrame({
@@ -356,7 +544,42 @@ def _assemble(results: list[_ClassResult]) -> tuple[pd.DataFrame, pd.DataFrame]:
         "detected": flux / flux_err >= DETECTION_SNR,
     })
     objects = objects.iloc[id_order].reset_index(drop=True)
+    if output == "alert":
+        return alert_view(lightcurves, lim_mag, objects)
     return lightcurves, objects
+
+
+def alert_view(lightcurves: pd.DataFrame, lim_mag: np.ndarray, objects: pd.DataFrame
+               ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Alert-style tables: detections only, non-detections summarised per object.
+
+    Follows the convention of :mod:`deeprubin.sources.ztf_alerts` for real ZTF
+    alerts: upper limits never become flux rows; the objects table gains
+    ``n_non_detections`` and the last non-detection before the first detection
+    (``last_nondet_mjd``, ``last_nondet_band``, ``last_nondet_diffmaglim`` = the
+    5-sigma limiting magnitude of that epoch; NaN/None when there is none).
+
+    Parameters
+    ----------
+    lightcurves : pandas.DataFrame
+        Forced-photometry table (every epoch), sorted by object and time.
+    lim_mag : ndarray, shape (len(lightcurves),)
+        5-sigma limiting magnitude of each epoch.
+    objects : pandas.DataFrame
+    """
+    det = lightcurves["detected"].to_numpy(dtype=bool)
+    ids = lightcurves["object_id"].to_numpy()
+    first_det = pd.Series(lightcurves["time"].to_numpy()[det], index=ids[det]).groupby(level=0).min()
+    limits = pd.DataFrame({"object_id": ids[~det], "time": lightcurves["time"].to_numpy()[~det],
+                           "band": lightcurves["band"].to_numpy()[~det], "diffmaglim": lim_mag[~det]})
+    objects = objects.copy()
+    objects["n_non_detections"] = objects["object_id"].map(limits.groupby("object_id").size()).fillna(0).astype(int)
+    before = limits[limits["time"] < limits["object_id"].map(first_det).to_numpy()]
+    last = before.loc[before.groupby("object_id")["time"].idxmax()].set_index("object_id")
+    objects["last_nondet_mjd"] = objects["object_id"].map(last["time"]).astype(float)
+    objects["last_nondet_band"] = objects["object_id"].map(last["band"])
+    objects["last_nondet_diffmaglim"] = objects["object_id"].map(last["diffmaglim"]).astype(float)
+    return lightcurves.loc[det].reset_index(drop=True), objects
 
 
 def simulate_survey(config: Mapping, *, seed: int, classes: Sequence[str],
@@ -367,8 +590,10 @@ def simulate_survey(config: Mapping, *, seed: int, classes: Sequence[str],
     ----------
     config : Mapping
         Plain dict or OmegaConf ``DictConfig`` with ``n_objects`` (int, number
-        of distinct sources), ``class_fractions`` (label -> relative weight, or
-        None for balanced), ``overlap_fraction`` (default 0.1) and ``survey``
+        of distinct selected sources), ``class_fractions`` (label -> relative
+        weight, None for balanced or ``"survey"`` for :data:`SURVEY_LIKE_FRACTIONS`),
+        ``overlap_fraction`` (default 0.1), ``output`` (``"forced"``, default, or
+        ``"alert"``), ``population`` (see :func:`parse_population`) and ``survey``
         (see :class:`~deeprubin.sources.simulate.cadence.SurveyConfig`; missing
         keys take its defaults). Other keys are ignored.
     seed : int
@@ -385,12 +610,15 @@ def simulate_survey(config: Mapping, *, seed: int, classes: Sequence[str],
         ``object_id``, ``time`` (MJD), ``band``, ``flux``, ``flux_err``
         (microjansky), ``mag``, ``mag_err`` (AB; NaN where flux <= 0) and
         ``detected`` (flux / flux_err >= 5), sorted by object_id then time.
+        With ``output: alert`` only the detected rows.
     objects : pandas.DataFrame, shape (n_objects + n_duplicates, ...)
         ``object_id`` (``sim000123``; a source seen again in an overlapping field
         adds ``sim000123_f2`` with the same truth and ``group_id``), ``label``,
         ``group_id``, ``source`` (``"simulate"``), ``ra``, ``dec`` (deg),
         ``redshift`` (NaN for Galactic classes) and :data:`TRUTH_COLUMNS`
-        (NaN where not applicable), sorted by object_id.
+        (NaN where not applicable) plus class-specific ``truth_*`` columns,
+        sorted by object_id. With ``output: alert`` also ``n_non_detections``
+        and ``last_nondet_{mjd,band,diffmaglim}`` (see :func:`alert_view`).
 
     Raises
     ------
@@ -415,4 +643,4 @@ def simulate_survey(config: Mapping, *, seed: int, classes: Sequence[str],
         block = numbers[start:start + counts[label]]
         start += counts[label]
         results.append(_simulate_class(CLASS_MODELS[label], block, cfg, bands, seed, lost))
-    return _assemble(results)
+    return _assemble(results, cfg.output)

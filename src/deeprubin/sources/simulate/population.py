@@ -1,0 +1,77 @@
+"""Population-level settings shared by the class models (``source.population``)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from deeprubin.sources.simulate.cadence import SimulationConfigError
+from deeprubin.sources.simulate.physics import redshift_at_distance_modulus
+
+#: How far (mag) beyond the median depth a class's redshift range reaches: the
+#: deepest epochs are ~3 sigma (of ``lim_mag_scatter``) deeper than the median, and
+#: a source there must be allowed to exist so the selection, not the sampler,
+#: decides what is seen (Malmquist bias emerges from the selection).
+DEPTH_MARGIN_SIGMA = 3.0
+
+#: Sources whose brightest noise-free magnitude is this much fainter than the deepest
+#: epochs have SNR <= 5 * 10**(-0.2) ~ 3.2 at best and (practically) never reach the
+#: detection threshold several times: the class models skip their light-curve shapes
+#: and the survey drops them before scheduling, which only saves time.
+HOPELESS_MARGIN_MAG = 0.5
+
+#: Default truncation of the period distributions, days.
+DEFAULT_PERIOD_RANGES = {"Cepheid": (1.0, 60.0), "RRLyrae": (0.2, 1.0), "EB": (0.2, 50.0)}
+
+
+@dataclass(frozen=True)
+class PopulationConfig:
+    """Validated ``source.population`` settings.
+
+    Attributes
+    ----------
+    min_detections : int
+        Malmquist selection: a source is kept only if its (noisy) light curve has
+        at least this many epochs with SNR >= 5, as in a real alert-based sample.
+    redshift_min, redshift_max : float
+        Bounds of every extragalactic population; each class additionally stops
+        where its brightest member would be fainter than the deepest epochs.
+    mw_ebv_mean : float
+        Mean Milky Way E(B-V) (mag) of the sight lines (exponential distribution).
+    period_ranges : dict of str -> (float, float)
+        Truncation (days) of the period distributions of periodic classes.
+    deepest_mag : float
+        ``lim_mag_median + DEPTH_MARGIN_SIGMA * lim_mag_scatter`` of the survey.
+    """
+
+    min_detections: int = 3
+    redshift_min: float = 0.002
+    redshift_max: float = 3.5
+    mw_ebv_mean: float = 0.04
+    period_ranges: dict = field(default_factory=lambda: dict(DEFAULT_PERIOD_RANGES))
+    deepest_mag: float = 21.4
+
+    def redshift_max_for(self, brightest_abs_mag: float, label: str = "") -> float:
+        """Largest redshift at which a source of ``brightest_abs_mag`` can still reach the
+        deepest epochs, capped at ``redshift_max``.
+
+        Raises
+        ------
+        SimulationConfigError
+            When that redshift is below ``redshift_min``: even the brightest member
+            of the class would be fainter than the survey's limiting magnitude.
+        """
+        z = float(redshift_at_distance_modulus(self.deepest_mag - brightest_abs_mag))
+        if z <= self.redshift_min:
+            raise SimulationConfigError(
+                f"survey.lim_mag_median: limiting magnitude {self.deepest_mag:.2f} (median + "
+                f"{DEPTH_MARGIN_SIGMA:g} sigma) is brighter than the brightest {label or 'source'} "
+                f"(M = {brightest_abs_mag:.2f}) at population.redshift_min = {self.redshift_min}")
+        return min(z, self.redshift_max)
+
+    @property
+    def hopeless_mag(self) -> float:
+        """Peak magnitude beyond which a source cannot be selected (see :data:`HOPELESS_MARGIN_MAG`)."""
+        return self.deepest_mag + HOPELESS_MARGIN_MAG
+
+    def period_range(self, label: str) -> tuple[float, float]:
+        """Period truncation (days) of class ``label``."""
+        return tuple(self.period_ranges.get(label, DEFAULT_PERIOD_RANGES[label]))
