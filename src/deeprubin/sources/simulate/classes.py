@@ -48,8 +48,11 @@ from deeprubin.sources.simulate.snia import HsiaoSNIa
 
 #: Apparent mean-magnitude range (r band) of the Galactic stars and quasars drawn
 #: before selection: 15 mag is safely below ZTF saturation (~12.5-13); the faint
-#: end is set by the survey depth (``PopulationConfig.deepest_mag``).
+#: end is the survey depth (``PopulationConfig.deepest_mag``), capped at 22 mag
+#: (beyond the deepest single ZTF epochs, ~21.5; a deeper simulated survey then
+#: sees the same population at higher signal-to-noise).
 GALACTIC_BRIGHT_MAG = 15.0
+GALACTIC_FAINT_CAP = 22.0
 
 #: Slope of the apparent-magnitude counts of stars and quasars, dN/dm ~ 10**(slope m):
 #: Galactic halo star counts and bright quasar counts at 15 < m < 21 rise by a
@@ -112,7 +115,7 @@ def galactic_magnitudes(rng: np.random.Generator, n: int, population, label: str
         raise SimulationConfigError(
             f"survey.lim_mag_median: limiting magnitude {population.deepest_mag:.2f} (median + 3 sigma) "
             f"is brighter than the brightest simulated {label} ({GALACTIC_BRIGHT_MAG} mag)")
-    return apparent_magnitudes(rng, n, GALACTIC_BRIGHT_MAG, population.deepest_mag)
+    return apparent_magnitudes(rng, n, GALACTIC_BRIGHT_MAG, min(population.deepest_mag, GALACTIC_FAINT_CAP))
 
 
 def per_band(params: pd.DataFrame, stem: str, source: np.ndarray, band: np.ndarray) -> np.ndarray:
