@@ -33,7 +33,7 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 import pandas as pd
-from scipy.special import expit, ndtr, ndtri
+from scipy.special import expit
 
 from deeprubin.schema import mag_to_flux
 from deeprubin.sources.simulate.cadence import SUPPORTED_BANDS, SimulationConfigError
@@ -43,6 +43,7 @@ from deeprubin.sources.simulate.physics import (
     draw_milky_way_ebv,
     draw_redshifts,
     milky_way_extinction,
+    truncated_normal,
 )
 from deeprubin.sources.simulate.snia import HsiaoSNIa
 
@@ -83,13 +84,6 @@ class ClassModel(Protocol):
 
 
 # --------------------------------------------------------------------------- helpers
-
-def truncated_normal(rng: np.random.Generator, mean: float, sd: float, lo: float, hi: float,
-                     n: int) -> np.ndarray:
-    """``n`` draws from N(mean, sd) truncated to [lo, hi] (inverse CDF, no rejection loop)."""
-    a, b = ndtr((lo - mean) / sd), ndtr((hi - mean) / sd)
-    return mean + sd * ndtri(a + rng.random(n) * (b - a))
-
 
 def lognormal(rng: np.random.Generator, median: float, sigma_ln: float, n: int) -> np.ndarray:
     """``n`` draws with the given median and natural-log scatter ``sigma_ln``."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 from functools import lru_cache
 
 import numpy as np
+from scipy.special import ndtr, ndtri
 
 #: Effective wavelengths (Angstrom) of the ZTF g and r filters (Bellm et al. 2019;
 #: the same values as ``task.band_wavelengths``), used for the broad-band dust
@@ -23,6 +24,13 @@ MW_RV = 3.1
 #: Redshift grid of the tabulated cosmology: fine at low z (where the supernovae are),
 #: out to z = 6 for quasars.
 _Z_GRID = np.concatenate([np.linspace(1e-4, 1.0, 2000), np.linspace(1.0, 6.0, 501)[1:]])
+
+
+def truncated_normal(rng: np.random.Generator, mean: float, sd: float, lo: float, hi: float,
+                     n: int) -> np.ndarray:
+    """``n`` draws from N(mean, sd) truncated to [lo, hi] (inverse CDF, no rejection loop)."""
+    a, b = ndtr((lo - mean) / sd), ndtr((hi - mean) / sd)
+    return mean + sd * ndtri(a + rng.random(n) * (b - a))
 
 
 @lru_cache(maxsize=1)

@@ -40,6 +40,10 @@ class PopulationConfig:
         Truncation (days) of the period distributions of periodic classes.
     deepest_mag : float
         ``lim_mag_median + DEPTH_MARGIN_SIGMA * lim_mag_scatter`` of the survey.
+    max_peak_mag : float or None
+        Optional flux limit on the noise-free peak magnitude (brightest of g and
+        r) of classes that have one (transients, pulsators, binaries): e.g. a
+        Bright-Transient-Survey-like sample. None = no such limit.
     """
 
     min_detections: int = 3
@@ -48,6 +52,7 @@ class PopulationConfig:
     mw_ebv_mean: float = 0.04
     period_ranges: dict = field(default_factory=lambda: dict(DEFAULT_PERIOD_RANGES))
     deepest_mag: float = 21.4
+    max_peak_mag: float | None = None
 
     def redshift_max_for(self, brightest_abs_mag: float, label: str = "") -> float:
         """Largest redshift at which a source of ``brightest_abs_mag`` can still reach the
@@ -69,8 +74,10 @@ class PopulationConfig:
 
     @property
     def hopeless_mag(self) -> float:
-        """Peak magnitude beyond which a source cannot be selected (see :data:`HOPELESS_MARGIN_MAG`)."""
-        return self.deepest_mag + HOPELESS_MARGIN_MAG
+        """Peak magnitude beyond which a source cannot be selected (see :data:`HOPELESS_MARGIN_MAG`
+        and :attr:`max_peak_mag`)."""
+        limit = self.deepest_mag + HOPELESS_MARGIN_MAG
+        return limit if self.max_peak_mag is None else min(limit, self.max_peak_mag)
 
     def period_range(self, label: str) -> tuple[float, float]:
         """Period truncation (days) of class ``label``."""

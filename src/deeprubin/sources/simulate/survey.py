@@ -224,7 +224,8 @@ def parse_population(node, survey: SurveyConfig, output: str) -> PopulationConfi
     class, or ``min_detections`` below the alert-mode minimum.
     """
     raw = _as_dict(node, "population")
-    allowed = ["min_detections", "redshift_min", "redshift_max", "mw_ebv_mean", "period_ranges_days"]
+    allowed = ["min_detections", "redshift_min", "redshift_max", "mw_ebv_mean", "period_ranges_days",
+               "max_peak_mag"]
     unknown = sorted(set(map(str, raw)) - set(allowed))
     if unknown:
         raise SimulationConfigError(f"population.{unknown[0]}: unknown key; allowed keys: {allowed}")
@@ -251,8 +252,12 @@ def parse_population(node, survey: SurveyConfig, output: str) -> PopulationConfi
         _check(hi > lo, key, "a period range with max > min", list(bounds))
         periods[str(label)] = (lo, hi)
     deepest = survey.lim_mag_median + DEPTH_MARGIN_SIGMA * survey.lim_mag_scatter
+    max_peak = raw.get("max_peak_mag")
+    if max_peak is not None:
+        max_peak = _number(max_peak, "population.max_peak_mag")
+        _check(max_peak > 10.0, "population.max_peak_mag", "> 10 mag (or null)", max_peak)
     return PopulationConfig(min_detections=int(min_det), redshift_min=z_min, redshift_max=z_max,
-                            mw_ebv_mean=ebv, period_ranges=periods, deepest_mag=deepest)
+                            mw_ebv_mean=ebv, period_ranges=periods, deepest_mag=deepest, max_peak_mag=max_peak)
 
 
 def parse_config(config: Mapping, classes: Sequence[str]) -> SimulationConfig:
