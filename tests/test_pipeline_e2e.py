@@ -35,7 +35,9 @@ def test_repro_writes_metrics_figures_and_no_leakage(tiny_repo):
     metrics = json.loads((tiny_repo / "reports/transients/metrics.json").read_text())
     assert {"accuracy", "macro_f1", "per_class"} <= set(metrics)
     assert 0.0 <= metrics["macro_f1"] <= 1.0
-    assert set(metrics["per_class"]) == {"SNIa", "SNII", "SNIbc", "QSO", "Cepheid", "RRLyrae"}
+    assert set(metrics["per_class"]) == {"SNIa", "SNII", "SNIbc", "SLSN", "QSO", "Cepheid", "RRLyrae", "EB"}
+    # The tiny repository has no real data beside it: the sim-vs-real check records a skip.
+    assert json.loads((tiny_repo / "reports/transients/sim_vs_real.json").read_text())["skipped"] is True
     for rel in EXPECTED_FIGURES:
         assert (tiny_repo / rel).stat().st_size > 10_000, rel
     manifest = pd.read_parquet(tiny_repo / "data/splits/transients/manifest.parquet")

@@ -89,16 +89,21 @@ def _band_at(t: np.ndarray, m: np.ndarray, t0: float) -> float:
 
 def _peak_vertex(t: np.ndarray, m: np.ndarray, k: int) -> tuple[float, float]:
     """Time and magnitude of maximum light from a parabola through the detections within
-    :data:`PEAK_FIT_WINDOW_DAYS` of the brightest one (index ``k``); the brightest detection
-    itself when fewer than 3 points or the parabola has no minimum inside the window."""
+    :data:`PEAK_FIT_WINDOW_DAYS` of the brightest one (index ``k``).
+
+    The vertex may move at most half-way to the neighbouring detections (the
+    maximum lies between them; an asymmetric light curve would otherwise drag a
+    parabola's vertex towards its slower side). The brightest detection itself is
+    used when it has no neighbour on each side in the window, fewer than 3 points
+    are there, or the parabola opens downwards.
+    """
     lo, hi = PEAK_FIT_WINDOW_DAYS
     sel = (t >= t[k] + lo) & (t <= t[k] + hi)
-    if sel.sum() >= 3 and np.ptp(t[sel]) > 0:
+    if 0 < k < len(t) - 1 and sel.sum() >= 3 and np.ptp(t[sel]) > 0:
         a, b, c = np.polyfit(t[sel] - t[k], m[sel], 2)
         if a > 0:
-            x = -b / (2 * a)
-            if lo <= x <= hi:
-                return float(t[k] + x), float(min(c - b * b / (4 * a), m[k]))
+            x = float(np.clip(-b / (2 * a), -(t[k] - t[k - 1]) / 2, (t[k + 1] - t[k]) / 2))
+            return float(t[k] + x), float(min(a * x * x + b * x + c, m[k]))
     return float(t[k]), float(m[k])
 
 
@@ -139,7 +144,7 @@ def measure_transient(time: np.ndarray, mag: np.ndarray, band: np.ndarray) -> di
     rise = t_max - _crossing(t, m, level, k, -1)
     fade = _crossing(t, m, level, k, +1) - t_max
     lo, hi = DETECTION_WINDOW_DAYS
-    n_det = float(np.sum((time >= t_peak + lo) & (time <= t_peak + hi)))
+    n_det = float(np.sum((time >= t_max + lo) & (time <= t_max + hi)))
     colour = {}
     for b in ("g", "r"):
         s = band == b
