@@ -97,6 +97,8 @@ class SurveyConfig:
         Median 5-sigma limiting AB magnitude.
     lim_mag_scatter : float
         Total standard deviation of the limiting magnitude, mag.
+    calibration_floor : float
+        Relative flux error added in quadrature (photometric systematics).
     """
 
     mjd_start: float = 58300.0
@@ -107,6 +109,7 @@ class SurveyConfig:
     weather_loss_fraction: float = 0.2
     lim_mag_median: float = 20.5
     lim_mag_scatter: float = 0.3
+    calibration_floor: float = CALIBRATION_FLOOR
 
     @property
     def mjd_end(self) -> float:
@@ -323,7 +326,7 @@ def _draw_once(rngs: dict[str, np.random.Generator], which: np.ndarray, season_s
     return Schedule.concat(parts)
 
 
-def flux_error(true_flux: np.ndarray, lim_mag: np.ndarray) -> np.ndarray:
+def flux_error(true_flux: np.ndarray, lim_mag: np.ndarray, floor: float = CALIBRATION_FLOOR) -> np.ndarray:
     """1-sigma flux uncertainty in microjansky, same shape as the inputs.
 
     Three terms in quadrature: sky noise ``f_lim / 5`` (so a source at the
@@ -340,12 +343,12 @@ def flux_error(true_flux: np.ndarray, lim_mag: np.ndarray) -> np.ndarray:
     """
     sky = mag_to_flux(lim_mag) / DETECTION_SNR
     source = np.clip(true_flux, 0.0, None)
-    variance = sky**2 + source * sky / np.sqrt(SKY_COUNTS_AT_LIMIT) + (CALIBRATION_FLOOR * source) ** 2
+    variance = sky**2 + source * sky / np.sqrt(SKY_COUNTS_AT_LIMIT) + (floor * source) ** 2
     return np.sqrt(variance)
 
 
 def observe(rng: np.random.Generator, true_flux: np.ndarray,
-            lim_mag: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            lim_mag: np.ndarray, floor: float = CALIBRATION_FLOOR) -> tuple[np.ndarray, np.ndarray]:
     """Add Gaussian noise: ``flux = true_flux + N(0, flux_err)``.
 
     Returns
@@ -353,5 +356,5 @@ def observe(rng: np.random.Generator, true_flux: np.ndarray,
     flux, flux_err : ndarray, shape like ``true_flux``
         Observed flux and its 1-sigma error, microjansky.
     """
-    err = flux_error(true_flux, lim_mag)
+    err = flux_error(true_flux, lim_mag, floor)
     return true_flux + err * rng.standard_normal(true_flux.shape), err

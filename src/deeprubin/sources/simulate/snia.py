@@ -10,9 +10,13 @@ interpolated per source, so thousands of supernovae cost milliseconds.
 
 Population (SALT2-like parameters):
 
-* stretch ``x1`` and colour ``c`` from the asymmetric Gaussians of Scolnic &
-  Kessler (2016, ApJL 822, L35; G10 low-z parent populations: x1 peak 0.436,
-  sigma- 3.118, sigma+ 0.724; c peak -0.055, sigma- 0.023, sigma+ 0.150);
+* stretch ``x1`` and colour ``c`` from the asymmetric Gaussian parent
+  populations of Scolnic & Kessler (2016, ApJL 822, L35; G10 scatter model):
+  x1 from the untargeted PS1 sample (peak 0.604, sigma- 1.029, sigma+ 0.363),
+  because ZTF is an untargeted survey and the low-z sample's galaxy-targeted
+  searches favour massive hosts and fast decliners (its x1 has sigma- 3.1); c from
+  the low-z sample (peak -0.055, sigma- 0.023, sigma+ 0.150), the one closest to
+  ZTF in redshift and rest-frame wavelengths;
 * time stretch ``s = 0.98 + 0.091 x1 + 0.003 x1^2 - 0.00075 x1^3`` (Guy et al.
   2007, A&A 466, 11) applied to the rest-frame phase;
 * luminosity by the Tripp relation, ``M_B = M0 - alpha x1 + beta c +
@@ -52,8 +56,9 @@ from deeprubin.sources.simulate.physics import (
 
 TEMPLATE_FILE = "Hsiao_SED_V3_subsampled.fits"
 
-#: Scolnic & Kessler (2016) low-z (G10) asymmetric Gaussians: (peak, sigma-, sigma+, lo, hi).
-X1_DISTRIBUTION = (0.436, 3.118, 0.724, -3.0, 2.0)
+#: Scolnic & Kessler (2016) G10 parent populations, (peak, sigma-, sigma+, lo, hi): x1 of the
+#: untargeted PS1 sample, c of the low-z sample.
+X1_DISTRIBUTION = (0.604, 1.029, 0.363, -3.0, 2.0)
 C_DISTRIBUTION = (-0.055, 0.023, 0.150, -0.3, 0.5)
 #: Tripp standardisation (Betoule et al. 2014) and Planck-18-H0 absolute magnitude.
 TRIPP_ALPHA = 0.141

@@ -174,6 +174,7 @@ def parse_survey(node) -> SurveyConfig:
     _check(0 <= s.weather_loss_fraction < 1, "survey.weather_loss_fraction", "in [0, 1)",
            s.weather_loss_fraction)
     _check(s.lim_mag_scatter >= 0, "survey.lim_mag_scatter", ">= 0", s.lim_mag_scatter)
+    _check(0 <= s.calibration_floor < 1, "survey.calibration_floor", "in [0, 1)", s.calibration_floor)
     return survey
 
 
@@ -412,7 +413,8 @@ def _draw_batch(model: ClassModel, m: int, cfg: SimulationConfig, bands: list[st
     schedule = draw_schedule(band_rngs, season[source_of], depth[source_of], survey, bands, lost)
     true_flux = model.true_flux(params, source_of[schedule.realisation], schedule.time, schedule.band,
                                 _stream(seed, _STREAM_CLASS, key, _VARIABILITY, batch))
-    flux, flux_err = observe(_stream(seed, _STREAM_CLASS, key, _NOISE, batch), true_flux, schedule.lim_mag)
+    flux, flux_err = observe(_stream(seed, _STREAM_CLASS, key, _NOISE, batch), true_flux, schedule.lim_mag,
+                             survey.calibration_floor)
     detected = flux / flux_err >= DETECTION_SNR
     n_det = np.bincount(schedule.realisation[detected], minlength=2 * m)
     return _Batch(params, ra, dec, season, depth, schedule.realisation, schedule.time, schedule.band,
