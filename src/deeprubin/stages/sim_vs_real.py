@@ -35,7 +35,8 @@ def _snia_part(cfg: DictConfig, real_dir: Path, panels: list) -> dict:
                                                                                  positive=True)),
         seed=int(cfg.seed), bands=list(cfg.task.band_wavelengths),
         survey_overrides=OmegaConf.to_container(node.get("survey") or OmegaConf.create({}), resolve=True),
-        sampler_peak_mag=None if sampler is None else float(sampler), peak_mag_limit=limit)
+        sampler_peak_mag=None if sampler is None else float(sampler),
+        min_detections=int(require(cfg, "sim_vs_real.snia.min_detections", at_least=1)), peak_mag_limit=limit)
     result = svr.compare_snia(sim, real, catalogue)
     for name in svr.SNIA_STATISTICS:
         panels.append((name, sim[name].to_numpy(), real[name].to_numpy(), result["identical_measurement"][name]))

@@ -294,9 +294,15 @@ def load_real_bts(folder: str | Path, peak_mag_limit: float = BTS_PEAK_MAG_LIMIT
 
 
 def simulate_bts_snia(source_cfg, *, n_objects: int, seed: int, bands, survey_overrides=None,
-                      sampler_peak_mag: float | None = None,
+                      sampler_peak_mag: float | None = None, min_detections: int = 1,
                       peak_mag_limit: float = BTS_PEAK_MAG_LIMIT) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Simulated BTS-like SN Ia sample: the survey simulator, alert output, BTS peak cut.
+    """Simulated BTS-like SN Ia sample: the survey simulator, detections only, BTS peak cut.
+
+    The BTS selection is a peak-magnitude limit plus a spectrum, not a minimum
+    number of alerts, so the simulator's detection selection is relaxed to
+    ``min_detections`` (1: the object was detected at all). The simulator runs
+    in forced mode and only its detections (SNR >= 5) are measured, which is
+    exactly the alert view without the alert mode's 3-detection minimum.
 
     Parameters
     ----------
@@ -321,9 +327,10 @@ def simulate_bts_snia(source_cfg, *, n_objects: int, seed: int, bands, survey_ov
 
     src = dict(source_cfg)
     survey = {**dict(src.get("survey") or {}), **dict(survey_overrides or {})}
-    population = {**dict(src.get("population") or {}), "max_peak_mag": sampler_peak_mag}
+    population = {**dict(src.get("population") or {}), "max_peak_mag": sampler_peak_mag,
+                  "min_detections": int(min_detections)}
     config = {"n_objects": int(n_objects), "class_fractions": None, "overlap_fraction": 0.0,
-              "output": "alert", "survey": survey, "population": population}
+              "output": "forced", "survey": survey, "population": population}
     lightcurves, objects = simulate_survey(config, seed=seed, classes=["SNIa"], bands=list(bands))
     measured = measure_lightcurves(lightcurves)
     measured = measured[measured["peakmag"] <= peak_mag_limit]
