@@ -5,6 +5,7 @@ import logging
 import time
 from pathlib import Path
 
+import pandas as pd
 from omegaconf import DictConfig
 
 from .. import io
@@ -48,13 +49,39 @@ def gp_kwargs(cfg: DictConfig) -> dict:
     )
 
 
+def gp_input(lightcurves: pd.DataFrame, cfg: DictConfig) -> pd.DataFrame:
+    """The rows the GP sees: all of them, or only detections with ``preprocess.detections_only``.
+
+    Alert streams (ZTF/ALeRCE, BTS photometry) carry detections only (flux / flux_err >= 5),
+    while forced photometry (the simulator's default) also has faint and negative epochs.
+    ``detections_only: true`` gives training the same view of the sky as alert data; the
+    predict path reads the flag from the checkpoint's config, so both sides agree. Absent
+    from old configs = ``false``. Objects left with no row keep an all-fallback grid
+    (:func:`deeprubin.preprocess.gp.fit_gp_grid`), so no object disappears.
+    """
+    if not bool(cfg.preprocess.get("detections_only", False)):
+        return lightcurves
+    if "detected" not in lightcurves.columns:
+        raise ValueError("lightcurves: preprocess.detections_only is true but the table has no 'detected' column")
+    detected = lightcurves["detected"].astype(bool).to_numpy()
+    kept = lightcurves.loc[detected]
+    lost = sorted(set(lightcurves["object_id"].astype(str)) - set(kept["object_id"].astype(str)))
+    if lost:
+        # Keep one (non-detected) row per object with no detection at all, so the grid
+        # still has every object (it gets fitted on that faint point alone).
+        first = lightcurves.loc[lightcurves["object_id"].astype(str).isin(lost)].groupby("object_id").head(1)
+        kept = pd.concat([kept, first]).sort_values(["object_id", "time", "band"], kind="mergesort")
+        log.info("preprocess.detections_only: %d object(s) without any detection keep one point", len(lost))
+    return kept.reset_index(drop=True)
+
+
 def run_preprocess(cfg: DictConfig) -> dict:
     """Fit one GP per object (in batches) and write the grid, fit diagnostics and a report."""
     check_preprocess_config(cfg)
     p = cfg.preprocess
     lightcurves = io.read_parquet(Path(cfg.paths.raw) / "lightcurves.parquet")
     start = time.perf_counter()
-    grid = fit_gp_grid(lightcurves, band_wavelengths=dict(cfg.task.band_wavelengths), **gp_kwargs(cfg))
+    grid = fit_gp_grid(gp_input(lightcurves, cfg), band_wavelengths=dict(cfg.task.band_wavelengths), **gp_kwargs(cfg))
     elapsed = time.perf_counter() - start
     out = Path(cfg.paths.processed)
     save_gp_grid(grid, out / "gp_grid.npz", out / "gp_fits.parquet")
@@ -70,6 +97,7 @@ def run_preprocess(cfg: DictConfig) -> dict:
         "grid": {"n_grid": int(p.n_grid), "window_days": [-float(p.window_before_days), float(p.window_after_days)],
                  "bands": list(cfg.task.band_wavelengths)},
         "normalisation": "flux / flux_scale per object (flux_scale stored in gp_grid.npz)",
+        "detections_only": bool(p.get("detections_only", False)),
     }
     io.write_json(report, out / "preprocess_report.json")
     log.info("preprocess: %d objects (%d failed fits) in %.1f s (%.0f objects/s)",
