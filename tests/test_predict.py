@@ -173,7 +173,8 @@ def test_gp_input_detections_only(base_cfg):
     lc["detected"] = lc["flux"] / lc["flux_err"] >= 5
     lc.loc[lc["object_id"] == "obj001", "detected"] = False
     cfg = base_cfg.copy()
-    assert gp_input(lc, cfg) is lc                                  # default: every row
+    cfg.preprocess.detections_only = False
+    assert gp_input(lc, cfg) is lc                                  # every row
     cfg.preprocess.detections_only = True
     kept = gp_input(lc, cfg)
     a = kept[kept["object_id"] == "obj000"]
