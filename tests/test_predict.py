@@ -181,8 +181,11 @@ def test_gp_input_detections_only(base_cfg):
     assert a["detected"].all() and len(a) == int(lc.loc[lc["object_id"] == "obj000", "detected"].sum())
     assert len(kept[kept["object_id"] == "obj001"]) == 1           # no detection: one point keeps it
     assert list(pd.unique(kept["object_id"])) == ["obj000", "obj001"]
-    with pytest.raises(ValueError, match="no 'detected' column"):
-        gp_input(lc.drop(columns="detected"), cfg)
+    lc.loc[lc["object_id"] == "obj001", "detected"] = True          # no column: detected = flux/err >= 5
+    derived = gp_input(lc.drop(columns="detected"), cfg)
+    assert (derived["flux"] / derived["flux_err"] >= 5).all() and len(derived) < len(lc)
+    pd.testing.assert_frame_equal(derived[derived["object_id"] == "obj000"].reset_index(drop=True),
+                                  a.drop(columns="detected").reset_index(drop=True))
 
 
 # --------------------------------------------------------------------------- real_sky

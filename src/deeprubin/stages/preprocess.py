@@ -5,6 +5,7 @@ import logging
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 from omegaconf import DictConfig
 
@@ -14,6 +15,9 @@ from ..preprocess.gp import fit_gp_grid, save_gp_grid
 from ._entry import hydra_entry
 
 log = logging.getLogger(__name__)
+
+#: Signal-to-noise of a detection where a table has no ``detected`` column (the schema's definition).
+DETECTION_SNR = 5.0
 
 
 def check_preprocess_config(cfg: DictConfig) -> None:
@@ -56,22 +60,26 @@ def gp_input(lightcurves: pd.DataFrame, cfg: DictConfig) -> pd.DataFrame:
     while forced photometry (the simulator's default) also has faint and negative epochs.
     ``detections_only: true`` gives training the same view of the sky as alert data; the
     predict path reads the flag from the checkpoint's config, so both sides agree. Absent
-    from old configs = ``false``. Objects left with no row keep an all-fallback grid
-    (:func:`deeprubin.preprocess.gp.fit_gp_grid`), so no object disappears.
+    from old configs = ``false``. Without a ``detected`` column, detected means
+    flux / flux_err >= 5 (the schema's definition). An object with no detection keeps its
+    first row, so no object disappears from the grid.
     """
     if not bool(cfg.preprocess.get("detections_only", False)):
         return lightcurves
-    if "detected" not in lightcurves.columns:
-        raise ValueError("lightcurves: preprocess.detections_only is true but the table has no 'detected' column")
-    detected = lightcurves["detected"].astype(bool).to_numpy()
-    kept = lightcurves.loc[detected]
-    lost = sorted(set(lightcurves["object_id"].astype(str)) - set(kept["object_id"].astype(str)))
-    if lost:
-        # Keep one (non-detected) row per object with no detection at all, so the grid
-        # still has every object (it gets fitted on that faint point alone).
-        first = lightcurves.loc[lightcurves["object_id"].astype(str).isin(lost)].groupby("object_id").head(1)
-        kept = pd.concat([kept, first]).sort_values(["object_id", "time", "band"], kind="mergesort")
-        log.info("preprocess.detections_only: %d object(s) without any detection keep one point", len(lost))
+    if "detected" in lightcurves.columns:
+        detected = lightcurves["detected"].astype(bool).to_numpy()
+    else:   # the optional column's definition (deeprubin.schema): flux / flux_err >= 5
+        with np.errstate(divide="ignore", invalid="ignore"):
+            detected = (lightcurves["flux"] / lightcurves["flux_err"]).to_numpy() >= DETECTION_SNR
+    # An object with no detection at all keeps its first row (it gets fitted on that faint
+    # point alone), so the grid still has every object. Row order is kept.
+    oid = lightcurves["object_id"].astype(str)
+    has_detection = pd.Series(detected, index=lightcurves.index).groupby(oid).transform("any").to_numpy()
+    orphan_first = ~oid.duplicated().to_numpy() & ~has_detection
+    if orphan_first.any():
+        log.info("preprocess.detections_only: %d object(s) without any detection keep one point",
+                 int(orphan_first.sum()))
+    kept = lightcurves.loc[detected | orphan_first]
     return kept.reset_index(drop=True)
 
 
