@@ -455,6 +455,25 @@ def test_alerce_csv_unknown_band_and_missing_file(tmp_path):
         load_files(alerce_cfg(folder, labels="nope.csv"))
 
 
+
+def test_alerce_csv_missing_column_and_non_numeric_magnitude_name_the_file(tmp_path):
+    """ALeRCE-format files with a missing magnitude column or a non-numeric magnitude: the
+    error names the detections file, the column and the object."""
+    folder = alerce_folder(tmp_path)
+    det = pd.read_csv(folder / "detections.csv")
+    det.drop(columns=["magpsf"]).to_csv(folder / "detections.csv", index=False)
+    with pytest.raises(SchemaError, match=r"alerce/detections\.csv: missing required column 'magpsf'"):
+        load_files(alerce_cfg(folder))
+    bad = det.astype({"magpsf": object})
+    bad.loc[4, "magpsf"] = "19.0?"
+    bad.to_csv(folder / "detections.csv", index=False)
+    with pytest.raises(SchemaError, match=r"alerce/detections\.csv: object 'ZTFb': column 'magpsf' has non-numeric "
+                                          r"value '19\.0\?'"):
+        load_files(alerce_cfg(folder))
+    det.drop(columns=["fid"]).to_csv(folder / "detections.csv", index=False)
+    with pytest.raises(SchemaError, match=r"alerce/detections\.csv: missing required column 'fid'"):
+        load_files(alerce_cfg(folder))
+
 # --------------------------------------------------------------------------- error paths
 
 def test_missing_folder_and_files(tmp_path):

@@ -45,6 +45,10 @@ def test_repro_writes_metrics_figures_and_no_leakage(tiny_repo):
     split_report = json.loads((tiny_repo / "data/splits/transients/split_report.json").read_text())
     assert split_report["groups_in_more_than_one_split"] == 0
     assert (tiny_repo / "mlruns.db").exists()
+    # No ../shared/data/real beside the temporary repo: real_sky records the skip, figure included.
+    real_sky = json.loads((tiny_repo / "reports/transients/real_sky.json").read_text())
+    assert real_sky["skipped"] is True and "input not found" in real_sky["reason"]
+    assert (tiny_repo / "reports/transients/real_sky/real_sky.png").stat().st_size > 5_000
     assert not list(tiny_repo.glob("**/.*.tmp")), "temporary files left behind"
 
 

@@ -17,6 +17,18 @@ def predict_probabilities(model: torch.nn.Module, x: np.ndarray, batch_size: int
     return torch.cat(out).numpy().astype(np.float64)
 
 
+def class_probabilities(model: torch.nn.Module, x: np.ndarray, meta: dict | None = None,
+                        batch_size: int = 512) -> np.ndarray:
+    """Class probabilities of a checkpoint's model for features ``x``, shape ``(n, n_classes)``.
+
+    The one place where :func:`deeprubin.evaluation.inference.predict_source` (the ``predict``
+    entry point and the ``real_sky`` stage) turns model outputs into probabilities, in the
+    order of ``meta["classes"]``. Today the model's softmax; a probability calibration saved
+    with the checkpoint (``meta``) would be applied here.
+    """
+    return predict_probabilities(model, x, batch_size=batch_size)
+
+
 def prediction_table(object_ids: np.ndarray, probabilities: np.ndarray, classes: list[str],
                      true_labels: np.ndarray | None = None) -> pd.DataFrame:
     """One row per object: object_id, [label], predicted, prob_<class> for every class."""

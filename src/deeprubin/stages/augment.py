@@ -24,7 +24,7 @@ from ..preprocess.augment import augment_training_set, empty_tables, parse_setti
 from ..preprocess.gp import fit_gp_grid, load_gp_grid, save_gp_grid
 from ..split import LeakageError, check_no_leakage
 from ._entry import hydra_entry
-from .preprocess import check_preprocess_config, gp_kwargs
+from .preprocess import check_preprocess_config, gp_input, gp_kwargs
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +49,7 @@ def run_augment(cfg: DictConfig) -> dict:
     else:
         aug_lc, aug_obj = empty_tables()
         report = {"enabled": False}
-    grid = fit_gp_grid(aug_lc, band_wavelengths=band_wavelengths, progress=False, **kwargs)
+    grid = fit_gp_grid(gp_input(aug_lc, cfg), band_wavelengths=band_wavelengths, progress=False, **kwargs)
     io.write_parquet(aug_lc, out / "lightcurves.parquet")
     io.write_parquet(aug_obj, out / "objects.parquet")
     save_gp_grid(grid, out / "gp_grid.npz", out / "gp_fits.parquet")

@@ -5,6 +5,8 @@ import logging
 import time
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 from omegaconf import DictConfig
 
 from .. import io
@@ -13,6 +15,9 @@ from ..preprocess.gp import fit_gp_grid, save_gp_grid
 from ._entry import hydra_entry
 
 log = logging.getLogger(__name__)
+
+#: Signal-to-noise of a detection where a table has no ``detected`` column (the schema's definition).
+DETECTION_SNR = 5.0
 
 
 def check_preprocess_config(cfg: DictConfig) -> None:
@@ -48,13 +53,43 @@ def gp_kwargs(cfg: DictConfig) -> dict:
     )
 
 
+def gp_input(lightcurves: pd.DataFrame, cfg: DictConfig) -> pd.DataFrame:
+    """The rows the GP sees: all of them, or only detections with ``preprocess.detections_only``.
+
+    Alert streams (ZTF/ALeRCE, BTS photometry) carry detections only (flux / flux_err >= 5),
+    while forced photometry (the simulator's default) also has faint and negative epochs.
+    ``detections_only: true`` gives training the same view of the sky as alert data; the
+    predict path reads the flag from the checkpoint's config, so both sides agree. Absent
+    from old configs = ``false``. Without a ``detected`` column, detected means
+    flux / flux_err >= 5 (the schema's definition). An object with no detection keeps its
+    first row, so no object disappears from the grid.
+    """
+    if not bool(cfg.preprocess.get("detections_only", False)):
+        return lightcurves
+    if "detected" in lightcurves.columns:
+        detected = lightcurves["detected"].astype(bool).to_numpy()
+    else:   # the optional column's definition (deeprubin.schema): flux / flux_err >= 5
+        with np.errstate(divide="ignore", invalid="ignore"):
+            detected = (lightcurves["flux"] / lightcurves["flux_err"]).to_numpy() >= DETECTION_SNR
+    # An object with no detection at all keeps its first row (it gets fitted on that faint
+    # point alone), so the grid still has every object. Row order is kept.
+    oid = lightcurves["object_id"].astype(str)
+    has_detection = pd.Series(detected, index=lightcurves.index).groupby(oid).transform("any").to_numpy()
+    orphan_first = ~oid.duplicated().to_numpy() & ~has_detection
+    if orphan_first.any():
+        log.info("preprocess.detections_only: %d object(s) without any detection keep one point",
+                 int(orphan_first.sum()))
+    kept = lightcurves.loc[detected | orphan_first]
+    return kept.reset_index(drop=True)
+
+
 def run_preprocess(cfg: DictConfig) -> dict:
     """Fit one GP per object (in batches) and write the grid, fit diagnostics and a report."""
     check_preprocess_config(cfg)
     p = cfg.preprocess
     lightcurves = io.read_parquet(Path(cfg.paths.raw) / "lightcurves.parquet")
     start = time.perf_counter()
-    grid = fit_gp_grid(lightcurves, band_wavelengths=dict(cfg.task.band_wavelengths), **gp_kwargs(cfg))
+    grid = fit_gp_grid(gp_input(lightcurves, cfg), band_wavelengths=dict(cfg.task.band_wavelengths), **gp_kwargs(cfg))
     elapsed = time.perf_counter() - start
     out = Path(cfg.paths.processed)
     save_gp_grid(grid, out / "gp_grid.npz", out / "gp_fits.parquet")
@@ -70,6 +105,7 @@ def run_preprocess(cfg: DictConfig) -> dict:
         "grid": {"n_grid": int(p.n_grid), "window_days": [-float(p.window_before_days), float(p.window_after_days)],
                  "bands": list(cfg.task.band_wavelengths)},
         "normalisation": "flux / flux_scale per object (flux_scale stored in gp_grid.npz)",
+        "detections_only": bool(p.get("detections_only", False)),
     }
     io.write_json(report, out / "preprocess_report.json")
     log.info("preprocess: %d objects (%d failed fits) in %.1f s (%.0f objects/s)",

@@ -42,7 +42,13 @@ def load_checkpoint(path: str | Path) -> tuple[torch.nn.Module, dict]:
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such checkpoint; run the train stage first")
-    payload = torch.load(path, map_location="cpu", weights_only=False)
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as err:  # torch raises RuntimeError, UnpicklingError, EOFError, ... on bad bytes
+        raise ValueError(f"{path}: cannot read the checkpoint (truncated or not a torch file): "
+                         f"{type(err).__name__}: {err}") from None
+    if not isinstance(payload, dict):
+        raise ValueError(f"{path}: not a DeepRubin checkpoint (a {type(payload).__name__}, not a dict)")
     for key in ("version", "state_dict", "model_config", "classes", "n_inputs"):
         if key not in payload:
             raise ValueError(f"{path}: not a DeepRubin checkpoint (missing field '{key}')")

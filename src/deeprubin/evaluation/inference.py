@@ -1,0 +1,213 @@
+"""Apply a trained checkpoint to any source: ingest -> training preprocessing -> probabilities.
+
+:func:`predict_source` is the library form of the ``predict`` entry point
+(:mod:`deeprubin.stages.predict`) and what the ``real_sky`` stage uses. It never looks at
+the *current* pipeline config for anything that shaped the model: the task (classes, band
+wavelengths), the GP settings and the seed all come from the resolved config saved in the
+checkpoint by the train stage, so a model is applied exactly as it was trained, even after
+``conf/`` has changed. Only the source node is the caller's.
+
+Steps (each one the same code the pipeline runs):
+
+1. :func:`deeprubin.training.checkpoint.load_checkpoint` rebuilds the classifier;
+2. the source loader registered in :data:`deeprubin.stages.ingest.SOURCES` reads the data
+   into the canonical tables, validated with the source's own ``validation`` settings
+   (:func:`deeprubin.schema.validate_tables`, as in the ingest stage);
+3. :func:`deeprubin.preprocess.gp.fit_gp_grid` with :func:`deeprubin.stages.preprocess.gp_kwargs`
+   of the *checkpoint's* config (and its optional ``preprocess.detections_only`` row filter,
+   :func:`deeprubin.stages.preprocess.gp_input`);
+4. :func:`deeprubin.training.data.grid_features` (GP mean and std channels);
+5. :func:`deeprubin.evaluation.predict.class_probabilities`, the single place where class
+   probabilities are produced (a calibration step goes there);
+6. :func:`deeprubin.evaluation.predict.prediction_table`.
+"""
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from omegaconf import DictConfig, OmegaConf
+
+from ..config import ConfigError
+from ..preprocess.gp import GPGrid, fit_gp_grid
+from ..schema import SchemaError, validate_tables
+from ..training.checkpoint import load_checkpoint
+from ..training.data import grid_features
+from .predict import class_probabilities, prediction_table
+
+log = logging.getLogger(__name__)
+
+
+class CheckpointMismatchError(ValueError):
+    """The source's data cannot be fed to this checkpoint (e.g. bands it was not trained on)."""
+
+
+@dataclass
+class SourcePrediction:
+    """What :func:`predict_source_detailed` returns.
+
+    Attributes
+    ----------
+    predictions : pandas.DataFrame
+        One row per classified object: ``object_id``, ``label`` (the source's label, if
+        any), ``predicted``, ``prob_<class>`` for every class of the checkpoint.
+    objects : pandas.DataFrame
+        The validated ``objects`` table of the source (metadata columns included).
+    lightcurves : pandas.DataFrame
+        The validated ``lightcurves`` table (before the GP's row filter).
+    grid : deeprubin.preprocess.gp.GPGrid
+        GP grid of the classified objects, same order as ``predictions``.
+    classes, bands : list of str
+        The checkpoint's class and band order.
+    validation : dict
+        :meth:`deeprubin.schema.ValidationReport.as_dict` of the source tables.
+    """
+
+    predictions: pd.DataFrame
+    objects: pd.DataFrame
+    lightcurves: pd.DataFrame
+    grid: GPGrid
+    classes: list[str]
+    bands: list[str]
+    validation: dict = field(default_factory=dict)
+
+
+def training_config(meta: Mapping[str, Any], checkpoint_path: str | Path) -> DictConfig:
+    """The resolved training config saved in a checkpoint, checked against its class/band lists.
+
+    Raises :class:`CheckpointMismatchError` naming the checkpoint when the config is absent or
+    disagrees with the checkpoint's ``classes``/``bands`` (a hand-edited or foreign file).
+    """
+    config = meta.get("config")
+    if not isinstance(config, Mapping) or "task" not in config or "preprocess" not in config:
+        raise CheckpointMismatchError(
+            f"{checkpoint_path}: checkpoint has no saved training config with 'task' and 'preprocess' "
+            f"(written by an old or foreign trainer); retrain with the train stage")
+    cfg = OmegaConf.create(dict(config))
+    bands = [str(b) for b in cfg.task.band_wavelengths]
+    if bands != [str(b) for b in meta.get("bands", bands)]:
+        raise CheckpointMismatchError(f"{checkpoint_path}: saved config bands {bands} != checkpoint bands "
+                                      f"{list(meta['bands'])}")
+    if [str(c) for c in cfg.task.classes] != [str(c) for c in meta["classes"]]:
+        raise CheckpointMismatchError(f"{checkpoint_path}: saved config classes {list(cfg.task.classes)} != "
+                                      f"checkpoint classes {list(meta['classes'])}")
+    return cfg
+
+
+def source_config(train_cfg: DictConfig, source: Mapping | DictConfig, *,
+                  label_classes: Sequence[str] = ()) -> DictConfig:
+    """The config a source loader sees at prediction time.
+
+    The checkpoint's training config with ``source`` replaced; ``task.classes`` is extended by
+    ``label_classes`` (labels the data may carry beyond the model's classes, e.g. ``SLSN`` in a
+    real sample evaluated with a model that has no such class) so loaders keep those objects.
+    """
+    cfg = train_cfg.copy()
+    node = OmegaConf.to_container(source, resolve=True) if OmegaConf.is_config(source) else dict(source)
+    if "name" not in node:
+        raise ConfigError("config key 'source.name' is missing (simulate, files, alerce, lightkurve, ...)")
+    cfg.source = OmegaConf.create(node)
+    extra = [str(c) for c in label_classes if str(c) not in set(map(str, cfg.task.classes))]
+    cfg.task.classes = [str(c) for c in cfg.task.classes] + extra
+    return cfg
+
+
+def load_source_tables(cfg: DictConfig) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
+    """Run the source's ingest loader and the ingest stage's validation; ``(lc, objects, report)``."""
+    from ..stages.ingest import SOURCES, resolve_loader
+
+    name = str(cfg.source.name)
+    if name not in SOURCES:
+        raise ConfigError(f"config key 'source.name' must be one of {sorted(SOURCES)}, got {name!r}")
+    validation = cfg.source.get("validation") or {}
+    lightcurves, objects = resolve_loader(name)(cfg)
+    lightcurves, objects, report = validate_tables(
+        lightcurves, objects, classes=list(cfg.task.classes), bands=None,
+        min_points=int(validation.get("min_points", 3)), min_bands=int(validation.get("min_bands", 1)),
+        on_invalid=str(validation.get("on_invalid", "raise")), table=f"source '{name}'")
+    return lightcurves, objects, report.as_dict()
+
+
+def check_bands(lightcurves: pd.DataFrame, bands: Sequence[str], where: str) -> None:
+    """Every band of the data must be one the checkpoint was trained on (named otherwise)."""
+    unknown = sorted(set(lightcurves["band"].astype(str)) - set(map(str, bands)))
+    if unknown:
+        first = lightcurves.loc[lightcurves["band"].astype(str) == unknown[0], "object_id"].iloc[0]
+        raise CheckpointMismatchError(
+            f"{where}: column 'band' has band(s) {unknown} (first in object '{first}') that the checkpoint "
+            f"was not trained on; its bands are {list(bands)} (map or drop them in the source config, "
+            f"e.g. source.band_aliases / source.drop_bands for source=files)")
+
+
+def predict_source_detailed(checkpoint_path: str | Path, source: Mapping | DictConfig, *,
+                            label_classes: Sequence[str] = (), progress: bool = False) -> SourcePrediction:
+    """Classify every object of ``source`` with the checkpoint; see :func:`predict_source`."""
+    from ..stages.preprocess import gp_input, gp_kwargs
+
+    model, meta = load_checkpoint(checkpoint_path)
+    train_cfg = training_config(meta, checkpoint_path)
+    classes, bands = [str(c) for c in meta["classes"]], [str(b) for b in train_cfg.task.band_wavelengths]
+    cfg = source_config(train_cfg, source, label_classes=label_classes)
+    where = f"source '{cfg.source.name}'" + (f" ({cfg.source.path})" if cfg.source.get("path") else "")
+    lightcurves, objects, validation = load_source_tables(cfg)
+    if objects.empty:
+        raise SchemaError(f"{where}: no valid objects to classify after validation")
+    check_bands(lightcurves, bands, where)
+    grid = fit_gp_grid(gp_input(lightcurves, train_cfg), band_wavelengths=dict(train_cfg.task.band_wavelengths),
+                       progress=progress, **gp_kwargs(train_cfg))
+    if list(map(str, grid.bands)) != bands:
+        raise CheckpointMismatchError(f"{checkpoint_path}: GP grid bands {list(grid.bands)} != checkpoint bands {bands}")
+    x = grid_features(grid.mean, grid.std)
+    if x.shape[1] != int(meta["n_inputs"]):
+        raise CheckpointMismatchError(f"{checkpoint_path}: features have {x.shape[1]} channels, the model "
+                                      f"expects {meta['n_inputs']}")
+    probabilities = class_probabilities(model, x, meta)
+    labels = objects.set_index(objects["object_id"].astype(str))["label"]
+    object_ids = grid.object_ids.astype(str)
+    table = prediction_table(object_ids, probabilities, classes, labels.reindex(object_ids).to_numpy())
+    log.info("predict: %d objects of %s classified with %s", len(table), where, checkpoint_path)
+    return SourcePrediction(table, objects, lightcurves, grid, classes, bands, validation)
+
+
+def predict_source(checkpoint_path: str | Path, source: Mapping | DictConfig, *,
+                   label_classes: Sequence[str] = (), progress: bool = False) -> pd.DataFrame:
+    """One row per object of ``source``: object_id, label, predicted, prob_<class>.
+
+    Parameters
+    ----------
+    checkpoint_path : path
+        A ``model.ckpt`` written by the train stage.
+    source : mapping or omegaconf.DictConfig
+        A ``source`` config node (e.g. ``compose_params(["source=files_bts_snia"]).source``);
+        it must have ``name`` (a key of :data:`deeprubin.stages.ingest.SOURCES`).
+    label_classes : sequence of str
+        Labels the source may carry besides the model's classes (kept, not classified into).
+    progress : bool
+        Show the GP fit's progress bar.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Probabilities are softmax outputs of the model (each row sums to 1).
+
+    Raises
+    ------
+    FileNotFoundError
+        No checkpoint at ``checkpoint_path``.
+    ValueError
+        Corrupt or foreign checkpoint (:func:`deeprubin.training.checkpoint.load_checkpoint`);
+        :class:`CheckpointMismatchError` for bands the model was not trained on;
+        :class:`deeprubin.schema.SchemaError` / :class:`deeprubin.config.ConfigError` from the
+        source loader (bad files, bad options), naming file, column and key.
+    """
+    return predict_source_detailed(checkpoint_path, source, label_classes=label_classes,
+                                   progress=progress).predictions
+
+
+__all__ = ["CheckpointMismatchError", "SourcePrediction", "check_bands", "load_source_tables", "predict_source",
+           "predict_source_detailed", "source_config", "training_config"]

@@ -1,0 +1,140 @@
+"""Real-sky stage: the simulation-trained classifier applied to real ZTF light curves.
+
+For every dataset of ``cfg.real_sky.datasets`` (a ``source`` config, e.g. the shipped
+``files_alerce_30sne`` / ``files_bts_snia``, and a real label -> model class map) the model
+at ``paths.models/model.ckpt`` classifies the objects through the predict path
+(:func:`deeprubin.evaluation.inference.predict_source_detailed`: same readers as a user,
+preprocessing from the checkpoint's config) and the predictions are scored against the
+real labels (:func:`deeprubin.evaluation.real_sky.score_real_sample`).
+
+Writes ``paths.reports/real_sky.json`` (per dataset: n objects, per-class recall, confusion,
+predicted fractions, data fingerprint; the ``target`` fraction, e.g. BTS SNe Ia classified
+as SN Ia) and ``paths.reports/real_sky/`` (``real_sky.png``, ``predictions_<dataset>.csv``).
+A dataset whose files are absent (no ``../shared/data/real``) is recorded as skipped with
+the reason, and the figure says so: the stage never fails for lack of real data.
+
+The real data live outside the repository and may be absent, so they cannot be a DVC
+dependency (DVC fails on a missing dependency path); the report's ``data_sha256`` per
+dataset shows when they changed, and ``dvc repro -f real_sky`` refreshes the stage.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+from .. import io
+from ..config import ConfigError, require
+from ..evaluation.inference import predict_source_detailed
+from ..evaluation.real_sky import data_fingerprint, score_real_sample
+from ..plots.real_sky import plot_real_sky
+from ..training.checkpoint import load_checkpoint
+from ._entry import hydra_entry
+
+log = logging.getLogger(__name__)
+
+
+def _input_paths(source: DictConfig) -> list[Path]:
+    """The files/folders a source config reads (its ``path`` and, if any, ``metadata.path``)."""
+    paths = [Path(str(require(source, "path")))]
+    meta = source.get("metadata")
+    if meta is not None and meta.get("path"):
+        paths.append(Path(str(meta.path)))
+    return paths
+
+
+def evaluate_dataset(name: str, node: DictConfig, checkpoint: Path, out: Path) -> dict:
+    """Classify one real dataset and score it; ``{"skipped": True, "reason": ...}`` when absent."""
+    source = node.get("source")
+    if source is None:
+        raise ConfigError(f"config key 'real_sky.datasets.{name}.source' is missing")
+    label_map = OmegaConf.to_container(node.get("label_map") or {}, resolve=True)
+    paths = _input_paths(source)
+    missing = [str(p) for p in paths if not p.exists()]
+    if missing:
+        reason = f"input not found: {', '.join(missing)} (relative to {Path.cwd()})"
+        log.warning("real_sky: dataset %s skipped: %s", name, reason)
+        return {"skipped": True, "reason": reason, "description": node.get("description")}
+    sha, n_files = data_fingerprint(paths)
+    result = predict_source_detailed(checkpoint, source, label_classes=[str(k) for k in label_map])
+    io.write_text(result.predictions.to_csv(index=False, float_format="%.6f"), out / f"predictions_{name}.csv")
+    points = result.lightcurves.groupby("object_id").size()
+    detected = (result.lightcurves.groupby("object_id")["detected"].mean()
+                if "detected" in result.lightcurves.columns else None)
+    entry = {
+        "skipped": False,
+        "description": node.get("description"),
+        "source_path": [str(p) for p in paths],
+        "data_sha256": sha,
+        "n_files": n_files,
+        "n_dropped_by_validation": int(result.validation.get("n_dropped", 0)),
+        "median_points_per_object": float(points.median()),
+        "median_detected_fraction": None if detected is None else float(detected.median()),
+    }
+    entry.update(score_real_sample(result.predictions, result.classes, label_map))
+    log.info("real_sky: %s: %d objects, recall %s, predicted %s", name, entry["n_objects"],
+             {k: round(v, 3) for k, v in entry["recall"].items()},
+             {k: round(v, 3) for k, v in entry["predicted_fractions"].items() if v})
+    return entry
+
+
+def target_summary(target: DictConfig | None, datasets: dict) -> dict | None:
+    """The headline fraction: objects of ``target.dataset`` with real label ``target.class`` classified so."""
+    if target is None:
+        return None
+    name, cls = str(require(target, "dataset")), str(require(target, "class"))
+    threshold = float(require(target, "min_fraction"))
+    if name not in datasets:
+        raise ConfigError(f"config key 'real_sky.target.dataset' = {name!r} is not one of real_sky.datasets "
+                          f"{sorted(datasets)}")
+    entry = datasets[name]
+    summary = {"dataset": name, "class": cls, "min_fraction": threshold}
+    if entry.get("skipped"):
+        return {**summary, "skipped": True, "fraction": None, "passed": None}
+    fraction = entry["recall"].get(cls)
+    if fraction is None:
+        raise ConfigError(f"config key 'real_sky.target.class' = {cls!r}: no object of dataset {name!r} has a "
+                          f"real label mapped to it (labels {sorted(entry['n_objects_per_label'])}, "
+                          f"map {entry['label_map_used']})")
+    return {**summary, "skipped": False, "fraction": fraction, "n_objects": entry["n_objects_per_label"].get(cls),
+            "passed": bool(fraction >= threshold)}
+
+
+def run_real_sky(cfg: DictConfig) -> dict:
+    """Evaluate every configured real dataset; write ``real_sky.json`` and the figure."""
+    node = require(cfg, "real_sky")
+    checkpoint = Path(cfg.paths.models) / "model.ckpt"
+    _, meta = load_checkpoint(checkpoint)     # fail early (missing/corrupt) even if every dataset is absent
+    classes = [str(c) for c in meta["classes"]]
+    out = Path(cfg.paths.reports) / "real_sky"
+    datasets = {str(name): evaluate_dataset(str(name), ds, checkpoint, out)
+                for name, ds in (node.get("datasets") or {}).items()}
+    skipped = [n for n, d in datasets.items() if d.get("skipped")]
+    report = {
+        "checkpoint": str(checkpoint),
+        "model_classes": classes,
+        "skipped": len(skipped) == len(datasets),
+        "datasets": datasets,
+        "target": target_summary(node.get("target"), datasets),
+    }
+    if report["skipped"]:
+        report["reason"] = ("no dataset configured" if not datasets else
+                            "; ".join(f"{n}: {datasets[n]['reason']}" for n in skipped))
+    io.save_figure(plot_real_sky(datasets, classes), out / "real_sky.png")
+    io.write_json(report, Path(cfg.paths.reports) / "real_sky.json")
+    target = report["target"] or {}
+    if target.get("fraction") is not None:
+        log.info("real_sky: %.1f%% of %s %s classified as %s (target %.0f%%: %s)", 100 * target["fraction"],
+                 target["dataset"], target["class"], target["class"], 100 * target["min_fraction"],
+                 "passed" if target["passed"] else "NOT reached")
+    return report
+
+
+main = hydra_entry(run_real_sky)
+
+if __name__ == "__main__":
+    main()
+
+
+__all__ = ["evaluate_dataset", "run_real_sky", "target_summary"]
