@@ -165,3 +165,13 @@ def test_calibrator_with_wrong_number_of_columns_is_an_error():
 def test_unknown_method_is_an_error():
     with pytest.raises(ValueError, match="one of"):
         make_calibrator("platt", CLASSES)
+
+
+def test_ece_floor_shrinks_with_more_objects():
+    from deeprubin.evaluation.reliability import ece_floor
+
+    rng = np.random.default_rng(7)
+    p = softmax(rng.normal(0, 2, size=(4000, 4)), axis=1)
+    small, large = ece_floor(p[:300], n_draws=50), ece_floor(p, n_draws=50)
+    assert small["p05"] <= small["mean"] <= small["p95"]
+    assert large["mean"] < 0.6 * small["mean"]  # ~1/sqrt(n)

@@ -52,6 +52,14 @@ def test_mc_dropout_identical_without_dropout():
     assert mutual_information(samples).max() < 1e-9
 
 
+def test_model_without_dropout_is_an_error_for_mc_dropout():
+    from deeprubin.evaluation.uncertainty import require_dropout
+
+    assert require_dropout(_tcn(0.2), "m.ckpt") == pytest.approx(0.2)
+    with pytest.raises(ValueError, match="m.ckpt: the model has no dropout"):
+        require_dropout(_tcn(0.0), "m.ckpt")
+
+
 def test_enable_mc_dropout_switches_only_dropout():
     model = _tcn(0.2)
     n = enable_mc_dropout(model)

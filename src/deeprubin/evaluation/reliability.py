@@ -138,3 +138,28 @@ def calibration_summary(probabilities: np.ndarray, labels: np.ndarray, n_bins: i
         "nll": negative_log_likelihood(p, y),
         "mean_confidence": float(p.max(axis=1).mean()),
     }
+
+
+def ece_floor(probabilities: np.ndarray, n_bins: int = 15, scheme: str = "width", n_draws: int = 200,
+              seed: int = 0) -> dict[str, float]:
+    """ECE a *perfectly calibrated* model with these probabilities would score on this many objects.
+
+    Labels are drawn from the probabilities themselves (so the model is calibrated by
+    construction) ``n_draws`` times; the spread of the ECE is pure sampling noise of
+    the finite set. A measured ECE inside this range cannot be told from perfect
+    calibration; a target below its mean needs more objects.
+
+    Returns
+    -------
+    dict
+        ``mean``, ``p05``, ``p95`` of the simulated ECE.
+    """
+    p = np.asarray(probabilities, dtype=float)
+    rng = np.random.default_rng(seed)
+    cumulative = np.cumsum(p, axis=1)
+    values = []
+    for _ in range(n_draws):
+        labels = np.minimum((rng.uniform(size=(len(p), 1)) > cumulative).sum(axis=1), p.shape[1] - 1)
+        values.append(expected_calibration_error(p, labels, n_bins, scheme))
+    low, high = np.percentile(values, [5, 95])
+    return {"mean": float(np.mean(values)), "p05": float(low), "p95": float(high)}

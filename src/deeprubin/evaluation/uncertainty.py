@@ -42,6 +42,15 @@ def enable_mc_dropout(model: nn.Module) -> int:
     return n
 
 
+def require_dropout(model: nn.Module, source: str) -> float:
+    """The model's dropout rate; ``ValueError`` naming ``source`` when it has none (MC dropout impossible)."""
+    rate = dropout_rate(model)
+    if rate == 0.0:
+        raise ValueError(f"{source}: the model has no dropout (or dropout 0); Monte Carlo dropout needs "
+                         "model.dropout > 0")
+    return rate
+
+
 def dropout_rate(model: nn.Module) -> float:
     """Largest dropout probability in ``model`` (0.0 when it has none)."""
     rates = [float(m.p) for m in model.modules() if isinstance(m, nn.modules.dropout._DropoutNd)]

@@ -4,7 +4,8 @@ Writes ``paths.models/calibration.json`` (every fitted calibrator and the config
 default, read back by :func:`deeprubin.evaluation.calibration.load_calibrator`), and
 under ``paths.reports/calibration/``: ``metrics.json`` (accuracy, ECE with equal-width
 and equal-mass bins, class-wise ECE, Brier, NLL on the validation and test splits, for
-the uncalibrated model and each calibrator) and ``figures/`` (reliability diagrams
+the uncalibrated model and each calibrator; ``test_ece_floor``: the ECE a perfectly
+calibrated model would score on a test set of this size) and ``figures/`` (reliability diagrams
 overall, both bin schemes, and per class, before and after calibration).
 """
 from __future__ import annotations
@@ -19,7 +20,7 @@ from ..config import ConfigError, require
 from ..evaluation.calibration import METHODS, apply_calibration, make_calibrator, save_calibration
 from ..evaluation.inputs import load_model_inputs
 from ..evaluation.predict import predict_logits
-from ..evaluation.reliability import calibration_summary
+from ..evaluation.reliability import calibration_summary, ece_floor
 from ..plots.calibration import plot_reliability, plot_reliability_per_class
 from ._entry import hydra_entry
 
@@ -36,6 +37,7 @@ def check_calibration_config(cfg: DictConfig) -> DictConfig:
     require(cfg, "evaluate.calibration.n_bins", at_least=1)
     require(cfg, "evaluate.calibration.per_class_bins", at_least=1)
     require(cfg, "evaluate.calibration.isotonic_floor", at_least=0)
+    require(cfg, "evaluate.calibration.floor_draws", at_least=1)
     return node
 
 
@@ -61,6 +63,10 @@ def run_calibrate(cfg: DictConfig) -> dict:
         **{split: {name: calibration_summary(p, labels[split], n_bins) for name, p in sets.items()}
            for split, sets in probabilities.items()},
     }
+    # What a perfectly calibrated model would score on a test set of this size (sampling noise).
+    default_test = probabilities["test"]["uncalibrated" if node.method == "none" else str(node.method)]
+    metrics["test_ece_floor"] = {scheme: ece_floor(default_test, n_bins, scheme, int(node.floor_draws), int(cfg.seed))
+                                 for scheme in ("width", "mass")}
     calibrators["none"] = make_calibrator("none", classes)
     save_calibration(Path(cfg.paths.models) / "calibration.json", calibrators, default=str(node.method),
                      fitted_on={"split": "val", "n_objects": int(len(val.y))})
@@ -82,9 +88,12 @@ def run_calibrate(cfg: DictConfig) -> dict:
                    caption=f"One-vs-rest reliability per class on the test set, before and after the default "
                            f"calibration ({node.method}).")
     t = metrics["test"]
-    log.info("calibrate: T=%.3f; test ECE(width) %.4f -> %.4f (temperature), %.4f (isotonic); NLL %.4f -> %.4f",
+    floor = metrics["test_ece_floor"]["width"]
+    log.info("calibrate: T=%.3f; test ECE(width) %.4f -> %.4f (temperature), %.4f (isotonic); NLL %.4f -> %.4f; "
+             "a perfectly calibrated model would score ECE %.4f [%.4f, %.4f] on these %d objects",
              metrics["temperature"], t["uncalibrated"]["ece_width"], t["temperature"]["ece_width"],
-             t["isotonic"]["ece_width"], t["uncalibrated"]["nll"], t["temperature"]["nll"])
+             t["isotonic"]["ece_width"], t["uncalibrated"]["nll"], t["temperature"]["nll"], floor["mean"],
+             floor["p05"], floor["p95"], len(test.y))
     return metrics
 
 

@@ -19,9 +19,9 @@ from .. import io
 from ..config import require
 from ..evaluation.inputs import load_model_inputs
 from ..evaluation.predict import predict_probabilities
-from ..evaluation.uncertainty import (accuracy_rejection_curve, dropout_rate, enable_mc_dropout,
+from ..evaluation.uncertainty import (accuracy_rejection_curve, dropout_rate,
                                       mc_dropout_probabilities, misclassification_auroc, mutual_information,
-                                      predictive_entropy)
+                                      predictive_entropy, require_dropout)
 from ..plots.uncertainty import plot_uncertainty
 from ._entry import hydra_entry
 
@@ -35,10 +35,7 @@ def run_uncertainty(cfg: DictConfig) -> dict:
     steps = int(require(cfg, "evaluate.uncertainty.rejection_steps", at_least=2))
     inputs = load_model_inputs(cfg)
     test, classes = inputs.split("test"), inputs.classes
-    n_stochastic = enable_mc_dropout(inputs.model)
-    if n_stochastic == 0 or dropout_rate(inputs.model) == 0.0:
-        raise ValueError(f"{cfg.paths.models}/model.ckpt: model '{inputs.meta['model_config'].get('name')}' has no "
-                         "dropout (or dropout 0); Monte Carlo dropout needs model.dropout > 0")
+    require_dropout(inputs.model, f"{cfg.paths.models}/model.ckpt (model {inputs.meta['model_config'].get('name')})")
     samples = mc_dropout_probabilities(inputs.model, test.x, n_passes, seed=int(cfg.evaluate.uncertainty.seed))
     mean = samples.mean(axis=0)
     predicted = mean.argmax(axis=1)
