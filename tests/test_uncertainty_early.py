@@ -164,3 +164,14 @@ def test_detected_flag_takes_precedence():
     lc = _stream()
     lc["detected"] = lc["time"] >= 58030
     assert first_detection_times(lc, 5.0).to_dict() == {"a": 58030.0, "b": 58030.0}
+
+
+def test_logits_and_probabilities_agree():
+    from scipy.special import softmax
+
+    from deeprubin.evaluation.predict import predict_logits, predict_probabilities
+
+    model = _tcn(0.3)
+    np.testing.assert_allclose(softmax(predict_logits(model, X), axis=1), predict_probabilities(model, X), atol=1e-6)
+    with pytest.raises(ValueError, match="no objects"):
+        predict_logits(model, X[:0])

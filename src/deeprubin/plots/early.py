@@ -40,6 +40,7 @@ def plot_early_classification(days: Sequence[float], curves: Mapping[str, Sequen
         ax.set_ylim(0, 1.02)
         ax.set_xlabel("Days since first detection")
         ax.set_ylabel("Test-set score")
-        ax.set_title(f"Early classification (n = {min(n_objects)}-{max(n_objects)} test objects)")
+        n = f"{min(n_objects)}" if min(n_objects) == max(n_objects) else f"{min(n_objects)}-{max(n_objects)}"
+        ax.set_title(f"Early classification ({n} test objects)")
         ax.legend(loc="lower right")
     return fig

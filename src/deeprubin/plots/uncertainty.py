@@ -42,16 +42,17 @@ def plot_uncertainty(uncertainties: Mapping[str, np.ndarray], correct: np.ndarra
                     label=f"wrong (n={int((~correct).sum())})")
             ax.set_xlabel(f"{name} [nats]")
             ax.set_ylabel("Density")
-            ax.set_title(f"{name}: misclassification AUROC {aurocs[name]:.3f}")
+            ax.set_title(f"{name[:1].upper() + name[1:]} (error AUROC {aurocs[name]:.3f})")
             ax.legend(loc="upper right")
         ax = axes[-1]
         for i, (name, acc) in enumerate(curves.items()):
             ax.plot(100 * np.asarray(fractions), acc, marker="o", markersize=3,
                     color=list(OKABE_ITO.values())[(i + 5) % len(OKABE_ITO)] if name not in uncertainties else None,
-                    linestyle="--" if name == "random" else "-", label=f"reject by {name}")
+                    linestyle="--" if name == "random" else "-",
+                    label="random rejection (expected)" if name == "random" else f"reject by {name}")
         ax.set_xlabel("Rejected objects, most uncertain first [%]")
         ax.set_ylabel("Accuracy on kept objects")
         ax.set_title("Accuracy-rejection curve, test set")
-        ax.legend(loc="lower right")
+        ax.legend(loc="upper left")
         fig.suptitle("Monte Carlo dropout uncertainty on the test set")
     return fig
