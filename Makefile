@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup run test test-all params lock bench-clean bench-gp clean mlflow-ui plots
+.PHONY: setup run test test-all params lock bench-clean bench-gp bench-calibration clean mlflow-ui plots
 
 $(STAMP): requirements/lock.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -20,7 +20,7 @@ setup: $(STAMP)  ## create .venv with the locked dependencies and the package (e
 run: setup  ## run the whole default pipeline offline (built-in simulator) and say where the report is
 	PATH=$(abspath $(BIN)):$$PATH $(BIN)/dvc repro
 	@echo ""
-	@echo "Report: reports/transients/ (metrics.json, classification_report.txt, figures/, eda/)"
+	@echo "Report: reports/index.md (every figure in reports/figures/ as PNG and PDF, every metric file)"
 	@$(BIN)/python -c "import json; m=json.load(open('reports/transients/metrics.json')); print(f\"accuracy {m['accuracy']:.3f}   macro-F1 {m['macro_f1']:.3f}\")"
 
 test: setup  ## the default test suite (fast; no network, GPU or slow tests)
@@ -37,6 +37,9 @@ lock:  ## refresh requirements/lock.txt from the current environment
 
 bench-gp: setup  ## GP throughput + held-out quality vs scikit-learn and george (reports/benchmarks/gp_throughput.*; ~2-5 min)
 	$(BIN)/python benchmarks/gp_throughput.py
+
+bench-calibration: setup  ## calibration of the trained model on 6,000 new simulated objects (after `make run`; ~3-8 min)
+	$(BIN)/python benchmarks/calibration_large_test.py --n-objects 6000
 
 mlflow-ui: setup  ## browse tracked runs at http://127.0.0.1:5000
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///mlruns.db

@@ -33,3 +33,31 @@ def test_round_trips(tmp_path):
 def test_missing_file_names_path(tmp_path, reader):
     with pytest.raises(FileNotFoundError, match="nothing.here"):
         reader(tmp_path / "nothing.here")
+
+
+def test_save_figure_writes_png_and_pdf_with_caption(tmp_path):
+    from deeprubin.plots.style import figure_style, new_figure
+
+    def figure(title: str):
+        with figure_style():
+            fig = new_figure((3, 2))
+            ax = fig.add_subplot()
+            ax.plot([0, 1], [1, 2])
+            ax.set_title(title)
+        return fig
+
+    path = io.save_figure(figure("T"), tmp_path / "f.png", caption="A | one-line\n caption.")
+    assert path == tmp_path / "f.png"
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    pdf = tmp_path / "f.pdf"
+    assert pdf.read_bytes()[:5] == b"%PDF-" and b"A | one-line caption." in pdf.read_bytes()
+    assert io.read_figure_caption(path) == "A | one-line caption."
+    # Deterministic bytes (no creation date), and the title as the default caption.
+    first = pdf.read_bytes()
+    io.save_figure(figure("T"), tmp_path / "f.png", caption="A | one-line\n caption.")
+    assert pdf.read_bytes() == first
+    io.save_figure(figure("Mean light curves"), tmp_path / "g.png")
+    assert io.read_figure_caption(tmp_path / "g.png") == "Mean light curves"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["f.pdf", "f.png", "g.pdf", "g.png"]
+    with pytest.raises(FileNotFoundError, match="nope.png"):
+        io.read_figure_caption(tmp_path / "nope.png")

@@ -23,7 +23,14 @@ EXPECTED_FIGURES = [
     "reports/transients/eda/class_distribution.png",
     "reports/transients/eda/mean_lightcurves.png",
     "reports/transients/eda/color_evolution.png",
+    "reports/transients/figures/roc_pr.png",
+    "reports/transients/calibration/figures/reliability_width.png",
+    "reports/transients/calibration/figures/reliability_mass.png",
+    "reports/transients/calibration/figures/reliability_per_class.png",
+    "reports/transients/uncertainty/figures/uncertainty.png",
+    "reports/transients/early/figures/early_classification.png",
 ]
+NOTEBOOKS = sorted((REPO_ROOT / "notebooks").glob("*.py"))
 
 
 @pytest.fixture(scope="module")
@@ -50,6 +57,52 @@ def test_repro_writes_metrics_figures_and_no_leakage(tiny_repo):
     assert real_sky["skipped"] is True and "input not found" in real_sky["reason"]
     assert (tiny_repo / "reports/transients/real_sky/real_sky.png").stat().st_size > 5_000
     assert not list(tiny_repo.glob("**/.*.tmp")), "temporary files left behind"
+
+
+def test_evaluation_reports_calibration_uncertainty_and_early_scores(tiny_repo):
+    reports = tiny_repo / "reports/transients"
+    calibration = json.loads((reports / "calibration/metrics.json").read_text())
+    for method in ("uncalibrated", "temperature", "isotonic"):
+        assert {"ece_width", "ece_mass", "brier", "nll"} <= set(calibration["test"][method])
+    saved = json.loads((tiny_repo / "models/transients/calibration.json").read_text())
+    assert saved["default"] == "temperature" and saved["fitted_on"]["split"] == "val"
+    metrics = json.loads((reports / "metrics.json").read_text())
+    assert {"weighted_f1", "mcc", "roc_auc_macro", "plasticc_log_loss"} <= set(metrics)
+    ci = metrics["confidence_intervals"]["macro_f1"]
+    assert ci["low"] <= ci["value"] <= ci["high"]
+    uncertainty = json.loads((reports / "uncertainty/metrics.json").read_text())
+    assert set(uncertainty["auroc_misclassification"]) == {"predictive_entropy", "mutual_information",
+                                                           "1_minus_max_probability"}
+    early = json.loads((reports / "early_classification.json").read_text())
+    assert [e["days"] for e in early["epochs"]] == [5.0, 20.0]
+    assert all(0 <= e["accuracy"] <= 1 for e in early["epochs"])
+
+
+def test_index_lists_every_figure_as_png_and_pdf_with_caption(tiny_repo):
+    index = (tiny_repo / "reports/index.md").read_text()
+    collected = sorted((tiny_repo / "reports/figures").rglob("*.png"))
+    assert len(collected) >= len(EXPECTED_FIGURES)
+    for png in collected:
+        assert png.with_suffix(".pdf").stat().st_size > 1000, png
+        assert str(png.relative_to(tiny_repo / "reports")) in index, png
+    assert "figures/calibrate/reliability_width.png" in index
+    assert "figures/early/early_classification.png" in index
+    assert "(no PDF)" not in index and "| — | `" not in index, "a figure without caption or PDF"
+    assert "reports/transients/metrics.json" in index and "not in dvc.lock" not in index
+
+
+@pytest.mark.parametrize("notebook", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
+def test_notebooks_run_against_the_pipeline_outputs(tiny_repo, notebook):
+    """The jupytext notebooks execute top to bottom on the tiny pipeline's outputs."""
+    import jupytext
+    from nbclient import NotebookClient
+
+    nb = jupytext.read(notebook)
+    assert all(not cell.get("outputs") for cell in nb.cells), "notebooks are stored without outputs"
+    workdir = tiny_repo / "notebooks"
+    NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(workdir)}}).execute()
+    errors = [o for cell in nb.cells for o in cell.get("outputs", []) if o.get("output_type") == "error"]
+    assert not errors
 
 
 def test_second_repro_is_up_to_date(tiny_repo):

@@ -23,6 +23,7 @@ def tiny_cfg(tmp_path: Path, *overrides: str):
 
 
 def run_all(cfg) -> dict:
+    from deeprubin.stages.calibrate import run_calibrate
     from deeprubin.stages.evaluate import run_evaluate
     from deeprubin.stages.ingest import run_ingest
     from deeprubin.stages.preprocess import run_preprocess
@@ -33,6 +34,7 @@ def run_all(cfg) -> dict:
     run_preprocess(cfg)
     run_split(cfg)
     run_train(cfg)
+    run_calibrate(cfg)
     return run_evaluate(cfg)
 
 
@@ -162,3 +164,15 @@ def test_missing_input_names_file(tmp_path):
 
     with pytest.raises(FileNotFoundError, match="objects.parquet"):
         run_split(tiny_cfg(tmp_path))
+
+
+def test_bad_evaluation_config_names_the_key(tmp_path):
+    from deeprubin.stages.calibrate import check_calibration_config
+    from deeprubin.stages.early import run_early
+
+    cfg = tiny_cfg(tmp_path, "evaluate.calibration.method=platt")
+    with pytest.raises(ConfigError, match="evaluate.calibration.method"):
+        check_calibration_config(cfg)
+    cfg = tiny_cfg(tmp_path, "evaluate.early.days=[10,5]")
+    with pytest.raises(ConfigError, match="evaluate.early.days"):
+        run_early(cfg)

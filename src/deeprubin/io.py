@@ -104,14 +104,67 @@ def read_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
         return {k: data[k] for k in data.files}
 
 
-def save_figure(fig, path: str | os.PathLike, dpi: int = 150) -> Path:
-    """Save a matplotlib figure atomically as PNG and close it."""
+#: Formats every figure is written in (the paper takes the PDF, the web report the PNG).
+FIGURE_FORMATS = ("png", "pdf")
+#: Metadata key holding a figure's one-line caption in the PNG text chunk / the PDF info.
+PNG_CAPTION_KEY, PDF_CAPTION_KEY = "Description", "Subject"
+
+
+def _default_caption(fig) -> str:
+    """The figure's suptitle, else its first axes title ("" when it has neither)."""
+    if getattr(fig, "_suptitle", None) is not None and fig._suptitle.get_text().strip():
+        return fig._suptitle.get_text().strip()
+    for ax in fig.axes:
+        if ax.get_title().strip():
+            return ax.get_title().strip()
+    return ""
+
+
+def save_figure(fig, path: str | os.PathLike, dpi: int = 150, caption: str | None = None) -> Path:
+    """Save a matplotlib figure atomically as PNG *and* PDF (same stem) and close it.
+
+    Parameters
+    ----------
+    fig : matplotlib.figure.Figure
+    path : path-like
+        Destination of the PNG (``.png`` suffix; another suffix is replaced). The PDF
+        goes beside it as ``<stem>.pdf``.
+    dpi : int
+        Resolution of the PNG (the PDF is vector).
+    caption : str, optional
+        One-line caption, stored in the PNG text chunk ``Description`` and the PDF
+        ``Subject`` field, where :func:`read_figure_caption` (and the report index)
+        finds it. Defaults to the figure's suptitle or first axes title.
+
+    Returns
+    -------
+    pathlib.Path
+        The PNG path. Both files are written deterministically (no creation date),
+        so the same figure gives the same bytes.
+    """
     import matplotlib.pyplot as plt
 
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=dpi, format="png", bbox_inches="tight")
-    plt.close(fig)
-    return Path(path)
+    path = Path(path).with_suffix(".png")
+    text = " ".join((caption if caption is not None else _default_caption(fig)).split())
+    metadata = {"png": {PNG_CAPTION_KEY: text}, "pdf": {PDF_CAPTION_KEY: text, "CreationDate": None}}
+    try:
+        for fmt in FIGURE_FORMATS:
+            with atomic_path(path.with_suffix(f".{fmt}")) as tmp:
+                fig.savefig(tmp, dpi=dpi, format=fmt, bbox_inches="tight", metadata=metadata[fmt])
+    finally:
+        plt.close(fig)
+    return path
+
+
+def read_figure_caption(path: str | os.PathLike) -> str:
+    """The caption :func:`save_figure` stored in a PNG ("" when it has none)."""
+    from PIL import Image
+
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such figure")
+    with Image.open(path) as image:
+        return str(getattr(image, "text", {}).get(PNG_CAPTION_KEY, ""))
 
 
 def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:

@@ -7,6 +7,16 @@ import torch
 
 
 @torch.no_grad()
+def predict_logits(model: torch.nn.Module, x: np.ndarray, batch_size: int = 512) -> np.ndarray:
+    """Raw class scores (logits), shape ``(n, n_classes)`` float64, for inputs ``(n, C_in, T)``."""
+    model.eval()
+    if len(x) == 0:
+        raise ValueError("predict_logits: no objects to classify")
+    out = [model(torch.from_numpy(x[i:i + batch_size])) for i in range(0, len(x), batch_size)]
+    return torch.cat(out).numpy().astype(np.float64)
+
+
+@torch.no_grad()
 def predict_probabilities(model: torch.nn.Module, x: np.ndarray, batch_size: int = 512) -> np.ndarray:
     """Softmax probabilities, shape ``(n, n_classes)``, for inputs ``x`` of shape ``(n, C_in, T)``."""
     model.eval()
@@ -39,3 +49,19 @@ def prediction_table(object_ids: np.ndarray, probabilities: np.ndarray, classes:
     for j, c in enumerate(classes):
         table[f"prob_{c}"] = probabilities[:, j]
     return table
+
+
+def probabilities_from_table(table: pd.DataFrame, classes: list[str], source: str = "prediction table") -> np.ndarray:
+    """The ``(n, C)`` probabilities of a :func:`prediction_table` (``prob_<class>`` columns).
+
+    Raises ``ValueError`` naming ``source`` when a class has no column or a row's
+    probabilities do not sum to one (naming the object).
+    """
+    from .calibration import check_probabilities
+
+    missing = [c for c in classes if f"prob_{c}" not in table.columns]
+    if missing:
+        raise ValueError(f"{source}: no probability column for class(es) {missing} "
+                         f"(expected prob_<class> for every class of {list(classes)})")
+    ids = table["object_id"].astype(str).tolist() if "object_id" in table.columns else None
+    return check_probabilities(table[[f"prob_{c}" for c in classes]].to_numpy(dtype=float), source, ids)

@@ -72,9 +72,12 @@ def run_baseline(cfg: DictConfig) -> dict:
     io.write_text(result.importances.to_csv(index=False, float_format="%.6g"), out / "feature_importances.csv")
     figures = out / "figures"
     io.save_figure(plot_confusion_matrix(truth, predicted, classes, normalize=True),
-                   figures / "confusion_normalised.png")
+                   figures / "confusion_normalised.png",
+                   caption="Test-set confusion matrix (row-normalised) of the feature + balanced random forest "
+                           "baseline.")
     io.save_figure(plot_feature_importances(result.importances, top=TOP_FEATURES),
-                   figures / "feature_importances.png")
+                   figures / "feature_importances.png",
+                   caption=f"The {TOP_FEATURES} most important light-curve features of the baseline random forest.")
     log.info("baseline: test accuracy %.3f, macro-F1 %.3f on %d objects (features %.1f s, forest %.1f s) -> %s",
              result.metrics["accuracy"], result.metrics["macro_f1"], result.metrics["n_test"],
              extract_s, fit_s, out)

@@ -26,11 +26,14 @@ def run_eda(cfg: DictConfig) -> list[Path]:
     bands = [str(b) for b in grid.bands]
     out = Path(cfg.paths.reports) / "eda"
     written = [
-        io.save_figure(plot_class_distribution(manifest[["label", "split"]], classes), out / "class_distribution.png"),
+        io.save_figure(plot_class_distribution(manifest[["label", "split"]], classes), out / "class_distribution.png",
+                       caption="Number of objects per class in the train, validation and test splits."),
         io.save_figure(plot_mean_lightcurves(grid.grid_time, grid.mean, bands, labels, classes),
-                       out / "mean_lightcurves.png"),
+                       out / "mean_lightcurves.png",
+                       caption="Mean GP-interpolated light curve per class (normalised flux) in each band."),
         io.save_figure(plot_color_evolution(grid.grid_time, grid.mean, grid.flux_scale, bands, labels, classes),
-                       out / "color_evolution.png"),
+                       out / "color_evolution.png",
+                       caption="Evolution of the g-r colour with time relative to peak, per class (GP means)."),
     ]
     log.info("eda: %d figures -> %s", len(written), out)
     return written

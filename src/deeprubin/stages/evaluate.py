@@ -1,4 +1,11 @@
-"""Evaluate stage: test-set metrics, confusion matrices, predictions and report figures."""
+"""Evaluate stage: test-set metrics, confusion matrices, predictions and report figures.
+
+Probabilities are the model's, calibrated with the default calibrator of
+``paths.models/calibration.json`` (calibrate stage); ``metrics.json`` adds to accuracy,
+macro-F1 and per-class precision/recall/F1 the weighted F1, Matthews correlation,
+one-vs-rest ROC-AUC and average precision, the PLAsTiCC weighted log-loss and
+group-bootstrap confidence intervals on the headline scores.
+"""
 from __future__ import annotations
 
 import logging
@@ -11,12 +18,13 @@ from omegaconf import DictConfig
 from .. import io
 from ..config import require
 from ..evaluation.compare import comparison_table, plot_comparison
-from ..evaluation.metrics import classification_metrics, confusion_table, row_normalised, text_report
-from ..evaluation.predict import predict_probabilities, prediction_table
+from ..evaluation.calibration import apply_calibration, load_calibrator
+from ..evaluation.inputs import load_model_inputs
+from ..evaluation.metrics import bootstrap_intervals, class_weight_vector, classification_metrics, \
+    confusion_table, headline_metrics, one_vs_rest_curves, row_normalised, text_report
+from ..evaluation.predict import predict_logits, prediction_table
 from ..plots import plot_confusion_matrix, plot_sample_predictions, plot_training_curves
-from ..preprocess.gp import load_gp_grid
-from ..training.checkpoint import load_checkpoint
-from ..training.data import grid_features, split_arrays
+from ..plots.curves import plot_roc_pr
 from ._entry import hydra_entry
 
 log = logging.getLogger(__name__)
@@ -35,20 +43,27 @@ def _pick_examples(predictions: pd.DataFrame, n: int, seed: int) -> pd.DataFrame
 def run_evaluate(cfg: DictConfig) -> dict:
     """Score the trained model on the test split and write every report artefact."""
     n_examples = int(require(cfg, "evaluate.n_sample_predictions", at_least=1))
-    model, meta = load_checkpoint(Path(cfg.paths.models) / "model.ckpt")
-    classes = list(meta["classes"])
-    processed = Path(cfg.paths.processed)
-    grid = load_gp_grid(processed / "gp_grid.npz", processed / "gp_fits.parquet")
-    manifest = io.read_parquet(Path(cfg.paths.splits) / "manifest.parquet")
-    test = split_arrays(grid.object_ids, grid_features(grid.mean, grid.std), manifest, classes).get("test")
-    if test is None or len(test.y) == 0:
-        raise ValueError(f"{cfg.paths.splits}/manifest.parquet: the 'test' split is empty")
-
-    probabilities = predict_probabilities(model, test.x)
+    n_boot = int(require(cfg, "evaluate.bootstrap.n_boot", at_least=1))
+    inputs = load_model_inputs(cfg)
+    model, meta, classes, grid = inputs.model, inputs.meta, inputs.classes, inputs.grid
+    test = inputs.split("test")
+    calibrator = load_calibrator(Path(cfg.paths.models) / "calibration.json", classes=classes)
+    probabilities = apply_calibration(predict_logits(model, test.x), calibrator, kind="logits")
     true_labels = np.asarray(classes)[test.y]
     predictions = prediction_table(test.object_ids, probabilities, classes, true_labels)
     metrics = classification_metrics(true_labels, predictions["predicted"], classes)
     confusion = confusion_table(true_labels, predictions["predicted"], classes)
+    weights = class_weight_vector(cfg.evaluate.get("plasticc_weights"), classes)
+    metrics.update(headline_metrics(test.y, probabilities, classes, weights))
+    metrics["calibration"] = calibrator.method
+    curves = one_vs_rest_curves(test.y, probabilities, classes)
+    for c, cv in curves.items():
+        metrics["per_class"][c].update(roc_auc=cv["auc"], average_precision=cv["ap"])
+    metrics["confidence_intervals"] = bootstrap_intervals(
+        test.y, probabilities, inputs.groups(test.object_ids),
+        lambda y, p: headline_metrics(y, p, classes, weights), n_boot=n_boot,
+        seed=int(cfg.evaluate.bootstrap.seed), confidence=float(cfg.evaluate.bootstrap.confidence))
+    metrics["confidence_intervals"]["n_boot"] = n_boot
 
     out = Path(cfg.paths.reports)
     io.write_json(metrics, out / "metrics.json")
@@ -60,16 +75,23 @@ def run_evaluate(cfg: DictConfig) -> dict:
     io.write_text(row_normalised(confusion).to_csv(float_format="%.4f"), out / "confusion_normalised.csv")
 
     figures = out / "figures"
-    for normalize, name in ((False, "confusion_counts.png"), (True, "confusion_normalised.png")):
+    for normalize, name, what in ((False, "confusion_counts.png", "object counts"),
+                                  (True, "confusion_normalised.png", "fractions of each true class")):
         io.save_figure(plot_confusion_matrix(true_labels, predictions["predicted"], classes, normalize=normalize),
-                       figures / name)
+                       figures / name, caption=f"Test-set confusion matrix of the deep classifier ({what}).")
+    io.save_figure(plot_roc_pr(curves, classes), figures / "roc_pr.png",
+                   caption="One-vs-rest ROC and precision-recall curves per class on the test set "
+                           f"({calibrator.method}-calibrated probabilities).")
     baseline_path = out / "baseline" / "metrics.json"
     if baseline_path.exists():  # the feature baseline, scored on the same test split
         table = comparison_table(metrics, io.read_json(baseline_path), deep_name=str(meta["model_config"]["name"]))
         io.write_text(table.to_csv(index=False, float_format="%.4f"), out / "comparison.csv")
-        io.save_figure(plot_comparison(table), figures / "model_vs_baseline.png")
+        io.save_figure(plot_comparison(table), figures / "model_vs_baseline.png",
+                       caption="Per-class and macro F1 of the deep model and the feature + balanced random forest "
+                               "baseline on the same test split.")
     history = pd.read_csv(Path(cfg.paths.models) / "history.csv")
-    io.save_figure(plot_training_curves(history), figures / "training_curves.png")
+    io.save_figure(plot_training_curves(history), figures / "training_curves.png",
+                   caption="Training and validation loss and accuracy per epoch.")
 
     examples = _pick_examples(predictions, n_examples, int(cfg.seed))
     rows = np.array([np.flatnonzero(grid.object_ids == oid)[0] for oid in examples["object_id"]])
@@ -78,9 +100,14 @@ def run_evaluate(cfg: DictConfig) -> dict:
         lightcurves[lightcurves["object_id"].isin(examples["object_id"])], grid.grid_time, grid.mean[rows],
         grid.std[rows], grid.flux_scale[rows], grid.t_ref[rows], list(grid.bands),
         examples["object_id"].to_numpy(), examples["label"].to_numpy(),
-        examples[[f"prob_{c}" for c in classes]].to_numpy(), classes), figures / "sample_predictions.png")
-    log.info("evaluate: accuracy %.3f, macro-F1 %.3f on %d test objects -> %s",
-             metrics["accuracy"], metrics["macro_f1"], metrics["n_test"], out)
+        examples[[f"prob_{c}" for c in classes]].to_numpy(), classes), figures / "sample_predictions.png",
+        caption="Example test light curves (one per class) with their GP interpolation and the classifier's "
+                "class probabilities.")
+    ci = metrics["confidence_intervals"]
+    log.info("evaluate: accuracy %.3f [%.3f, %.3f], macro-F1 %.3f [%.3f, %.3f], MCC %.3f, PLAsTiCC log-loss %.3f "
+             "on %d test objects -> %s", metrics["accuracy"], ci["accuracy"]["low"], ci["accuracy"]["high"],
+             metrics["macro_f1"], ci["macro_f1"]["low"], ci["macro_f1"]["high"], metrics["mcc"],
+             metrics["plasticc_log_loss"], metrics["n_test"], out)
     return metrics
 
 

@@ -1,0 +1,76 @@
+"""The report index: discovery from dvc.yaml, figure collection, provenance from dvc.lock."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+from conftest import REPO_ROOT, run_in
+from deeprubin import io
+from deeprubin.plots.style import figure_style, new_figure
+from deeprubin.reporting import lock_digests, pipeline_outputs, uncovered_outputs, write_report_index
+
+
+def test_index_stage_depends_on_every_indexed_output():
+    """A stage whose figures/metrics lie outside the index stage's deps would go stale in the index."""
+    outputs, deps = pipeline_outputs(REPO_ROOT)
+    assert "index" in deps, "dvc.yaml has no 'index' stage"
+    assert uncovered_outputs(outputs, deps["index"]) == []
+    stages = {o.stage for o in outputs}
+    assert {"calibrate", "evaluate", "uncertainty", "early", "eda", "baseline"} <= stages
+
+
+def _figure(path: Path, caption: str | None) -> None:
+    with figure_style():
+        fig = new_figure((3, 2))
+        fig.add_subplot().plot([0, 1], [0, 1])
+    io.save_figure(fig, path, caption=caption)
+
+
+def test_index_lists_figures_metrics_captions_and_provenance(tmp_path):
+    """A two-stage DVC repo: a directory of figures, a single-file figure and a metric."""
+    (tmp_path / "dvc.yaml").write_text(yaml.safe_dump({"stages": {
+        "make": {"cmd": "true", "desc": "Makes things", "deps": ["in.txt"], "params": ["x"],
+                 "outs": ["reports/t/figures", "reports/t/one.png"],
+                 "metrics": [{"reports/t/metrics.json": {"cache": False}}],
+                 "meta": {"captions": {"metrics.json": "The scores"}}},
+        "index": {"cmd": "true", "deps": ["reports/t"], "outs": ["reports/figures", {"reports/index.md": {"cache": False}}]},
+    }}))
+    (tmp_path / "params.yaml").write_text("x: 1\n")
+    (tmp_path / "in.txt").write_text("data\n")
+    run_in(["git", "init", "-q"], tmp_path)
+    run_in(["dvc", "init", "-q"], tmp_path)
+    _figure(tmp_path / "reports/t/figures/sub/a.png", "Caption of a.")
+    _figure(tmp_path / "reports/t/one.png", "Caption of one.")
+    io.write_json({"accuracy": 1.0}, tmp_path / "reports/t/metrics.json")
+    (tmp_path / "dvc.lock").write_text(yaml.safe_dump({"schema": "2.0", "stages": {"make": {
+        "cmd": "true", "deps": [{"path": "in.txt", "md5": "abc", "size": 5}], "params": {"params.yaml": {"x": 1}},
+        "outs": []}}}))
+
+    summary = write_report_index(tmp_path, "reports/figures", "reports/index.md")
+    assert summary["n_figures"] == 2 and summary["n_metrics"] == 1 and summary["uncovered"] == []
+    for rel in ("make/sub/a.png", "make/sub/a.pdf", "make/one.png", "make/one.pdf"):
+        assert (tmp_path / "reports/figures" / rel).stat().st_size > 1000, rel
+    text = (tmp_path / "reports/index.md").read_text()
+    digest = lock_digests(tmp_path / "dvc.lock")["make"]
+    assert f"[a](figures/make/sub/a.png) ([PDF](figures/make/sub/a.pdf)) | Caption of a. | `make` | " \
+           f"`{digest['deps']}` | `{digest['params']}` |" in text
+    assert "Caption of one." in text
+    assert "[reports/t/metrics.json](t/metrics.json) | metric | The scores | `make`" in text
+
+    # A figure removed from its stage disappears from the collection on the next run.
+    (tmp_path / "reports/t/one.png").unlink()
+    write_report_index(tmp_path, "reports/figures", "reports/index.md")
+    assert not (tmp_path / "reports/figures/make/one.png").exists()
+
+
+def test_provenance_digest_changes_with_params(tmp_path):
+    lock = {"schema": "2.0", "stages": {"s": {"cmd": "c", "deps": [{"path": "a", "md5": "1"}],
+                                              "params": {"params.yaml": {"x": 1}}}}}
+    (tmp_path / "dvc.lock").write_text(yaml.safe_dump(lock))
+    first = lock_digests(tmp_path / "dvc.lock")["s"]
+    lock["stages"]["s"]["params"]["params.yaml"]["x"] = 2
+    (tmp_path / "dvc.lock").write_text(yaml.safe_dump(lock))
+    second = lock_digests(tmp_path / "dvc.lock")["s"]
+    assert first["deps"] == second["deps"] and first["params"] != second["params"]
+    assert lock_digests(tmp_path / "missing.lock") == {}
