@@ -27,12 +27,15 @@ def tiny_cfg(root: Path, *overrides: str):
     cfg = compose_params(["experiment=tiny", "source.n_objects=60", *overrides])
     cfg.paths = OmegaConf.create({k: str(root / v) for k, v in cfg.paths.items()})
     cfg.mlflow.tracking_uri = f"sqlite:///{root / 'mlruns.db'}"
+    # compose_params resolved ${paths.models} before the paths moved under root
+    cfg.predict.calibration = cfg.real_sky.calibration = str(Path(cfg.paths.models) / "calibration.json")
     return cfg
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """(cfg, checkpoint path) of the tiny pipeline run up to evaluate (n_grid 20, not the default 50)."""
+    from deeprubin.stages.calibrate import run_calibrate
     from deeprubin.stages.evaluate import run_evaluate
     from deeprubin.stages.ingest import run_ingest
     from deeprubin.stages.preprocess import run_preprocess
@@ -44,7 +47,7 @@ def trained(tmp_path_factory):
     cwd, uri = os.getcwd(), os.environ.pop("MLFLOW_TRACKING_URI", None)
     os.chdir(root)
     try:
-        for stage in (run_ingest, run_preprocess, run_split, run_train, run_evaluate):
+        for stage in (run_ingest, run_preprocess, run_split, run_train, run_calibrate, run_evaluate):
             stage(cfg)
     finally:
         os.chdir(cwd)
@@ -54,9 +57,10 @@ def trained(tmp_path_factory):
 
 
 def test_predict_matches_the_evaluate_path(trained):
-    """Same objects, same probabilities as the evaluate stage (which reads the pipeline's GP grid)."""
+    """Same objects, same (calibrated) probabilities as the evaluate stage (which reads the
+    pipeline's GP grid)."""
     cfg, ckpt = trained
-    table = predict_source(ckpt, cfg.source)
+    table = predict_source(ckpt, cfg.source, calibration=Path(cfg.paths.models) / "calibration.json")
     ingested = io.read_parquet(Path(cfg.paths.raw) / "objects.parquet")
     assert table["object_id"].tolist() == ingested["object_id"].tolist()
     assert list(table.columns[:3]) == ["object_id", "label", "predicted"]
@@ -70,6 +74,21 @@ def test_predict_matches_the_evaluate_path(trained):
     for c in classes:   # predictions.csv keeps 6 decimals
         np.testing.assert_allclose(joined[f"prob_{c}_eval"], joined[f"prob_{c}"], atol=2e-6)
     np.testing.assert_allclose(table[[f"prob_{c}" for c in classes]].sum(axis=1), 1.0, rtol=1e-6)
+
+
+def test_predict_applies_the_saved_calibrator(trained):
+    """With the calibrate stage's file, probabilities are that calibrator applied to the softmax."""
+    from deeprubin.evaluation.calibration import apply_calibration, load_calibrator
+
+    cfg, ckpt = trained
+    calibration = Path(cfg.paths.models) / "calibration.json"
+    raw = predict_source(ckpt, cfg.source)
+    calibrated = predict_source(ckpt, cfg.source, calibration=calibration)
+    columns = [f"prob_{c}" for c in cfg.task.classes]
+    expected = apply_calibration(raw[columns].to_numpy(), load_calibrator(calibration, classes=cfg.task.classes))
+    np.testing.assert_allclose(calibrated[columns].to_numpy(), expected, rtol=1e-9, atol=1e-12)
+    with pytest.raises(FileNotFoundError):
+        predict_source(ckpt, cfg.source, calibration=calibration.with_name("missing.json"))
 
 
 def test_predict_uses_the_checkpoints_preprocessing(trained):

@@ -18,7 +18,8 @@ Steps (each one the same code the pipeline runs):
    :func:`deeprubin.stages.preprocess.gp_input`);
 4. :func:`deeprubin.training.data.grid_features` (GP mean and std channels);
 5. :func:`deeprubin.evaluation.predict.class_probabilities`, the single place where class
-   probabilities are produced (a calibration step goes there);
+   probabilities are produced: the softmax, calibrated by the calibrator the ``calibrate``
+   stage saved beside the model when a calibration file is given;
 6. :func:`deeprubin.evaluation.predict.prediction_table`.
 """
 from __future__ import annotations
@@ -145,13 +146,16 @@ def check_bands(lightcurves: pd.DataFrame, bands: Sequence[str], where: str) -> 
 
 
 def predict_source_detailed(checkpoint_path: str | Path, source: Mapping | DictConfig, *,
-                            label_classes: Sequence[str] = (), progress: bool = False) -> SourcePrediction:
+                            label_classes: Sequence[str] = (), progress: bool = False,
+                            calibration: str | Path | None = None) -> SourcePrediction:
     """Classify every object of ``source`` with the checkpoint; see :func:`predict_source`."""
+    from .calibration import load_calibrator
     from ..stages.preprocess import gp_input, gp_kwargs
 
     model, meta = load_checkpoint(checkpoint_path)
     train_cfg = training_config(meta, checkpoint_path)
     classes, bands = [str(c) for c in meta["classes"]], [str(b) for b in train_cfg.task.band_wavelengths]
+    calibrator = None if calibration is None else load_calibrator(calibration, classes=classes)
     cfg = source_config(train_cfg, source, label_classes=label_classes)
     where = f"source '{cfg.source.name}'" + (f" ({cfg.source.path})" if cfg.source.get("path") else "")
     lightcurves, objects, validation = load_source_tables(cfg)
@@ -166,7 +170,7 @@ def predict_source_detailed(checkpoint_path: str | Path, source: Mapping | DictC
     if x.shape[1] != int(meta["n_inputs"]):
         raise CheckpointMismatchError(f"{checkpoint_path}: features have {x.shape[1]} channels, the model "
                                       f"expects {meta['n_inputs']}")
-    probabilities = class_probabilities(model, x, meta)
+    probabilities = class_probabilities(model, x, calibrator)
     labels = objects.set_index(objects["object_id"].astype(str))["label"]
     object_ids = grid.object_ids.astype(str)
     table = prediction_table(object_ids, probabilities, classes, labels.reindex(object_ids).to_numpy())
@@ -175,7 +179,8 @@ def predict_source_detailed(checkpoint_path: str | Path, source: Mapping | DictC
 
 
 def predict_source(checkpoint_path: str | Path, source: Mapping | DictConfig, *,
-                   label_classes: Sequence[str] = (), progress: bool = False) -> pd.DataFrame:
+                   label_classes: Sequence[str] = (), progress: bool = False,
+                   calibration: str | Path | None = None) -> pd.DataFrame:
     """One row per object of ``source``: object_id, label, predicted, prob_<class>.
 
     Parameters
@@ -189,11 +194,15 @@ def predict_source(checkpoint_path: str | Path, source: Mapping | DictConfig, *,
         Labels the source may carry besides the model's classes (kept, not classified into).
     progress : bool
         Show the GP fit's progress bar.
+    calibration : path or None
+        The ``calibration.json`` the ``calibrate`` stage wrote beside the checkpoint; its
+        default calibrator is applied to the softmax. None: uncalibrated probabilities.
 
     Returns
     -------
     pandas.DataFrame
-        Probabilities are softmax outputs of the model (each row sums to 1).
+        Probabilities (each row sums to 1): the model's softmax, calibrated when
+        ``calibration`` is given.
 
     Raises
     ------
@@ -206,7 +215,7 @@ def predict_source(checkpoint_path: str | Path, source: Mapping | DictConfig, *,
         source loader (bad files, bad options), naming file, column and key.
     """
     return predict_source_detailed(checkpoint_path, source, label_classes=label_classes,
-                                   progress=progress).predictions
+                                   progress=progress, calibration=calibration).predictions
 
 
 __all__ = ["CheckpointMismatchError", "SourcePrediction", "check_bands", "load_source_tables", "predict_source",

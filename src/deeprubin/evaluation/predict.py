@@ -27,16 +27,21 @@ def predict_probabilities(model: torch.nn.Module, x: np.ndarray, batch_size: int
     return torch.cat(out).numpy().astype(np.float64)
 
 
-def class_probabilities(model: torch.nn.Module, x: np.ndarray, meta: dict | None = None,
+def class_probabilities(model: torch.nn.Module, x: np.ndarray, calibrator=None,
                         batch_size: int = 512) -> np.ndarray:
     """Class probabilities of a checkpoint's model for features ``x``, shape ``(n, n_classes)``.
 
     The one place where :func:`deeprubin.evaluation.inference.predict_source` (the ``predict``
     entry point and the ``real_sky`` stage) turns model outputs into probabilities, in the
-    order of ``meta["classes"]``. Today the model's softmax; a probability calibration saved
-    with the checkpoint (``meta``) would be applied here.
+    model's class order: the softmax, then the calibrator fitted by the ``calibrate`` stage
+    (:func:`deeprubin.evaluation.calibration.apply_calibration`) when one is given.
     """
-    return predict_probabilities(model, x, batch_size=batch_size)
+    probabilities = predict_probabilities(model, x, batch_size=batch_size)
+    if calibrator is None:
+        return probabilities
+    from .calibration import apply_calibration
+
+    return apply_calibration(probabilities, calibrator, kind="probabilities")
 
 
 def prediction_table(object_ids: np.ndarray, probabilities: np.ndarray, classes: list[str],

@@ -50,7 +50,8 @@ def run_predict(cfg: DictConfig) -> dict:
     if Path(str(output)).suffix not in OUTPUT_SUFFIXES:
         raise ConfigError(f"config key 'predict.output' must end in one of {list(OUTPUT_SUFFIXES)}, got {output!r}")
     result = predict_source_detailed(checkpoint, cfg.source, label_classes=list(cfg.predict.get("label_classes") or []),
-                                     progress=bool(cfg.predict.get("progress_bar", False)))
+                                     progress=bool(cfg.predict.get("progress_bar", False)),
+                                     calibration=cfg.predict.get("calibration"))
     path = write_predictions(result.predictions, str(output))
     counts = result.predictions["predicted"].value_counts().reindex(result.classes, fill_value=0)
     summary = {"n_objects": int(len(result.predictions)), "predicted": {c: int(n) for c, n in counts.items()},

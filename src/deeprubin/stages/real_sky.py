@@ -44,7 +44,8 @@ def _input_paths(source: DictConfig) -> list[Path]:
     return paths
 
 
-def evaluate_dataset(name: str, node: DictConfig, checkpoint: Path, out: Path) -> dict:
+def evaluate_dataset(name: str, node: DictConfig, checkpoint: Path, out: Path,
+                     calibration: Path | None = None) -> dict:
     """Classify one real dataset and score it; ``{"skipped": True, "reason": ...}`` when absent."""
     source = node.get("source")
     if source is None:
@@ -57,7 +58,8 @@ def evaluate_dataset(name: str, node: DictConfig, checkpoint: Path, out: Path) -
         log.warning("real_sky: dataset %s skipped: %s", name, reason)
         return {"skipped": True, "reason": reason, "description": node.get("description")}
     sha, n_files = data_fingerprint(paths)
-    result = predict_source_detailed(checkpoint, source, label_classes=[str(k) for k in label_map])
+    result = predict_source_detailed(checkpoint, source, label_classes=[str(k) for k in label_map],
+                                     calibration=calibration)
     io.write_text(result.predictions.to_csv(index=False, float_format="%.6f"), out / f"predictions_{name}.csv")
     points = result.lightcurves.groupby("object_id").size()
     detected = (result.lightcurves.groupby("object_id")["detected"].mean()
@@ -108,11 +110,14 @@ def run_real_sky(cfg: DictConfig) -> dict:
     _, meta = load_checkpoint(checkpoint)     # fail early (missing/corrupt) even if every dataset is absent
     classes = [str(c) for c in meta["classes"]]
     out = Path(cfg.paths.reports) / "real_sky"
-    datasets = {str(name): evaluate_dataset(str(name), ds, checkpoint, out)
+    # The calibrate stage's file, as the predict entry point uses it (null: raw softmax).
+    calibration = None if node.get("calibration") is None else Path(str(node.calibration))
+    datasets = {str(name): evaluate_dataset(str(name), ds, checkpoint, out, calibration)
                 for name, ds in (node.get("datasets") or {}).items()}
     skipped = [n for n, d in datasets.items() if d.get("skipped")]
     report = {
         "checkpoint": str(checkpoint),
+        "calibration": None if calibration is None else str(calibration),
         "model_classes": classes,
         "skipped": len(skipped) == len(datasets),
         "datasets": datasets,
