@@ -297,3 +297,39 @@ def test_real_sky_on_a_subset_of_the_real_files(trained, tmp_path):
     assert (tmp_path / "reports/real_sky/real_sky.png").stat().st_size > 20_000
     assert io.read_json(tmp_path / "reports/real_sky.json")["datasets"]["bts_snia"]["data_sha256"] == \
         bts_entry["data_sha256"]
+
+
+def test_calibration_check_scores_every_calibrator_on_fresh_objects(trained, tmp_path):
+    from deeprubin.stages.calibration_check import run_calibration_check
+
+    cfg, ckpt = trained
+    run = cfg.copy()
+    run.paths.reports = str(tmp_path / "reports")
+    report = run_calibration_check(run)
+    assert set(report["methods"]) == {"uncalibrated", "temperature", "isotonic"}
+    assert report["n_objects"] >= 40 and report["simulation_seed"] != cfg.seed
+    for m in report["methods"].values():
+        assert 0.0 <= m["ece_width"] <= 1.0 and m["ece_floor_width"]["p05"] <= m["ece_floor_width"]["p95"]
+    written = json.loads((tmp_path / "reports" / "calibration" / "independent_test.json").read_text())
+    assert written["methods"]["temperature"]["n"] == report["n_objects"]
+    assert (tmp_path / "reports" / "calibration" / "independent" / "reliability_width.pdf").exists()
+    from deeprubin.evaluation.calibration_check import independent_sample_source
+
+    source = independent_sample_source(ckpt, 7, 123)
+    assert source.n_objects == 7 and source.seed == 123 and source.name == "simulate"
+
+
+def test_calibration_check_errors(trained, tmp_path):
+    from deeprubin.evaluation.calibration_check import independent_sample_source
+    from deeprubin.stages.calibration_check import run_calibration_check
+
+    cfg, ckpt = trained
+    run = cfg.copy()
+    run.evaluate.calibration.check.seed = int(cfg.seed)
+    with pytest.raises(ConfigError, match=r"'evaluate\.calibration\.check\.seed' must differ from 'seed'"):
+        run_calibration_check(run)
+    payload = torch.load(ckpt, weights_only=False)
+    payload["config"]["source"] = {"name": "files", "path": "x"}
+    torch.save(payload, tmp_path / "files.ckpt")
+    with pytest.raises(ConfigError, match=r"files\.ckpt: the model was trained on source 'files'"):
+        independent_sample_source(tmp_path / "files.ckpt", 10, 1)

@@ -18,7 +18,10 @@ def load_simulated(cfg):
     ----------
     cfg : omegaconf.DictConfig
         The whole pipeline config (uses ``source``, ``seed``, ``task.classes`` and
-        the band names of ``task.band_wavelengths``).
+        the band names of ``task.band_wavelengths``). ``source.seed``, when set, replaces
+        the pipeline seed: an independent sample from the same simulator (e.g. the
+        calibration_check stage's large test set).
     """
-    return simulate_survey(cfg.source, seed=int(cfg.seed), classes=list(cfg.task.classes),
+    seed = cfg.source.get("seed")
+    return simulate_survey(cfg.source, seed=int(cfg.seed if seed is None else seed), classes=list(cfg.task.classes),
                            bands=list(cfg.task.band_wavelengths))
