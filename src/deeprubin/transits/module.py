@@ -1,0 +1,82 @@
+"""Lightning module for binary segment classification (transit / no transit)."""
+from __future__ import annotations
+
+import lightning as L
+import torch
+from torch import nn
+from torchmetrics.classification import BinaryAUROC, BinaryAveragePrecision
+
+#: Columns of ``history.csv`` (one row per epoch).
+HISTORY_COLUMNS = ["epoch", "train_loss", "val_loss", "val_roc_auc", "val_pr_auc"]
+
+
+class BinarySegmentClassifier(L.LightningModule):
+    """Wraps a model ``(batch, 1, T) -> (batch, 1)`` logits; binary cross-entropy loss.
+
+    Validation ROC-AUC and PR-AUC (average precision) are computed over the whole
+    validation set each epoch (torchmetrics), not averaged over batches.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+    learning_rate, weight_decay : float
+        AdamW settings (seed: 1e-3 and 1e-4).
+    pos_weight : float
+        Weight of positive examples in the loss (1 = none).
+    """
+
+    def __init__(self, model: nn.Module, learning_rate: float = 1e-3, weight_decay: float = 1e-4,
+                 pos_weight: float = 1.0):
+        super().__init__()
+        self.model = model
+        self.learning_rate = learning_rate
+        self.weight_decay = weight_decay
+        self.register_buffer("pos_weight", torch.tensor([float(pos_weight)]))
+        self.val_roc_auc = BinaryAUROC()
+        self.val_pr_auc = BinaryAveragePrecision()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x).squeeze(-1)
+
+    def _loss(self, batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        x, y = batch
+        logits = self(x)
+        loss = nn.functional.binary_cross_entropy_with_logits(logits, y.float(), pos_weight=self.pos_weight)
+        return loss, logits, y
+
+    def training_step(self, batch, batch_idx):
+        loss, _, y = self._loss(batch)
+        self.log("train_loss", loss, on_step=False, on_epoch=True, batch_size=len(y))
+        return loss
+
+    def validation_step(self, batch, batch_idx):
+        loss, logits, y = self._loss(batch)
+        probs = torch.sigmoid(logits)
+        self.val_roc_auc.update(probs, y.long())
+        self.val_pr_auc.update(probs, y.long())
+        self.log("val_loss", loss, on_step=False, on_epoch=True, batch_size=len(y))
+
+    def on_validation_epoch_end(self) -> None:
+        self.log("val_roc_auc", self.val_roc_auc.compute())
+        self.log("val_pr_auc", self.val_pr_auc.compute())
+        self.val_roc_auc.reset()
+        self.val_pr_auc.reset()
+
+    def configure_optimizers(self):
+        return torch.optim.AdamW(self.parameters(), lr=self.learning_rate, weight_decay=self.weight_decay)
+
+
+@torch.no_grad()
+def predict_scores(model: nn.Module, x, batch_size: int = 256) -> "numpy.ndarray":  # noqa: F821
+    """Transit probabilities, shape (n,), for segments ``x`` of shape (n, length) or (n, 1, length)."""
+    import numpy as np
+
+    model.eval()
+    x = np.asarray(x, dtype=np.float32)
+    if x.ndim == 2:
+        x = x[:, None, :]
+    out = []
+    for start in range(0, len(x), batch_size):
+        logits = model(torch.from_numpy(x[start:start + batch_size]))
+        out.append(torch.sigmoid(logits.reshape(-1)).numpy())
+    return np.concatenate(out) if out else np.zeros(0, dtype=np.float32)
