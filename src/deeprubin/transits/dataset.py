@@ -16,7 +16,7 @@ SEGMENT_COLUMNS = ["segment_id", "object_id", "target_id", "mission", "start", "
 
 @dataclass
 class LightCurveSegments:
-    """The segments of one light curve: ``x`` (n_seg, length) float32 and their table."""
+    """The segments of one light curve: ``x`` (n_seg, n_channels, length) float32 and their table."""
 
     clean: CleanLightCurve
     x: np.ndarray
@@ -40,7 +40,7 @@ def segment_lightcurve(time, flux, flux_err, quality, *, object_id: str, target_
 
         raise SkipLightCurve("shorter_than_segment", f"{where}: no contiguous stretch of {length} cadences")
     idx = starts[:, None] + np.arange(length)[None, :]
-    x = normalise(clean.flux[idx], str(cfg.normalisation), float(cfg.clip_value))
+    x = normalise(clean.flux[idx], list(cfg.channels), float(cfg.clip_value), float(cfg.relative_scale))
     truth = label_segments(clean.time, starts, length, ephemerides, mission, cadence_days,
                            int(cfg.min_in_transit_points))
     table = pd.DataFrame({
@@ -49,5 +49,5 @@ def segment_lightcurve(time, flux, flux_err, quality, *, object_id: str, target_
         "t_start": clean.time[starts], "t_end": clean.time[starts + length - 1],
     })
     table = pd.concat([table, truth], axis=1)
-    table["min_value"] = x.min(axis=1)  # the deepest normalised dip: ranks hard negatives
+    table["min_value"] = x[:, 0].min(axis=1)  # the deepest normalised dip: ranks hard negatives
     return LightCurveSegments(clean, x, table[SEGMENT_COLUMNS], n_short)

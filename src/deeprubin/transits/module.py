@@ -68,7 +68,7 @@ class BinarySegmentClassifier(L.LightningModule):
 
 @torch.no_grad()
 def predict_scores(model: nn.Module, x, batch_size: int = 256) -> "numpy.ndarray":  # noqa: F821
-    """Transit probabilities, shape (n,), for segments ``x`` of shape (n, length) or (n, 1, length)."""
+    """Transit probabilities, shape (n,), for segments ``x`` of shape (n, n_channels, length)."""
     import numpy as np
 
     model.eval()

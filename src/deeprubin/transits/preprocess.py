@@ -54,7 +54,10 @@ def check_preprocess_config(cfg) -> None:
     for key in ("sigma_upper", "flatten_window_factor", "max_duration_hours", "gap_days", "clip_value"):
         require(cfg, key, positive=True)
     require(cfg, "min_in_transit_points", at_least=1)
-    require(cfg, "normalisation", choices=("robust_z", "none"))
+    channels = require(cfg, "channels")
+    if not len(channels) or any(c not in ("robust_z", "relative") for c in channels):
+        raise ConfigError(f"config key 'channels' must list 'robust_z' and/or 'relative', got {list(channels)}")
+    require(cfg, "relative_scale", positive=True)
     require(cfg, "quality_mask", choices=("nonzero", "none"))
     frac = require(cfg, "max_nan_fraction", positive=True)
     if frac > 1:

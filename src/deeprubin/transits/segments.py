@@ -39,20 +39,35 @@ def segment_windows(chunk: np.ndarray, length: int, stride: int) -> tuple[np.nda
     return (np.concatenate(starts) if starts else np.zeros(0, int)), short
 
 
-def normalise(x: np.ndarray, method: str, clip: float) -> np.ndarray:
-    """Per-segment normalisation of ``x`` (shape ``(n_seg, length)``).
+CHANNELS = ("robust_z", "relative")
 
-    ``robust_z``: ``(x - median) / (1.4826 MAD)`` per segment, so a dip is measured in units
-    of the segment's own noise (a depth-to-noise ratio, as a detection statistic), then
-    clipped to ``+-clip`` so deep eclipses do not dominate the loss.
+
+def normalise(x: np.ndarray, channels, clip: float, relative_scale: float) -> np.ndarray:
+    """Per-segment normalisation of ``x`` (shape ``(n_seg, length)``) into input channels.
+
+    Returns ``(n_seg, n_channels, length)`` float32, one channel per entry of ``channels``:
+
+    ``robust_z``
+        ``(x - median) / (1.4826 MAD)`` per segment: a dip in units of the segment's own
+        noise (a depth-to-noise ratio, as a detection statistic), clipped to ``+-clip``.
+    ``relative``
+        ``(x - median) / relative_scale``: the absolute depth (``relative_scale = 0.01``
+        puts a 1 % dip at -1), clipped to ``+-clip``. Keeps what the noise units lose: an
+        eclipse of 10 % is a binary star, not a planet.
     """
     x = np.asarray(x, dtype=float)
-    if method == "none":
-        return (x - 1.0).astype(np.float32)
     med = np.median(x, axis=1, keepdims=True)
-    mad = 1.4826 * np.median(np.abs(x - med), axis=1, keepdims=True)
-    mad = np.where(mad > 0, mad, 1.0)
-    return np.clip((x - med) / mad, -clip, clip).astype(np.float32)
+    out = []
+    for name in channels:
+        if name == "robust_z":
+            mad = 1.4826 * np.median(np.abs(x - med), axis=1, keepdims=True)
+            out.append((x - med) / np.where(mad > 0, mad, 1.0))
+        elif name == "relative":
+            out.append((x - med) / relative_scale)
+        else:
+            raise ConfigError(f"config key 'transits.preprocess.channels': unknown channel {name!r}; "
+                              f"use {list(CHANNELS)}")
+    return np.clip(np.stack(out, axis=1), -clip, clip).astype(np.float32)
 
 
 def label_segments(time: np.ndarray, starts: np.ndarray, length: int, ephemerides: pd.DataFrame, mission: str,
