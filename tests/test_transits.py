@@ -263,6 +263,11 @@ def test_sampling_caps_ratio_and_hard_negatives(tcfg):
     np.testing.assert_array_equal(rows, sample_training_segments(table, cfg, seed=0))
     with pytest.raises(ConfigError, match="hard_negative_fraction"):
         sample_training_segments(table, OmegaConf.merge(cfg, {"hard_negative_fraction": 2.0}), 0)
+    # weak positives (in-segment SNR below min_positive_snr) are left out of training
+    snr = np.where(table["label"] == 1, np.linspace(0.5, 20, len(table)), np.nan)
+    rows = sample_training_segments(table.assign(snr=snr), OmegaConf.merge(cfg, {"min_positive_snr": 5.0}), 0)
+    kept = table.assign(snr=snr).iloc[rows]
+    assert kept.loc[kept["label"] == 1, "snr"].min() >= 5.0
 
 
 def test_aggregation_functions():

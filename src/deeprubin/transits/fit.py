@@ -68,7 +68,8 @@ def fit_segment_classifier(trainer_cfg, model_cfg: dict, train: SplitArrays, val
     if int(t.get("torch_threads", 0)) > 0:
         torch.set_num_threads(int(t.torch_threads))
     model = build_model(model_cfg, n_inputs=train.x.shape[1], n_classes=1)
-    module = BinarySegmentClassifier(model, float(t.learning_rate), float(t.weight_decay))
+    module = BinarySegmentClassifier(model, float(t.learning_rate), float(t.weight_decay),
+                                     augment_flip=bool(t.get("augment_flip", False)))
     train_loader = make_loader(train, int(t.batch_size), shuffle=True, seed=seed, num_workers=int(t.num_workers))
     val_loader = make_loader(val, int(t.batch_size) * 4, shuffle=False, seed=seed, num_workers=int(t.num_workers))
     history = _History(HISTORY_COLUMNS)

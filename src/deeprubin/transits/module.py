@@ -23,12 +23,16 @@ class BinarySegmentClassifier(L.LightningModule):
         AdamW settings (seed: 1e-3 and 1e-4).
     pos_weight : float
         Weight of positive examples in the loss (1 = none).
+    augment_flip : bool
+        Time-reverse a random half of every training batch: a transit (and an eclipse) is
+        symmetric in time, so this doubles the variety of the training set for free.
     """
 
     def __init__(self, model: nn.Module, learning_rate: float = 1e-3, weight_decay: float = 1e-4,
-                 pos_weight: float = 1.0):
+                 pos_weight: float = 1.0, augment_flip: bool = False):
         super().__init__()
         self.model = model
+        self.augment_flip = augment_flip
         self.learning_rate = learning_rate
         self.weight_decay = weight_decay
         self.register_buffer("pos_weight", torch.tensor([float(pos_weight)]))
@@ -45,6 +49,11 @@ class BinarySegmentClassifier(L.LightningModule):
         return loss, logits, y
 
     def training_step(self, batch, batch_idx):
+        if self.augment_flip:
+            x, y = batch
+            # torch's global generator: seeded by lightning.seed_everything, so reproducible
+            flip = torch.rand(len(x), device=x.device) < 0.5
+            batch = (torch.where(flip[:, None, None], x.flip(-1), x), y)
         loss, _, y = self._loss(batch)
         self.log("train_loss", loss, on_step=False, on_epoch=True, batch_size=len(y))
         return loss

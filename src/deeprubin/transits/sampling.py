@@ -1,6 +1,8 @@
 """Choosing training segments: per-star cap, negative:positive ratio, hard negatives.
 
-All choices are seeded. Positives are all kept (up to the per-star cap); negatives fill
+All choices are seeded. Positives whose in-segment SNR is known and below
+``min_positive_snr`` are left out of training (a transit buried in noise is a noisy label;
+evaluation still counts them). Positives are all kept (up to the per-star cap); negatives fill
 ``neg_pos_ratio x n_positives``, a ``hard_negative_fraction`` of them the hardest (the
 deepest normalised dip: eclipses, outliers, sensitivity jumps), the rest at random.
 """
@@ -35,8 +37,15 @@ def sample_training_segments(table: pd.DataFrame, cfg, seed: int) -> np.ndarray:
     check_sampling_config(cfg)
     rng = np.random.default_rng(seed)
     cap = int(cfg.max_segments_per_star)
+    min_snr = float(cfg.get("min_positive_snr", 0.0) or 0.0)
+    if min_snr > 0 and "snr" in table.columns:
+        weak = (table["label"] == 1) & (table["snr"].fillna(np.inf) < min_snr)
+    else:
+        weak = pd.Series(False, index=table.index)
+    weak = weak.to_numpy()
     pos_rows, neg_rows = [], []
-    for _, part in table.reset_index(drop=True).assign(_row=np.arange(len(table))).groupby("object_id", sort=True):
+    usable = table.reset_index(drop=True).assign(_row=np.arange(len(table)))[~weak]
+    for _, part in usable.groupby("object_id", sort=True):
         pos = part[part["label"] == 1]
         neg = part[part["label"] == 0]
         pos = pos.iloc[rng.permutation(len(pos))[:cap]]

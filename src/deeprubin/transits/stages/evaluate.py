@@ -25,6 +25,9 @@ from ..plots import plot_comparison, plot_injection_recovery, plot_roc_pr
 
 log = logging.getLogger(__name__)
 
+COMPARISON_COLUMNS = ("roc_auc", "pr_auc", "threshold", "recall", "fpr", "precision", "recall_snr_ge_threshold",
+                      "roc_auc_snr_ge_threshold")
+
 
 def _star_table(segments: pd.DataFrame, objects: pd.DataFrame, planets: pd.DataFrame, cfg) -> pd.DataFrame:
     stars = star_scores(segments, str(cfg.aggregate.method), int(cfg.aggregate.k))
@@ -102,17 +105,21 @@ def run_transits_evaluate(cfg: DictConfig) -> dict:
                   "bls": threshold_at_fpr(stars_val.loc[stars_val["label"] == 0, "bls_sde"], target_fpr)}
     star_cnn = detection_summary(stars_test["label"], stars_test["star_score"], thresholds["star"])
     star_bls = detection_summary(stars_test["label"], stars_test["bls_sde"], thresholds["bls"])
+    # The same scores restricted to planets a search could find (total SNR >= snr_threshold)
+    # against every negative: separates "missed a detectable planet" from "undetectable".
+    detectable = (stars_test["label"] == 0) | (stars_test["snr_total"] >= snr_cut)
     for summary, col, key in ((star_cnn, "star_score", "star"), (star_bls, "bls_sde", "bls")):
         p = stars_test[stars_test["label"] == 1]
         hi_star = p["snr_total"] >= snr_cut
         summary["recall_snr_ge_threshold"] = float((p.loc[hi_star, col] > thresholds[key]).mean()) \
             if hi_star.any() else float("nan")
+        sub = detection_summary(stars_test.loc[detectable, "label"], stars_test.loc[detectable, col], thresholds[key])
+        summary["roc_auc_snr_ge_threshold"] = sub["roc_auc"]
+        summary["pr_auc_snr_ge_threshold"] = sub["pr_auc"]
+        summary["n_positive_snr_ge_threshold"] = int(hi_star.sum())
     comparison = pd.DataFrame([
-        {"method": "cnn_star_score", **{k: star_cnn[k] for k in ("roc_auc", "pr_auc", "threshold", "recall", "fpr",
-                                                                  "precision", "recall_snr_ge_threshold")}},
-        {"method": "bls_sde", **{k: star_bls[k] for k in ("roc_auc", "pr_auc", "threshold", "recall", "fpr",
-                                                           "precision", "recall_snr_ge_threshold")}},
-    ])
+        {"method": name, **{k: summary[k] for k in COMPARISON_COLUMNS}}
+        for name, summary in (("cnn_star_score", star_cnn), ("bls_sde", star_bls))])
 
     metrics = {
         "target_fpr": target_fpr, "snr_threshold": snr_cut,
