@@ -84,8 +84,8 @@ def plot_injection_recovery(curves: Mapping[str, pd.DataFrame], snr_threshold: f
                 ax.axvline(snr_threshold, ls="--", color=OKABE_ITO["vermillion"], label=f"SNR {snr_threshold:g}")
             ax.set_xscale("log")
             ax.set_xlabel(labels[name])
-            ax.set_ylim(-0.02, 1.08)
-            ax.legend(loc="lower right")
+            ax.set_ylim(-0.02, 1.15)
+            ax.legend(loc="upper left")
         np.atleast_1d(axes)[0].set_ylabel("Recall of transit segments")
     return fig
 
@@ -108,9 +108,9 @@ def plot_comparison(stars: pd.DataFrame, edges, thresholds: Mapping[str, float],
         ax.set_xscale("log")
         ax.set_xlabel("Total planet SNR of the light curve")
         ax.set_ylabel("Recall (test light curves)")
-        ax.set_ylim(-0.02, 1.08)
+        ax.set_ylim(-0.02, 1.15)
         ax.set_title("CNN vs BLS at equal false-positive rate (set on validation)")
-        ax.legend(loc="lower right")
+        ax.legend(loc="upper left")
     return fig
 
 
