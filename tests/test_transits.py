@@ -325,3 +325,24 @@ def test_model_shapes_and_config_errors(tcfg):
         build_model(tcfg.model, n_inputs=2, n_classes=3)
     with pytest.raises(Exception, match="pooling"):
         build_model(OmegaConf.merge(tcfg.model, {"pooling": "median"}), n_inputs=2, n_classes=1)
+
+
+def test_injection_turns_negatives_into_positives_with_planetary_depths(tcfg):
+    import torch
+
+    from deeprubin.transits.injection import inject_transits, trapezoid
+
+    shape = trapezoid(torch.arange(100.0), torch.tensor([50.0]), 10.0, 2.0)
+    assert shape.max() == 1.0 and shape[50] == 1.0 and shape[45] == 0.0 and 0 < shape[46] < 1
+    torch.manual_seed(0)
+    x = torch.randn(64, 2, 256)
+    x[:, 1] *= 0.02  # relative channel: 200 ppm noise with relative_scale 0.01
+    y = torch.zeros(64, dtype=torch.long)
+    y[:8] = 1
+    cfg = OmegaConf.merge(tcfg.trainer.inject, {"probability": 0.5, "max_depth": 0.01})
+    xn, yn = inject_transits(x, y, cfg, ["robust_z", "relative"], 0.01, 30.0)
+    changed = (xn - x).abs().amax(dim=(1, 2)) > 0
+    assert torch.equal(changed, yn.bool() & ~y.bool())  # only negatives, and each is now positive
+    assert 10 < int(changed.sum()) < 56
+    assert (x[changed, 1] - xn[changed, 1]).amax() <= 1.0 + 1e-5  # depth capped at 1 % -> 1.0
+    assert torch.equal(xn[y.bool()], x[y.bool()])

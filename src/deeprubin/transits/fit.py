@@ -53,7 +53,7 @@ def check_trainer_config(cfg) -> None:
 
 
 def fit_segment_classifier(trainer_cfg, model_cfg: dict, train: SplitArrays, val: SplitArrays, seed: int,
-                           logger=None) -> FitResult:
+                           logger=None, preprocess_cfg=None) -> FitResult:
     """Train ``model_cfg`` on ``train`` (x: (n, 1, length) float32, y: (n,) int64 0/1).
 
     Returns the weights of the best epoch by ``trainer.monitor`` (validation PR-AUC by default).
@@ -68,8 +68,12 @@ def fit_segment_classifier(trainer_cfg, model_cfg: dict, train: SplitArrays, val
     if int(t.get("torch_threads", 0)) > 0:
         torch.set_num_threads(int(t.torch_threads))
     model = build_model(model_cfg, n_inputs=train.x.shape[1], n_classes=1)
+    pre = preprocess_cfg
     module = BinarySegmentClassifier(model, float(t.learning_rate), float(t.weight_decay),
-                                     augment_flip=bool(t.get("augment_flip", False)))
+                                     augment_flip=bool(t.get("augment_flip", False)), inject=t.get("inject"),
+                                     channels=list(pre.channels) if pre is not None else ["robust_z"],
+                                     relative_scale=float(pre.relative_scale) if pre is not None else 0.01,
+                                     clip=float(pre.clip_value) if pre is not None else 30.0)
     train_loader = make_loader(train, int(t.batch_size), shuffle=True, seed=seed, num_workers=int(t.num_workers))
     val_loader = make_loader(val, int(t.batch_size) * 4, shuffle=False, seed=seed, num_workers=int(t.num_workers))
     history = _History(HISTORY_COLUMNS)

@@ -26,13 +26,22 @@ class BinarySegmentClassifier(L.LightningModule):
     augment_flip : bool
         Time-reverse a random half of every training batch: a transit (and an eclipse) is
         symmetric in time, so this doubles the variety of the training set for free.
+    inject : mapping, optional
+        Settings of :func:`deeprubin.transits.injection.inject_transits` (training batches only).
+    channels, relative_scale, clip
+        The input channels' names and normalisation (``transits.preprocess``), for injection.
     """
 
     def __init__(self, model: nn.Module, learning_rate: float = 1e-3, weight_decay: float = 1e-4,
-                 pos_weight: float = 1.0, augment_flip: bool = False):
+                 pos_weight: float = 1.0, augment_flip: bool = False, inject=None, channels=("robust_z",),
+                 relative_scale: float = 0.01, clip: float = 30.0):
         super().__init__()
         self.model = model
         self.augment_flip = augment_flip
+        self.inject = inject if inject is not None and float(inject.probability) > 0 else None
+        self.channels = list(channels)
+        self.relative_scale = relative_scale
+        self.clip = clip
         self.learning_rate = learning_rate
         self.weight_decay = weight_decay
         self.register_buffer("pos_weight", torch.tensor([float(pos_weight)]))
@@ -54,6 +63,10 @@ class BinarySegmentClassifier(L.LightningModule):
             # torch's global generator: seeded by lightning.seed_everything, so reproducible
             flip = torch.rand(len(x), device=x.device) < 0.5
             batch = (torch.where(flip[:, None, None], x.flip(-1), x), y)
+        if self.inject is not None:
+            from .injection import inject_transits
+
+            batch = inject_transits(batch[0], batch[1], self.inject, self.channels, self.relative_scale, self.clip)
         loss, _, y = self._loss(batch)
         self.log("train_loss", loss, on_step=False, on_epoch=True, batch_size=len(y))
         return loss

@@ -29,6 +29,15 @@ COMPARISON_COLUMNS = ("roc_auc", "pr_auc", "threshold", "recall", "fpr", "precis
                       "roc_auc_snr_ge_threshold")
 
 
+def _nan_to_none(node):
+    """NaN (e.g. precision with no detection) -> null: strict JSON readers reject NaN."""
+    if isinstance(node, dict):
+        return {k: _nan_to_none(v) for k, v in node.items()}
+    if isinstance(node, float) and np.isnan(node):
+        return None
+    return node
+
+
 def _star_table(segments: pd.DataFrame, objects: pd.DataFrame, planets: pd.DataFrame, cfg) -> pd.DataFrame:
     stars = star_scores(segments, str(cfg.aggregate.method), int(cfg.aggregate.k))
     label = objects.set_index("object_id")["label"]
@@ -138,7 +147,7 @@ def run_transits_evaluate(cfg: DictConfig) -> dict:
         "model": {k: meta["metadata"].get(k) for k in ("epochs_run", "val_roc_auc", "val_pr_auc")},
     }
     out = Path(tc.paths.reports)
-    io.write_json(metrics, out / "metrics.json")
+    io.write_json(_nan_to_none(metrics), out / "metrics.json")
     io.write_text(stars_test[["target_id", "mission", "num_segments", "star_score", "label"]]
                   .to_csv(index=False, float_format="%.6f"), out / "star_scores.csv")
     io.write_text(test[["segment_id", "object_id", "target_id", "mission", "t_start", "t_end", "label", "snr",

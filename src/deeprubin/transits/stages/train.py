@@ -60,7 +60,8 @@ def run_transits_train(cfg: DictConfig) -> dict:
     logger = MLFlowLogger(experiment_name=str(tc.mlflow_experiment),
                           tracking_uri=tracking_uri(cfg.mlflow.tracking_uri), run_id=run_id, log_model=False)
     try:
-        result = fit_segment_classifier(tc.trainer, model_config, train, val, seed, logger=logger)
+        result = fit_segment_classifier(tc.trainer, model_config, train, val, seed, logger=logger,
+                                        preprocess_cfg=tc.preprocess)
     except BaseException:
         client.set_terminated(run_id, "FAILED")
         raise
