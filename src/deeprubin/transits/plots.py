@@ -91,26 +91,35 @@ def plot_injection_recovery(curves: Mapping[str, pd.DataFrame], snr_threshold: f
 
 
 def plot_comparison(stars: pd.DataFrame, edges, thresholds: Mapping[str, float], snr_threshold: float):
-    """Star-level recall vs total planet SNR for the CNN and BLS at equal validation FPR."""
+    """Star-level recall vs total planet SNR for the CNN and BLS at equal validation FPR.
+
+    Solid: thresholds set on all validation negatives (``thresholds["star"]``,
+    ``["bls"]``); dashed: on the validation negatives that are not eclipsing binaries
+    (``["star_no_eb"]``, ``["bls_no_eb"]``, when given).
+    """
     from .metrics import recall_by_bins
 
     pos = stars[stars["label"] == 1]
     with figure_style():
-        fig = new_figure((7, 4.5))
+        fig = new_figure((7.5, 4.8))
         ax = fig.subplots()
         for name, col, color, key in (("CNN (star score)", "star_score", CNN_COLOR, "star"),
                                       ("BLS (SDE)", "bls_sde", BLS_COLOR, "bls")):
-            table = recall_by_bins(pos["snr_total"], pos[col] > thresholds[key], edges)
-            t = table[table["n"] > 0]
-            centres = 0.5 * (t["lo"] + np.minimum(t["hi"], 2 * t["lo"].clip(lower=1)))
-            ax.errorbar(centres, t["recall"], yerr=t["err"], fmt="o-", color=color, label=name)
-        ax.axvline(snr_threshold, ls="--", color=NEUTRAL_COLOR, label=f"SNR {snr_threshold:g}")
+            for suffix, style, what in (("", "o-", "all negatives"), ("_no_eb", "s--", "non-EB negatives")):
+                if key + suffix not in thresholds:
+                    continue
+                table = recall_by_bins(pos["snr_total"], pos[col] > thresholds[key + suffix], edges)
+                t = table[table["n"] > 0]
+                centres = 0.5 * (t["lo"] + np.minimum(t["hi"], 2 * t["lo"].clip(lower=1)))
+                ax.errorbar(centres, t["recall"], yerr=t["err"], fmt=style, color=color,
+                            label=f"{name}, threshold on {what}")
+        ax.axvline(snr_threshold, ls=":", color=NEUTRAL_COLOR, label=f"SNR {snr_threshold:g}")
         ax.set_xscale("log")
         ax.set_xlabel("Total planet SNR of the light curve")
         ax.set_ylabel("Recall (test light curves)")
-        ax.set_ylim(-0.02, 1.15)
+        ax.set_ylim(-0.02, 1.3)
         ax.set_title("CNN vs BLS at equal false-positive rate (set on validation)")
-        ax.legend(loc="upper left")
+        ax.legend(loc="upper left", fontsize=9)
     return fig
 
 

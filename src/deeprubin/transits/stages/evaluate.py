@@ -181,6 +181,10 @@ def run_transits_evaluate(cfg: DictConfig) -> dict:
             "segment_recall_snr_ge_7.1_at_1pct_fpr>=0.90": bool(seg_test["recall_snr_ge_threshold"] >= 0.9),
             "star_roc_auc>=0.98": bool(star_cnn["roc_auc"] >= 0.98),
             "star_recall>=bls_recall": bool(star_cnn["recall"] >= star_bls["recall"]),
+            # the same comparison with thresholds on non-EB negatives (where recall is not ~0 for both)
+            "star_recall>=bls_recall_non_eb_threshold": bool(
+                star_cnn.get("no_eb_negatives", {}).get("recall", float("nan"))
+                >= star_bls.get("no_eb_negatives", {}).get("recall", float("nan"))),
         },
         "n_val_segments": int(len(val)), "n_test_segments": int(len(test)),
         "n_test_lightcurves": int(len(stars_test)), "n_test_stars": int(stars_test["target_id"].nunique()),
@@ -198,7 +202,12 @@ def run_transits_evaluate(cfg: DictConfig) -> dict:
     figures = out / "figures"
     io.save_figure(plot_roc_pr(test, stars_test, thresholds), figures / "roc_pr.png")
     io.save_figure(plot_injection_recovery(curves, snr_cut, target_fpr), figures / "injection_recovery.png")
-    io.save_figure(plot_comparison(stars_test, list(ev.snr_bins), thresholds, snr_cut), figures / "cnn_vs_bls.png")
+    comparison_thresholds = dict(thresholds)
+    for key, summary in (("star_no_eb", star_cnn), ("bls_no_eb", star_bls)):
+        if "no_eb_negatives" in summary:
+            comparison_thresholds[key] = summary["no_eb_negatives"]["threshold"]
+    io.save_figure(plot_comparison(stars_test, list(ev.snr_bins), comparison_thresholds, snr_cut),
+                   figures / "cnn_vs_bls.png")
     log.info("transits_evaluate: segment ROC-AUC %.3f, recall(SNR>=%.1f) %.3f at FPR %.3f; star ROC-AUC %.3f, "
              "recall %.3f vs BLS %.3f", seg_test["roc_auc"], snr_cut, seg_test["recall_snr_ge_threshold"],
              seg_test["fpr"], star_cnn["roc_auc"], star_cnn["recall"], star_bls["recall"])
