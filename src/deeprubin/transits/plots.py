@@ -61,32 +61,40 @@ def plot_roc_pr(segments: pd.DataFrame, stars: pd.DataFrame, thresholds: Mapping
     return fig
 
 
-def plot_injection_recovery(curves: Mapping[str, pd.DataFrame], snr_threshold: float, target_fpr: float):
+def plot_injection_recovery(curves: Mapping[str, Mapping[str, pd.DataFrame]], snr_threshold: float,
+                            target_fpr: float):
     """Recall of positive test segments vs injected SNR, period and depth (one panel each).
 
-    ``curves[name]``: columns lo, hi, n, recall, err (from
-    :func:`deeprubin.transits.metrics.recall_by_bins`); names ``snr``, ``period``, ``depth``.
+    ``curves[series][variable]``: columns lo, hi, n, recall, err (from
+    :func:`deeprubin.transits.metrics.recall_by_bins`); variables ``snr``, ``period``,
+    ``depth``; one line per series (e.g. the threshold set on all validation negatives,
+    and on those without a binary eclipse).
     """
     labels = {"snr": "Injected in-segment SNR", "period": "Orbital period (days)",
               "depth": "Transit depth (ppm)"}
+    styles = [("o-", CNN_COLOR), ("s--", OKABE_ITO["bluish_green"]), ("^:", OKABE_ITO["orange"])]
+    variables = list(next(iter(curves.values())))
     with figure_style():
-        fig = new_figure((13, 4.2))
-        axes = fig.subplots(1, len(curves), sharey=True)
-        for ax, (name, table) in zip(np.atleast_1d(axes), curves.items()):
-            t = table[table["n"] > 0]
-            centres = np.sqrt(np.clip(t["lo"], 1e-3, None) * t["hi"]) if name != "snr" else 0.5 * (
-                t["lo"] + np.minimum(t["hi"], 2 * t["lo"].clip(lower=1)))
-            ax.errorbar(centres, t["recall"], yerr=t["err"], fmt="o-", color=CNN_COLOR,
-                        label=f"CNN at {100 * target_fpr:g}% segment FPR")
-            for c, r, n in zip(centres, t["recall"], t["n"]):
-                ax.annotate(f"n={n}", (c, r), textcoords="offset points", xytext=(0, 6), ha="center", fontsize=8)
+        fig = new_figure((13, 4.4))
+        axes = np.atleast_1d(fig.subplots(1, len(variables), sharey=True))
+        for ax, name in zip(axes, variables):
+            for (series, tables), (fmt, color) in zip(curves.items(), styles):
+                t = tables[name][tables[name]["n"] > 0]
+                centres = np.sqrt(np.clip(t["lo"], 1e-3, None) * t["hi"]) if name != "snr" else 0.5 * (
+                    t["lo"] + np.minimum(t["hi"], 2 * t["lo"].clip(lower=1)))
+                ax.errorbar(centres, t["recall"], yerr=t["err"], fmt=fmt, color=color,
+                            label=f"{series} ({100 * target_fpr:g}% FPR)")
+                if fmt == styles[0][0]:
+                    for c, n in zip(centres, t["n"]):
+                        ax.annotate(f"n={n}", (c, -0.02), textcoords="offset points", xytext=(0, 4), ha="center",
+                                    fontsize=8)
             if name == "snr":
                 ax.axvline(snr_threshold, ls="--", color=OKABE_ITO["vermillion"], label=f"SNR {snr_threshold:g}")
             ax.set_xscale("log")
             ax.set_xlabel(labels[name])
-            ax.set_ylim(-0.02, 1.15)
-            ax.legend(loc="upper left")
-        np.atleast_1d(axes)[0].set_ylabel("Recall of transit segments")
+            ax.set_ylim(-0.05, 1.3)
+            ax.legend(loc="upper left", fontsize=8)
+        axes[0].set_ylabel("Recall of transit segments")
     return fig
 
 

@@ -100,17 +100,25 @@ def run_transits_evaluate(cfg: DictConfig) -> dict:
             if neg["has_eclipse"].any() else None,
         }
 
-    # Injection-recovery: positives of the test split by injected SNR, period and depth.
+    # Injection-recovery: positives of the test split by injected SNR, period and depth,
+    # at the segment threshold (and at the one set on non-eclipse negatives).
     props = pos.merge(planets[["object_id", "period", "depth"]], on="object_id", how="left")
-    curves = {
-        "snr": recall_by_bins(pos["snr"], detected, list(ev.snr_bins)),
-        "period": recall_by_bins(props["period"], detected,
-                                 np.geomspace(props["period"].min(), props["period"].max() * 1.0001,
-                                              int(ev.n_bins_period) + 1) if len(props) else [0, 1]),
-        "depth": recall_by_bins(props["depth"] * 1e6, detected,
-                                np.geomspace(props["depth"].min() * 1e6, props["depth"].max() * 1e6 * 1.0001,
-                                             int(ev.n_bins_depth) + 1) if len(props) else [0, 1]),
-    }
+
+    def _curves(found: np.ndarray) -> dict[str, pd.DataFrame]:
+        return {
+            "snr": recall_by_bins(pos["snr"], found, list(ev.snr_bins)),
+            "period": recall_by_bins(props["period"], found,
+                                     np.geomspace(props["period"].min(), props["period"].max() * 1.0001,
+                                                  int(ev.n_bins_period) + 1) if len(props) else [0, 1]),
+            "depth": recall_by_bins(props["depth"] * 1e6, found,
+                                    np.geomspace(props["depth"].min() * 1e6, props["depth"].max() * 1e6 * 1.0001,
+                                                 int(ev.n_bins_depth) + 1) if len(props) else [0, 1]),
+        }
+
+    curves = {"threshold on all negatives": _curves(detected)}
+    if "no_eclipse_negatives" in seg_test:
+        curves["threshold on non-eclipse negatives"] = _curves(
+            pos["score"].to_numpy() > seg_test["no_eclipse_negatives"]["threshold"])
 
     # Star level (per light curve) and BLS on the same light curves.
     stars_val = _star_table(val, objects, planets, tc)
@@ -197,7 +205,8 @@ def run_transits_evaluate(cfg: DictConfig) -> dict:
     io.write_text(test[["segment_id", "object_id", "target_id", "mission", "t_start", "t_end", "label", "snr",
                         "has_eclipse", "score"]].to_csv(index=False, float_format="%.6g"), out / "segment_scores.csv")
     io.write_text(comparison.to_csv(index=False, float_format="%.4f"), out / "comparison.csv")
-    io.write_text(pd.concat({k: v for k, v in curves.items()}, names=["variable", "bin"]).reset_index()
+    io.write_text(pd.concat({(series, var): table for series, tables in curves.items()
+                             for var, table in tables.items()}, names=["threshold", "variable", "bin"]).reset_index()
                   .to_csv(index=False, float_format="%.6g"), out / "injection_recovery.csv")
     figures = out / "figures"
     io.save_figure(plot_roc_pr(test, stars_test, thresholds), figures / "roc_pr.png")
