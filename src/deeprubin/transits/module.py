@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import lightning as L
+import numpy as np
 import torch
 from torch import nn
 from torchmetrics.classification import BinaryAUROC, BinaryAveragePrecision
@@ -89,10 +90,8 @@ class BinarySegmentClassifier(L.LightningModule):
 
 
 @torch.no_grad()
-def predict_scores(model: nn.Module, x, batch_size: int = 256) -> "numpy.ndarray":  # noqa: F821
+def predict_scores(model: nn.Module, x, batch_size: int = 256) -> np.ndarray:
     """Transit probabilities, shape (n,), for segments ``x`` of shape (n, n_channels, length)."""
-    import numpy as np
-
     model.eval()
     x = np.asarray(x, dtype=np.float32)
     if x.ndim == 2:
