@@ -346,3 +346,53 @@ def test_injection_turns_negatives_into_positives_with_planetary_depths(tcfg):
     assert 10 < int(changed.sum()) < 56
     assert (x[changed, 1] - xn[changed, 1]).amax() <= 1.0 + 1e-5  # depth capped at 1 % -> 1.0
     assert torch.equal(xn[y.bool()], x[y.bool()])
+
+
+# ---- real data helpers ---------------------------------------------------------------------------
+
+def test_rank_true_segments():
+    from deeprubin.transits.real import rank_true_segments
+
+    table = pd.DataFrame({"label": [1, 0, 1, 0], "score": [0.9, 0.95, 0.2, 0.1]})
+    ranks = rank_true_segments(table)
+    assert ranks["transit_segment_ranks"] == [2, 3] and ranks["best_transit_rank"] == 2
+    assert not ranks["top_segment_has_transit"]
+    assert ranks["roc_auc_transit_vs_no_transit"] == pytest.approx(0.5)
+
+
+def test_real_k2_csv_reader_bins_and_checks_time_system(tmp_path):
+    from deeprubin.transits.real import RealDataError, read_real_lightcurve
+
+    t = 1980.0 + np.arange(0, 5, 1 / 1440.0)  # 1-min cadence, BKJD (K2)
+    path = tmp_path / "k2.csv"
+    pd.DataFrame({"t": t, "f": 1 + 1e-4 * np.random.default_rng(0).standard_normal(t.size)}).to_csv(
+        path, header=False, index=False)
+    lc = read_real_lightcurve(path, "k2_csv", "K2", 30 / 1440.0)
+    assert 230 <= lc["time"].size <= 250  # binned to 30 min
+    assert np.all(np.isfinite(lc["flux_err"]))
+    pd.DataFrame({"t": t + 2454833.0, "f": 1.0}).to_csv(path, header=False, index=False)  # BJD, not BKJD
+    with pytest.raises(TimeSystemError, match="k2.csv: field 'time'"):
+        read_real_lightcurve(path, "k2_csv", "K2", 30 / 1440.0)
+    with pytest.raises(RealDataError, match="no such file"):
+        read_real_lightcurve(tmp_path / "absent.csv", "k2_csv", "K2", 0.02)
+    with pytest.raises(RealDataError, match="unknown format"):
+        read_real_lightcurve(path, "ascii", "K2", 0.02)
+
+
+def test_real_ephemeris_from_catalogue_or_literature(tmp_path):
+    from deeprubin.transits.real import RealDataError, real_ephemeris
+
+    cat = tmp_path / "cat.csv"
+    pd.DataFrame({"kepid": [10666592], "koi_tce_plnt_num": [1], "koi_period": [2.204735417],
+                  "koi_time0bk": [121.3585417], "duration(days)": [0.16203]}).to_csv(cat, index=False)
+    eph = real_ephemeris(OmegaConf.create({"name": "HAT-P-7", "target_id": "KIC 10666592", "mission": "Kepler",
+                                           "from_catalog": 10666592}), cat)
+    assert eph["period"].iloc[0] == pytest.approx(2.204735417)
+    assert eph["t0_bjd"].iloc[0] == pytest.approx(2454954.3585417)
+    check_ephemerides(eph, "real")
+    lit = real_ephemeris(OmegaConf.create({"name": "K2-3", "target_id": "EPIC 201367065", "mission": "K2",
+                                           "period_days": 10.05403, "t0_bjd": 2456813.418, "duration_hours": 2.6}),
+                         None)
+    assert lit["duration"].iloc[0] == pytest.approx(2.6 / 24)
+    with pytest.raises(RealDataError, match="no row with kepid 1"):
+        real_ephemeris(OmegaConf.create({"name": "x", "target_id": "x", "mission": "Kepler", "from_catalog": 1}), cat)
