@@ -70,9 +70,10 @@ def run_in(cmd: list[str], cwd: Path) -> str:
     return proc.stdout + proc.stderr
 
 
-def build_tiny_repo(repo: Path, overrides=("experiment=tiny",)) -> Path:
+def build_tiny_repo(repo: Path, overrides=("experiment=tiny",), targets=()) -> Path:
     """A git+DVC copy of the project's files with params.yaml composed from ``overrides``,
-    after one `dvc repro` whose results are committed (the baseline of `dvc exp show`)."""
+    after one `dvc repro` (of ``targets`` only, if given) whose results are committed
+    (the baseline of `dvc exp show`)."""
     import shutil
     import subprocess
 
@@ -89,7 +90,7 @@ def build_tiny_repo(repo: Path, overrides=("experiment=tiny",)) -> Path:
     run_in(["git", "init", "-q"], repo)
     run_in(["git", "add", "-A"], repo)
     run_in(["git", "commit", "-q", "-m", "tiny"], repo)
-    run_in(["dvc", "repro"], repo)
+    run_in(["dvc", "repro", *targets], repo)
     run_in(["git", "add", "-A"], repo)
     run_in(["git", "commit", "-q", "-m", "tiny baseline results"], repo)
     return repo

@@ -20,9 +20,13 @@ HISTORY_COLUMNS = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc"]
 
 
 class EpochHistory(Callback):
-    """Collects the epoch-level metrics Lightning has logged into a table."""
+    """Collects the epoch-level metrics Lightning has logged into a table.
 
-    def __init__(self) -> None:
+    ``columns``: ``epoch`` then the logged metric names (``train_*`` and ``val_*``).
+    """
+
+    def __init__(self, columns: list[str] | tuple[str, ...] = tuple(HISTORY_COLUMNS)) -> None:
+        self.columns = list(columns)
         self.rows: list[dict] = []
 
     def on_validation_epoch_end(self, trainer, pl_module) -> None:
@@ -30,7 +34,7 @@ class EpochHistory(Callback):
             return
         metrics = trainer.callback_metrics
         row = {"epoch": trainer.current_epoch}
-        for key in HISTORY_COLUMNS[1:]:
+        for key in self.columns[1:]:
             row[key] = float(metrics[key]) if key in metrics else np.nan
         self.rows.append(row)
 
@@ -38,12 +42,12 @@ class EpochHistory(Callback):
         # Training metrics are reduced after validation; fill them into this epoch's row.
         metrics = trainer.callback_metrics
         if self.rows and self.rows[-1]["epoch"] == trainer.current_epoch:
-            for key in ("train_loss", "train_acc"):
+            for key in (c for c in self.columns if c.startswith("train_")):
                 if key in metrics:
                     self.rows[-1][key] = float(metrics[key])
 
     def table(self) -> pd.DataFrame:
-        return pd.DataFrame(self.rows, columns=HISTORY_COLUMNS)
+        return pd.DataFrame(self.rows, columns=self.columns)
 
 
 @dataclass

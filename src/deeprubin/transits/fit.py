@@ -1,0 +1,112 @@
+"""Fit the segment classifier with Lightning: seeded, early-stopped on a validation metric."""
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass
+
+import lightning as L
+import numpy as np
+import pandas as pd
+import torch
+from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+
+from ..config import require
+from ..models import build_model
+from ..training.data import SplitArrays, make_loader
+from ..training.fit import EpochHistory
+from .module import HISTORY_COLUMNS, BinarySegmentClassifier
+
+MONITOR_MODES = {"val_loss": "min", "val_roc_auc": "max", "val_pr_auc": "max"}
+
+
+class _History(EpochHistory):
+    """Epoch table whose validation AUCs are read after Lightning has reduced them.
+
+    The module computes ROC-AUC/PR-AUC in its own ``on_validation_epoch_end``, which runs
+    after the callbacks' hook; the row is completed at the end of the training epoch.
+    """
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        metrics = trainer.callback_metrics
+        if self.rows and self.rows[-1]["epoch"] == trainer.current_epoch:
+            for key in self.columns[1:]:
+                if key in metrics:
+                    self.rows[-1][key] = float(metrics[key])
+
+
+@dataclass
+class FitResult:
+    model: torch.nn.Module
+    history: pd.DataFrame
+    best_score: float
+    epochs_run: int
+
+
+def check_trainer_config(cfg) -> None:
+    """Raise :class:`deeprubin.config.ConfigError` naming the first invalid ``transits.trainer`` key."""
+    for key in ("max_epochs", "batch_size", "learning_rate"):
+        require(cfg, key, positive=True)
+    require(cfg, "weight_decay", at_least=0)
+    require(cfg, "early_stopping_patience", at_least=1)
+    require(cfg, "num_workers", at_least=0)
+    require(cfg, "monitor", choices=MONITOR_MODES)
+
+
+def fit_segment_classifier(trainer_cfg, model_cfg: dict, train: SplitArrays, val: SplitArrays, seed: int,
+                           logger=None, preprocess_cfg=None) -> FitResult:
+    """Train ``model_cfg`` on ``train`` (x: (n, 1, length) float32, y: (n,) int64 0/1).
+
+    Returns the weights of the best epoch by ``trainer.monitor`` (validation PR-AUC by default).
+    """
+    check_trainer_config(trainer_cfg)
+    t = trainer_cfg
+    for name, part in (("train", train), ("val", val)):
+        if len(part.y) == 0 or part.y.min() == part.y.max():
+            raise ValueError(f"transits train: the {name} segments need both classes; got "
+                             f"{int(part.y.sum())} positive of {len(part.y)}")
+    L.seed_everything(seed, workers=True, verbose=False)
+    if int(t.get("torch_threads", 0)) > 0:
+        torch.set_num_threads(int(t.torch_threads))
+    model = build_model(model_cfg, n_inputs=train.x.shape[1], n_classes=1)
+    pre = preprocess_cfg
+    module = BinarySegmentClassifier(model, float(t.learning_rate), float(t.weight_decay),
+                                     augment_flip=bool(t.get("augment_flip", False)), inject=t.get("inject"),
+                                     channels=list(pre.channels) if pre is not None else ["robust_z"],
+                                     relative_scale=float(pre.relative_scale) if pre is not None else 0.01,
+                                     clip=float(pre.clip_value) if pre is not None else 30.0)
+    train_loader = make_loader(train, int(t.batch_size), shuffle=True, seed=seed, num_workers=int(t.num_workers))
+    val_loader = make_loader(val, int(t.batch_size) * 4, shuffle=False, seed=seed, num_workers=int(t.num_workers))
+    history = _History(HISTORY_COLUMNS)
+    monitor, mode = str(t.monitor), MONITOR_MODES[str(t.monitor)]
+    with tempfile.TemporaryDirectory(prefix="deeprubin-transits-ckpt-") as ckpt_dir:
+        best = ModelCheckpoint(dirpath=ckpt_dir, monitor=monitor, mode=mode, save_top_k=1)
+        trainer = L.Trainer(max_epochs=int(t.max_epochs), accelerator=str(t.accelerator), devices=1,
+                            deterministic=bool(t.deterministic), logger=logger if logger is not None else False,
+                            callbacks=[best, EarlyStopping(monitor, mode=mode,
+                                                           patience=int(t.early_stopping_patience)), history],
+                            enable_progress_bar=bool(t.progress_bar), enable_model_summary=False,
+                            log_every_n_steps=1)
+        trainer.fit(module, train_loader, val_loader)
+        state = torch.load(best.best_model_path, map_location="cpu", weights_only=False)["state_dict"]
+        module.load_state_dict(state)
+        score = float(best.best_model_score) if best.best_model_score is not None else float("nan")
+    module.eval()
+    return FitResult(model=module.model.cpu().eval(), history=history.table(), best_score=score,
+                     epochs_run=trainer.current_epoch)
+
+
+def split_segments(x: np.ndarray, segments: pd.DataFrame, manifest: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """Segment table per split (``row`` = position in ``x``), by each segment's light curve."""
+    split_of = dict(zip(manifest["object_id"].astype(str), manifest["split"]))
+    table = segments.assign(row=np.arange(len(segments)), split=segments["object_id"].astype(str).map(split_of))
+    missing = table["split"].isna()
+    if missing.any():
+        raise ValueError(f"split manifest: {int(missing.sum())} segment(s) of light curves absent from the "
+                         f"manifest (e.g. {table.loc[missing, 'object_id'].iloc[0]!r}); rerun transits_split")
+    return {name: part.reset_index(drop=True) for name, part in table.groupby("split", sort=True)}
+
+
+def arrays(x: np.ndarray, table: pd.DataFrame) -> SplitArrays:
+    """SplitArrays for the rows of ``table``: x (n, n_channels, length) float32, y (n,) int64."""
+    return SplitArrays(table["segment_id"].to_numpy(), x[table["row"].to_numpy()].astype(np.float32),
+                       table["label"].to_numpy(dtype=np.int64))

@@ -1,0 +1,1 @@
+"""DVC stage entry points of the transits task (``python -m deeprubin.transits.stages.<x>``)."""
