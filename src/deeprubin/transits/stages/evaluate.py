@@ -209,14 +209,21 @@ def run_transits_evaluate(cfg: DictConfig) -> dict:
                              for var, table in tables.items()}, names=["threshold", "variable", "bin"]).reset_index()
                   .to_csv(index=False, float_format="%.6g"), out / "injection_recovery.csv")
     figures = out / "figures"
-    io.save_figure(plot_roc_pr(test, stars_test, thresholds), figures / "roc_pr.png")
-    io.save_figure(plot_injection_recovery(curves, snr_cut, target_fpr), figures / "injection_recovery.png")
+    io.save_figure(plot_roc_pr(test, stars_test, thresholds), figures / "roc_pr.png",
+                   caption="Transit detection on simulated test stars: segment and star-level ROC and "
+                           "precision-recall curves (PR with the prevalence baseline)")
+    io.save_figure(plot_injection_recovery(curves, snr_cut, target_fpr), figures / "injection_recovery.png",
+                   caption=f"Injection-recovery: segment recall against injected SNR, period and depth at the "
+                           f"threshold giving {100 * target_fpr:g}% validation false-positive rate "
+                           f"(SNR {snr_cut:g} marked)")
     comparison_thresholds = dict(thresholds)
     for key, summary in (("star_no_eb", star_cnn), ("bls_no_eb", star_bls)):
         if "no_eb_negatives" in summary:
             comparison_thresholds[key] = summary["no_eb_negatives"]["threshold"]
     io.save_figure(plot_comparison(stars_test, list(ev.snr_bins), comparison_thresholds, snr_cut),
-                   figures / "cnn_vs_bls.png")
+                   figures / "cnn_vs_bls.png",
+                   caption="Star-level recall of the CNN and of the BoxLeastSquares baseline against SNR, "
+                           "at equal false-positive rate")
     log.info("transits_evaluate: segment ROC-AUC %.3f, recall(SNR>=%.1f) %.3f at FPR %.3f; star ROC-AUC %.3f, "
              "recall %.3f vs BLS %.3f", seg_test["roc_auc"], snr_cut, seg_test["recall_snr_ge_threshold"],
              seg_test["fpr"], star_cnn["roc_auc"], star_cnn["recall"], star_bls["recall"])

@@ -93,7 +93,9 @@ def run_transits_real(cfg: DictConfig) -> dict:
     report["time_systems"] = MISSION_SYSTEMS
     io.write_json(report, out / "real_report.json")
     io.save_figure(plot_top_segments(items, "Top-scoring segments of real planet hosts (red: predicted transit)"),
-                   out / "top_segments.png")
+                   out / "top_segments.png",
+                   caption="Highest-scoring segments of the real Kepler, TESS and K2 planet hosts, with the "
+                           "published transit times marked")
     return report
 
 
