@@ -126,7 +126,9 @@ def run_real_sky(cfg: DictConfig) -> dict:
     if report["skipped"]:
         report["reason"] = ("no dataset configured" if not datasets else
                             "; ".join(f"{n}: {datasets[n]['reason']}" for n in skipped))
-    io.save_figure(plot_real_sky(datasets, classes), out / "real_sky.png")
+    io.save_figure(plot_real_sky(datasets, classes), out / "real_sky.png",
+                   caption="Simulation-trained classifier on real ZTF light curves: confusion against the real "
+                           "labels and predicted class fractions per dataset")
     io.write_json(report, Path(cfg.paths.reports) / "real_sky.json")
     target = report["target"] or {}
     if target.get("fraction") is not None:

@@ -91,7 +91,9 @@ def run_sim_vs_real(cfg: DictConfig) -> dict:
         out_dir = Path(cfg.paths.reports) / "sim_vs_real"
         out_dir.mkdir(parents=True, exist_ok=True)
         if panels:
-            io.save_figure(svr.plot_sim_vs_real(panels), out_dir / "sim_vs_real.png")
+            io.save_figure(svr.plot_sim_vs_real(panels), out_dir / "sim_vs_real.png",
+                           caption="Simulated (BTS-selected) SNe Ia against real ZTF BTS SNe Ia, and simulated "
+                                   "RR Lyrae against SDSS Stripe 82: overlaid distributions with KS statistics")
     (Path(cfg.paths.reports) / "sim_vs_real").mkdir(parents=True, exist_ok=True)
     io.write_json(report, Path(cfg.paths.reports) / "sim_vs_real.json")
     log.info("sim_vs_real: %s", "skipped" if report["skipped"] else "written")
