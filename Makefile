@@ -21,7 +21,8 @@ run: setup  ## run the whole default pipeline offline (built-in simulator) and s
 	PATH=$(abspath $(BIN)):$$PATH $(BIN)/dvc repro
 	@echo ""
 	@echo "Report: reports/index.md (every figure in reports/figures/ as PNG and PDF, every metric file)"
-	@$(BIN)/python -c "import json; m=json.load(open('reports/transients/metrics.json')); print(f\"accuracy {m['accuracy']:.3f}   macro-F1 {m['macro_f1']:.3f}\")"
+	@$(BIN)/python -c "import json; m=json.load(open('reports/transients/metrics.json')); print(f\"transients: accuracy {m['accuracy']:.3f}   macro-F1 {m['macro_f1']:.3f}   (reports/transients/)\")"
+	@$(BIN)/python -c "import json; m=json.load(open('reports/transits/metrics.json')); s=m['segment']; print(f\"transits: segment ROC-AUC {s['roc_auc']:.3f}   star ROC-AUC {m['star']['roc_auc']:.3f}   (reports/transits/)\")"
 
 test: setup  ## the default test suite (fast; no network, GPU or slow tests)
 	PATH=$(abspath $(BIN)):$$PATH $(BIN)/python -m pytest -n 2 --dist loadfile -q
