@@ -74,3 +74,14 @@ def test_provenance_digest_changes_with_params(tmp_path):
     second = lock_digests(tmp_path / "dvc.lock")["s"]
     assert first["deps"] == second["deps"] and first["params"] != second["params"]
     assert lock_digests(tmp_path / "missing.lock") == {}
+
+
+def test_every_png_output_declares_its_pdf_twin():
+    """io.save_figure writes <stem>.pdf beside every PNG: a stage listing a single PNG as an
+    output must list the PDF too, or DVC leaves the PDF untracked (and git picks it up)."""
+    stages = yaml.safe_load((REPO_ROOT / "dvc.yaml").read_text())["stages"]
+    missing = []
+    for name, stage in stages.items():
+        outs = [next(iter(o)) if isinstance(o, dict) else o for o in stage.get("outs", [])]
+        missing += [f"{name}: {o}" for o in outs if str(o).endswith(".png") and str(o)[:-4] + ".pdf" not in outs]
+    assert missing == []
