@@ -49,6 +49,20 @@ def base_cfg():
     return compose_params([])
 
 
+def compose_under(root: Path, overrides=()):
+    """The composed config with every ``paths.*`` (and the MLflow store) under ``root``.
+
+    The paths go in as Hydra overrides, not by editing the composed config, so that keys
+    interpolated from them (``predict.checkpoint``, ``real_sky.calibration``, ...) follow.
+    """
+    from deeprubin.config import compose_params
+
+    paths = compose_params(list(overrides)).paths
+    cfg = compose_params([*overrides, *(f"paths.{key}={root / value}" for key, value in paths.items())])
+    cfg.mlflow.tracking_uri = f"sqlite:///{root / 'mlruns.db'}"
+    return cfg
+
+
 def tiny_env() -> dict:
     """Environment for subprocesses: the venv first on PATH, a git identity, no global MLflow store."""
     import sys

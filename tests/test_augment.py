@@ -7,7 +7,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from omegaconf import OmegaConf
 
 from deeprubin import io
 from deeprubin.config import ConfigError, compose_params
@@ -21,6 +20,8 @@ from deeprubin.preprocess.augment import (
 )
 from deeprubin.sources.simulate import simulate_survey
 from deeprubin.split import make_split
+
+from conftest import compose_under
 
 CLASSES = ["SNIa", "SNII", "SNIbc", "QSO", "Cepheid", "RRLyrae"]
 BANDS = {"g": 4746.48, "r": 6366.38}
@@ -181,10 +182,7 @@ def test_disabled_settings():
 
 
 def stage_cfg(tmp_path: Path, *overrides: str):
-    cfg = compose_params(["experiment=tiny", "source.n_objects=48", *overrides])
-    cfg.paths = OmegaConf.create({k: str(tmp_path / v) for k, v in cfg.paths.items()})
-    cfg.mlflow.tracking_uri = f"sqlite:///{tmp_path / 'mlruns.db'}"
-    return cfg
+    return compose_under(tmp_path, ["experiment=tiny", "source.n_objects=48", *overrides])
 
 
 def test_disabled_stage_writes_empty_outputs(tmp_path, monkeypatch):

@@ -7,15 +7,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from omegaconf import OmegaConf
 
 from deeprubin import io
-from deeprubin.config import ConfigError, compose_params
+from deeprubin.config import ConfigError
 from deeprubin.evaluation.compare import comparison_table
 from deeprubin.features import FEATURE_SETS, FeatureConfig, extract_features, feature_names
 from deeprubin.features.baseline import BRFParams, train_and_score
 
-from conftest import make_tables
+from conftest import compose_under, make_tables
 
 BANDS = ["g", "r"]
 #: Small, fast options for the tests: coarse periodogram grid, quick Bazin fits.
@@ -171,11 +170,9 @@ def test_comparison_table():
 # --- the stage -------------------------------------------------------------------------------
 
 def tiny_cfg(tmp_path: Path, *overrides: str):
-    cfg = compose_params(["experiment=tiny", "source.n_objects=60", "baseline.n_estimators=50",
-                          "baseline.n_jobs=1", "baseline.features.periodogram_log2_n_freq=10",
-                          "baseline.features.sn_fit_algorithm=lmsder", *overrides])
-    cfg.paths = OmegaConf.create({k: str(tmp_path / v) for k, v in cfg.paths.items()})
-    return cfg
+    return compose_under(tmp_path, ["experiment=tiny", "source.n_objects=60", "baseline.n_estimators=50",
+                                    "baseline.n_jobs=1", "baseline.features.periodogram_log2_n_freq=10",
+                                    "baseline.features.sn_fit_algorithm=lmsder", *overrides])
 
 
 def test_baseline_stage_in_process(tmp_path):

@@ -11,7 +11,6 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from omegaconf import OmegaConf
 
 from deeprubin import io
 from deeprubin.config import ConfigError, compose_params
@@ -20,16 +19,11 @@ from deeprubin.evaluation.real_sky import data_fingerprint, score_real_sample
 from deeprubin.schema import SchemaError
 from deeprubin.stages.preprocess import gp_input
 
-from conftest import REAL_DATA, make_tables
+from conftest import REAL_DATA, compose_under, make_tables
 
 
 def tiny_cfg(root: Path, *overrides: str):
-    cfg = compose_params(["experiment=tiny", "source.n_objects=60", *overrides])
-    cfg.paths = OmegaConf.create({k: str(root / v) for k, v in cfg.paths.items()})
-    cfg.mlflow.tracking_uri = f"sqlite:///{root / 'mlruns.db'}"
-    # compose_params resolved ${paths.models} before the paths moved under root
-    cfg.predict.calibration = cfg.real_sky.calibration = str(Path(cfg.paths.models) / "calibration.json")
-    return cfg
+    return compose_under(root, ["experiment=tiny", "source.n_objects=60", *overrides])
 
 
 @pytest.fixture(scope="module")

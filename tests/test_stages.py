@@ -1,25 +1,22 @@
 """Stage functions called in-process on the tiny configuration (fast, no DVC)."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
-from omegaconf import OmegaConf
 
 from deeprubin import io
-from deeprubin.config import ConfigError, compose_params
+from deeprubin.config import ConfigError
 from deeprubin.schema import SchemaError
 from deeprubin.split import LeakageError
 
+from conftest import compose_under
+
 
 def tiny_cfg(tmp_path: Path, *overrides: str):
-    cfg = compose_params(["experiment=tiny", "source.n_objects=60", *overrides])
-    cfg.paths = OmegaConf.create({k: str(tmp_path / v) for k, v in cfg.paths.items()})
-    cfg.mlflow.tracking_uri = f"sqlite:///{tmp_path / 'mlruns.db'}"
-    return cfg
+    return compose_under(tmp_path, ["experiment=tiny", "source.n_objects=60", *overrides])
 
 
 def run_all(cfg) -> dict:
