@@ -39,6 +39,7 @@ from ..preprocess.gp import GPGrid, fit_gp_grid
 from ..schema import SchemaError, validate_tables
 from ..training.checkpoint import load_checkpoint
 from ..training.data import grid_features
+from .calibration import load_calibrator
 from .predict import class_probabilities, prediction_table
 
 log = logging.getLogger(__name__)
@@ -149,7 +150,6 @@ def predict_source_detailed(checkpoint_path: str | Path, source: Mapping | DictC
                             label_classes: Sequence[str] = (), progress: bool = False,
                             calibration: str | Path | None = None) -> SourcePrediction:
     """Classify every object of ``source`` with the checkpoint; see :func:`predict_source`."""
-    from .calibration import load_calibrator
     from ..stages.preprocess import gp_input, gp_kwargs
 
     model, meta = load_checkpoint(checkpoint_path)

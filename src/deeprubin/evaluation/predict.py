@@ -5,6 +5,8 @@ import numpy as np
 import pandas as pd
 import torch
 
+from .calibration import apply_calibration
+
 
 @torch.no_grad()
 def predict_logits(model: torch.nn.Module, x: np.ndarray, batch_size: int = 512) -> np.ndarray:
@@ -39,8 +41,6 @@ def class_probabilities(model: torch.nn.Module, x: np.ndarray, calibrator=None,
     probabilities = predict_probabilities(model, x, batch_size=batch_size)
     if calibrator is None:
         return probabilities
-    from .calibration import apply_calibration
-
     return apply_calibration(probabilities, calibrator, kind="probabilities")
 
 
