@@ -157,6 +157,20 @@ def test_batched_equals_one_by_one(mixed_lightcurves, mixed_grid):
     np.testing.assert_array_equal(single.diagnostics["n_iter"], mixed_grid.diagnostics["n_iter"])
 
 
+def test_worker_threads_give_the_one_by_one_result(mixed_lightcurves, mixed_grid):
+    """Batches fitted two at a time in worker threads: same grid, thread count restored."""
+    threads = torch.get_num_threads()
+    parallel = fit(mixed_lightcurves, batch_size=3, workers=2)
+    assert torch.get_num_threads() == threads
+    serial = fit(mixed_lightcurves, batch_size=3, workers=1)
+    np.testing.assert_allclose(parallel.mean, serial.mean, atol=1e-9)
+    np.testing.assert_allclose(parallel.std, serial.std, atol=1e-9)
+    np.testing.assert_allclose(parallel.mean, mixed_grid.mean, atol=1e-5)
+    np.testing.assert_array_equal(parallel.diagnostics["n_iter"], mixed_grid.diagnostics["n_iter"])
+    with pytest.raises(ValueError, match="workers"):
+        fit(mixed_lightcurves, workers=0)
+
+
 def test_padding_does_not_change_a_fit():
     rng = np.random.default_rng(5)
     short = random_object(rng, 10)

@@ -318,13 +318,11 @@ def _batches(order: list[int], lengths: list[int], batch_size: int) -> list[list
     return batches
 
 
-def _n_workers(workers: int | None, device: torch.device, n_batches: int) -> int:
+def _n_workers(workers: int | None, device: torch.device, n_objects: int) -> int:
     """Batches fitted at once: ``workers``, or by default torch's thread count on CPU (1 on GPU)."""
     if workers is None:
         workers = torch.get_num_threads() if device.type == "cpu" else 1
-    if workers < 1:
-        raise ValueError(f"workers must be >= 1, got {workers}")
-    return max(1, min(workers, n_batches))
+    return max(1, min(workers, n_objects))
 
 
 def _one_thread_worker() -> None:
@@ -464,6 +462,8 @@ def fit_gp_grid(
         raise ValueError("band_wavelengths is empty")
     if n_grid < 1 or batch_size < 1 or n_iter < 0 or learning_rate <= 0:
         raise ValueError("need n_grid >= 1, batch_size >= 1, n_iter >= 0 and learning_rate > 0")
+    if workers is not None and workers < 1:
+        raise ValueError(f"workers must be >= 1 (or None), got {workers}")
     if optimizer not in OPTIMIZERS:
         raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {optimizer!r}")
     if max_points < len(band_names):
@@ -560,8 +560,11 @@ def fit_gp_grid(
     # Bucket by length so padding within a batch stays small.
     fittable = [i for i in range(n_obj) if objects[i].n > 0]
     fittable.sort(key=lambda i: (objects[i].n, i))
-    batches = _batches(fittable, [objects[i].n for i in fittable], batch_size)
-    n_workers = _n_workers(workers, dev, len(batches))
+    n_workers = _n_workers(workers, dev, len(fittable))
+    # With several workers, no batch is larger than an equal share, so all of them have work.
+    share = -(-len(fittable) // n_workers) if fittable else 1
+    batches = _batches(fittable, [objects[i].n for i in fittable], min(batch_size, share))
+    n_workers = max(1, min(n_workers, len(batches)))
 
     def fit_one(batch: list[int]) -> BatchFit | Exception:
         """One batch's fit, or the exception it raised (NotPSDError, NaN loss, linalg errors)."""

@@ -74,7 +74,7 @@ POTRI_MIN_N = 64
 #: The batch is compacted (converged objects dropped, padding trimmed) once at least
 #: this fraction of it has converged: a compaction copies ~3 (b, n, n) arrays, an
 #: evaluation makes ~25 passes over them, so a few converged rows already pay.
-COMPACT_FRACTION = 0.25
+COMPACT_FRACTION = 0.1
 
 
 #: glibc mallopt parameters and the values used while fitting (see :func:`retain_freed_memory`).
@@ -228,8 +228,14 @@ def _dims(geom: Geometry, theta: torch.Tensor, log_ls_w_fixed: torch.Tensor | No
 
 
 def _factor(k: torch.Tensor):
-    """Cholesky factor (identity where it fails, so the arithmetic stays finite) and success flags."""
-    chol, info = torch.linalg.cholesky_ex(k)
+    """Cholesky factor (identity where it fails, so the arithmetic stays finite) and success flags.
+
+    ``k`` is symmetric, so its transpose (a free view) is ``k`` in LAPACK's column-major
+    layout; factorising it as ``U^T U`` hands LAPACK a contiguous copy and returns
+    ``L = U^T`` row-major, ~10-20% faster on CPU than ``cholesky_ex(k)``.
+    """
+    upper, info = torch.linalg.cholesky_ex(k.transpose(-1, -2), upper=True)
+    chol = upper.transpose(-1, -2)
     ok = info == 0
     if not bool(ok.all()):
         eye = torch.eye(k.shape[-1], dtype=k.dtype, device=k.device)
