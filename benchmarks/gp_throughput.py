@@ -16,8 +16,9 @@ What it does, on the same simulated objects for every method:
   every object on its N points and predicting mean and std on the pipeline's output
   grid (2 bands x 50 times over [-30, +70] days):
 
-  - ``deeprubin``: :func:`deeprubin.preprocess.gp.fit_gp_grid` (batched Newton, torch
-    with its default thread count; ``deeprubin_1thread`` with one thread);
+  - ``deeprubin``: :func:`deeprubin.preprocess.gp.fit_gp_grid` (batched Newton; with
+    torch's default thread count, that many batches at once in single-threaded worker
+    threads; ``deeprubin_1thread`` with one thread, i.e. one batch at a time);
   - ``sklearn``: a loop of ``GaussianProcessRegressor`` with the same kernel form,
     ``ConstantKernel * Matern(nu=1.5, length_scale=[time, wavelength])``, the
     wavelength length scale fixed at 6000 A as ours, ``alpha`` = per-point noise
@@ -318,7 +319,7 @@ def single_threaded_blas():
 # --------------------------------------------------------------------------- report
 
 def plot(results: dict, sizes: list[int], path: Path) -> None:
-    styles = {"deeprubin": ("o", "-", "DeepRubin batched GP (torch, default threads)"),
+    styles = {"deeprubin": ("o", "-", "DeepRubin batched GP (one worker per torch thread)"),
               "deeprubin_1thread": ("o", ":", "DeepRubin batched GP (1 thread)"),
               "sklearn": ("s", "-", "scikit-learn GPR, per object (1 process)"),
               "george": ("^", "-", "george, Avocado-style, per object (1 process)")}

@@ -16,7 +16,12 @@ Speed (``benchmarks/gp_throughput.py``, 2 CPU cores): ~1,300-1,900 light curves/
 50 points per object, ~20x one process of per-object scikit-learn or george
 (Avocado) fits (~10x an ideal two-process loop), at the same held-out predictive
 density; the advantage shrinks to ~4-8x at 200 points, where the cubic linear
-algebra dominates both.
+algebra dominates both. Those figures are for batches run one at a time on torch's
+two intra-op threads; batches now run in single-threaded worker threads, one per
+torch thread (:func:`_batch_runner`), which on one thread alone fits 10-25% more
+light curves per second than before (fewer full Newton evaluations, LAPACK ``potri``
+for K^-1), and, unlike two intra-op threads, does not collapse when other processes
+load the cores (see ``workers`` in :func:`fit_gp_grid`).
 
 Per object:
 
@@ -336,14 +341,15 @@ def _batch_runner(fit_one, n_workers: int):
 
     With one worker the batches are fitted one after the other in this thread, each
     with torch's intra-op threads. With ``n_workers > 1`` they are fitted
-    ``n_workers`` at a time in a thread pool, each worker single-threaded: the
-    batched LAPACK calls (Cholesky, triangular inverse) loop over the objects of a
-    batch serially, and torch's intra-op threads hardly speed up the elementwise
-    work on (objects, n, n) stacks of this size, so on the 2-core CPU machines two
-    single-threaded batches at once fit ~1.7x more light curves per second than
-    one batch on two threads (``benchmarks/gp_throughput.py``). torch releases the
-    GIL inside its operators. Every batch is still fitted on its own, so the
-    result does not depend on ``n_workers`` beyond rounding.
+    ``n_workers`` at a time in a thread pool, each worker single-threaded (torch
+    releases the GIL inside its operators). Why: torch's batched LAPACK calls
+    (Cholesky, inverse) barely use intra-op threads (256 Cholesky factorisations of
+    100 x 100 take 15 ms on two intra-op threads, 8 ms as two single-threaded halves
+    at once), and OpenMP's two-thread regions collapse when other processes load
+    the cores: on the shared 2-core machine (load average ~3) a fit at 100 points
+    per object ran at 23 light curves/s on two intra-op threads and at 430 with two
+    workers (``benchmarks/gp_throughput.py``). Every batch is still fitted on its
+    own, so the result does not depend on ``n_workers`` beyond rounding.
     """
     if n_workers == 1:
         yield lambda batches: map(fit_one, batches)
@@ -452,7 +458,9 @@ def fit_gp_grid(
     Objects are sorted by number of points and cut into batches of ``batch_size``
     so each batch needs little padding; every batch is one batched GP fit (see
     :mod:`deeprubin.preprocess.gp_model`). The result does not depend on
-    ``batch_size`` beyond rounding (~1e-9), and is deterministic. While the batches
+    ``batch_size`` (nor on ``workers``) beyond rounding (~1e-9), and is deterministic.
+    With several workers, batches hold at most an equal share of the objects, so
+    every worker has one. While the batches
     run, glibc's malloc keeps freed memory for reuse
     (:func:`deeprubin.preprocess.gp_newton.retain_freed_memory`), which halves the
     fit time on CPU; the thresholds are reset afterwards.

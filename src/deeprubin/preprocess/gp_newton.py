@@ -5,8 +5,8 @@ Each object's GP has two or three hyperparameters: the log kernel variance
 dimensions ``d`` (time; and wavelength when it is not fixed). With so few
 parameters, Newton's method with the exact Hessian converges in a handful of
 iterations where Adam needs fifty or more, and every iteration costs about what
-an Adam step costs: one batched Cholesky, the inverse from it and one matrix
-product per fitted length scale. Autograd is not used: the derivatives of the
+an Adam step costs: one batched Cholesky, the inverse from it (:func:`_inverse`)
+and one matrix product per fitted length scale. Autograd is not used: the derivatives of the
 negative log marginal likelihood
 
     L = 1/2 y^T K^-1 y + 1/2 log|K| + n/2 log(2 pi),   K = s C(r) + N,
@@ -33,7 +33,9 @@ Optimisation is a projected Newton method with backtracking, per object:
 
 * the start: the given amplitude and time length scale (data-driven, see
   ``gp_model``), or the time length scale of lowest loss among a few candidates
-  (:func:`_scan_start`), as the likelihood is often bimodal in it;
+  (:func:`_scan_start`), as the likelihood is often bimodal in it. The given start
+  and the candidates cost a Cholesky and a triangular solve each (the loss only);
+  K^-1, the gradient and the Hessian are computed once, at the chosen start;
 * the Hessian is made positive definite by replacing its eigenvalues with their
   absolute values, at least :data:`MIN_CURVATURE` (a 2x2 or 3x3 eigendecomposition
   per object), so the step is always a descent direction;
@@ -42,8 +44,14 @@ Optimisation is a projected Newton method with backtracking, per object:
   lower the loss is shortened (x :data:`BACKTRACK`) and retried;
 * an object has converged when the predicted decrease of its loss per point,
   ``1/2 g^T H^-1 g``, is below ``tol * max(|loss per point|, 1)`` (or its step
-  has been shortened to nothing); it is frozen, and the batch is compacted once
-  half of it has converged.
+  has been shortened to nothing); it is frozen, and the batch is compacted
+  (converged objects dropped, padding trimmed) once :data:`COMPACT_FRACTION` of it
+  has converged, so converged objects are not evaluated again.
+
+Cost: at 50 points per object a fit takes ~3.8 full evaluations (Cholesky, K^-1,
+gradient, Hessian) and 3 loss-only ones per object, on the benchmark's simulated
+light curves (``benchmarks/gp_throughput.py``); at 50-100 points the elementwise
+passes over the (b, n, n) stacks cost about as much as the LAPACK calls.
 
 Every decision is per object, so a batch gives the same result as fitting each
 of its objects alone (up to floating-point rounding).
@@ -69,8 +77,8 @@ MAX_BACKTRACKS = 8
 #: Smallest eigenvalue the (per-point) Hessian is shifted to.
 MIN_CURVATURE = 1e-6
 #: Matrix size from which K^-1 comes from LAPACK's potri rather than a triangular solve
-#: and a matrix product (see :func:`_inverse`; measured crossover on CPU ~60-70).
-POTRI_MIN_N = 64
+#: and a matrix product (see :func:`_inverse`; measured crossover on CPU, one thread: 80-90).
+POTRI_MIN_N = 88
 #: The batch is compacted (converged objects dropped, padding trimmed) once at least
 #: this fraction of it has converged: a compaction copies ~3 (b, n, n) arrays, an
 #: evaluation makes ~25 passes over them, so a few converged rows already pay.
@@ -246,13 +254,13 @@ def _factor(k: torch.Tensor):
 def _inverse(chol: torch.Tensor) -> torch.Tensor:
     """K^-1 (b, n, n) from its lower Cholesky factor.
 
-    On CPU, with one thread, LAPACK's ``potri`` (``torch.cholesky_inverse``) is ~1.6x
+    On CPU, with one thread, LAPACK's ``potri`` (``torch.cholesky_inverse``) is 1.2-1.6x
     faster than a triangular solve against the identity followed by ``L^-T L^-1`` at
-    64 objects x 100 points and ~1.9x at 200 points, but ~15% slower at 50 points
-    (the per-matrix call overhead dominates there); see :data:`POTRI_MIN_N`.
+    64 objects x 100 points and ~1.9x at 200 points, but ~10-15% slower at 50-70
+    points (the per-matrix call overhead dominates there); see :data:`POTRI_MIN_N`.
     """
     b, n = chol.shape[0], chol.shape[-1]
-    if n >= POTRI_MIN_N or chol.device.type != "cpu":
+    if n >= POTRI_MIN_N and chol.device.type == "cpu":  # measured on CPU only
         return torch.cholesky_inverse(chol)
     eye = torch.eye(n, dtype=chol.dtype, device=chol.device).expand(b, n, n)
     chol_inv = torch.linalg.solve_triangular(chol, eye, upper=False)
