@@ -48,7 +48,7 @@ Optimisation is a projected Newton method with backtracking, per object:
   (converged objects dropped, padding trimmed) once :data:`COMPACT_FRACTION` of it
   has converged, so converged objects are not evaluated again.
 
-Cost: at 50 points per object a fit takes ~3.8 full evaluations (Cholesky, K^-1,
+Cost: at 50 points per object a fit takes ~3.7 full evaluations (Cholesky, K^-1,
 gradient, Hessian) and 3 loss-only ones per object, on the benchmark's simulated
 light curves (``benchmarks/gp_throughput.py``); at 50-100 points the elementwise
 passes over the (b, n, n) stacks cost about as much as the LAPACK calls.
