@@ -327,8 +327,9 @@ def simulate_bts_snia(source_cfg, *, n_objects: int, seed: int, bands, survey_ov
 
     src = dict(source_cfg)
     survey = {**dict(src.get("survey") or {}), **dict(survey_overrides or {})}
+    # The sample is flux-limited as a whole: no separate spectroscopic sub-population.
     population = {**dict(src.get("population") or {}), "max_peak_mag": sampler_peak_mag,
-                  "min_detections": int(min_detections)}
+                  "min_detections": int(min_detections), "spectroscopic_fraction": 0.0}
     config = {"n_objects": int(n_objects), "class_fractions": None, "overlap_fraction": 0.0,
               "output": "forced", "survey": survey, "population": population}
     lightcurves, objects = simulate_survey(config, seed=seed, classes=["SNIa"], bands=list(bands))
