@@ -21,7 +21,7 @@ from deeprubin.sources.simulate.physics import (
     redshift_at_distance_modulus,
 )
 from deeprubin.sources.simulate.population import PopulationConfig
-from deeprubin.sources.simulate.snia import M0_B, SIGMA_INT, TRIPP_ALPHA, TRIPP_BETA
+from deeprubin.sources.simulate.snia import C_INTRINSIC, M0_B, SIGMA_INT, TRIPP_ALPHA, TRIPP_BETA, draw_colour
 from deeprubin.sources.simulate.survey import SURVEY_LIKE_FRACTIONS
 
 BANDS = ["g", "r"]
@@ -240,6 +240,30 @@ def test_spectroscopic_subpopulation_is_flux_limited_and_nearby():
                                   plain[plain["label"] == "RRLyrae"].reset_index(drop=True), check_like=True)
 
 
+def test_snia_host_dust_colour_model_has_an_exponential_red_tail():
+    """c = N(-0.084, 0.042) + Exp(tau): mean -0.084 + tau, a long red tail the SK16 population lacks,
+    and redder SNe are fainter through the Tripp/CCM colour law."""
+    rng = np.random.default_rng(5)
+    sk16 = draw_colour(rng, 40000)
+    dusty = draw_colour(rng, 40000, 0.3)
+    # mean of an exponential truncated where c reaches the 1.0 cap: tau - L exp(-L/tau) / (1 - exp(-L/tau))
+    cut = 1.0 - C_INTRINSIC[0]
+    expected = C_INTRINSIC[0] + 0.3 - cut * np.exp(-cut / 0.3) / (1.0 - np.exp(-cut / 0.3))
+    assert dusty.mean() == pytest.approx(expected, abs=0.01)
+    assert dusty.min() >= -0.3 and dusty.max() <= 1.0
+    assert (dusty > 0.4).mean() > 0.15 > 10 * (sk16 > 0.4).mean()
+    # dust only reddens: the blue edge is the intrinsic Gaussian's (between its mean and mean - 3 sd)
+    assert C_INTRINSIC[0] - 3 * C_INTRINSIC[1] < np.quantile(dusty, 0.02) < C_INTRINSIC[0]
+    population = PopulationConfig(deepest_mag=21.4, snia_dust_tau=0.3)
+    p = CLASS_MODELS["SNIa"].sample_params(np.random.default_rng(6), 4000, population)
+    red, blue = p["truth_c"] > 0.4, p["truth_c"] < 0.0
+    gap = (p.loc[red, "truth_abs_peak_mag_b"].median() - p.loc[blue, "truth_abs_peak_mag_b"].median())
+    assert gap > TRIPP_BETA * 0.4
+    near = p["redshift"] < 0.1          # K-corrections redden every SN further out
+    colour = p["truth_peak_mag_g"] - p["truth_peak_mag_r"]
+    assert colour[red & near].median() > colour[blue & near].median() + 0.4
+
+
 def test_flux_limit_caps_the_redshift_range():
     """max_peak_mag bounds the redshift sampler (no draws far beyond the flux limit)."""
     deep = PopulationConfig(deepest_mag=21.4)
@@ -268,6 +292,8 @@ BAD = [
     ("population.spectroscopic_fraction", {"population": {"spectroscopic_fraction": 1.5}}),
     ("population.spectroscopic_fraction", {"population": {"spectroscopic_fraction": -0.1}}),
     ("population.spectroscopic_peak_mag", {"population": {"spectroscopic_peak_mag": 8.0}}),
+    ("population.snia_dust_tau", {"population": {"snia_dust_tau": 0.0}}),
+    ("population.snia_dust_tau", {"population": {"snia_dust_tau": 0.8}}),
     ("population.spectroscopic_peak_mag", {"population": {"spectroscopic_peak_mag": "bright"}}),
     ("population.redshift", {"population": {"redshift": 0.1}}),
     ("output", {"output": "fits"}),

@@ -67,6 +67,10 @@ class PopulationConfig:
     spectroscopic_peak_mag : float
         Flux limit of that population, mag (default the BTS limit,
         :data:`SPECTROSCOPIC_PEAK_MAG`).
+    snia_dust_tau : float or None
+        SN Ia colours: None = the Scolnic & Kessler (2016) parent population; a
+        number = intrinsic colour plus exponential host dust of that mean E(B-V),
+        mag (Brout & Scolnic 2021; see :mod:`deeprubin.sources.simulate.snia`).
     """
 
     min_detections: int = 3
@@ -78,6 +82,7 @@ class PopulationConfig:
     max_peak_mag: float | None = None
     spectroscopic_fraction: float = 0.0
     spectroscopic_peak_mag: float = SPECTROSCOPIC_PEAK_MAG
+    snia_dust_tau: float | None = None
 
     @property
     def limiting_mag(self) -> float:

@@ -229,7 +229,7 @@ def parse_population(node, survey: SurveyConfig, output: str) -> PopulationConfi
     """
     raw = _as_dict(node, "population")
     allowed = ["min_detections", "redshift_min", "redshift_max", "mw_ebv_mean", "period_ranges_days",
-               "max_peak_mag", "spectroscopic_fraction", "spectroscopic_peak_mag"]
+               "max_peak_mag", "spectroscopic_fraction", "spectroscopic_peak_mag", "snia_dust_tau"]
     unknown = sorted(set(map(str, raw)) - set(allowed))
     if unknown:
         raise SimulationConfigError(f"population.{unknown[0]}: unknown key; allowed keys: {allowed}")
@@ -265,9 +265,14 @@ def parse_population(node, survey: SurveyConfig, output: str) -> PopulationConfi
     _check(0.0 <= spec_fraction <= 1.0, "population.spectroscopic_fraction", "in [0, 1]", spec_fraction)
     spec_mag = _number(raw.get("spectroscopic_peak_mag", d.spectroscopic_peak_mag), "population.spectroscopic_peak_mag")
     _check(spec_mag > 10.0, "population.spectroscopic_peak_mag", "> 10 mag", spec_mag)
+    dust_tau = raw.get("snia_dust_tau")
+    if dust_tau is not None:
+        dust_tau = _number(dust_tau, "population.snia_dust_tau")
+        _check(0.0 < dust_tau <= 0.5, "population.snia_dust_tau", "in (0, 0.5] mag (or null)", dust_tau)
     return PopulationConfig(min_detections=int(min_det), redshift_min=z_min, redshift_max=z_max,
                             mw_ebv_mean=ebv, period_ranges=periods, deepest_mag=deepest, max_peak_mag=max_peak,
-                            spectroscopic_fraction=spec_fraction, spectroscopic_peak_mag=spec_mag)
+                            spectroscopic_fraction=spec_fraction, spectroscopic_peak_mag=spec_mag,
+                            snia_dust_tau=dust_tau)
 
 
 def parse_config(config: Mapping, classes: Sequence[str]) -> SimulationConfig:
