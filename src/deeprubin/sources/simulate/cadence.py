@@ -102,10 +102,11 @@ class SurveyConfig:
     cadence_field_spread : float
         Per-field variety of the revisit interval: each realisation's interval is
         ``cadence_days * 2**u`` with ``u`` uniform in ``[-spread, spread]`` (log-uniform,
-        median ``cadence_days``). ZTF revisits differ by field: fields in the overlap of
-        the primary and secondary grids are observed about twice as often, the public
-        survey ran a 3-night g/r cadence and later 2 nights, and partnership fields were
-        visited nightly (Bellm et al. 2019, PASP 131, 068003; 018002). 0 = one cadence.
+        median ``cadence_days``). ZTF revisits differ by field: the public survey's
+        g/r cadence was 3 nights, partnership fields were visited nightly, and fields
+        in the overlap of the primary and secondary grids are observed more often
+        (Bellm et al. 2019, PASP 131, 068003); weather and scheduling add to it.
+        0 = one cadence for every field.
     """
 
     mjd_start: float = 58300.0
