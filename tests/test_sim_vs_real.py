@@ -76,7 +76,7 @@ def write_bts(folder, objects=("ZTF1", "ZTF2", "ZTF3")):
         pd.DataFrame({"time": 59000 + t, "mag": m, "magerr": 0.05, "band": np.where(b == "r", "R", "g")}
                      ).to_csv(folder / "light-curves" / f"{oid}.csv", index=False)
         rows.append({"ZTFID": oid, "peakmag": 18.0 + 0.1 * k, "rise": 9 + k, "fade": "-" if k == 2 else 15 + k,
-                     "duration": 24 + 2 * k})
+                     "duration": 24 + 2 * k, "redshift": "-" if k == 1 else 0.04 + 0.01 * k})
     pd.DataFrame(rows).to_csv(folder / "bts.csv", index=False)
 
 
@@ -96,6 +96,7 @@ def test_bts_readers(tmp_path):
     assert set(lc["band"]) == {"g", "r"} and (lc["object_id"] == "ZTF1").all()
     cat = svr.read_bts_catalogue(tmp_path / "bts.csv")
     assert np.isnan(cat.loc["ZTF3", "fade"]) and cat.loc["ZTF2", "rise"] == 10
+    assert np.isnan(cat.loc["ZTF2", "redshift"]) and cat.loc["ZTF3", "redshift"] == pytest.approx(0.06)
 
 
 @pytest.mark.parametrize("change, column", [
@@ -164,6 +165,7 @@ def test_stage_on_tiny_real_folders(tmp_path):
     assert snia["n_real"] == 3 and snia["n_sim"] > 5
     assert set(snia["identical_measurement"]) == set(svr.SNIA_STATISTICS)
     assert all(0 <= v["ks_statistic"] <= 1 for v in snia["identical_measurement"].values())
+    assert snia["redshift_vs_catalogue"]["n_real"] == 2 and snia["redshift_vs_catalogue"]["n_sim"] == snia["n_sim"]
     assert report["rrlyrae"]["n_real"] == 3
     assert (tmp_path / "reports" / "sim_vs_real" / "sim_vs_real.png").stat().st_size > 10_000
 
@@ -188,3 +190,11 @@ def test_measurement_reproduces_bts_peak_magnitudes():
     diff = (got["peakmag"] - cat.loc[got.index, "peakmag"]).abs()
     # BTS peakmag is the brightest detection for most objects (not all: their own photometry).
     assert diff.median() < 0.01
+
+
+def test_redshift_diagnostic_needs_a_redshift_column():
+    truth = pd.DataFrame({"redshift": [0.03, 0.05, 0.07]})
+    with_z = pd.DataFrame({"redshift": [0.04, 0.06, np.nan]})
+    result = svr.compare_redshifts(truth, with_z)
+    assert result["n_sim"] == 3 and result["n_real"] == 2
+    assert svr.compare_redshifts(truth, pd.DataFrame({"peakmag": [18.0]})) is None

@@ -196,6 +196,21 @@ def test_cadence_is_irregular_and_bands_interleave(tables):
     assert (per_obj > 1).mean() < 0.01
 
 
+def test_cadence_field_spread_varies_the_revisit_interval_per_object():
+    """With a spread, each object's field has its own cadence (log-uniform around cadence_days);
+    without one every object shares it."""
+    survey = {**SURVEY, "weather_loss_fraction": 0.0}
+    per_object = {}
+    for spread in (0.0, 1.0):
+        lc, _ = simulate_survey(make_config(n_objects=64, survey={**survey, "cadence_field_spread": spread}),
+                                seed=2, classes=["RRLyrae"], bands=["r"])
+        per_object[spread] = lc.groupby("object_id")["time"].apply(lambda t: np.median(np.diff(t.to_numpy())))
+    assert per_object[0.0].std() < 0.3
+    assert per_object[1.0].std() > 1.0
+    assert per_object[1.0].min() < 2.5 and per_object[1.0].max() > 4.5
+    assert 2.0 < per_object[1.0].median() < 4.5
+
+
 def test_weather_removes_nights():
     clear = simulate_survey(make_config(n_objects=12, survey={"weather_loss_fraction": 0.0}), seed=9,
                             classes=CLASSES, bands=BANDS)[0]
@@ -336,6 +351,8 @@ BAD_CONFIGS = [
     ("survey.calibration_floor", {"survey": {**SURVEY, "calibration_floor": -0.01}}),
     ("survey.duration_days", {"survey": {**SURVEY, "duration_days": 0}}),
     ("survey.cadence_day", {"survey": {**SURVEY, "cadence_day": 3}}),
+    ("survey.cadence_field_spread", {"survey": {**SURVEY, "cadence_field_spread": -0.5}}),
+    ("survey.cadence_field_spread", {"survey": {**SURVEY, "cadence_field_spread": 4.0}}),
     ("survey.lim_mag_median", {"survey": {**SURVEY, "lim_mag_median": "deep"}}),
 ]
 

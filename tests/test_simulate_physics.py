@@ -21,7 +21,7 @@ from deeprubin.sources.simulate.physics import (
     redshift_at_distance_modulus,
 )
 from deeprubin.sources.simulate.population import PopulationConfig
-from deeprubin.sources.simulate.snia import M0_B, SIGMA_INT, TRIPP_ALPHA, TRIPP_BETA
+from deeprubin.sources.simulate.snia import C_INTRINSIC, M0_B, SIGMA_INT, TRIPP_ALPHA, TRIPP_BETA, draw_colour
 from deeprubin.sources.simulate.survey import SURVEY_LIKE_FRACTIONS
 
 BANDS = ["g", "r"]
@@ -214,6 +214,67 @@ def test_survey_like_class_mix():
     assert counts["EB"] > counts["QSO"] > counts["SNIa"]
 
 
+def test_spectroscopic_subpopulation_is_flux_limited_and_nearby():
+    """A spectroscopic fraction of every transient class is drawn brighter than the flux limit;
+    the rest of the class and the non-transients are the default depth-limited draws."""
+    classes = ["SNIa", "SNII", "RRLyrae"]
+    base = config(n_objects=120, overlap_fraction=0.0)
+    _, plain = simulate_survey(base, seed=3, classes=classes, bands=BANDS)
+    spec_cfg = copy.deepcopy(base)
+    spec_cfg["population"] = {"spectroscopic_fraction": 0.5, "spectroscopic_peak_mag": 18.5}
+    _, mixed = simulate_survey(spec_cfg, seed=3, classes=classes, bands=BANDS)
+    assert "truth_spectroscopic" not in plain.columns          # default tables unchanged
+    assert mixed["label"].value_counts().to_dict() == plain["label"].value_counts().to_dict()
+    for label in ("SNIa", "SNII"):
+        part = mixed[mixed["label"] == label]
+        spec = part[part["truth_spectroscopic"] == 1.0]
+        phot = part[part["truth_spectroscopic"] == 0.0]
+        assert len(spec) == 20 and len(phot) == 20
+        peak = spec[["truth_peak_mag_g", "truth_peak_mag_r"]].min(axis=1)
+        assert (peak <= 18.5).all()
+        assert spec["redshift"].median() < phot["redshift"].median()
+        assert spec["truth_n_detections"].median() > phot["truth_n_detections"].median()
+    assert mixed.loc[mixed["label"] == "RRLyrae", "truth_spectroscopic"].isna().all()
+    pd.testing.assert_frame_equal(mixed[mixed["label"] == "RRLyrae"].drop(columns="truth_spectroscopic")
+                                  .reset_index(drop=True),
+                                  plain[plain["label"] == "RRLyrae"].reset_index(drop=True), check_like=True)
+
+
+def test_snia_host_dust_colour_model_has_an_exponential_red_tail():
+    """c = N(-0.084, 0.042) + Exp(tau): mean -0.084 + tau, a long red tail the SK16 population lacks,
+    and redder SNe are fainter through the Tripp/CCM colour law."""
+    rng = np.random.default_rng(5)
+    sk16 = draw_colour(rng, 40000)
+    dusty = draw_colour(rng, 40000, 0.3)
+    # mean of an exponential truncated where c reaches the 1.0 cap: tau - L exp(-L/tau) / (1 - exp(-L/tau))
+    cut = 1.0 - C_INTRINSIC[0]
+    expected = C_INTRINSIC[0] + 0.3 - cut * np.exp(-cut / 0.3) / (1.0 - np.exp(-cut / 0.3))
+    assert dusty.mean() == pytest.approx(expected, abs=0.01)
+    assert dusty.min() >= -0.3 and dusty.max() <= 1.0
+    assert (dusty > 0.4).mean() > 0.15 > 10 * (sk16 > 0.4).mean()
+    # dust only reddens: the blue edge is the intrinsic Gaussian's (between its mean and mean - 3 sd)
+    assert C_INTRINSIC[0] - 3 * C_INTRINSIC[1] < np.quantile(dusty, 0.02) < C_INTRINSIC[0]
+    population = PopulationConfig(deepest_mag=21.4, snia_dust_tau=0.3)
+    p = CLASS_MODELS["SNIa"].sample_params(np.random.default_rng(6), 4000, population)
+    red, blue = p["truth_c"] > 0.4, p["truth_c"] < 0.0
+    gap = (p.loc[red, "truth_abs_peak_mag_b"].median() - p.loc[blue, "truth_abs_peak_mag_b"].median())
+    assert gap > TRIPP_BETA * 0.4
+    near = p["redshift"] < 0.1          # K-corrections redden every SN further out
+    colour = p["truth_peak_mag_g"] - p["truth_peak_mag_r"]
+    assert colour[red & near].median() > colour[blue & near].median() + 0.4
+
+
+def test_flux_limit_caps_the_redshift_range():
+    """max_peak_mag bounds the redshift sampler (no draws far beyond the flux limit)."""
+    deep = PopulationConfig(deepest_mag=21.4)
+    bright = PopulationConfig(deepest_mag=21.4, max_peak_mag=18.5)
+    brightest = CLASS_MODELS["SNIa"].brightest_abs_mag()
+    assert bright.limiting_mag == pytest.approx(19.5)
+    assert bright.redshift_max_for(brightest) < 0.5 * deep.redshift_max_for(brightest)
+    with pytest.raises(SimulationConfigError, match=r"population\.max_peak_mag.*brighter than the brightest"):
+        PopulationConfig(deepest_mag=21.4, max_peak_mag=5.0).redshift_max_for(brightest, "SNIa")
+
+
 # --------------------------------------------------------------------------- physically impossible input
 
 BAD = [
@@ -228,6 +289,12 @@ BAD = [
     ("population.min_detections", {"output": "alert", "population": {"min_detections": 1}}),
     ("population.mw_ebv_mean", {"population": {"mw_ebv_mean": -0.1}}),
     ("population.max_peak_mag", {"population": {"max_peak_mag": 5}}),
+    ("population.spectroscopic_fraction", {"population": {"spectroscopic_fraction": 1.5}}),
+    ("population.spectroscopic_fraction", {"population": {"spectroscopic_fraction": -0.1}}),
+    ("population.spectroscopic_peak_mag", {"population": {"spectroscopic_peak_mag": 8.0}}),
+    ("population.snia_dust_tau", {"population": {"snia_dust_tau": 0.0}}),
+    ("population.snia_dust_tau", {"population": {"snia_dust_tau": 0.8}}),
+    ("population.spectroscopic_peak_mag", {"population": {"spectroscopic_peak_mag": "bright"}}),
     ("population.redshift", {"population": {"redshift": 0.1}}),
     ("output", {"output": "fits"}),
     ("class_fractions", {"class_fractions": "realistic"}),

@@ -38,6 +38,7 @@ def _snia_part(cfg: DictConfig, real_dir: Path, panels: list) -> dict:
         sampler_peak_mag=None if sampler is None else float(sampler),
         min_detections=int(require(cfg, "sim_vs_real.snia.min_detections", at_least=1)), peak_mag_limit=limit)
     result = svr.compare_snia(sim, real, catalogue)
+    result["redshift_vs_catalogue"] = svr.compare_redshifts(truth, catalogue)
     for name in svr.SNIA_STATISTICS:
         panels.append((name, sim[name].to_numpy(), real[name].to_numpy(), result["identical_measurement"][name]))
     result.update({"skipped": False, "peak_mag_limit": limit, "n_sim": len(sim), "n_real": len(real),

@@ -99,6 +99,14 @@ class SurveyConfig:
         Total standard deviation of the limiting magnitude, mag.
     calibration_floor : float
         Relative flux error added in quadrature (photometric systematics).
+    cadence_field_spread : float
+        Per-field variety of the revisit interval: each realisation's interval is
+        ``cadence_days * 2**u`` with ``u`` uniform in ``[-spread, spread]`` (log-uniform,
+        median ``cadence_days``). ZTF revisits differ by field: the public survey's
+        g/r cadence was 3 nights, partnership fields were visited nightly, and fields
+        in the overlap of the primary and secondary grids are observed more often
+        (Bellm et al. 2019, PASP 131, 068003); weather and scheduling add to it.
+        0 = one cadence for every field.
     """
 
     mjd_start: float = 58300.0
@@ -110,6 +118,7 @@ class SurveyConfig:
     lim_mag_median: float = 20.5
     lim_mag_scatter: float = 0.3
     calibration_floor: float = CALIBRATION_FLOOR
+    cadence_field_spread: float = 0.0
 
     @property
     def mjd_end(self) -> float:
@@ -223,16 +232,24 @@ def draw_field_depth(rng: np.random.Generator, n: int, survey: SurveyConfig) -> 
     return survey.lim_mag_median + sd * rng.standard_normal(n)
 
 
+def draw_field_cadence(rng: np.random.Generator, n: int, survey: SurveyConfig) -> np.ndarray:
+    """Revisit interval per band of each realisation's field, days, shape ``(n,)``
+    (see :attr:`SurveyConfig.cadence_field_spread`)."""
+    u = rng.uniform(-survey.cadence_field_spread, survey.cadence_field_spread, n)
+    return survey.cadence_days * 2.0**u
+
+
 def _epoch_depth_sd(survey: SurveyConfig) -> float:
     """Epoch-to-epoch scatter of the depth so that field + epoch add up to ``lim_mag_scatter``."""
     return survey.lim_mag_scatter * np.sqrt(1.0 - FIELD_DEPTH_FRACTION**2)
 
 
 def _band_visits(rng: np.random.Generator, season_start: np.ndarray, survey: SurveyConfig,
-                 lost: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+                 lost: np.ndarray, cadence: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Observation times of one band for ``n`` realisations.
 
-    Visits are nominally every ``cadence_days`` from a random per-realisation
+    Visits are nominally every ``cadence`` days (per realisation, shape ``(n,)``;
+    None = ``survey.cadence_days`` for all) from a random per-realisation
     offset (so g and r visits of one object rarely coincide), moved by an
     irregular amount, snapped to a night, then scattered within the night.
     Visits outside the survey, outside the season or on a lost night are dropped;
@@ -247,9 +264,13 @@ def _band_visits(rng: np.random.Generator, season_start: np.ndarray, survey: Sur
         MJD, increasing within each realisation.
     """
     n = len(season_start)
-    cadence = survey.cadence_days
-    n_visits = int(np.floor(survey.duration_days / cadence)) + 2
-    offset = rng.random(n) * cadence
+    if cadence is None:
+        cadence = survey.cadence_days
+        n_visits = int(np.floor(survey.duration_days / cadence)) + 2
+    else:
+        cadence = np.asarray(cadence, dtype=float)[:, None]
+        n_visits = int(np.floor(survey.duration_days / cadence.min())) + 2 if n else 0
+    offset = rng.random(n) * np.ravel(cadence) if np.ndim(cadence) else rng.random(n) * cadence
     nominal = offset[:, None] + cadence * np.arange(n_visits)[None, :]
     nominal = nominal + cadence * CADENCE_IRREGULARITY * (rng.random((n, n_visits)) - 0.5)
     night = np.floor(survey.mjd_start - survey.first_night + nominal).astype(np.int64)
@@ -267,7 +288,7 @@ def _band_visits(rng: np.random.Generator, season_start: np.ndarray, survey: Sur
 
 def draw_schedule(rngs: dict[str, np.random.Generator], season_start: np.ndarray,
                   field_depth: np.ndarray, survey: SurveyConfig, bands: list[str],
-                  lost: np.ndarray) -> Schedule:
+                  lost: np.ndarray, cadence: np.ndarray | None = None) -> Schedule:
     """Observations of every realisation in every requested band.
 
     Parameters
@@ -282,6 +303,9 @@ def draw_schedule(rngs: dict[str, np.random.Generator], season_start: np.ndarray
         Subset of :data:`SUPPORTED_BANDS`.
     lost : ndarray of bool, shape (survey.n_nights,)
         Weather mask from :func:`lost_nights`.
+    cadence : ndarray, shape (n,), optional
+        Per-realisation revisit interval, days (:func:`draw_field_cadence`);
+        None = ``survey.cadence_days`` for every realisation.
 
     Returns
     -------
@@ -294,7 +318,7 @@ def draw_schedule(rngs: dict[str, np.random.Generator], season_start: np.ndarray
     need = np.arange(n)
     parts: list[Schedule] = []
     for _ in range(MAX_SCHEDULE_REDRAWS):
-        drawn = _draw_once(rngs, need, season_start, field_depth, survey, bands, lost)
+        drawn = _draw_once(rngs, need, season_start, field_depth, survey, bands, lost, cadence)
         counts = np.bincount(drawn.realisation, minlength=n)[need]
         ok = counts >= MIN_POINTS_PER_OBJECT
         parts.append(drawn.take(np.isin(drawn.realisation, need[ok])))
@@ -313,12 +337,13 @@ def draw_schedule(rngs: dict[str, np.random.Generator], season_start: np.ndarray
 
 def _draw_once(rngs: dict[str, np.random.Generator], which: np.ndarray, season_start: np.ndarray,
                field_depth: np.ndarray, survey: SurveyConfig, bands: list[str],
-               lost: np.ndarray) -> Schedule:
+               lost: np.ndarray, cadence: np.ndarray | None = None) -> Schedule:
     """One draw of the schedule of the realisations ``which`` (global indices kept)."""
     parts = []
     for band in bands:
         rng = rngs[band]
-        local, time = _band_visits(rng, season_start[which], survey, lost)
+        local, time = _band_visits(rng, season_start[which], survey, lost,
+                                   None if cadence is None else cadence[which])
         real = which[local]
         lim = field_depth[real] + _epoch_depth_sd(survey) * rng.standard_normal(len(real))
         code = np.full(len(real), SUPPORTED_BANDS.index(band), dtype=np.int64)

@@ -17,6 +17,16 @@ Population (SALT2-like parameters):
   searches favour massive hosts and fast decliners (its x1 has sigma- 3.1); c from
   the low-z sample (peak -0.055, sigma- 0.023, sigma+ 0.150), the one closest to
   ZTF in redshift and rest-frame wavelengths;
+* or, with ``population.snia_dust_tau`` set, colour as intrinsic colour plus host
+  dust, ``c = c_int + E(B-V)_host`` with ``c_int ~ N(-0.084, 0.042)`` and an
+  exponential ``E(B-V)_host`` of mean ``tau`` (the form of Brout & Scolnic 2021,
+  ApJ 909, 26, whose fits give tau ~ 0.1-0.15 mag). The Scolnic & Kessler
+  populations were fitted to cosmology samples cut to |c| < 0.3, so they have
+  almost no SN reddened beyond that; a flux-limited sample with no colour cut
+  (the ZTF BTS) has a red tail of dusty, nearby SNe Ia that are easily mistaken
+  for stripped-envelope SNe. Both parts go through the same Tripp/CCM colour law
+  below (``R_V = 2.1``, close to the mean host R_V ~ 2 of Brout & Scolnic; their
+  weaker intrinsic colour-luminosity slope is not modelled);
 * time stretch ``s = 0.98 + 0.091 x1 + 0.003 x1^2 - 0.00075 x1^3`` (Guy et al.
   2007, A&A 466, 11) applied to the rest-frame phase;
 * luminosity by the Tripp relation, ``M_B = M0 - alpha x1 + beta c +
@@ -60,6 +70,10 @@ TEMPLATE_FILE = "Hsiao_SED_V3_subsampled.fits"
 #: untargeted PS1 sample, c of the low-z sample.
 X1_DISTRIBUTION = (0.604, 1.029, 0.363, -3.0, 2.0)
 C_DISTRIBUTION = (-0.055, 0.023, 0.150, -0.3, 0.5)
+#: Brout & Scolnic (2021) intrinsic colour, Gaussian (mean, sd), and the cap on the total
+#: colour of the host-dust model (c = 1.0 is A_B ~ 3.1 mag: such SNe are rarely found).
+C_INTRINSIC = (-0.084, 0.042)
+C_DUST_MAX = 1.0
 #: Tripp standardisation (Betoule et al. 2014) and Planck-18-H0 absolute magnitude.
 TRIPP_ALPHA = 0.141
 TRIPP_BETA = 3.101
@@ -91,6 +105,27 @@ def asymmetric_normal(rng: np.random.Generator, peak: float, sigma_lo: float, si
         x = np.abs(rng.standard_normal(m))
         value = np.where(side, peak - sigma_lo * x, peak + sigma_hi * x)
         ok = (value >= lo) & (value <= hi)
+        out[todo[ok]] = value[ok]
+        todo = todo[~ok]
+    return out
+
+
+def draw_colour(rng: np.random.Generator, n: int, dust_tau: float | None = None) -> np.ndarray:
+    """SALT2-like colours ``c`` of ``n`` SNe Ia, shape ``(n,)``.
+
+    ``dust_tau`` None: the Scolnic & Kessler (2016) low-z parent population
+    (:data:`C_DISTRIBUTION`). A number (mag): intrinsic colour :data:`C_INTRINSIC`
+    plus exponential host dust ``E(B-V)`` with that mean (Brout & Scolnic 2021),
+    the total clipped to [C_DISTRIBUTION lower bound, :data:`C_DUST_MAX`] by redrawing.
+    """
+    if dust_tau is None:
+        return asymmetric_normal(rng, *C_DISTRIBUTION, n)
+    out = np.empty(n)
+    todo = np.arange(n)
+    while len(todo):
+        m = len(todo)
+        value = C_INTRINSIC[0] + C_INTRINSIC[1] * rng.standard_normal(m) + rng.exponential(dust_tau, m)
+        ok = (value >= C_DISTRIBUTION[3]) & (value <= C_DUST_MAX)
         out[todo[ok]] = value[ok]
         todo = todo[~ok]
     return out
@@ -194,7 +229,7 @@ class HsiaoSNIa:
         z_max = population.redshift_max_for(self.brightest_abs_mag())
         z = draw_redshifts(rng, n, population.redshift_min, z_max, RATE_INDEX)
         x1 = asymmetric_normal(rng, *X1_DISTRIBUTION, n)
-        c = asymmetric_normal(rng, *C_DISTRIBUTION, n)
+        c = draw_colour(rng, n, getattr(population, "snia_dust_tau", None))
         m_b = M0_B - TRIPP_ALPHA * x1 + TRIPP_BETA * c + SIGMA_INT * rng.standard_normal(n)
         ebv = draw_milky_way_ebv(rng, n, population.mw_ebv_mean)
         mu = distance_modulus(z)

@@ -23,6 +23,7 @@ from deeprubin.sources.simulate.cadence import (
     SUPPORTED_BANDS,
     SimulationConfigError,
     SurveyConfig,
+    draw_field_cadence,
     draw_field_depth,
     draw_schedule,
     draw_season_starts,
@@ -175,6 +176,8 @@ def parse_survey(node) -> SurveyConfig:
            s.weather_loss_fraction)
     _check(s.lim_mag_scatter >= 0, "survey.lim_mag_scatter", ">= 0", s.lim_mag_scatter)
     _check(0 <= s.calibration_floor < 1, "survey.calibration_floor", "in [0, 1)", s.calibration_floor)
+    _check(0 <= s.cadence_field_spread <= 3, "survey.cadence_field_spread", "in [0, 3] (octaves)",
+           s.cadence_field_spread)
     return survey
 
 
@@ -226,7 +229,7 @@ def parse_population(node, survey: SurveyConfig, output: str) -> PopulationConfi
     """
     raw = _as_dict(node, "population")
     allowed = ["min_detections", "redshift_min", "redshift_max", "mw_ebv_mean", "period_ranges_days",
-               "max_peak_mag"]
+               "max_peak_mag", "spectroscopic_fraction", "spectroscopic_peak_mag", "snia_dust_tau"]
     unknown = sorted(set(map(str, raw)) - set(allowed))
     if unknown:
         raise SimulationConfigError(f"population.{unknown[0]}: unknown key; allowed keys: {allowed}")
@@ -257,8 +260,19 @@ def parse_population(node, survey: SurveyConfig, output: str) -> PopulationConfi
     if max_peak is not None:
         max_peak = _number(max_peak, "population.max_peak_mag")
         _check(max_peak > 10.0, "population.max_peak_mag", "> 10 mag (or null)", max_peak)
+    spec_fraction = _number(raw.get("spectroscopic_fraction", d.spectroscopic_fraction),
+                            "population.spectroscopic_fraction")
+    _check(0.0 <= spec_fraction <= 1.0, "population.spectroscopic_fraction", "in [0, 1]", spec_fraction)
+    spec_mag = _number(raw.get("spectroscopic_peak_mag", d.spectroscopic_peak_mag), "population.spectroscopic_peak_mag")
+    _check(spec_mag > 10.0, "population.spectroscopic_peak_mag", "> 10 mag", spec_mag)
+    dust_tau = raw.get("snia_dust_tau")
+    if dust_tau is not None:
+        dust_tau = _number(dust_tau, "population.snia_dust_tau")
+        _check(0.0 < dust_tau <= 0.5, "population.snia_dust_tau", "in (0, 0.5] mag (or null)", dust_tau)
     return PopulationConfig(min_detections=int(min_det), redshift_min=z_min, redshift_max=z_max,
-                            mw_ebv_mean=ebv, period_ranges=periods, deepest_mag=deepest, max_peak_mag=max_peak)
+                            mw_ebv_mean=ebv, period_ranges=periods, deepest_mag=deepest, max_peak_mag=max_peak,
+                            spectroscopic_fraction=spec_fraction, spectroscopic_peak_mag=spec_mag,
+                            snia_dust_tau=dust_tau)
 
 
 def parse_config(config: Mapping, classes: Sequence[str]) -> SimulationConfig:
@@ -385,9 +399,10 @@ class _Batch:
 
 
 def _draw_batch(model: ClassModel, m: int, cfg: SimulationConfig, bands: list[str], seed: int,
-                lost: np.ndarray, batch: int) -> _Batch:
-    """Draw, schedule and observe ``m`` candidate sources of one class (random streams keyed by ``batch``)."""
-    key = _label_key(model.label)
+                lost: np.ndarray, batch: int, stream: str | None = None) -> _Batch:
+    """Draw, schedule and observe ``m`` candidate sources of one class (random streams keyed by
+    ``stream``, default the class label, and ``batch``)."""
+    key = _label_key(stream or model.label)
     survey = cfg.survey
     params = model.sample_params(_stream(seed, _STREAM_CLASS, key, _PARAMS, batch), m,
                                  cfg.population).reset_index(drop=True)
@@ -409,8 +424,11 @@ def _draw_batch(model: ClassModel, m: int, cfg: SimulationConfig, bands: list[st
     if model.is_transient:
         params["truth_peak_mjd"] = draw_peak_times(sky, season, survey)
     source_of = np.concatenate([np.arange(m), np.arange(m)])  # realisation -> source
+    # Each realisation's field has its own revisit interval (the overlapping field's too);
+    # drawn last from the sky stream, and only with a spread, so other draws are unchanged.
+    cadence = draw_field_cadence(sky, 2 * m, survey) if survey.cadence_field_spread > 0 else None
     band_rngs = {b: _stream(seed, _STREAM_CLASS, key, _CADENCE, _label_key(b), batch) for b in bands}
-    schedule = draw_schedule(band_rngs, season[source_of], depth[source_of], survey, bands, lost)
+    schedule = draw_schedule(band_rngs, season[source_of], depth[source_of], survey, bands, lost, cadence)
     true_flux = model.true_flux(params, source_of[schedule.realisation], schedule.time, schedule.band,
                                 _stream(seed, _STREAM_CLASS, key, _VARIABILITY, batch))
     flux, flux_err = observe(_stream(seed, _STREAM_CLASS, key, _NOISE, batch), true_flux, schedule.lim_mag,
@@ -422,7 +440,7 @@ def _draw_batch(model: ClassModel, m: int, cfg: SimulationConfig, bands: list[st
 
 
 def _simulate_class(model: ClassModel, numbers: np.ndarray, cfg: SimulationConfig, bands: list[str],
-                    seed: int, lost: np.ndarray) -> _ClassResult:
+                    seed: int, lost: np.ndarray, stream: str | None = None) -> _ClassResult:
     """Simulate the ``len(numbers)`` selected sources of one class (``numbers``: their object numbers).
 
     Candidates are drawn in batches from the class's physical population and
@@ -433,7 +451,8 @@ def _simulate_class(model: ClassModel, numbers: np.ndarray, cfg: SimulationConfi
     seen so far. A fraction ``overlap_fraction`` of the kept sources keeps its
     second realisation (overlapping field); in alert mode a second realisation
     with fewer than :data:`MIN_POINTS_PER_OBJECT` detections is not an object
-    and is dropped.
+    and is dropped. ``stream`` names the random streams (default the class label;
+    the spectroscopic sub-population of :func:`_simulate_transient` uses its own).
     """
     n = len(numbers)
     need = n
@@ -442,7 +461,7 @@ def _simulate_class(model: ClassModel, numbers: np.ndarray, cfg: SimulationConfi
     for batch in range(MAX_SELECTION_BATCHES):
         rate = (accepted + 1.0) / (drawn + 1.0)
         m = int(max(MIN_BATCH, np.ceil(min(1.25 * need / rate, need * MAX_OVERSAMPLE))))
-        b = _draw_batch(model, m, cfg, bands, seed, lost, batch)
+        b = _draw_batch(model, m, cfg, bands, seed, lost, batch, stream)
         m = len(b.ra)
         ok = np.flatnonzero(b.n_detections[:m] >= cfg.population.min_detections)
         drawn, accepted = drawn + b.n_drawn, accepted + len(ok)
@@ -457,7 +476,7 @@ def _simulate_class(model: ClassModel, numbers: np.ndarray, cfg: SimulationConfi
             f"{cfg.population.min_detections} detections after {drawn} candidates; the survey is too "
             f"shallow for this class (survey.lim_mag_median = {cfg.survey.lim_mag_median})")
 
-    key = _label_key(model.label)
+    key = _label_key(stream or model.label)
     n_dup = int(np.floor(cfg.overlap_fraction * n + 0.5))
     duplicated = np.sort(_stream(seed, _STREAM_CLASS, key, _DUPLICATES).choice(n, size=n_dup, replace=False))
     dup_rank = np.full(n, -1)
@@ -515,6 +534,43 @@ def _objects_rows(label: str, numbers: np.ndarray, n_objects: int, source_of: np
     for column in ("ra", "dec", "redshift", *TRUTH_COLUMNS, *extra):
         table[column] = per_source[column].to_numpy(dtype=float) if column in per_source else np.nan
     return table
+
+
+def _simulate_transient(model: ClassModel, numbers: np.ndarray, cfg: SimulationConfig, bands: list[str],
+                        seed: int, lost: np.ndarray) -> list[_ClassResult]:
+    """A transient class: photometric and spectroscopic sub-populations.
+
+    ``round(population.spectroscopic_fraction * n)`` of the class's sources come from
+    the flux-limited population with a noise-free peak brighter than
+    ``population.spectroscopic_peak_mag`` (own random streams, ``<label>/spectroscopic``),
+    the others from the depth-limited one; both then pass the same survey and the same
+    ``min_detections`` selection. Why: a real labelled sample is a spectroscopic one,
+    and spectroscopic completeness ends far brighter than the imaging depth (the ZTF
+    BTS classifies everything brighter than 18.5 mag, Fremling et al. 2020, ApJ 895, 32;
+    Perley et al. 2020, ApJ 904, 35, which is most of the labelled ZTF supernovae used by
+    brokers, e.g. ALeRCE, Sanchez-Saez et al. 2021, AJ 161, 141). Such supernovae are
+    nearby (BTS SNe Ia: median z ~ 0.07), barely time-dilated and detected for weeks,
+    unlike the z ~ 0.15 events at the survey limit. With a fraction > 0 the objects table
+    gets ``truth_spectroscopic`` (1.0 for the flux-limited sub-population, else 0.0).
+    """
+    n = len(numbers)
+    n_spec = int(np.floor(cfg.population.spectroscopic_fraction * n + 0.5))
+    parts = []
+    if n - n_spec:
+        parts.append((numbers[n_spec:], cfg, None, 0.0))
+    if n_spec:
+        limit = cfg.population.spectroscopic_peak_mag
+        if cfg.population.max_peak_mag is not None:
+            limit = min(limit, cfg.population.max_peak_mag)
+        spec_cfg = dataclasses.replace(cfg, population=dataclasses.replace(cfg.population, max_peak_mag=limit))
+        parts.append((numbers[:n_spec], spec_cfg, f"{model.label}/spectroscopic", 1.0))
+    results = []
+    for block, block_cfg, stream, flag in parts:
+        result = _simulate_class(model, block, block_cfg, bands, seed, lost, stream)
+        if cfg.population.spectroscopic_fraction > 0:   # default: tables unchanged
+            result.objects["truth_spectroscopic"] = flag
+        results.append(result)
+    return results
 
 
 # --------------------------------------------------------------------------- assembly
@@ -649,5 +705,9 @@ def simulate_survey(config: Mapping, *, seed: int, classes: Sequence[str],
             continue
         block = numbers[start:start + counts[label]]
         start += counts[label]
-        results.append(_simulate_class(CLASS_MODELS[label], block, cfg, bands, seed, lost))
+        model = CLASS_MODELS[label]
+        if model.is_transient:
+            results.extend(_simulate_transient(model, block, cfg, bands, seed, lost))
+        else:
+            results.append(_simulate_class(model, block, cfg, bands, seed, lost))
     return _assemble(results, cfg.output)
