@@ -12,17 +12,13 @@ Newton method with exact gradient and Hessian of the 2-3 log hyperparameters,
 converging in 2-4 iterations from a data-driven start); this module prepares the
 data, cuts the batches, handles failures and saves the result.
 
-Speed (``benchmarks/gp_throughput.py``, 2 CPU cores): ~1,300-1,900 light curves/s at
-50 points per object, ~20x one process of per-object scikit-learn or george
-(Avocado) fits (~10x an ideal two-process loop), at the same held-out predictive
-density; the advantage shrinks to ~4-8x at 200 points, where the cubic linear
-algebra dominates both. Those figures are for batches run one at a time on torch's
-two intra-op threads; batches now run in single-threaded worker threads, one per
-torch thread (:func:`_batch_runner`), which, unlike two intra-op threads, does not
-collapse when other processes load the cores (see ``workers`` in :func:`fit_gp_grid`),
-and the Newton fit itself takes 15-30% less CPU time than then (fewer full
-evaluations per object, LAPACK ``potri`` for K^-1 from 88 points), for the same
-hyperparameters.
+Speed (``benchmarks/gp_throughput.py``, 2 CPU cores, quiet machine, 2026-11-22): ~1,800
+light curves/s at 50 points per object, 23x one process of per-object scikit-learn fits
+and 17x george (Avocado) fits (12x and 8x an ideal two-process loop), at the same held-out
+predictive density; the advantage shrinks to ~5x (two-process) at 100-200 points, where
+the cubic linear algebra dominates both. Batches run in single-threaded worker threads,
+one per torch thread (:func:`_batch_runner`), which, unlike two intra-op threads, does not
+collapse when other processes load the cores (see ``workers`` in :func:`fit_gp_grid`).
 
 Per object:
 
