@@ -264,13 +264,10 @@ def _band_visits(rng: np.random.Generator, season_start: np.ndarray, survey: Sur
         MJD, increasing within each realisation.
     """
     n = len(season_start)
-    if cadence is None:
-        cadence = survey.cadence_days
-        n_visits = int(np.floor(survey.duration_days / cadence)) + 2
-    else:
-        cadence = np.asarray(cadence, dtype=float)[:, None]
-        n_visits = int(np.floor(survey.duration_days / cadence.min())) + 2 if n else 0
-    offset = rng.random(n) * np.ravel(cadence) if np.ndim(cadence) else rng.random(n) * cadence
+    per_realisation = np.full(n, survey.cadence_days) if cadence is None else np.asarray(cadence, dtype=float)
+    cadence = per_realisation[:, None]  # (n, 1): broadcasts over the visits
+    n_visits = int(np.floor(survey.duration_days / per_realisation.min())) + 2 if n else 0
+    offset = rng.random(n) * per_realisation
     nominal = offset[:, None] + cadence * np.arange(n_visits)[None, :]
     nominal = nominal + cadence * CADENCE_IRREGULARITY * (rng.random((n, n_visits)) - 0.5)
     night = np.floor(survey.mjd_start - survey.first_night + nominal).astype(np.int64)

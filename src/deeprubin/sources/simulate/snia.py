@@ -229,7 +229,7 @@ class HsiaoSNIa:
         z_max = population.redshift_max_for(self.brightest_abs_mag())
         z = draw_redshifts(rng, n, population.redshift_min, z_max, RATE_INDEX)
         x1 = asymmetric_normal(rng, *X1_DISTRIBUTION, n)
-        c = draw_colour(rng, n, getattr(population, "snia_dust_tau", None))
+        c = draw_colour(rng, n, population.snia_dust_tau)
         m_b = M0_B - TRIPP_ALPHA * x1 + TRIPP_BETA * c + SIGMA_INT * rng.standard_normal(n)
         ebv = draw_milky_way_ebv(rng, n, population.mw_ebv_mean)
         mu = distance_modulus(z)
