@@ -18,7 +18,10 @@ What it does, on the same simulated objects for every method:
 
   - ``deeprubin``: :func:`deeprubin.preprocess.gp.fit_gp_grid` (batched Newton; with
     torch's default thread count, that many batches at once in single-threaded worker
-    threads; ``deeprubin_1thread`` with one thread, i.e. one batch at a time);
+    threads; ``deeprubin_1thread`` with one thread, i.e. one batch at a time), with
+    ``--hyper-max-points`` (default: conf/preprocess/gp.yaml's ``hyper_max_points``):
+    hyperparameters fitted on a stratified subset of that many points of larger
+    objects, the posterior conditioned on all their points;
   - ``sklearn``: a loop of ``GaussianProcessRegressor`` with the same kernel form,
     ``ConstantKernel * Matern(nu=1.5, length_scale=[time, wavelength])``, the
     wavelength length scale fixed at 6000 A as ours, ``alpha`` = per-point noise
@@ -212,6 +215,19 @@ def summarise(scores: list[tuple[np.ndarray, np.ndarray]]) -> dict:
 
 # --------------------------------------------------------------------------- methods
 
+def default_hyper_max_points() -> int | None:
+    """``hyper_max_points`` of conf/preprocess/gp.yaml (the pipeline's setting)."""
+    import yaml
+
+    conf = Path(__file__).resolve().parents[1] / "conf" / "preprocess" / "gp.yaml"
+    return yaml.safe_load(conf.read_text()).get("hyper_max_points")
+
+
+def hyper_max_points_arg(value: str) -> int | None:
+    """argparse type of ``--hyper-max-points``: an integer, or ``null``/``none`` for all points."""
+    return None if value.lower() in ("null", "none") else int(value)
+
+
 def ours_fit(objects: list[pd.DataFrame], threads: int | None):
     """fit_gp_grid on all objects; returns (seconds, grid)."""
     table = pd.concat([o.assign(object_id=f"o{k:06d}") for k, o in enumerate(objects)], ignore_index=True)
@@ -360,7 +376,11 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--hidden-fraction", type=float, default=0.2)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=Path("reports/benchmarks"))
+    parser.add_argument("--hyper-max-points", type=hyper_max_points_arg, default=default_hyper_max_points(),
+                        help="fit_gp_grid's hyper_max_points (subset-of-data hyperparameters; 'null' = all "
+                             "points); default: the value in conf/preprocess/gp.yaml")
     args = parser.parse_args(argv)
+    OURS["hyper_max_points"] = args.hyper_max_points
 
     info = machine()
     print("machine:", info, flush=True)
@@ -452,6 +472,7 @@ def main(argv: list[str] | None = None) -> dict:
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
         "config": {"sizes": args.sizes, "n_ours": args.n_ours, "n_sklearn": args.n_sklearn,
                    "n_george": args.n_george, "repeats": args.repeats, "baseline_repeats": args.baseline_repeats,
+                   "hyper_max_points": args.hyper_max_points,
                    "reported": "ours: median of repeats; baselines: best of repeats (conservative ratios)",
                    "hidden_fraction": args.hidden_fraction,
                    "seed": args.seed, "window_days": list(WINDOW), "prediction_grid": "2 bands x 50 times, [-30, 70] d",

@@ -424,3 +424,224 @@ def test_newton_reaches_adam_optimum(mixed_lightcurves):
     assert ours["n_iter"].max() <= 15 < reference["n_iter"].min()
     with pytest.raises(ValueError, match="optimizer"):
         fit(lc, optimizer="lbfgs")
+
+
+# --------------------------------------------------------------------------- subset-of-data hyperparameters
+
+def test_hyper_subset_is_stratified_and_keeps_the_brightest_point():
+    band = np.array([0] * 30 + [1] * 7 + [2] * 1)
+    rng = np.random.default_rng(0)
+    band = band[rng.permutation(len(band))]  # bands interleaved in time
+    y = rng.normal(0.0, 0.1, len(band))
+    members = [np.flatnonzero(band == k) for k in range(3)]
+    brightest = members[0][27]  # near the end of band 0: its run is shifted inwards
+    y[brightest] = 5.0
+    rows = gpmod.hyper_subset(band, y, 12)
+    assert len(rows) == 12 and np.all(np.diff(rows) > 0)  # distinct, time order kept
+    assert brightest in rows
+    counts = np.bincount(band[rows], minlength=3)
+    assert counts.tolist() == [9, 2, 1]  # shares 9.5 / 2.2 / 0.3, floors of min(count, 2) per band
+    for k in range(3):  # every band: a contiguous run of its own points (native cadence)
+        position = np.searchsorted(members[k], rows[band[rows] == k])
+        assert np.all(np.diff(position) == 1)
+    np.testing.assert_array_equal(rows[band[rows] == 0], members[0][21:30])  # run ends at the band's end
+    centre = np.argmin(np.abs(members[1] - brightest))  # band 1: centred near the brightest point
+    assert members[1][centre] in rows
+    np.testing.assert_array_equal(gpmod.hyper_subset(band, y, 38), np.arange(38))  # n <= n_select: all
+    np.testing.assert_array_equal(gpmod.hyper_subset(band, y, 12), rows)  # deterministic
+    with pytest.raises(ValueError, match="hyper_max_points=5"):
+        gpmod.hyper_subset(band, y, 5)  # < 2 points for each of 3 bands
+
+
+@pytest.mark.parametrize("counts, n_select", [([50, 50], 24), ([97, 3], 10), ([1, 1, 60], 8), ([10, 11, 12], 32)])
+def test_band_quota_is_proportional_with_floors(counts, n_select):
+    counts = np.array(counts)
+    quota = gpmod._band_quota(counts, n_select)
+    assert quota.sum() == n_select
+    assert np.all(quota >= np.minimum(counts, gpmod.HYPER_MIN_PER_BAND)) and np.all(quota <= counts)
+    share = n_select * counts / counts.sum()
+    floors = np.minimum(counts, gpmod.HYPER_MIN_PER_BAND)
+    assert np.all(np.abs(quota - np.maximum(share, floors)) < 2.0)
+
+
+@pytest.mark.parametrize("value, match", [(4, "below the minimum 8"), (7, "below the minimum 8"),
+                                          (12.5, "integer"), ("32", "integer"), (True, "integer")])
+def test_invalid_hyper_max_points_raises(mixed_lightcurves, value, match):
+    with pytest.raises(ValueError, match=f"hyper_max_points.*{match}"):
+        fit(mixed_lightcurves, hyper_max_points=value)
+
+
+def test_hyper_max_points_minimum_grows_with_bands():
+    six = {b: 3000.0 + 1000.0 * k for k, b in enumerate("ugrizy")}
+    with pytest.raises(ValueError, match="below the minimum 12"):
+        gpmod.check_hyper_max_points(10, len(six))
+    assert gpmod.check_hyper_max_points(np.int64(12), len(six)) == 12
+    assert gpmod.check_hyper_max_points(None, len(six)) is None
+
+
+def test_invalid_hyper_max_points_in_config_names_the_key():
+    from omegaconf import open_dict
+
+    from deeprubin.config import ConfigError, compose_params
+    from deeprubin.stages.preprocess import check_preprocess_config, gp_kwargs
+
+    cfg = compose_params(["preprocess.hyper_max_points=5"])
+    with pytest.raises(ConfigError, match=r"preprocess\.hyper_max_points"):
+        check_preprocess_config(cfg)
+    cfg = compose_params(["preprocess.hyper_max_points=40"])
+    check_preprocess_config(cfg)
+    assert gp_kwargs(cfg)["hyper_max_points"] == 40
+    with open_dict(cfg):
+        del cfg.preprocess["hyper_max_points"]  # a config older than the setting (e.g. a checkpoint's)
+    check_preprocess_config(cfg)
+    assert gp_kwargs(cfg)["hyper_max_points"] is None
+
+
+def test_objects_within_hyper_max_points_are_fitted_exactly_as_without(mixed_lightcurves, mixed_grid):
+    grid = fit(mixed_lightcurves, batch_size=8, hyper_max_points=90)  # longest object: 90 points
+    np.testing.assert_array_equal(grid.mean, mixed_grid.mean)
+    np.testing.assert_array_equal(grid.std, mixed_grid.std)
+    pd.testing.assert_frame_equal(grid.diagnostics, mixed_grid.diagnostics)
+    d = mixed_grid.diagnostics
+    np.testing.assert_array_equal(d["n_points_hyper"], d["n_points"])  # all points (all >= 3 here)
+
+
+@pytest.fixture(scope="module")
+def gp_draws():
+    """Objects drawn from the model's own GP (Matern-3/2, l_t = 12 d), 150 points each in 2 bands."""
+    rng = np.random.default_rng(21)
+    true_ls, amplitude, noise, n = 12.0, 100.0, 3.0, 150
+    objects = {}
+    for k in range(5):
+        t = np.sort(rng.uniform(0.0, 200.0, n))
+        band = rng.choice(["g", "r"], n)
+        x = np.stack([t, np.array([BANDS[b] for b in band])], -1)
+        cov = amplitude**2 * matern32(x, x, np.array([true_ls, 6000.0])) + 1e-9 * np.eye(n)
+        objects[f"draw{k}"] = (t, band, np.linalg.cholesky(cov) @ rng.normal(size=n) + rng.normal(0, noise, n), noise)
+    return make_lightcurves(objects), true_ls, amplitude
+
+
+def test_subset_hyperparameters_recover_the_full_fit_and_the_truth(gp_draws):
+    lc, true_ls, amplitude = gp_draws
+    wide = dict(window_before_days=250.0, window_after_days=250.0)
+    full = fit(lc, **wide)
+    subset = fit(lc, hyper_max_points=48, **wide)
+    d_full, d_sub = full.diagnostics, subset.diagnostics
+    assert d_sub["fit_ok"].all() and (d_sub["n_points_hyper"] == 48).all() and (d_sub["n_points"] == 150).all()
+    ls_full, ls_sub = d_full["length_scale_time_days"].to_numpy(), d_sub["length_scale_time_days"].to_numpy()
+    assert np.all(np.abs(np.log(ls_sub / ls_full)) < np.log(1.5)), (ls_sub, ls_full)
+    assert np.all((ls_sub > true_ls / 2) & (ls_sub < true_ls * 2)), ls_sub
+    fitted_amplitude = d_sub["amplitude"].to_numpy() * subset.flux_scale
+    assert 0.5 * amplitude < np.median(fitted_amplitude) < 2.0 * amplitude
+    # The full-data loss at the subset's hyperparameters is no lower than at the full fit's optimum.
+    assert np.all(d_sub["final_loss"].to_numpy() >= d_full["final_loss"].to_numpy() - 1e-9)
+    assert np.all(d_sub["final_loss"].to_numpy() < d_full["final_loss"].to_numpy() + 0.1)
+
+
+def _normalised_points(lc, grid, k):
+    obj = lc[lc["object_id"] == grid.object_ids[k]]
+    x = np.c_[obj["time"].to_numpy() - grid.t_ref[k], obj["band"].map(BANDS).to_numpy(float)]
+    scale = grid.flux_scale[k]
+    noise = np.maximum((obj["flux_err"].to_numpy() / scale) ** 2, gp_model.MIN_NOISE)
+    return x, obj["flux"].to_numpy() / scale, noise, obj["band"].map(dict(zip(BANDS, range(3)))).to_numpy()
+
+
+def _posterior_and_loss(x, y, noise, x_new, amplitude, ls_t):
+    s = amplitude**2
+    k = s * matern32(x, x, np.array([ls_t, 6000.0])) + np.diag(noise)
+    chol = np.linalg.cholesky(k)
+    alpha = np.linalg.solve(chol.T, np.linalg.solve(chol, y))
+    k_cross = s * matern32(x_new, x, np.array([ls_t, 6000.0]))
+    v = np.linalg.solve(chol, k_cross.T)
+    loss = 0.5 * y @ alpha + np.log(np.diag(chol)).sum() + 0.5 * len(y) * np.log(2 * np.pi)
+    return k_cross @ alpha, np.sqrt(np.clip(s - (v * v).sum(0), 0, None)), loss / len(y)
+
+
+def test_subset_posterior_is_conditioned_on_all_points(gp_draws):
+    lc, _, _ = gp_draws
+    lc = lc[lc["object_id"] == "draw0"]
+    wide = dict(window_before_days=250.0, window_after_days=250.0)
+    grid = fit(lc, hyper_max_points=24, **wide)
+    d = grid.diagnostics.iloc[0]
+    x, y, noise, band = _normalised_points(lc, grid, 0)
+    order = np.lexsort((band, x[:, 0]))  # the fit's point order: time, then band
+    x, y, noise, band = x[order], y[order], noise[order], band[order]
+    x_grid = np.c_[np.tile(grid.grid_time, 3), np.repeat(list(BANDS.values()), len(grid.grid_time))]
+    mean_all, std_all, loss_all = _posterior_and_loss(x, y, noise, x_grid, d["amplitude"], d["length_scale_time_days"])
+    np.testing.assert_allclose(grid.mean[0].ravel(), mean_all, atol=1e-5)
+    np.testing.assert_allclose(grid.std[0].ravel(), std_all, atol=1e-5)
+    assert d["final_loss"] == pytest.approx(loss_all, rel=1e-9)  # loss of all points, per point
+    rows = gpmod.hyper_subset(band, y, 24)
+    assert len(rows) == 24
+    mean_sub, std_sub, _ = _posterior_and_loss(x[rows], y[rows], noise[rows], x_grid, d["amplitude"],
+                                               d["length_scale_time_days"])
+    # The 126 points left out of the subset still pull the mean and shrink the std.
+    assert np.abs(grid.mean[0].ravel() - mean_sub).max() > 0.05
+    assert grid.std[0].mean() < 0.9 * std_sub.mean()
+
+
+def test_subset_batched_equals_one_by_one(mixed_lightcurves):
+    batched = fit(mixed_lightcurves, batch_size=8, hyper_max_points=16)
+    single = fit(mixed_lightcurves, batch_size=1, hyper_max_points=16)
+    d = batched.diagnostics
+    n = d["n_points"].to_numpy()
+    np.testing.assert_array_equal(d["n_points_hyper"], np.minimum(n, 16))
+    assert d["fit_ok"].all() and (n > 16).sum() >= 4
+    np.testing.assert_allclose(single.mean, batched.mean, atol=1e-5)
+    np.testing.assert_allclose(single.std, batched.std, atol=1e-5)
+    for column in ("final_loss", "amplitude", "length_scale_time_days"):
+        np.testing.assert_allclose(single.diagnostics[column], d[column], rtol=1e-6)
+    np.testing.assert_array_equal(single.diagnostics["n_iter"], d["n_iter"])
+    # Objects above the limit really differ from the all-points fit; those within it do not.
+    full = fit(mixed_lightcurves, batch_size=8)
+    above = n > 16
+    assert not np.allclose(full.diagnostics["length_scale_time_days"][above], d["length_scale_time_days"][above],
+                           rtol=1e-6)
+    np.testing.assert_allclose(full.mean[~above], batched.mean[~above], atol=1e-6)
+
+
+def test_subset_with_adam_conditions_on_all_points(mixed_lightcurves):
+    lc = mixed_lightcurves[mixed_lightcurves["object_id"].isin(["obj4", "obj5"])]  # 40 and 60 points
+    newton = fit(lc, batch_size=8, hyper_max_points=16)
+    adam = fit(lc, batch_size=8, hyper_max_points=16, optimizer="adam", n_iter=80, learning_rate=0.2, tol=1e-7)
+    assert (adam.diagnostics["n_points_hyper"] == 16).all() and adam.diagnostics["fit_ok"].all()
+    np.testing.assert_allclose(adam.diagnostics["final_loss"], newton.diagnostics["final_loss"], atol=2e-3)
+    np.testing.assert_allclose(newton.mean, adam.mean, atol=0.02)
+
+
+def test_subset_full_data_cholesky_failure_ends_in_the_usual_fallback(monkeypatch):
+    """A full-data covariance that never factorises: the same fallback as without the subset."""
+    from deeprubin.preprocess import gp_newton
+
+    rng = np.random.default_rng(8)
+    lc = make_lightcurves({"a": random_object(rng, 40), "b": random_object(rng, 45)})
+    real_evaluate = gp_newton.evaluate
+
+    def fails_above_subset(geom, theta, fixed_w, derivatives=True, inverse=True):
+        terms = real_evaluate(geom, theta, fixed_w, derivatives=derivatives, inverse=inverse)
+        if geom.y.shape[1] > 16:  # every full-data geometry; the 16-point subsets factorise
+            terms.ok = torch.zeros_like(terms.ok)
+            terms.loss = torch.full_like(terms.loss, float("inf"))
+        return terms
+
+    monkeypatch.setattr(gp_newton, "evaluate", fails_above_subset)
+    with_subset = fit(lc, batch_size=2, hyper_max_points=16)
+    without = fit(lc, batch_size=2)
+    for grid in (with_subset, without):
+        d = grid.diagnostics
+        assert not d["fit_ok"].any() and (d["n_points_hyper"] == 0).all()
+        assert d["message"].str.contains("linear interpolation fallback").all()
+    assert with_subset.diagnostics["message"].str.contains("covariance of all the data not positive definite").all()
+    np.testing.assert_array_equal(with_subset.mean, without.mean)
+    np.testing.assert_array_equal(with_subset.std, without.std)
+
+
+def test_fit_batch_rejects_a_hyper_batch_of_other_objects():
+    rng = np.random.default_rng(9)
+    lc = make_lightcurves({"a": random_object(rng, 30), "b": random_object(rng, 20)})
+    _, objects = gpmod._prepare(lc, list(BANDS), np.array(list(BANDS.values())), -70.0, 120.0, 200)
+    dev = torch.device("cpu")
+    x_test = torch.zeros(4, 2, dtype=torch.float64)
+    with pytest.raises(ValueError, match="hyper_batch has 1 objects, batch 2"):
+        gp_model.fit_batch(gpmod._pack(objects, 6000.0, dev), x_test, fit_wavelength=False, n_iter=5,
+                           learning_rate=0.1, tol=1e-4, hyper_batch=gpmod._pack(objects[:1], 6000.0, dev))

@@ -450,6 +450,7 @@ def fit_batch(
     tol: float,
     jitter: float = 1e-8,
     optimizer: str = "newton",
+    hyper_batch: PackedBatch | None = None,
 ) -> BatchFit:
     """Fit the hyperparameters of ``b`` GPs at once and predict on ``x_test``.
 
@@ -479,6 +480,15 @@ def fit_batch(
         ``"newton"`` (default; batched projected Newton with exact Hessian, see
         :mod:`deeprubin.preprocess.gp_newton`) or ``"adam"`` (autograd through the
         GPyTorch model).
+    hyper_batch : PackedBatch or None
+        Subset-of-data hyperparameters (Chalupka, Williams & Murray 2013, JMLR 14,
+        "A framework for evaluating approximation methods for Gaussian process
+        regression"): the same ``b`` objects, each with a subset of its points (at
+        most ``m <= n`` after padding). The hyperparameters (start values, start scan
+        and optimisation) come from ``hyper_batch``; the posterior on ``x_test`` and
+        ``final_loss`` are then computed from all the points of ``batch`` at those
+        hyperparameters (one more Cholesky and K^-1 of the (b, n, n) covariances).
+        None: everything from ``batch``.
 
     Returns
     -------
@@ -489,21 +499,27 @@ def fit_batch(
     NonFiniteLossError
         If any object's loss becomes NaN or infinite.
     linear_operator.utils.errors.NotPSDError
-        If a covariance matrix stays non-positive-definite despite jitter.
+        If a covariance matrix stays non-positive-definite despite jitter (with
+        ``hyper_batch``: that of the subset or of the full data).
+    ValueError
+        If ``hyper_batch`` does not have the objects of ``batch`` (its batch size).
     """
+    if hyper_batch is not None and hyper_batch.x.shape[0] != batch.x.shape[0]:
+        raise ValueError(f"hyper_batch has {hyper_batch.x.shape[0]} objects, batch {batch.x.shape[0]}")
     if optimizer == "newton":
         return _fit_batch_newton(batch, x_test, fit_wavelength=fit_wavelength, n_iter=n_iter, tol=tol,
-                                 jitter=jitter)
+                                 jitter=jitter, hyper_batch=hyper_batch)
     if optimizer != "adam":
         raise ValueError(f"optimizer must be 'newton' or 'adam', got {optimizer!r}")
+    fit_on = batch if hyper_batch is None else hyper_batch
     with (
         gpytorch.settings.max_cholesky_size(10**9),  # always exact Cholesky, never CG/Lanczos
         gpytorch.settings.cholesky_jitter(double_value=jitter, float_value=jitter),
         gpytorch.settings.cholesky_max_tries(3),
     ):
-        raw_scale, raw_ls = (p.detach().clone() for p in _raw(_make_model(batch)))
+        raw_scale, raw_ls = (p.detach().clone() for p in _raw(_make_model(fit_on)))
         _Bounds(fit_wavelength, batch.x).clamp_(raw_scale, raw_ls)
-        steps = _optimise(batch, raw_scale, raw_ls, fit_wavelength=fit_wavelength, n_iter=n_iter,
+        steps = _optimise(fit_on, raw_scale, raw_ls, fit_wavelength=fit_wavelength, n_iter=n_iter,
                           learning_rate=learning_rate, tol=tol)
         model = _make_model(batch, raw_scale, raw_ls)
         with torch.no_grad():
@@ -535,24 +551,37 @@ def _log_bounds(fit_wavelength: bool, like: torch.Tensor) -> tuple[torch.Tensor,
 
 
 def _fit_batch_newton(batch: PackedBatch, x_test: torch.Tensor, *, fit_wavelength: bool, n_iter: int,
-                      tol: float, jitter: float) -> BatchFit:
-    """:func:`fit_batch` with the batched Newton optimiser of :mod:`gp_newton`."""
-    theta = torch.stack([batch.init_outputscale.log(), batch.init_time_ls.log()]
-                        + ([batch.init_wave_ls.log()] if fit_wavelength else []), -1)
-    fixed_w = None if fit_wavelength else batch.init_wave_ls.log()
+                      tol: float, jitter: float, hyper_batch: PackedBatch | None = None) -> BatchFit:
+    """:func:`fit_batch` with the batched Newton optimiser of :mod:`gp_newton`.
+
+    With ``hyper_batch`` the Newton fit runs on its (subset) geometry and
+    :func:`_condition_on_all` then factorises the full data once at the fitted
+    hyperparameters. A Cholesky failure in either goes through the same jitter
+    retries (noise of both raised together) and finally raises ``NotPSDError``.
+    """
+    fit_on = batch if hyper_batch is None else hyper_batch
+    theta = torch.stack([fit_on.init_outputscale.log(), fit_on.init_time_ls.log()]
+                        + ([fit_on.init_wave_ls.log()] if fit_wavelength else []), -1)
+    fixed_w = None if fit_wavelength else fit_on.init_wave_ls.log()
     lo, hi = _log_bounds(fit_wavelength, batch.x)
     theta = torch.maximum(torch.minimum(theta, hi), lo)
-    geom = gp_newton.Geometry.from_padded(batch.x, batch.y, batch.noise, batch.n_real, fixed_w)
+    geom = gp_newton.Geometry.from_padded(fit_on.x, fit_on.y, fit_on.noise, fit_on.n_real, fixed_w)
+    full = None if hyper_batch is None else gp_newton.Geometry.from_padded(
+        batch.x, batch.y, batch.noise, batch.n_real, fixed_w)
     fit = None
     for attempt in range(4):
         try:
-            fit = _newton_rows(geom, theta, lo, hi, fixed_w, batch.optimise, n_iter=n_iter, tol=tol)
+            fit = _newton_rows(geom, theta, lo, hi, fixed_w, fit_on.optimise, n_iter=n_iter, tol=tol)
+            if full is not None:
+                fit = _condition_on_all(full, fit, fixed_w)
             break
         except gp_newton.CholeskyFailed as exc:
             if attempt == 3:
                 raise NotPSDError(f"{exc}, also with {jitter * 100:g} added to the noise") from exc
-            real = torch.arange(geom.y.shape[1], device=geom.y.device)[None, :] < geom.n_real[:, None]
-            geom.noise = torch.where(real, geom.noise + jitter * 10**attempt, geom.noise)
+            for g in (geom, full):
+                if g is not None:
+                    real = torch.arange(g.y.shape[1], device=g.y.device)[None, :] < g.n_real[:, None]
+                    g.noise = torch.where(real, g.noise + jitter * 10**attempt, g.noise)
     theta = fit.theta
     mean, std = gp_newton.posterior(theta, fixed_w, batch.x, batch.n_real, fit.kinv, fit.alpha, x_test,
                                     POSTERIOR_CHUNK_ELEMENTS)
@@ -571,6 +600,22 @@ def _fit_batch_newton(batch: PackedBatch, x_test: torch.Tensor, *, fit_wavelengt
         length_scale_wavelength_angstrom=to_numpy(wave_ls.exp()) * WAVELENGTH_UNIT_ANGSTROM,
         n_iter=to_numpy(fit.steps).astype(np.int64),
     )
+
+
+def _condition_on_all(full: gp_newton.Geometry, fit: gp_newton.Fit,
+                      fixed_w: torch.Tensor | None) -> gp_newton.Fit:
+    """``fit``'s hyperparameters (from a subset) with K^-1, K^-1 y and the loss per point of all the data.
+
+    ``full`` holds the b objects' full (padded) geometry; one batched Cholesky and
+    inverse, no derivatives. Raises :class:`~deeprubin.preprocess.gp_newton.CholeskyFailed`
+    if some object's full covariance is not positive definite.
+    """
+    terms = gp_newton.evaluate(full, fit.theta, fixed_w, derivatives=False, inverse=True)
+    if not bool(terms.ok.all()):
+        raise gp_newton.CholeskyFailed(f"covariance of all the data not positive definite at the subset's "
+                                       f"hyperparameters for {int((~terms.ok).sum())} object(s)")
+    return gp_newton.Fit(theta=fit.theta, steps=fit.steps, loss=terms.loss / full.n_real, kinv=terms.kinv,
+                         alpha=terms.alpha)
 
 
 def _newton_rows(geom, theta, lo, hi, fixed_w, optimise, *, n_iter, tol) -> gp_newton.Fit:

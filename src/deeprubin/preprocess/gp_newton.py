@@ -51,7 +51,12 @@ Optimisation is a projected Newton method with backtracking, per object:
 Cost: at 50 points per object a fit takes ~3.7 full evaluations (Cholesky, K^-1,
 gradient, Hessian) and 3 loss-only ones per object, on the benchmark's simulated
 light curves (``benchmarks/gp_throughput.py``); at 50-100 points the elementwise
-passes over the (b, n, n) stacks cost about as much as the LAPACK calls.
+passes over the (b, n, n) stacks cost about as much as the LAPACK calls. With
+subset-of-data hyperparameters (``hyper_max_points`` of
+:func:`deeprubin.preprocess.gp.fit_gp_grid`) this fit runs on m <= n points of each
+object and the full data then costs one :func:`evaluate` without derivatives (a
+Cholesky and K^-1 of the (n, n) covariance) plus :func:`posterior`, whose
+(test points x n) x (n x n) product becomes the largest term at 100-200 points.
 
 Every decision is per object, so a batch gives the same result as fitting each
 of its objects alone (up to floating-point rounding).

@@ -11,7 +11,7 @@ from omegaconf import DictConfig
 
 from .. import io
 from ..config import ConfigError, require
-from ..preprocess.gp import fit_gp_grid, save_gp_grid
+from ..preprocess.gp import check_hyper_max_points, fit_gp_grid, save_gp_grid
 from ._entry import hydra_entry
 
 log = logging.getLogger(__name__)
@@ -29,6 +29,11 @@ def check_preprocess_config(cfg: DictConfig) -> None:
     wl = cfg.preprocess.wavelength_length_scale
     if wl is not None and not wl > 0:
         raise ConfigError(f"config key 'preprocess.wavelength_length_scale' must be > 0 or null, got {wl!r}")
+    hyper = cfg.preprocess.get("hyper_max_points")
+    try:
+        check_hyper_max_points(hyper, len(cfg.task.band_wavelengths))
+    except ValueError as exc:
+        raise ConfigError(f"config key 'preprocess.hyper_max_points': {exc}") from exc
     for band, wavelength in cfg.task.band_wavelengths.items():
         if not wavelength > 0:
             raise ConfigError(f"config key 'task.band_wavelengths.{band}' must be > 0 Angstrom, got {wavelength!r}")
@@ -50,6 +55,8 @@ def gp_kwargs(cfg: DictConfig) -> dict:
         wavelength_length_scale=None if p.wavelength_length_scale is None else float(p.wavelength_length_scale),
         device=str(p.device),
         seed=int(cfg.seed),
+        # absent from configs older than the setting (e.g. a checkpoint's): fit on all points
+        hyper_max_points=p.get("hyper_max_points"),
     )
 
 
@@ -101,6 +108,8 @@ def run_preprocess(cfg: DictConfig) -> dict:
         "n_fit_failed": int(len(failed)),
         "failed_objects": dict(zip(failed["object_id"].astype(str), failed["message"].astype(str))),
         "median_n_iter": float(diag["n_iter"].median()),
+        "hyper_max_points": p.get("hyper_max_points"),
+        "n_hyper_subset": int(((diag["n_points_hyper"] > 0) & (diag["n_points_hyper"] < diag["n_points"])).sum()),
         "median_length_scale_time_days": float(diag["length_scale_time_days"].median()),
         "grid": {"n_grid": int(p.n_grid), "window_days": [-float(p.window_before_days), float(p.window_after_days)],
                  "bands": list(cfg.task.band_wavelengths)},
