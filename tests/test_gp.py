@@ -617,8 +617,8 @@ def test_subset_full_data_cholesky_failure_ends_in_the_usual_fallback(monkeypatc
     lc = make_lightcurves({"a": random_object(rng, 40), "b": random_object(rng, 45)})
     real_evaluate = gp_newton.evaluate
 
-    def fails_above_subset(geom, theta, fixed_w, derivatives=True, inverse=True):
-        terms = real_evaluate(geom, theta, fixed_w, derivatives=derivatives, inverse=inverse)
+    def fails_above_subset(geom, theta, fixed_w, **kwargs):
+        terms = real_evaluate(geom, theta, fixed_w, **kwargs)
         if geom.y.shape[1] > 16:  # every full-data geometry; the 16-point subsets factorise
             terms.ok = torch.zeros_like(terms.ok)
             terms.loss = torch.full_like(terms.loss, float("inf"))

@@ -25,8 +25,8 @@ Subset-of-data hyperparameters (``hyper_max_points``; Chalupka, Williams & Murra
 JMLR 14): an object with more than that many points fits its hyperparameters on a
 stratified subset of that many (:func:`hyper_subset`: per band, a contiguous run of
 points around the brightest one), and its grid posterior and ``final_loss`` are then
-computed from all its points, so the O(n^3) work of such an object is one Cholesky and
-one K^-1 instead of ~3.7 Newton evaluations. Such objects are batched apart from the
+computed from all its points, so the O(n^3) work of such an object is one Cholesky (and
+a triangular solve for the grid variance) instead of ~3.7 Newton evaluations. Such objects are batched apart from the
 others (:func:`_batches`); objects at or below the limit are fitted exactly as without it.
 
 Per object:
@@ -585,7 +585,7 @@ def fit_gp_grid(
         at those hyperparameters. At least :data:`HYPER_MIN_POINTS` and 2 per band.
         Objects with at most this many points, or all with None, are fitted as
         without the setting. Cost per object above it: a fit at this size plus one
-        Cholesky and K^-1 of the full covariance.
+        Cholesky of the full covariance and triangular solves for the posterior.
 
     Returns
     -------

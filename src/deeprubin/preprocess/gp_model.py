@@ -487,7 +487,8 @@ def fit_batch(
         most ``m <= n`` after padding). The hyperparameters (start values, start scan
         and optimisation) come from ``hyper_batch``; the posterior on ``x_test`` and
         ``final_loss`` are then computed from all the points of ``batch`` at those
-        hyperparameters (one more Cholesky and K^-1 of the (b, n, n) covariances).
+        hyperparameters (one more Cholesky of the (b, n, n) covariances, and
+        triangular solves instead of K^-1 for the posterior).
         None: everything from ``batch``.
 
     Returns
@@ -584,7 +585,7 @@ def _fit_batch_newton(batch: PackedBatch, x_test: torch.Tensor, *, fit_wavelengt
                     g.noise = torch.where(real, g.noise + jitter * 10**attempt, g.noise)
     theta = fit.theta
     mean, std = gp_newton.posterior(theta, fixed_w, batch.x, batch.n_real, fit.kinv, fit.alpha, x_test,
-                                    POSTERIOR_CHUNK_ELEMENTS)
+                                    POSTERIOR_CHUNK_ELEMENTS, chol=fit.chol)
     scale = theta[:, 0].exp()
     wave_ls = theta[:, 2] if fit_wavelength else fixed_w
 
@@ -604,18 +605,20 @@ def _fit_batch_newton(batch: PackedBatch, x_test: torch.Tensor, *, fit_wavelengt
 
 def _condition_on_all(full: gp_newton.Geometry, fit: gp_newton.Fit,
                       fixed_w: torch.Tensor | None) -> gp_newton.Fit:
-    """``fit``'s hyperparameters (from a subset) with K^-1, K^-1 y and the loss per point of all the data.
+    """``fit``'s hyperparameters (from a subset) with the Cholesky factor, K^-1 y and the loss
+    per point of all the data.
 
-    ``full`` holds the b objects' full (padded) geometry; one batched Cholesky and
-    inverse, no derivatives. Raises :class:`~deeprubin.preprocess.gp_newton.CholeskyFailed`
-    if some object's full covariance is not positive definite.
+    ``full`` holds the b objects' full (padded) geometry; one batched Cholesky and two
+    triangular solves, no inverse (:func:`gp_newton.posterior` takes the factor) and no
+    derivatives. Raises :class:`~deeprubin.preprocess.gp_newton.CholeskyFailed` if some
+    object's full covariance is not positive definite.
     """
-    terms = gp_newton.evaluate(full, fit.theta, fixed_w, derivatives=False, inverse=True)
+    terms = gp_newton.evaluate(full, fit.theta, fixed_w, derivatives=False, inverse=False, solve=True)
     if not bool(terms.ok.all()):
         raise gp_newton.CholeskyFailed(f"covariance of all the data not positive definite at the subset's "
                                        f"hyperparameters for {int((~terms.ok).sum())} object(s)")
-    return gp_newton.Fit(theta=fit.theta, steps=fit.steps, loss=terms.loss / full.n_real, kinv=terms.kinv,
-                         alpha=terms.alpha)
+    return gp_newton.Fit(theta=fit.theta, steps=fit.steps, loss=terms.loss / full.n_real, kinv=None,
+                         alpha=terms.alpha, chol=terms.chol)
 
 
 def _newton_rows(geom, theta, lo, hi, fixed_w, optimise, *, n_iter, tol) -> gp_newton.Fit:
