@@ -4,6 +4,7 @@ Usage (from the repository root, after `make setup`)::
 
     .venv/bin/python benchmarks/gp_throughput.py            # or: make bench-gp
     .venv/bin/python benchmarks/gp_throughput.py --sizes 20 50 --n-ours 512 --n-sklearn 30
+    .venv/bin/python benchmarks/gp_throughput.py --hyper-max-points 64   # subset-of-data hyperparameters
 
 What it does, on the same simulated objects for every method:
 
