@@ -178,7 +178,15 @@ def test_bad_config_names_the_key(override, key):
 def test_disabled_settings():
     assert not parse_settings({"name": "none", "enabled": False}, CLASSES).enabled
     assert not parse_settings(None, CLASSES).enabled
-    assert compose_params([])["augment"]["enabled"] is False  # off by default
+    assert compose_params(["augment=none"])["augment"]["enabled"] is False
+
+
+def test_default_augments_every_class_of_the_task():
+    """The pipeline default (augment=gp_all) gives copies to every transient class."""
+    cfg = compose_params([])
+    settings_ = parse_settings(cfg["augment"], cfg["task"]["classes"])
+    assert settings_.enabled and settings_.mode == "copies"
+    assert set(settings_.copies) == set(cfg["task"]["classes"]) and min(settings_.copies.values()) >= 1
 
 
 def stage_cfg(tmp_path: Path, *overrides: str):
@@ -190,7 +198,7 @@ def test_disabled_stage_writes_empty_outputs(tmp_path, monkeypatch):
     from deeprubin.stages.augment import augmented_train_arrays, run_augment
 
     monkeypatch.chdir(tmp_path)
-    cfg = stage_cfg(tmp_path)  # augment=none; no raw data needed
+    cfg = stage_cfg(tmp_path, "augment=none")  # no raw data needed
     report = run_augment(cfg)
     out = Path(cfg.paths.augmented)
     assert report["enabled"] is False and report["n_objects"] == 0
