@@ -49,6 +49,7 @@ def mlflow_server(tmp_path):
 
 
 def test_training_run_lands_in_tracking_server(tmp_path, monkeypatch, mlflow_server):
+    from deeprubin.stages.augment import run_augment
     from deeprubin.stages.ingest import run_ingest
     from deeprubin.stages.preprocess import run_preprocess
     from deeprubin.stages.split import run_split
@@ -61,6 +62,7 @@ def test_training_run_lands_in_tracking_server(tmp_path, monkeypatch, mlflow_ser
     run_ingest(cfg)
     run_preprocess(cfg)
     run_split(cfg)
+    run_augment(cfg)
     summary = run_train(cfg)
 
     client = mlflow.tracking.MlflowClient(mlflow_server)

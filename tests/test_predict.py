@@ -29,6 +29,7 @@ def tiny_cfg(root: Path, *overrides: str):
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """(cfg, checkpoint path) of the tiny pipeline run up to evaluate (n_grid 20, not the default 50)."""
+    from deeprubin.stages.augment import run_augment
     from deeprubin.stages.calibrate import run_calibrate
     from deeprubin.stages.evaluate import run_evaluate
     from deeprubin.stages.ingest import run_ingest
@@ -41,7 +42,7 @@ def trained(tmp_path_factory):
     cwd, uri = os.getcwd(), os.environ.pop("MLFLOW_TRACKING_URI", None)
     os.chdir(root)
     try:
-        for stage in (run_ingest, run_preprocess, run_split, run_train, run_calibrate, run_evaluate):
+        for stage in (run_ingest, run_preprocess, run_split, run_augment, run_train, run_calibrate, run_evaluate):
             stage(cfg)
     finally:
         os.chdir(cwd)

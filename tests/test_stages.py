@@ -20,6 +20,7 @@ def tiny_cfg(tmp_path: Path, *overrides: str):
 
 
 def run_all(cfg) -> dict:
+    from deeprubin.stages.augment import run_augment
     from deeprubin.stages.calibrate import run_calibrate
     from deeprubin.stages.evaluate import run_evaluate
     from deeprubin.stages.ingest import run_ingest
@@ -30,6 +31,7 @@ def run_all(cfg) -> dict:
     run_ingest(cfg)
     run_preprocess(cfg)
     run_split(cfg)
+    run_augment(cfg)  # on by default (augment=gp_all), as in dvc.yaml
     run_train(cfg)
     run_calibrate(cfg)
     return run_evaluate(cfg)
