@@ -60,3 +60,21 @@ def test_summary_from_dvc_experiments(repo):
     run_in([sys.executable, "-m", "deeprubin.sweeps.summary", "--from", "dvc", "--name", "dvc-tiny"], repo)
     summary = pd.read_csv(repo / "reports/sweeps/dvc-tiny/summary.csv")
     assert len(summary) >= 2 and summary["test_macro_f1"].notna().all()
+
+
+def test_model_comparison_ignores_params_that_follow_the_seed():
+    from deeprubin.sweeps.summary import model_comparison
+
+    runs = pd.DataFrame({
+        "status": ["FINISHED"] * 4,
+        "param.seed": ["0", "1", "0", "1"],
+        "param.augment.seed": ["0", "1", "0", "1"],  # interpolated ${seed}: part of the seed
+        "param.model.name": ["tcn", "tcn", "gru", "gru"],
+        "val_macro_f1": [0.5, 0.7, 0.4, 0.6],
+    })
+    table = model_comparison(runs, ["val_macro_f1"]).set_index("model")
+    assert set(table.index) == {"tcn", "gru"}
+    assert table["val_macro_f1_count"].tolist() == [2, 2]
+    assert table.loc["tcn", "val_macro_f1_mean"] == pytest.approx(0.6)
+    runs["param.augment.seed"] = ["0", "1", "1", "0"]  # varied independently: a setting to compare
+    assert len(model_comparison(runs, ["val_macro_f1"])) == 4
