@@ -217,11 +217,10 @@ def summarise(scores: list[tuple[np.ndarray, np.ndarray]]) -> dict:
 # --------------------------------------------------------------------------- methods
 
 def default_hyper_max_points() -> int | None:
-    """``hyper_max_points`` of conf/preprocess/gp.yaml (the pipeline's setting)."""
-    import yaml
+    """``preprocess.hyper_max_points`` of the composed pipeline config (conf/preprocess/gp.yaml)."""
+    from deeprubin.config import compose_params
 
-    conf = Path(__file__).resolve().parents[1] / "conf" / "preprocess" / "gp.yaml"
-    return yaml.safe_load(conf.read_text()).get("hyper_max_points")
+    return compose_params([]).preprocess.get("hyper_max_points")
 
 
 def hyper_max_points_arg(value: str) -> int | None:

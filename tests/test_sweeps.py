@@ -63,6 +63,7 @@ def test_summary_from_dvc_experiments(repo):
 
 
 def test_model_comparison_ignores_params_that_follow_the_seed():
+    from deeprubin.sweeps.collect import varying_params
     from deeprubin.sweeps.summary import model_comparison
 
     runs = pd.DataFrame({
@@ -72,6 +73,7 @@ def test_model_comparison_ignores_params_that_follow_the_seed():
         "param.model.name": ["tcn", "tcn", "gru", "gru"],
         "val_macro_f1": [0.5, 0.7, 0.4, 0.6],
     })
+    assert varying_params(runs) == ["param.seed", "param.model.name"]  # no figure against augment.seed either
     table = model_comparison(runs, ["val_macro_f1"]).set_index("model")
     assert set(table.index) == {"tcn", "gru"}
     assert table["val_macro_f1_count"].tolist() == [2, 2]

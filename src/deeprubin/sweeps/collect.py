@@ -67,6 +67,15 @@ def varying_params(runs: pd.DataFrame) -> list[str]:
 
     A model-specific param (e.g. ``model.n_heads``) that is merely absent for the other
     models is not swept, and ``model._target_`` says nothing ``model.name`` does not.
+    Nor does a param equal to the seed in every run (``augment.seed: ${seed}``): it
+    varies in a seed sweep only because it is interpolated from the seed.
     """
     cols = [c for c in runs.columns if c.startswith("param.") and c != "param.model._target_"]
-    return [c for c in cols if runs[c].dropna().astype(str).nunique() > 1]
+    return [c for c in cols if runs[c].dropna().astype(str).nunique() > 1 and not _follows_seed(runs, c)]
+
+
+def _follows_seed(runs: pd.DataFrame, param: str) -> bool:
+    """Whether ``param`` (not the seed itself) equals ``param.seed`` in every run."""
+    if param == "param.seed" or "param.seed" not in runs:
+        return False
+    return bool((runs[param].astype(str) == runs["param.seed"].astype(str)).all())

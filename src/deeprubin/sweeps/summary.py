@@ -27,17 +27,6 @@ def _label(metric: str) -> str:
     return f"{ {'val': 'Validation', 'test': 'Test'}.get(split, split)} {name.replace('macro_f1', 'macro-F1')}"
 
 
-def _follows_seed(runs: pd.DataFrame, param: str) -> bool:
-    """Whether ``param`` equals the run's seed in every run (e.g. ``augment.seed: ${seed}``).
-
-    Such a param varies in a seed sweep only because it is interpolated from the seed,
-    so it is part of the seed, not a setting to compare.
-    """
-    if "param.seed" not in runs:
-        return False
-    return bool((runs[param].astype(str) == runs["param.seed"].astype(str)).all())
-
-
 def model_comparison(runs: pd.DataFrame, metrics: list[str]) -> pd.DataFrame:
     """Mean, std and count over seeds of each metric, per setting of the swept params.
 
@@ -45,7 +34,7 @@ def model_comparison(runs: pd.DataFrame, metrics: list[str]) -> pd.DataFrame:
     ``trainer.noise_resampling``); with nothing else swept, the model name.
     """
     finished = runs[runs["status"] == "FINISHED"]
-    keys = [p for p in varying_params(runs) if p != "param.seed" and not _follows_seed(runs, p)] or [MODEL_PARAM]
+    keys = [p for p in varying_params(runs) if p != "param.seed"] or [MODEL_PARAM]
     table = finished.groupby(keys)[metrics].agg(["mean", "std", "count"])
     table.columns = [f"{m}_{stat}" for m, stat in table.columns]
     table = table.reset_index()
