@@ -12,7 +12,8 @@ from torchmetrics.functional.classification import multiclass_calibration_error
 
 from deeprubin.evaluation.calibration import (IsotonicCalibrator, TemperatureScaling, apply_calibration,
                                               calibrator_from_dict, check_probabilities, load_calibrator,
-                                              make_calibrator, save_calibration)
+                                              make_calibrator, save_calibration, saved_methods,
+                                              single_class_reason)
 from deeprubin.evaluation.predict import probabilities_from_table
 from deeprubin.evaluation.reliability import (brier_score, calibration_summary, expected_calibration_error,
                                               negative_log_likelihood, reliability_bins, top_label)
@@ -137,6 +138,22 @@ def test_empty_validation_set_is_an_error():
 def test_single_class_validation_set_is_an_error(method):
     with pytest.raises(ValueError, match="only one class"):
         make_calibrator(method, CLASSES).fit(np.zeros((5, 4)), np.full(5, 2))
+
+
+def test_single_class_reason_names_the_set_and_class():
+    assert single_class_reason(np.array([0, 1, 1])) is None
+    assert single_class_reason(np.array([2, 2, 2]), "val") == \
+        "val: only one class (index 2) among 3 objects; calibration needs at least two classes"
+
+
+def test_saved_methods_lists_the_file_and_rejects_other_json(tmp_path):
+    path = tmp_path / "calibration.json"
+    save_calibration(path, {"none": make_calibrator("none", CLASSES),
+                            "temperature": TemperatureScaling(CLASSES, 1.5)}, default="none", fitted_on={})
+    assert saved_methods(path) == ["none", "temperature"]
+    (tmp_path / "other.json").write_text(json.dumps({"default": "none"}))
+    with pytest.raises(ValueError, match=r"other\.json: not a calibration file"):
+        saved_methods(tmp_path / "other.json")
 
 
 def test_probabilities_not_summing_to_one_are_an_error():

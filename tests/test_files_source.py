@@ -15,7 +15,7 @@ from deeprubin.config import ConfigError, compose_params
 from deeprubin.schema import SchemaError, mag_to_flux, validate_tables
 from deeprubin.sources.files import DEFAULTS, load_files, load_files_report, resolve_options
 
-from conftest import REAL_DATA, REPO_ROOT, build_tiny_repo
+from conftest import REAL_DATA, REPO_ROOT, build_tiny_repo, run_in
 
 CLASSES = ["SNIa", "SNII", "SNIbc", "QSO", "Cepheid", "RRLyrae"]
 BANDS = {"g": 4746.48, "r": 6366.38}
@@ -728,3 +728,10 @@ def test_dvc_repro_on_bts_snia(tmp_path):
     assert ingest["source"] == "files" and ingest["n_objects"] > 2000
     metrics = json.loads((repo / "reports/transients/metrics.json").read_text())
     assert 0.0 <= metrics["accuracy"] <= 1.0
+    # A one-class sample: calibration and the simulated calibration check are recorded as
+    # skipped, with their reasons, and the rest of the pipeline runs to the end.
+    calibration = json.loads((repo / "reports/transients/calibration/metrics.json").read_text())
+    assert "only one class" in calibration["skipped"] and metrics["calibration"] == "none"
+    check = json.loads((repo / "reports/transients/calibration/independent_test.json").read_text())
+    assert check["training_source"] == "files" and "not the simulator" in check["skipped"]
+    assert "Data and pipelines are up to date." in run_in(["dvc", "status"], repo)

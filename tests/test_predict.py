@@ -328,3 +328,59 @@ def test_calibration_check_errors(trained, tmp_path):
     torch.save(payload, tmp_path / "files.ckpt")
     with pytest.raises(ConfigError, match=r"files\.ckpt: the model was trained on source 'files'"):
         independent_sample_source(tmp_path / "files.ckpt", 10, 1)
+
+
+def test_one_class_validation_split_skips_calibration(trained, tmp_path):
+    """A validation split of one class (as with a one-class real sample) is recorded as
+    skipped: identity calibrator as the default, the reason in both files, and the
+    calibration check scores only the uncalibrated probabilities."""
+    from deeprubin.evaluation.calibration import IdentityCalibrator, load_calibrator, saved_methods
+    from deeprubin.stages.calibrate import run_calibrate
+    from deeprubin.stages.calibration_check import run_calibration_check
+
+    cfg, ckpt = trained
+    run = cfg.copy()
+    for key in ("models", "splits", "reports"):
+        run.paths[key] = str(tmp_path / key)
+        (tmp_path / key).mkdir()
+    shutil.copy(ckpt, tmp_path / "models" / "model.ckpt")
+    manifest = io.read_parquet(Path(cfg.paths.splits) / "manifest.parquet")
+    val = manifest["split"] == "val"
+    kept_label = manifest.loc[val, "label"].value_counts().index[0]
+    one_class = manifest[~val | (manifest["label"] == kept_label)]
+    io.write_parquet(one_class, tmp_path / "splits" / "manifest.parquet")
+
+    metrics = run_calibrate(run)
+    assert metrics["default_method"] == "none" and metrics["temperature"] is None
+    assert "only one class" in metrics["skipped"] and metrics["configured_method"] == cfg.evaluate.calibration.method
+    assert set(metrics["val"]) == {"uncalibrated"} and metrics["val"]["uncalibrated"]["n"] == (one_class["split"] == "val").sum()
+    written = json.loads((tmp_path / "reports" / "calibration" / "metrics.json").read_text())
+    assert written["skipped"] == metrics["skipped"]
+    calibration = tmp_path / "models" / "calibration.json"
+    assert saved_methods(calibration) == ["none"]
+    assert isinstance(load_calibrator(calibration), IdentityCalibrator)
+    assert "only one class" in json.loads(calibration.read_text())["fitted_on"]["skipped"]
+    assert (tmp_path / "reports" / "calibration" / "figures" / "reliability_width.png").exists()
+
+    report = run_calibration_check(run)
+    assert set(report["methods"]) == {"uncalibrated"} and report["default_method"] == "none"
+
+
+def test_calibration_check_of_a_real_data_model_is_recorded_as_skipped(trained, tmp_path):
+    """A model trained on files/ALeRCE data has no simulator for an independent sample:
+    the stage writes the reason instead of stopping `dvc repro`."""
+    from deeprubin.stages.calibration_check import run_calibration_check
+
+    cfg, ckpt = trained
+    run = cfg.copy()
+    run.paths.models, run.paths.reports = str(tmp_path / "models"), str(tmp_path / "reports")
+    (tmp_path / "models").mkdir()
+    payload = torch.load(ckpt, weights_only=False)
+    payload["config"]["source"] = {"name": "files", "path": "x"}
+    torch.save(payload, tmp_path / "models" / "model.ckpt")
+    shutil.copy(Path(cfg.paths.models) / "calibration.json", tmp_path / "models" / "calibration.json")
+    report = run_calibration_check(run)
+    assert report["training_source"] == "files" and "trained on source 'files', not the simulator" in report["skipped"]
+    written = json.loads((tmp_path / "reports" / "calibration" / "independent_test.json").read_text())
+    assert written == report
+    assert (tmp_path / "reports" / "calibration" / "independent").is_dir()

@@ -69,6 +69,20 @@ def check_probabilities(probabilities: np.ndarray, name: str = "probabilities",
     return np.clip(p, 0.0, 1.0)
 
 
+def single_class_reason(labels: np.ndarray, name: str = "validation set") -> str | None:
+    """Why a non-empty set cannot be calibrated on: it holds one class only (else None).
+
+    A single-class validation split is legitimate for a one-class real sample (e.g. the
+    ZTF BTS SNe Ia, ``source=files_bts_snia``); the calibrate stage then keeps the
+    uncalibrated probabilities and records this reason instead of stopping the pipeline.
+    """
+    present = np.unique(np.asarray(labels))
+    if len(present) == 1:
+        return (f"{name}: only one class (index {int(present[0])}) among {np.asarray(labels).size} objects; "
+                "calibration needs at least two classes")
+    return None
+
+
 def check_calibration_set(labels: np.ndarray, n_classes: int, name: str = "validation set") -> np.ndarray:
     """Integer labels of a calibration set; errors for an empty or single-class set."""
     y = np.asarray(labels)
@@ -79,10 +93,9 @@ def check_calibration_set(labels: np.ndarray, n_classes: int, name: str = "valid
     if y.min() < 0 or y.max() >= n_classes:
         raise ValueError(f"{name}: label index {int(y.max() if y.max() >= n_classes else y.min())} outside "
                          f"[0, {n_classes - 1}]")
-    present = np.unique(y)
-    if len(present) < 2:
-        raise ValueError(f"{name}: only one class (index {int(present[0])}) among {y.size} objects; "
-                         "calibration needs at least two classes")
+    reason = single_class_reason(y, name)
+    if reason is not None:
+        raise ValueError(reason)
     return y.astype(np.int64)
 
 
@@ -293,6 +306,18 @@ def save_calibration(path: str | Path, calibrators: Mapping[str, Calibrator], de
     return io.write_json(payload, path)
 
 
+def saved_methods(path: str | Path) -> list[str]:
+    """Names of the calibrators in :func:`save_calibration`'s file, in the file's order."""
+    return list(_read_calibration_file(Path(path))["calibrators"])
+
+
+def _read_calibration_file(path: Path) -> dict:
+    data = io.read_json(path)
+    if not isinstance(data, dict) or "calibrators" not in data or "default" not in data:
+        raise ValueError(f"{path}: not a calibration file (needs 'default' and 'calibrators')")
+    return data
+
+
 def load_calibrator(path: str | Path, method: str | None = None,
                     classes: Sequence[str] | None = None) -> Calibrator:
     """The calibrator ``method`` (default: the file's default) from :func:`save_calibration`'s file.
@@ -300,9 +325,7 @@ def load_calibrator(path: str | Path, method: str | None = None,
     ``classes``, when given, must equal the calibrator's class order (the model's).
     """
     path = Path(path)
-    data = io.read_json(path)
-    if not isinstance(data, dict) or "calibrators" not in data or "default" not in data:
-        raise ValueError(f"{path}: not a calibration file (needs 'default' and 'calibrators')")
+    data = _read_calibration_file(path)
     name = method or data["default"]
     if name not in data["calibrators"]:
         raise ValueError(f"{path}: no '{name}' calibrator; the file has {sorted(data['calibrators'])}")

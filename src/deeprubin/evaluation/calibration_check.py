@@ -17,12 +17,18 @@ from omegaconf import OmegaConf
 
 from ..config import ConfigError
 from ..training.checkpoint import load_checkpoint
-from .calibration import apply_calibration, load_calibrator
+from .calibration import apply_calibration, load_calibrator, saved_methods
 from .inference import predict_source_detailed, training_config
 from .reliability import calibration_summary, ece_floor
 
 #: The calibrators the calibrate stage saves, and the names they are reported under.
 REPORTED = {"none": "uncalibrated", "temperature": "temperature", "isotonic": "isotonic"}
+
+
+def training_source(checkpoint_path: str | Path):
+    """The ``source`` config node the checkpointed model was trained on."""
+    _, meta = load_checkpoint(checkpoint_path)
+    return training_config(meta, checkpoint_path).source
 
 
 def independent_sample_source(checkpoint_path: str | Path, n_objects: int, seed: int):
@@ -31,8 +37,7 @@ def independent_sample_source(checkpoint_path: str | Path, n_objects: int, seed:
     Raises :class:`~deeprubin.config.ConfigError` when the model was not trained on the
     simulator (there is nothing to draw an independent sample from).
     """
-    _, meta = load_checkpoint(checkpoint_path)
-    source = training_config(meta, checkpoint_path).source
+    source = training_source(checkpoint_path)
     if str(source.name) != "simulate":
         raise ConfigError(f"{checkpoint_path}: the model was trained on source '{source.name}', not the "
                           "simulator: the calibration check needs source=simulate")
@@ -47,7 +52,8 @@ def calibration_check(checkpoint_path: str | Path, calibration_path: str | Path,
     -------
     report : dict
         ``n_objects``, ``simulation_seed``, ``n_bins``, ``default_method`` and per method
-        (uncalibrated, temperature, isotonic) :func:`calibration_summary` plus
+        saved by the calibrate stage (uncalibrated, temperature, isotonic; uncalibrated
+        only when it skipped calibration) :func:`calibration_summary` plus
         ``ece_floor_width`` / ``ece_floor_mass``: the ECE a perfectly calibrated model
         would score on this many objects.
     probabilities : dict name -> (n, C) array
@@ -62,7 +68,10 @@ def calibration_check(checkpoint_path: str | Path, calibration_path: str | Path,
     report = {"n_objects": int(len(labels)), "simulation_seed": int(seed), "n_bins": int(n_bins),
               "default_method": default, "methods": {}}
     probabilities = {}
+    saved = saved_methods(calibration_path)  # only 'none' when the calibrate stage had one class
     for method, name in REPORTED.items():
+        if method not in saved:
+            continue
         p = apply_calibration(raw, load_calibrator(calibration_path, method=method, classes=classes))
         probabilities[name] = p
         summary = calibration_summary(p, labels, n_bins)

@@ -7,6 +7,11 @@ and equal-mass bins, class-wise ECE, Brier, NLL on the validation and test split
 the uncalibrated model and each calibrator; ``test_ece_floor``: the ECE a perfectly
 calibrated model would score on a test set of this size) and ``figures/`` (reliability diagrams
 overall, both bin schemes, and per class, before and after calibration).
+
+A validation split holding a single class (a one-class real sample such as
+``source=files_bts_snia``) cannot be calibrated: the stage then fits nothing, saves
+only the identity calibrator as the default, and records the reason under
+``skipped`` in both files.
 """
 from __future__ import annotations
 
@@ -17,7 +22,8 @@ from omegaconf import DictConfig
 
 from .. import io
 from ..config import ConfigError, require
-from ..evaluation.calibration import METHODS, apply_calibration, make_calibrator, save_calibration
+from ..evaluation.calibration import (METHODS, apply_calibration, make_calibrator, save_calibration,
+                                      single_class_reason)
 from ..evaluation.inputs import load_model_inputs
 from ..evaluation.predict import predict_logits
 from ..evaluation.reliability import calibration_summary, ece_floor
@@ -51,25 +57,32 @@ def run_calibrate(cfg: DictConfig) -> dict:
     logits = {"val": predict_logits(inputs.model, val.x), "test": predict_logits(inputs.model, test.x)}
     labels = {"val": val.y, "test": test.y}
 
+    # A one-class validation split (a one-class real sample) has nothing to calibrate:
+    # keep the raw probabilities, say why, and let the rest of the pipeline run.
+    skipped = single_class_reason(val.y)
+    if skipped:
+        log.warning("calibrate: %s; no calibrator fitted, the default method is 'none'", skipped)
+    default = "none" if skipped else str(node.method)
     calibrators = {m: make_calibrator(m, classes, float(node.isotonic_floor)).fit(logits["val"], val.y)
-                   for m in ("temperature", "isotonic")}
+                   for m in ([] if skipped else ["temperature", "isotonic"])}
     probabilities = {split: {"uncalibrated": apply_calibration(z, make_calibrator("none", classes), kind="logits"),
                              **{m: apply_calibration(z, c, kind="logits") for m, c in calibrators.items()}}
                      for split, z in logits.items()}
     metrics = {
-        "default_method": str(node.method),
-        "temperature": calibrators["temperature"].temperature,
+        "default_method": default,
+        "temperature": calibrators["temperature"].temperature if "temperature" in calibrators else None,
         "n_bins": n_bins,
+        **({"skipped": skipped, "configured_method": str(node.method)} if skipped else {}),
         **{split: {name: calibration_summary(p, labels[split], n_bins) for name, p in sets.items()}
            for split, sets in probabilities.items()},
     }
     # What a perfectly calibrated model would score on a test set of this size (sampling noise).
-    default_test = probabilities["test"]["uncalibrated" if node.method == "none" else str(node.method)]
+    default_test = probabilities["test"]["uncalibrated" if default == "none" else default]
     metrics["test_ece_floor"] = {scheme: ece_floor(default_test, n_bins, scheme, int(node.floor_draws), int(cfg.seed))
                                  for scheme in ("width", "mass")}
     calibrators["none"] = make_calibrator("none", classes)
-    save_calibration(Path(cfg.paths.models) / "calibration.json", calibrators, default=str(node.method),
-                     fitted_on={"split": "val", "n_objects": int(len(val.y))})
+    save_calibration(Path(cfg.paths.models) / "calibration.json", calibrators, default=default,
+                     fitted_on={"split": "val", "n_objects": int(len(val.y)), **({"skipped": skipped} if skipped else {})})
 
     out = Path(cfg.paths.reports) / "calibration"
     io.write_json(metrics, out / "metrics.json")
@@ -78,17 +91,23 @@ def run_calibrate(cfg: DictConfig) -> dict:
     for scheme in ("width", "mass"):
         io.save_figure(plot_reliability(test_sets, test.y, n_bins, scheme), figures / f"reliability_{scheme}.png",
                        caption=f"Top-label reliability diagram of the test set ({n_bins} equal-{scheme} bins) "
-                               "before and after temperature scaling and isotonic calibration fitted on the "
-                               "validation split.")
+                               + (f"without calibration ({skipped})." if skipped else
+                                  "before and after temperature scaling and isotonic calibration fitted on the "
+                                  "validation split."))
     shown = {"uncalibrated": test_sets["uncalibrated"]}
-    if node.method != "none":
-        shown[str(node.method)] = test_sets[str(node.method)]
+    if default != "none":
+        shown[default] = test_sets[default]
     io.save_figure(plot_reliability_per_class(shown, test.y, classes, int(node.per_class_bins)),
                    figures / "reliability_per_class.png",
                    caption=f"One-vs-rest reliability per class on the test set, before and after the default "
-                           f"calibration ({node.method}).")
+                           f"calibration ({default}).")
     t = metrics["test"]
     floor = metrics["test_ece_floor"]["width"]
+    if skipped:
+        log.info("calibrate: test ECE(width) %.4f, NLL %.4f uncalibrated; a perfectly calibrated model would score "
+                 "ECE %.4f [%.4f, %.4f] on these %d objects", t["uncalibrated"]["ece_width"],
+                 t["uncalibrated"]["nll"], floor["mean"], floor["p05"], floor["p95"], len(test.y))
+        return metrics
     log.info("calibrate: T=%.3f; test ECE(width) %.4f -> %.4f (temperature), %.4f (isotonic); NLL %.4f -> %.4f; "
              "a perfectly calibrated model would score ECE %.4f [%.4f, %.4f] on these %d objects",
              metrics["temperature"], t["uncalibrated"]["ece_width"], t["temperature"]["ece_width"],

@@ -3,6 +3,10 @@
 Writes ``paths.reports/calibration/independent_test.json`` (see
 :func:`deeprubin.evaluation.calibration_check.calibration_check`) and a reliability
 diagram of that sample, ``paths.reports/calibration/independent/reliability_width.png``.
+
+A model trained on real data (``source`` other than ``simulate``) has no simulator to
+draw an independent sample from: the stage then records ``skipped`` with the reason in
+the JSON, leaves the figure folder empty, and the rest of ``dvc repro`` goes on.
 """
 from __future__ import annotations
 
@@ -13,7 +17,7 @@ from omegaconf import DictConfig
 
 from .. import io
 from ..config import ConfigError, require
-from ..evaluation.calibration_check import calibration_check
+from ..evaluation.calibration_check import calibration_check, training_source
 from ..plots.calibration import plot_reliability
 from ._entry import hydra_entry
 
@@ -29,10 +33,19 @@ def run_calibration_check(cfg: DictConfig) -> dict:
                           "the check needs objects the model has never seen")
     n_bins = int(require(cfg, "evaluate.calibration.n_bins", at_least=1))
     models = Path(cfg.paths.models)
+    out = Path(cfg.paths.reports) / "calibration"
+    source_name = str(training_source(models / "model.ckpt").name)
+    if source_name != "simulate":
+        reason = (f"{models / 'model.ckpt'}: the model was trained on source '{source_name}', not the simulator; "
+                  "there is no independent simulated sample to check the calibration on")
+        log.warning("calibration_check: skipped: %s", reason)
+        (out / "independent").mkdir(parents=True, exist_ok=True)  # the stage's (empty) figure output
+        report = {"skipped": reason, "training_source": source_name}
+        io.write_json(report, out / "independent_test.json")
+        return report
     report, probabilities, labels = calibration_check(
         models / "model.ckpt", models / "calibration.json", n_objects=n_objects, seed=seed, n_bins=n_bins,
         floor_draws=int(require(cfg, "evaluate.calibration.floor_draws", at_least=1)))
-    out = Path(cfg.paths.reports) / "calibration"
     io.save_figure(plot_reliability(probabilities, labels, n_bins, "width"),
                    out / "independent" / "reliability_width.png",
                    caption=f"Top-label reliability of {report['n_objects']} independently simulated objects "
