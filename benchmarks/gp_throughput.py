@@ -32,12 +32,13 @@ What it does, on the same simulated objects for every method:
     frozen, scipy ``minimize`` with george's gradient and Avocado's bounds. Skipped,
     with the reason recorded, if george cannot be imported.
 
-  The per-object baselines run single-process with one BLAS thread (more threads
-  only slow 50-200 point problems down). Their all-cores figure
-  (``lc_per_s_all_cores`` = single-process rate x CPU count, i.e. perfect scaling over
-  worker processes) is what the headline ratios use; ours is the median of
-  ``--repeats`` runs, the baselines the best of ``--baseline-repeats``: the ratios
-  are conservative. Ratios against one baseline process are reported too.
+  The per-object baselines run with one BLAS thread per process (more threads only
+  slow 50-200 point problems down), as a plain loop in one process and split over
+  as many spawned worker processes as there are CPUs (``lc_per_s_all_cores_measured``,
+  what the loop really gets from every core; workers warmed up before timing).
+  ``lc_per_s_all_cores`` is the ideal all-cores figure, single-process rate x CPU
+  count (perfect scaling). Ratios against all three are reported; ours is the
+  median of ``--repeats`` runs, the baselines the best of ``--baseline-repeats``.
 * **Quality**: 20% of each object's N points (``--hidden-fraction``) are hidden, every
   method fits the other 80%, and the mean negative log predictive density (NLPD,
   Gaussian with variance = latent posterior variance + the point's noise variance)
@@ -324,6 +325,57 @@ def loop_quality(fn, fit_objs, hidden_objs):
     return scores
 
 
+BASELINES = {"sklearn": sklearn_fit_predict, "george": george_fit_predict}
+
+
+def _baseline_worker_init(benchmarks_dir: str) -> None:
+    """Worker process set-up: this module importable, one BLAS and torch thread (as the loop)."""
+    sys.path.insert(0, benchmarks_dir)
+    warnings.simplefilter("ignore")
+    torch.set_num_threads(1)
+    try:
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(limits=1, user_api="blas")
+    except ImportError:
+        pass
+
+
+def _baseline_warm_up(name: str, obj: pd.DataFrame) -> None:
+    """One fit (imports, first-call costs), then a pause so every worker gets one of these."""
+    BASELINES[name](obj, grid_inputs())
+    time.sleep(1.0)
+
+
+def _baseline_chunk(name: str, objects: list[pd.DataFrame]) -> int:
+    x_grid = grid_inputs()
+    for obj in objects:
+        BASELINES[name](obj, x_grid)
+    return len(objects)
+
+
+def parallel_loop_rate(name: str, objects: list[pd.DataFrame], processes: int, repeats: int) -> list[float]:
+    """Light curves per second of the per-object loop ``name`` split over ``processes`` worker processes.
+
+    What the baseline really gets from every core (Avocado fits objects in parallel
+    processes too), rather than assuming perfect scaling: the workers share the
+    memory bandwidth and caches. Workers are spawned and warmed up (one fit each)
+    before the clock starts; each takes an equal share of ``objects``.
+    """
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("spawn")  # no fork after torch's thread pools started
+    chunks = [objects[i::processes] for i in range(processes)]
+    with ctx.Pool(processes, initializer=_baseline_worker_init, initargs=(str(Path(__file__).resolve().parent),)) as pool:
+        pool.starmap(_baseline_warm_up, [(name, objects[0])] * processes, chunksize=1)
+        rates = []
+        for _ in range(max(1, repeats)):
+            start = time.perf_counter()
+            done = sum(pool.starmap(_baseline_chunk, [(name, c) for c in chunks], chunksize=1))
+            rates.append(done / (time.perf_counter() - start))
+    return rates
+
+
 def single_threaded_blas():
     try:
         from threadpoolctl import threadpool_limits
@@ -350,8 +402,14 @@ def plot(results: dict, sizes: list[int], path: Path) -> None:
             ys = [rows[str(n)]["lc_per_s"] for n in xs]
             (handle,) = ax.plot(xs, ys, marker=marker, linestyle=line, label=label)
             if method in ("sklearn", "george"):
+                cores = results["machine"]["cpu_count"]
+                measured = [n for n in xs if "lc_per_s_all_cores_measured" in rows[str(n)]]
+                if measured:
+                    ax.plot(measured, [rows[str(n)]["lc_per_s_all_cores_measured"] for n in measured], marker=marker,
+                            linestyle="-.", color=handle.get_color(), alpha=0.8,
+                            label=f"{method}: {cores} processes (measured)")
                 ax.plot(xs, [rows[str(n)]["lc_per_s_all_cores"] for n in xs], linestyle="--", color=handle.get_color(),
-                        alpha=0.6, label=f"{method}: ideal on all {results['machine']['cpu_count']} cores")
+                        alpha=0.5, label=f"{method}: ideal on {cores} cores (2 x one process)")
         ax.set_yscale("log")
         ax.set_xscale("log")
         ax.set_xticks(sizes)
@@ -438,11 +496,15 @@ def main(argv: list[str] | None = None) -> dict:
                 runs = [len(subset) / loop_timing(fn, subset) for _ in range(max(1, args.baseline_repeats))]
                 scores = loop_quality(fn, fit_objs[:len(subset)], hidden_objs[:len(subset)])
             rate = max(runs)
+            cores = os.cpu_count() or 1
+            parallel = parallel_loop_rate(base, subset, cores, args.baseline_repeats) if cores > 1 else runs
             methods[base]["sizes"][str(n)] = {
                 "n_objects": len(subset), "lc_per_s": rate, "lc_per_s_runs": runs,
-                "lc_per_s_all_cores": rate * (os.cpu_count() or 1), "processes": 1, "blas_threads": 1,
+                "lc_per_s_all_cores": rate * cores, "lc_per_s_all_cores_measured": max(parallel),
+                "lc_per_s_all_cores_measured_runs": parallel, "processes_measured": cores, "blas_threads": 1,
                 "quality": summarise(scores)}
-            print(f"  N={n:4d} {base:18s}: {rate:9.1f} lc/s per process", flush=True)
+            print(f"  N={n:4d} {base:18s}: {rate:9.1f} lc/s in one process, {max(parallel):9.1f} lc/s in "
+                  f"{cores} processes", flush=True)
 
     ratios, checks = {}, {}
     for n in args.sizes:
@@ -455,12 +517,16 @@ def main(argv: list[str] | None = None) -> dict:
             excess = (q_ours["nlpd_mean"] - q_base["nlpd_mean"]) / abs(q_base["nlpd_mean"])
             ratios[str(n)][base] = {
                 "throughput_vs_all_cores": ours["lc_per_s"] / b["lc_per_s_all_cores"],
+                "throughput_vs_all_cores_measured": ours["lc_per_s"] / b["lc_per_s_all_cores_measured"],
                 "throughput_vs_one_process": ours["lc_per_s"] / b["lc_per_s"],
                 "one_thread_vs_one_process": one["lc_per_s"] / b["lc_per_s"],
                 "nlpd_ours": q_ours["nlpd_mean"], "nlpd_baseline": q_base["nlpd_mean"],
                 "nlpd_relative_excess": excess, "rmse_ours": q_ours["rmse"], "rmse_baseline": q_base["rmse"]}
             target = TARGETS["min_ratio_vs_sklearn" if base == "sklearn" else "min_ratio_vs_george"]
-            checks[f"N={n}: >= {target:g}x {base} (all cores)"] = ratios[str(n)][base]["throughput_vs_all_cores"] >= target
+            checks[f"N={n}: >= {target:g}x {base} (all cores, ideal scaling)"] = \
+                ratios[str(n)][base]["throughput_vs_all_cores"] >= target
+            checks[f"N={n}: >= {target:g}x {base} (all cores, measured)"] = \
+                ratios[str(n)][base]["throughput_vs_all_cores_measured"] >= target
             checks[f"N={n}: >= {target:g}x {base} (one process)"] = ratios[str(n)][base]["throughput_vs_one_process"] >= target
             checks[f"N={n}: NLPD within 5% of {base}"] = excess <= TARGETS["max_nlpd_excess"]
     if "50" in methods["deeprubin"]["sizes"]:
@@ -487,14 +553,15 @@ def main(argv: list[str] | None = None) -> dict:
     io.write_json(results, out / "gp_throughput.json")
     plot(results, args.sizes, out / "gp_throughput.png")
     print(f"\nload average at the end: {results['load_average_end']}; {results['seconds']} s")
-    print(f"{'N':>5s} {'ours lc/s':>10s} " + " ".join(f"{b + ' lc/s':>13s} {'x(all cores)':>12s} {'NLPD ours/' + b:>22s}"
-                                                        for b in baselines))
+    print(f"{'N':>5s} {'ours lc/s':>10s} " + " ".join(
+        f"{b + ' lc/s 1|all':>22s} {'x 1|all|ideal':>18s} {'NLPD ours/' + b:>22s}" for b in baselines))
     for n in args.sizes:
         line = f"{n:5d} {methods['deeprubin']['sizes'][str(n)]['lc_per_s']:10.1f} "
         for base in baselines:
-            r = ratios[str(n)][base]
-            line += (f"{methods[base]['sizes'][str(n)]['lc_per_s']:13.1f} {r['throughput_vs_all_cores']:12.1f} "
-                     f"{r['nlpd_ours']:10.3f}/{r['nlpd_baseline']:<10.3f} ")
+            r, m = ratios[str(n)][base], methods[base]["sizes"][str(n)]
+            line += (f"{m['lc_per_s']:10.1f}|{m['lc_per_s_all_cores_measured']:<11.1f} "
+                     f"{r['throughput_vs_one_process']:5.1f}|{r['throughput_vs_all_cores_measured']:5.1f}|"
+                     f"{r['throughput_vs_all_cores']:<6.1f} {r['nlpd_ours']:10.3f}/{r['nlpd_baseline']:<10.3f} ")
         print(line)
     for name, ok in checks.items():
         print(f"  [{'met' if ok else 'NOT met'}] {name}")

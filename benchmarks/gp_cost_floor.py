@@ -1,0 +1,117 @@
+"""Cost floor of an exact GP hyperparameter fit on this machine: the LAPACK/BLAS calls alone.
+
+Usage (from the repository root, after `make setup`)::
+
+    .venv/bin/python benchmarks/gp_cost_floor.py                 # sizes 20 50 100 200
+    .venv/bin/python benchmarks/gp_cost_floor.py --sizes 100 --batch 128
+
+One evaluation of the batched Newton fit (:func:`deeprubin.preprocess.gp_newton.evaluate`)
+with derivatives needs, per object of n points, a Cholesky of the (n, n) covariance,
+K^-1 from it (LAPACK ``potri``) and one (n, n) x (n, n) matrix product per fitted length
+scale (K^-1 dK/dl for the Hessian); a loss-only evaluation needs the Cholesky. This script
+times those calls alone, batched as the fit runs them (one thread, float64, SPD matrices of
+the fit's form), and prints microseconds per object. Everything else the fit does (kernel
+and derivative arrays, Python) comes on top, so ``floor_us_per_object`` is a lower bound
+on the cost per object of ``evaluations`` full and ``loss_only`` loss-only evaluations.
+
+If ``reports/benchmarks/gp_throughput.json`` exists, each size also gets the time per
+object and core that issue 4's targets allow against that run's measured baselines
+(20x scikit-learn, 10x george on all cores), and the time the batched fit took in that run.
+
+Writes ``reports/benchmarks/gp_cost_floor.json``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+
+import torch
+
+from deeprubin import io
+
+
+def matrices(batch: int, n: int, seed: int) -> torch.Tensor:
+    """(batch, n, n) float64 covariances of the fit's form: s * Matern-3/2(time) + noise."""
+    g = torch.Generator().manual_seed(seed)
+    t = torch.sort(torch.rand(batch, n, generator=g, dtype=torch.float64) * 100.0, dim=1).values
+    r = (t[:, :, None] - t[:, None, :]).abs() * (3.0 ** 0.5 / 20.0)
+    noise = 0.01 + 0.05 * torch.rand(batch, n, generator=g, dtype=torch.float64)
+    return (1.0 + r) * torch.exp(-r) + torch.diag_embed(noise)
+
+
+def best_time(fn, repeats: int) -> float:
+    fn()
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def floor(n: int, batch: int, repeats: int, seed: int) -> dict:
+    """Microseconds per object of the Cholesky, the inverse and the matrix product at n points."""
+    k = matrices(batch, n, seed)
+    chol = torch.linalg.cholesky(k)
+    kinv = torch.cholesky_inverse(chol)
+    m = torch.rand(batch, n, n, dtype=torch.float64)
+    per_object = 1e6 / batch
+    cholesky = best_time(lambda: torch.linalg.cholesky_ex(k), repeats) * per_object
+    inverse = best_time(lambda: torch.cholesky_inverse(chol), repeats) * per_object
+    product = best_time(lambda: kinv @ m, repeats) * per_object
+    return {"cholesky_us": cholesky, "inverse_us": inverse, "matmul_us": product,
+            "full_evaluation_us": cholesky + inverse + product, "loss_only_evaluation_us": cholesky}
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[20, 50, 100, 200])
+    parser.add_argument("--batch", type=int, default=256, help="objects per batched call")
+    parser.add_argument("--repeats", type=int, default=5, help="timing repeats (the best is kept)")
+    parser.add_argument("--evaluations", type=float, default=3.7,
+                        help="full evaluations per object of the Newton fit (median measured on the benchmark)")
+    parser.add_argument("--loss-only", type=float, default=4.0, help="loss-only evaluations per object")
+    parser.add_argument("--throughput", type=Path, default=Path("reports/benchmarks/gp_throughput.json"))
+    parser.add_argument("--out", type=Path, default=Path("reports/benchmarks"))
+    args = parser.parse_args(argv)
+
+    torch.set_num_threads(1)  # as each of fit_gp_grid's batch workers
+    throughput = json.loads(args.throughput.read_text()) if args.throughput.exists() else None
+    sizes = {}
+    for n in args.sizes:
+        row = floor(n, args.batch, args.repeats, seed=n)
+        row["floor_us_per_object"] = args.evaluations * row["full_evaluation_us"] + args.loss_only * row["cholesky_us"]
+        if throughput is not None and str(n) in throughput["methods"]["deeprubin"]["sizes"]:
+            cores = throughput["machine"]["cpu_count"]
+            ours = throughput["methods"]["deeprubin"]["sizes"][str(n)]["lc_per_s"]
+            row["measured_us_per_object_core"] = 1e6 * cores / ours
+            for base, factor in (("sklearn", throughput["targets"]["min_ratio_vs_sklearn"]),
+                                 ("george", throughput["targets"]["min_ratio_vs_george"])):
+                rate = throughput["methods"].get(base, {}).get("sizes", {}).get(str(n), {}).get(
+                    "lc_per_s_all_cores_measured")
+                if rate:
+                    row[f"target_us_per_object_core_vs_{base}"] = 1e6 * cores / (factor * rate)
+        sizes[str(n)] = row
+        line = (f"n={n:4d}: Cholesky {row['cholesky_us']:7.1f} us, K^-1 {row['inverse_us']:7.1f} us, "
+                f"product {row['matmul_us']:7.1f} us per object; floor of a fit {row['floor_us_per_object']:8.1f} us")
+        if "measured_us_per_object_core" in row:
+            line += f"; measured {row['measured_us_per_object_core']:8.1f} us"
+            for base in ("sklearn", "george"):
+                if f"target_us_per_object_core_vs_{base}" in row:
+                    line += f"; target vs {base} {row[f'target_us_per_object_core_vs_{base}']:8.1f} us"
+        print(line, flush=True)
+    result = {"machine": {"cpu_count": os.cpu_count(), "torch": torch.__version__, "load_average": os.getloadavg()},
+              "config": {"batch": args.batch, "repeats": args.repeats, "evaluations": args.evaluations,
+                         "loss_only": args.loss_only, "threads": 1,
+                         "throughput_json": str(args.throughput) if throughput is not None else None},
+              "sizes": sizes}
+    io.write_json(result, args.out / "gp_cost_floor.json")
+    print(f"wrote {args.out / 'gp_cost_floor.json'}")
+    return result
+
+
+if __name__ == "__main__":
+    main()
