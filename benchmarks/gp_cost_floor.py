@@ -13,6 +13,8 @@ times those calls alone, batched as the fit runs them (one thread, float64, SPD 
 the fit's form), and prints microseconds per object. Everything else the fit does (kernel
 and derivative arrays, Python) comes on top, so ``floor_us_per_object`` is a lower bound
 on the cost per object of ``evaluations`` full and ``loss_only`` loss-only evaluations.
+The fit's own ``evaluate`` is timed too, on two-band data of the same size, so the gap
+between the two is the cost of everything but those calls.
 
 If ``reports/benchmarks/gp_throughput.json`` exists, each size also gets the time per
 object and core that issue 4's targets allow against that run's measured baselines
@@ -24,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import time
 from pathlib import Path
@@ -31,6 +34,7 @@ from pathlib import Path
 import torch
 
 from deeprubin import io
+from deeprubin.preprocess.gp import MAX_BATCH_ELEMENTS
 
 
 def matrices(batch: int, n: int, seed: int) -> torch.Tensor:
@@ -52,6 +56,33 @@ def best_time(fn, repeats: int) -> float:
     return best
 
 
+def evaluation_times(n: int, batch: int, repeats: int, seed: int) -> dict:
+    """Microseconds per object of the fit's own :func:`gp_newton.evaluate` (full and loss-only) at n points.
+
+    Two bands (g and r of ZTF, wavelength length scale 6000 A), times over 100 days,
+    the time length scale at 20 days, unit amplitude, noise variances 0.01-0.06:
+    internal units as in ``deeprubin.preprocess.gp_model``.
+    """
+    from deeprubin.preprocess import gp_model, gp_newton
+
+    g = torch.Generator().manual_seed(seed)
+    t = torch.sort(torch.rand(batch, n, generator=g, dtype=torch.float64) * 100.0, dim=1).values
+    wavelength = torch.where(torch.rand(batch, n, generator=g) < 0.5, 4746.48, 6366.38).to(torch.float64)
+    x = torch.stack([t / gp_model.TIME_UNIT_DAYS, wavelength / gp_model.WAVELENGTH_UNIT_ANGSTROM], -1)
+    y = 0.3 * torch.randn(batch, n, generator=g, dtype=torch.float64)
+    noise = 0.01 + 0.05 * torch.rand(batch, n, generator=g, dtype=torch.float64)
+    fixed_w = torch.full((batch,), math.log(6000.0 / gp_model.WAVELENGTH_UNIT_ANGSTROM), dtype=torch.float64)
+    geom = gp_newton.Geometry.from_padded(x, y, noise, torch.full((batch,), n), fixed_w)
+    theta = torch.stack([torch.zeros(batch, dtype=torch.float64),
+                         torch.full((batch,), math.log(20.0 / gp_model.TIME_UNIT_DAYS), dtype=torch.float64)], -1)
+    per_object = 1e6 / batch
+    with gp_newton.retain_freed_memory():
+        full = best_time(lambda: gp_newton.evaluate(geom, theta, fixed_w), repeats) * per_object
+        loss = best_time(lambda: gp_newton.evaluate(geom, theta, fixed_w, derivatives=False, inverse=False),
+                         repeats) * per_object
+    return {"evaluate_full_us": full, "evaluate_loss_only_us": loss}
+
+
 def floor(n: int, batch: int, repeats: int, seed: int) -> dict:
     """Microseconds per object of the Cholesky, the inverse and the matrix product at n points."""
     k = matrices(batch, n, seed)
@@ -69,7 +100,8 @@ def floor(n: int, batch: int, repeats: int, seed: int) -> dict:
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[20, 50, 100, 200])
-    parser.add_argument("--batch", type=int, default=256, help="objects per batched call")
+    parser.add_argument("--batch", type=int, default=256,
+                        help="objects per batched call, capped as fit_gp_grid caps its batches (MAX_BATCH_ELEMENTS)")
     parser.add_argument("--repeats", type=int, default=5, help="timing repeats (the best is kept)")
     parser.add_argument("--evaluations", type=float, default=3.7,
                         help="full evaluations per object of the Newton fit (median measured on the benchmark)")
@@ -82,8 +114,12 @@ def main(argv: list[str] | None = None) -> dict:
     throughput = json.loads(args.throughput.read_text()) if args.throughput.exists() else None
     sizes = {}
     for n in args.sizes:
-        row = floor(n, args.batch, args.repeats, seed=n)
+        batch = max(1, min(args.batch, MAX_BATCH_ELEMENTS // (n * n)))  # as fit_gp_grid caps its batches
+        row = {"batch": batch, **floor(n, batch, args.repeats, seed=n)}
         row["floor_us_per_object"] = args.evaluations * row["full_evaluation_us"] + args.loss_only * row["cholesky_us"]
+        row.update(evaluation_times(n, batch, args.repeats, seed=n))
+        row["fit_evaluations_us_per_object"] = (args.evaluations * row["evaluate_full_us"]
+                                                + args.loss_only * row["evaluate_loss_only_us"])
         if throughput is not None and str(n) in throughput["methods"]["deeprubin"]["sizes"]:
             cores = throughput["machine"]["cpu_count"]
             ours = throughput["methods"]["deeprubin"]["sizes"][str(n)]["lc_per_s"]
@@ -96,7 +132,9 @@ def main(argv: list[str] | None = None) -> dict:
                     row[f"target_us_per_object_core_vs_{base}"] = 1e6 * cores / (factor * rate)
         sizes[str(n)] = row
         line = (f"n={n:4d}: Cholesky {row['cholesky_us']:7.1f} us, K^-1 {row['inverse_us']:7.1f} us, "
-                f"product {row['matmul_us']:7.1f} us per object; floor of a fit {row['floor_us_per_object']:8.1f} us")
+                f"product {row['matmul_us']:7.1f} us per object; floor of a fit {row['floor_us_per_object']:8.1f} us; "
+                f"evaluate() full {row['evaluate_full_us']:7.1f} us, loss-only {row['evaluate_loss_only_us']:7.1f} us, "
+                f"a fit's evaluations {row['fit_evaluations_us_per_object']:8.1f} us")
         if "measured_us_per_object_core" in row:
             line += f"; measured {row['measured_us_per_object_core']:8.1f} us"
             for base in ("sklearn", "george"):
