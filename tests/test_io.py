@@ -29,6 +29,14 @@ def test_round_trips(tmp_path):
     assert len(io.file_sha256(tmp_path / "a.npz")) == 64
 
 
+def test_json_is_strict_non_finite_values_become_null(tmp_path):
+    path = io.write_json({"auc": float("nan"), "inf": np.float64(np.inf), "ok": [np.float32(0.5), -np.inf]},
+                         tmp_path / "m.json")
+    text = path.read_text()
+    assert "NaN" not in text and "Infinity" not in text
+    assert io.read_json(path) == {"auc": None, "inf": None, "ok": [0.5, None]}
+
+
 @pytest.mark.parametrize("reader", [io.read_parquet, io.read_json, io.read_npz])
 def test_missing_file_names_path(tmp_path, reader):
     with pytest.raises(FileNotFoundError, match="nothing.here"):

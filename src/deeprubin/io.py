@@ -61,17 +61,22 @@ def _to_jsonable(obj: Any) -> Any:
         return _to_jsonable(obj.tolist())
     if isinstance(obj, np.integer):
         return int(obj)
-    if isinstance(obj, np.floating):
-        return float(obj)
     if isinstance(obj, np.bool_):
         return bool(obj)
+    if isinstance(obj, (float, np.floating)):
+        # NaN and infinities are not JSON (RFC 8259); jq, JavaScript and strict parsers
+        # reject Python's NaN token, so an undefined score (e.g. ROC-AUC of a one-class
+        # test set) is written as null.
+        value = float(obj)
+        return value if np.isfinite(value) else None
     return obj
 
 
 def write_json(data: Any, path: str | os.PathLike) -> Path:
-    """Write JSON atomically (numpy scalars and arrays converted, keys sorted)."""
+    """Write strict JSON atomically (numpy scalars and arrays converted, NaN and
+    infinities as null, keys sorted)."""
     with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(_to_jsonable(data), indent=2, sort_keys=True) + "\n")
+        tmp.write_text(json.dumps(_to_jsonable(data), indent=2, sort_keys=True, allow_nan=False) + "\n")
     return Path(path)
 
 
