@@ -306,12 +306,18 @@ def george_fit_predict(obj, x_pred, t_ref=None, scale=None):
     return gp.predict(y, x_pred, return_var=True)
 
 
-def loop_timing(fn, objects) -> float:
+def fit_all(fn, objects) -> int:
+    """Fit and predict on the output grid every object with ``fn``, one after the other."""
     x_grid = grid_inputs()
-    fn(objects[0], x_grid)  # warm-up (imports)
-    start = time.perf_counter()
     for obj in objects:
         fn(obj, x_grid)
+    return len(objects)
+
+
+def loop_timing(fn, objects) -> float:
+    fn(objects[0], grid_inputs())  # warm-up (imports)
+    start = time.perf_counter()
+    fit_all(fn, objects)
     return time.perf_counter() - start
 
 
@@ -333,12 +339,7 @@ def _baseline_worker_init(benchmarks_dir: str) -> None:
     sys.path.insert(0, benchmarks_dir)
     warnings.simplefilter("ignore")
     torch.set_num_threads(1)
-    try:
-        from threadpoolctl import threadpool_limits
-
-        threadpool_limits(limits=1, user_api="blas")
-    except ImportError:
-        pass
+    single_threaded_blas()  # threadpoolctl applies the limit on construction, for the worker's lifetime
 
 
 def _baseline_warm_up(name: str, obj: pd.DataFrame) -> None:
@@ -348,10 +349,7 @@ def _baseline_warm_up(name: str, obj: pd.DataFrame) -> None:
 
 
 def _baseline_chunk(name: str, objects: list[pd.DataFrame]) -> int:
-    x_grid = grid_inputs()
-    for obj in objects:
-        BASELINES[name](obj, x_grid)
-    return len(objects)
+    return fit_all(BASELINES[name], objects)
 
 
 def parallel_loop_rate(name: str, objects: list[pd.DataFrame], processes: int, repeats: int) -> list[float]:
