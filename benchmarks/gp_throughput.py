@@ -80,7 +80,7 @@ GRID = np.linspace(-30.0, 70.0, 50)  # the pipeline's output grid
 WINDOW = (-50.0, 100.0)  # days around the brightest significant observation
 #: fit_gp_grid settings: a window wide enough to keep every point, no binning.
 OURS = dict(band_wavelengths=BANDS, window_before_days=30.0, window_after_days=70.0, n_grid=len(GRID),
-            fit_margin_days=1000.0, max_points=1024, n_iter=60, learning_rate=0.1, batch_size=256, tol=1e-4,
+            fit_margin_days=1000.0, max_points=1024, n_iter=60, learning_rate=0.1, batch_size=256,
             wavelength_length_scale=WAVELENGTH_LS, progress=False)
 TARGETS = {"min_lc_per_s_at_50": 500.0, "min_ratio_vs_sklearn": 20.0, "min_ratio_vs_george": 10.0,
            "max_nlpd_excess": 0.05}
@@ -222,6 +222,13 @@ def default_hyper_max_points() -> int | None:
     from deeprubin.config import compose_params
 
     return compose_params([]).preprocess.get("hyper_max_points")
+
+
+def default_tol() -> float:
+    """``preprocess.tol`` of the composed pipeline config (conf/preprocess/gp.yaml)."""
+    from deeprubin.config import compose_params
+
+    return float(compose_params([]).preprocess.tol)
 
 
 def hyper_max_points_arg(value: str) -> int | None:
@@ -435,8 +442,11 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--hyper-max-points", type=hyper_max_points_arg, default=default_hyper_max_points(),
                         help="fit_gp_grid's hyper_max_points (subset-of-data hyperparameters; 'null' = all "
                              "points); default: the value in conf/preprocess/gp.yaml")
+    parser.add_argument("--tol", type=float, default=default_tol(),
+                        help="fit_gp_grid's convergence tolerance; default: the value in conf/preprocess/gp.yaml")
     args = parser.parse_args(argv)
     OURS["hyper_max_points"] = args.hyper_max_points
+    OURS["tol"] = args.tol
 
     info = machine()
     print("machine:", info, flush=True)
