@@ -5,9 +5,10 @@ Usage (from the repository root)::
     .venv/bin/python benchmarks/gp_hyper_subset.py                       # ~10 min on 2 cores
     .venv/bin/python benchmarks/gp_hyper_subset.py --sizes 100 200 --limits null 56 64 --seed 1
 
-For every size N (points per object) and every limit M in ``--limits`` (``null`` = all
-points), and every convergence tolerance in ``--tols`` (default: the configured one), on the objects of ``benchmarks/gp_throughput.py`` (same simulation, subsampling
-and 20% hidden points, seeded by ``--seed``):
+For every size N (points per object), every limit M in ``--limits`` (``null`` = all
+points) and every convergence tolerance in ``--tols`` (default: the configured one), on
+the objects of ``benchmarks/gp_throughput.py`` (same simulation, subsampling and 20%
+hidden points, seeded by ``--seed``):
 
 * light curves per second of :func:`deeprubin.preprocess.gp.fit_gp_grid` with
   ``hyper_max_points=M`` on ``--n-time`` objects of N points (median of ``--repeats``, the

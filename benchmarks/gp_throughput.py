@@ -217,18 +217,21 @@ def summarise(scores: list[tuple[np.ndarray, np.ndarray]]) -> dict:
 
 # --------------------------------------------------------------------------- methods
 
-def default_hyper_max_points() -> int | None:
-    """``preprocess.hyper_max_points`` of the composed pipeline config (conf/preprocess/gp.yaml)."""
+def pipeline_gp_settings():
+    """The ``preprocess`` node of the composed pipeline config (conf/preprocess/gp.yaml)."""
     from deeprubin.config import compose_params
 
-    return compose_params([]).preprocess.get("hyper_max_points")
+    return compose_params([]).preprocess
+
+
+def default_hyper_max_points() -> int | None:
+    """``preprocess.hyper_max_points`` of the pipeline config."""
+    return pipeline_gp_settings().get("hyper_max_points")
 
 
 def default_tol() -> float:
-    """``preprocess.tol`` of the composed pipeline config (conf/preprocess/gp.yaml)."""
-    from deeprubin.config import compose_params
-
-    return float(compose_params([]).preprocess.tol)
+    """``preprocess.tol`` of the pipeline config."""
+    return float(pipeline_gp_settings().tol)
 
 
 def hyper_max_points_arg(value: str) -> int | None:
