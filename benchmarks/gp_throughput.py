@@ -234,6 +234,9 @@ def default_tol() -> float:
     return float(pipeline_gp_settings().tol)
 
 
+OURS["tol"] = default_tol()  # main() may override it (--tol)
+
+
 def hyper_max_points_arg(value: str) -> int | None:
     """argparse type of ``--hyper-max-points``: an integer, or ``null``/``none`` for all points."""
     return None if value.lower() in ("null", "none") else int(value)
@@ -445,7 +448,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--hyper-max-points", type=hyper_max_points_arg, default=default_hyper_max_points(),
                         help="fit_gp_grid's hyper_max_points (subset-of-data hyperparameters; 'null' = all "
                              "points); default: the value in conf/preprocess/gp.yaml")
-    parser.add_argument("--tol", type=float, default=default_tol(),
+    parser.add_argument("--tol", type=float, default=OURS["tol"],
                         help="fit_gp_grid's convergence tolerance; default: the value in conf/preprocess/gp.yaml")
     args = parser.parse_args(argv)
     OURS["hyper_max_points"] = args.hyper_max_points
