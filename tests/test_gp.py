@@ -171,6 +171,49 @@ def test_worker_threads_give_the_one_by_one_result(mixed_lightcurves, mixed_grid
         fit(mixed_lightcurves, workers=0)
 
 
+def test_worker_processes_give_the_thread_result(mixed_lightcurves):
+    """Batches fitted in worker processes (executor=gp_process_pool) equal the thread workers' result,
+    with and without subset-of-data hyperparameters."""
+    with gpmod.gp_process_pool(2) as pool:
+        for extra in ({}, {"hyper_max_points": 16}):
+            in_processes = fit(mixed_lightcurves, batch_size=4, workers=2, executor=pool, **extra)
+            in_threads = fit(mixed_lightcurves, batch_size=4, workers=2, **extra)
+            np.testing.assert_array_equal(in_processes.mean, in_threads.mean)
+            np.testing.assert_array_equal(in_processes.std, in_threads.std)
+            pd.testing.assert_frame_equal(in_processes.diagnostics, in_threads.diagnostics)
+
+
+def test_process_fit_returns_an_unpicklable_error_by_name(monkeypatch):
+    """A worker's exception that cannot be pickled comes back as its class name and text."""
+    class Unpicklable(RuntimeError):
+        def __init__(self):
+            super().__init__("matrix not positive definite")
+            self.callback = lambda: None  # lambdas do not pickle
+
+    def fails(*args, **kwargs):
+        raise Unpicklable()
+
+    rng = np.random.default_rng(3)
+    lc = make_lightcurves({"a": random_object(rng, 12)})
+    _, objects = gpmod._prepare(lc, list(BANDS), np.array(list(BANDS.values())), -70.0, 120.0, 200)
+    task = (objects, None, 6000.0, np.zeros((4, 2)), 1e-6,
+            dict(fit_wavelength=False, n_iter=5, learning_rate=0.1, tol=1e-4, optimizer="newton"))
+    monkeypatch.setattr(gp_model, "fit_batch", fails)
+    error = gpmod._process_fit(task)
+    assert isinstance(error, RuntimeError) and str(error) == "Unpicklable: matrix not positive definite"
+    monkeypatch.setattr(gp_model, "fit_batch", lambda *a, **k: (_ for _ in ()).throw(ValueError("bad batch")))
+    error = gpmod._process_fit(task)
+    assert type(error) is ValueError and str(error) == "bad batch"  # picklable: returned as it is
+
+
+def test_process_pool_and_executor_arguments_are_checked(mixed_lightcurves):
+    with pytest.raises(ValueError, match="n_workers must be >= 1"):
+        with gpmod.gp_process_pool(0):
+            pass
+    with pytest.raises(ValueError, match="executor .* CPU only, got device='cuda'"):
+        fit(mixed_lightcurves, device="cuda", executor=object())
+
+
 def test_padding_does_not_change_a_fit():
     rng = np.random.default_rng(5)
     short = random_object(rng, 10)
