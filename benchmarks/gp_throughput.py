@@ -68,7 +68,7 @@ import torch
 
 from deeprubin import io
 from deeprubin.plots.style import figure_style, new_figure
-from deeprubin.preprocess.gp import fit_gp_grid
+from deeprubin.preprocess.gp import fit_gp_grid, gp_process_pool
 from deeprubin.preprocess.gp_model import MIN_NOISE
 from deeprubin.sources.simulate import simulate_survey
 
@@ -242,23 +242,28 @@ def hyper_max_points_arg(value: str) -> int | None:
     return None if value.lower() in ("null", "none") else int(value)
 
 
-def ours_fit(objects: list[pd.DataFrame], threads: int | None):
-    """fit_gp_grid on all objects; returns (seconds, grid)."""
+#: Worker processes of ``--parallel processes`` (a warm :func:`gp_process_pool`), else None.
+POOL = None
+
+
+def ours_fit(objects: list[pd.DataFrame], threads: int | None, executor=None):
+    """fit_gp_grid on all objects (in ``executor``'s processes if given); returns (seconds, grid)."""
     table = pd.concat([o.assign(object_id=f"o{k:06d}") for k, o in enumerate(objects)], ignore_index=True)
     previous = torch.get_num_threads()
     if threads:
         torch.set_num_threads(threads)
+    settings = dict(OURS, executor=executor)
     try:
-        fit_gp_grid(table[table["object_id"].isin([f"o{k:06d}" for k in range(8)])], **OURS)  # warm-up
+        fit_gp_grid(table[table["object_id"].isin([f"o{k:06d}" for k in range(8)])], **settings)  # warm-up
         start = time.perf_counter()
-        grid = fit_gp_grid(table, **OURS)
+        grid = fit_gp_grid(table, **settings)
         return time.perf_counter() - start, grid
     finally:
         torch.set_num_threads(previous)
 
 
 def ours_quality(fit_objs, hidden_objs, threads) -> list[tuple[np.ndarray, np.ndarray]]:
-    _, grid = ours_fit(fit_objs, threads)
+    _, grid = ours_fit(fit_objs, threads)  # the same fits in threads or processes
     d = grid.diagnostics
     scores = []
     for k, (obj, hid) in enumerate(zip(fit_objs, hidden_objs)):
@@ -398,7 +403,10 @@ def single_threaded_blas():
 # --------------------------------------------------------------------------- report
 
 def plot(results: dict, sizes: list[int], path: Path) -> None:
-    styles = {"deeprubin": ("o", "-", "DeepRubin batched GP (one worker per torch thread)"),
+    in_processes = results["config"].get("parallel") == "processes"
+    styles = {"deeprubin": ("o", "-", "DeepRubin batched GP (one worker process per core)" if in_processes
+                            else "DeepRubin batched GP (one worker per torch thread)"),
+              "deeprubin_threads": ("o", "--", "DeepRubin batched GP (one worker per torch thread)"),
               "deeprubin_1thread": ("o", ":", "DeepRubin batched GP (1 thread)"),
               "sklearn": ("s", "-", "scikit-learn GPR, per object (1 process)"),
               "george": ("^", "-", "george, Avocado-style, per object (1 process)")}
@@ -450,10 +458,19 @@ def main(argv: list[str] | None = None) -> dict:
                              "points); default: the value in conf/preprocess/gp.yaml")
     parser.add_argument("--tol", type=float, default=OURS["tol"],
                         help="fit_gp_grid's convergence tolerance; default: the value in conf/preprocess/gp.yaml")
+    parser.add_argument("--parallel", choices=["threads", "processes"], default="threads",
+                        help="how ours uses the cores: worker threads (fit_gp_grid's default) or a warm pool "
+                             "of worker processes (fit_gp_grid(executor=gp_process_pool()))")
     args = parser.parse_args(argv)
     OURS["hyper_max_points"] = args.hyper_max_points
     OURS["tol"] = args.tol
+    global POOL
+    with gp_process_pool() if args.parallel == "processes" else nullcontext() as POOL:
+        return run(args)
 
+
+def run(args: argparse.Namespace) -> dict:
+    """The benchmark for parsed ``args`` (see :func:`main`)."""
     info = machine()
     print("machine:", info, flush=True)
     start_load = load()
@@ -471,8 +488,11 @@ def main(argv: list[str] | None = None) -> dict:
                                    "wheel is on PyPI for CPython 3.11 / manylinux) to include the Avocado baseline"}
         print("george: not available:", george_status["reason"], flush=True)
 
-    methods = {"deeprubin": {"sizes": {}}, "deeprubin_1thread": {"sizes": {}}, "sklearn": {"sizes": {}},
-               "george": {"sizes": {}, **george_status}}
+    # "deeprubin": the --parallel mode; with processes, the thread workers too ("deeprubin_threads"),
+    # their repeats interleaved with the processes' so that load drifts hit both alike.
+    variants = [("deeprubin", None, POOL)] + ([("deeprubin_threads", None, None)] if POOL is not None else [])
+    methods = {**{name: {"sizes": {}} for name, _, _ in variants}, "deeprubin_1thread": {"sizes": {}},
+               "sklearn": {"sizes": {}}, "george": {"sizes": {}, **george_status}}
     baselines = {"sklearn": (sklearn_fit_predict, args.n_sklearn)}
     if george_status["available"]:
         baselines["george"] = (george_fit_predict, args.n_george)
@@ -483,14 +503,19 @@ def main(argv: list[str] | None = None) -> dict:
         fit_objs, hidden_objs = hide(objects, args.hidden_fraction, args.seed + 1000 + n)
         n_ours = min(args.n_ours, len(objects))
         # --- ours
-        for name, threads in (("deeprubin", None), ("deeprubin_1thread", 1)):
-            runs = []
-            grid = None
-            for _ in range(args.repeats if name == "deeprubin" else 1):
-                seconds, grid = ours_fit(objects[:n_ours], threads)
-                runs.append(n_ours / seconds)
-            row = {"n_objects": n_ours, "lc_per_s": float(np.median(runs)), "lc_per_s_runs": runs,
-                   "torch_threads": threads or torch.get_num_threads(),
+        runs = {name: [] for name, _, _ in variants}
+        grids = {}
+        for _ in range(args.repeats):
+            for name, threads, executor in variants:
+                seconds, grids[name] = ours_fit(objects[:n_ours], threads, executor)
+                runs[name].append(n_ours / seconds)
+        seconds, grids["deeprubin_1thread"] = ours_fit(objects[:n_ours], 1)
+        runs["deeprubin_1thread"] = [n_ours / seconds]
+        for name, grid in grids.items():
+            row = {"n_objects": n_ours, "lc_per_s": float(np.median(runs[name])), "lc_per_s_runs": runs[name],
+                   "torch_threads": 1 if name == "deeprubin_1thread" else torch.get_num_threads(),
+                   "parallel": "processes" if name == "deeprubin" and POOL is not None else
+                   ("none" if name == "deeprubin_1thread" else "threads"),
                    "n_iter_median": float(grid.diagnostics["n_iter"].median()),
                    "n_iter_max": int(grid.diagnostics["n_iter"].max()),
                    "fit_ok_fraction": float(grid.diagnostics["fit_ok"].mean())}
@@ -552,7 +577,7 @@ def main(argv: list[str] | None = None) -> dict:
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
         "config": {"sizes": args.sizes, "n_ours": args.n_ours, "n_sklearn": args.n_sklearn,
                    "n_george": args.n_george, "repeats": args.repeats, "baseline_repeats": args.baseline_repeats,
-                   "hyper_max_points": args.hyper_max_points,
+                   "hyper_max_points": args.hyper_max_points, "parallel": args.parallel,
                    "reported": "ours: median of repeats; baselines: best of repeats (conservative ratios)",
                    "hidden_fraction": args.hidden_fraction,
                    "seed": args.seed, "window_days": list(WINDOW), "prediction_grid": "2 bands x 50 times, [-30, 70] d",
