@@ -556,9 +556,10 @@ def gp_process_pool(n_workers: int | None = None):
 
     Each process fits whole batches with one torch thread, like the thread workers of
     :func:`_batch_runner`, but without sharing a GIL: the Python steps between torch
-    operators no longer wait for each other, which gave 1.25-1.35x the thread
-    workers' light curves per second at 50-100 points on the 2-core CPU machine
-    (``benchmarks/gp_throughput.py --parallel processes``). Starting a process
+    operators no longer wait for each other. On the 2-core CPU machine that gave
+    1.11x / 1.17x / 1.06x the thread workers' light curves per second at 50 / 100 /
+    200 points and 0.92x at 20 (medians of 3 interleaved runs,
+    ``benchmarks/gp_throughput.py --parallel processes``). Starting a process
     (spawn, importing torch) takes seconds, so a pool pays off for many objects, or
     when kept for several calls. ``n_workers``: None = the number of CPUs.
     The result equals the thread workers' with the same ``workers``.
