@@ -491,7 +491,8 @@ def run(args: argparse.Namespace) -> dict:
     # "deeprubin": the --parallel mode; with processes, the thread workers too ("deeprubin_threads"),
     # their repeats interleaved with the processes' so that load drifts hit both alike.
     variants = [("deeprubin", None, POOL)] + ([("deeprubin_threads", None, None)] if POOL is not None else [])
-    methods = {**{name: {"sizes": {}} for name, _, _ in variants}, "deeprubin_1thread": {"sizes": {}},
+    settings = {name: (threads, executor) for name, threads, executor in variants} | {"deeprubin_1thread": (1, None)}
+    methods = {**{name: {"sizes": {}} for name in settings},
                "sklearn": {"sizes": {}}, "george": {"sizes": {}, **george_status}}
     baselines = {"sklearn": (sklearn_fit_predict, args.n_sklearn)}
     if george_status["available"]:
@@ -512,10 +513,10 @@ def run(args: argparse.Namespace) -> dict:
         seconds, grids["deeprubin_1thread"] = ours_fit(objects[:n_ours], 1)
         runs["deeprubin_1thread"] = [n_ours / seconds]
         for name, grid in grids.items():
+            threads, executor = settings[name]
             row = {"n_objects": n_ours, "lc_per_s": float(np.median(runs[name])), "lc_per_s_runs": runs[name],
-                   "torch_threads": 1 if name == "deeprubin_1thread" else torch.get_num_threads(),
-                   "parallel": "processes" if name == "deeprubin" and POOL is not None else
-                   ("none" if name == "deeprubin_1thread" else "threads"),
+                   "torch_threads": threads or torch.get_num_threads(),
+                   "parallel": "processes" if executor is not None else ("threads" if threads is None else "none"),
                    "n_iter_median": float(grid.diagnostics["n_iter"].median()),
                    "n_iter_max": int(grid.diagnostics["n_iter"].max()),
                    "fit_ok_fraction": float(grid.diagnostics["fit_ok"].mean())}
