@@ -742,11 +742,11 @@ def fit_gp_grid(
             return 0
         return o.n if hyper_max_points is None else min(o.n, hyper_max_points)
 
-    def hyper_objects(batch_objects: list[_Object], optimise: bool = True) -> list[_Object] | None:
+    def hyper_objects(batch_objects: list[_Object]) -> list[_Object] | None:
         """Hyperparameter subsets of a batch above ``hyper_max_points`` (None otherwise).
 
         :func:`_batches` keeps such objects in batches of their own, so checking the first suffices."""
-        if not optimise or hyper_max_points is None or batch_objects[0].n <= hyper_max_points:
+        if hyper_max_points is None or batch_objects[0].n <= hyper_max_points:
             return None
         return [o.take(hyper_subset(o.band, o.y, hyper_max_points)) for o in batch_objects]
 
