@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup run test test-all params lock bench-clean bench-gp clean mlflow-ui plots
+.PHONY: setup run test test-all params lock bench-clean bench-gp bench-real-sky clean mlflow-ui plots
 
 $(STAMP): requirements/lock.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -38,6 +38,9 @@ lock:  ## refresh requirements/lock.txt from the current environment
 
 bench-gp: setup  ## GP throughput + held-out quality vs scikit-learn and george (reports/benchmarks/gp_throughput.*; ~2-5 min)
 	$(BIN)/python benchmarks/gp_throughput.py
+
+bench-real-sky: setup  ## real-sky check + simulated test scores over seeds 42 7 11 (reports/benchmarks/real_sky_seeds.json; ~15 min)
+	$(BIN)/python benchmarks/real_sky_seeds.py
 
 mlflow-ui: setup  ## browse tracked runs at http://127.0.0.1:5000
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///mlruns.db
