@@ -97,10 +97,46 @@ def test_scan_shares_seed_stages_pairs_variants_and_resumes(tmp_path, monkeypatc
 
     calls.clear()
     again = rss.scan([1, 6], variants, tmp_path, progress=lambda line: None)
-    assert calls == []  # every run finished: nothing runs again
+    assert calls == []  # every run finished from the same code and overrides: nothing runs again
     assert again["runs"] == result["runs"]
     rss.scan([1], {"default": []}, tmp_path, rerun=True, progress=lambda line: None)
     assert [s for _, _, s in calls] == list(rss.STAGES)
+
+
+def test_scan_reruns_a_run_made_from_other_code_or_left_half_way(tmp_path, monkeypatch):
+    calls = []
+    monkeypatch.setattr(rss, "run_stage", fake_stages(calls))
+    rss.scan([3], {"default": []}, tmp_path, progress=lambda line: None)
+    calls.clear()
+    monkeypatch.setattr(rss, "tree_hash", lambda *roots: "src and conf after an edit")
+    rss.scan([3], {"default": []}, tmp_path, progress=lambda line: None)
+    assert [s for _, _, s in calls] == list(rss.STAGES)
+
+    def fail_in_train(stage, config_dir, log):
+        if stage == "train":
+            raise rss.StageFailed("stage train failed")
+        return fake_stages(calls)(stage, config_dir, log)
+
+    monkeypatch.setattr(rss, "run_stage", fail_in_train)
+    monkeypatch.setattr(rss, "tree_hash", lambda *roots: "another edit")
+    with pytest.raises(rss.StageFailed):
+        rss.scan([3], {"default": []}, tmp_path, progress=lambda line: None)
+    assert not (tmp_path / "3" / "default" / "fingerprint.txt").exists()  # the old reports stay, unstamped
+    calls.clear()
+    monkeypatch.setattr(rss, "run_stage", fake_stages(calls))
+    rss.scan([3], {"default": []}, tmp_path, progress=lambda line: None)
+    assert [s for _, _, s in calls] == list(rss.STAGES)
+
+
+def test_tree_hash_changes_with_a_file(tmp_path):
+    (tmp_path / "pkg").mkdir()
+    (tmp_path / "pkg" / "a.py").write_text("x = 1\n")
+    (tmp_path / "pkg" / "notes.txt").write_text("ignored")
+    before = rss.tree_hash(tmp_path / "pkg")
+    (tmp_path / "pkg" / "notes.txt").write_text("still ignored")
+    assert rss.tree_hash(tmp_path / "pkg") == before
+    (tmp_path / "pkg" / "a.py").write_text("x = 2\n")
+    assert rss.tree_hash(tmp_path / "pkg") != before
 
 
 def test_collect_gives_null_for_a_skipped_real_sky_check(tmp_path):
