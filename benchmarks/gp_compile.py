@@ -36,7 +36,6 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import gp_throughput as bench  # noqa: E402  (the sibling benchmark's objects and fit settings)
 
-from deeprubin import io  # noqa: E402
 from deeprubin.preprocess import gp_newton  # noqa: E402
 
 EAGER = {"evaluate": gp_newton.evaluate, "posterior": gp_newton.posterior}
@@ -92,8 +91,7 @@ def main(argv: list[str] | None = None) -> dict:
     torch.set_num_threads(1)
     compiled = compiled_functions()
     lightcurves = bench.simulate_objects(args.n_objects * 2 + 100, args.seed)
-    results = {"machine": bench.machine(), "load_average_start": bench.load(),
-               "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}, "sizes": {}}
+    results = bench.results_header(args)
     for n in args.sizes:
         row = {}
         geom, theta, fixed_w = batch_geometry(args.batch, n, args.seed)
@@ -126,9 +124,7 @@ def main(argv: list[str] | None = None) -> dict:
               f"{fit['compiled']:7.1f} lc/s ({row['fit_lc_per_s']['speed_up']:.2f}x, warm-up "
               f"{row['compile_warm_up_s']:.0f} s); max |d final_loss| {row['max_abs_difference']['final_loss']:.1e}",
               flush=True)
-    results["load_average_end"] = bench.load()
-    io.write_json(results, args.out / "gp_compile.json")
-    print(f"wrote {args.out / 'gp_compile.json'}")
+    bench.write_results(results, args.out / "gp_compile.json")
     return results
 
 

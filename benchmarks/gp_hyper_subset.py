@@ -33,8 +33,6 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import gp_throughput as bench  # noqa: E402  (the sibling benchmark's data and scoring)
 
-from deeprubin import io  # noqa: E402
-
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -56,8 +54,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     n_needed = max(args.n_time, args.n_quality)
     lightcurves = bench.simulate_objects(2 * n_needed + 100, args.seed)
-    results = {"machine": bench.machine(), "load_average_start": bench.load(),
-               "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}, "sizes": {}}
+    results = bench.results_header(args)
     for n in args.sizes:
         objects = bench.subsample(lightcurves, n, args.seed + n)[:n_needed]
         fit_objs, hidden = bench.hide(objects, 0.2, args.seed + 1000 + n)
@@ -93,9 +90,7 @@ def main(argv: list[str] | None = None) -> dict:
             print(f"N={n:4d} M={key:14s} {row['lc_per_s']:8.1f} lc/s {row['lc_per_cpu_s']:8.1f} lc/cpu-s  "
                   f"NLPD {quality['nlpd_mean']:.4f} ({excess})  RMSE {quality['rmse']:.4f}", flush=True)
         results["sizes"][str(n)] = {"baselines": baselines, "limits": rows}
-    results["load_average_end"] = bench.load()
-    io.write_json(results, args.out / "gp_hyper_subset.json")
-    print(f"wrote {args.out / 'gp_hyper_subset.json'}")
+    bench.write_results(results, args.out / "gp_hyper_subset.json")
     return results
 
 

@@ -119,6 +119,20 @@ def load() -> list[float]:
     return [round(v, 2) for v in os.getloadavg()]
 
 
+def results_header(args: argparse.Namespace) -> dict:
+    """The start of a sibling benchmark's results: machine, load average now, its arguments
+    (paths as text) and an empty ``sizes``; :func:`write_results` finishes it."""
+    return {"machine": machine(), "load_average_start": load(),
+            "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}, "sizes": {}}
+
+
+def write_results(results: dict, path: Path) -> None:
+    """Add the load average at the end to ``results`` and write them to ``path`` (JSON)."""
+    results["load_average_end"] = load()
+    io.write_json(results, path)
+    print(f"wrote {path}")
+
+
 # --------------------------------------------------------------------------- data
 
 def simulate_objects(n_objects: int, seed: int) -> pd.DataFrame:
