@@ -10,8 +10,9 @@ makes ~25 elementwise passes over (b, n, n) stacks besides its LAPACK/BLAS calls
 ``benchmarks/gp_cost_floor.py`` puts those passes at 0.4-1.2x the calls. TorchInductor fuses
 elementwise passes into generated C++ loops, so this measures, with one torch thread:
 
-* ``evaluate`` alone on a batch of two-band objects (``--batch`` objects of n points), with
-  derivatives and loss-only, eager and ``torch.compile(evaluate, dynamic=True)``;
+* ``evaluate`` alone on ``--batch`` two-band objects of n points (the inputs of
+  ``benchmarks/gp_cost_floor.py``), with derivatives and loss-only, eager and
+  ``torch.compile(evaluate, dynamic=True)``;
 * the whole :func:`deeprubin.preprocess.gp.fit_gp_grid` on the objects of
   ``benchmarks/gp_throughput.py`` (``--n-objects`` per size), with ``evaluate`` and
   ``posterior`` of ``gp_newton`` replaced by their compiled versions, the two interleaved
@@ -24,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import math
 import sys
 import time
 import warnings
@@ -35,6 +35,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import gp_throughput as bench  # noqa: E402  (the sibling benchmark's objects and fit settings)
+from gp_cost_floor import two_band_batch  # noqa: E402  (the same evaluate inputs as the cost floor's)
 
 from deeprubin.preprocess import gp_newton  # noqa: E402
 
@@ -51,20 +52,6 @@ def use(functions: dict) -> None:
     """Make ``gp_newton`` (and so the fit) call ``functions``; module globals, looked up per call."""
     for name, fn in functions.items():
         setattr(gp_newton, name, fn)
-
-
-def batch_geometry(b: int, n: int, seed: int) -> tuple[gp_newton.Geometry, torch.Tensor, torch.Tensor]:
-    """A batch of ``b`` two-band objects of ``n`` points over 100 days (internal units), the
-    parameters to evaluate at and the fixed log wavelength length scale."""
-    g = torch.Generator().manual_seed(seed)
-    t = torch.sort(torch.rand(b, n, generator=g, dtype=torch.float64) * 5.0, -1).values  # 100 d / 20 d
-    w = torch.where(torch.rand(b, n, generator=g) < 0.5, 0.47, 0.64).to(torch.float64)
-    x = torch.stack([t, w], -1)
-    y = torch.randn(b, n, generator=g, dtype=torch.float64)
-    fixed_w = torch.full((b,), math.log(0.6), dtype=torch.float64)
-    geom = gp_newton.Geometry.from_padded(x, y, torch.full((b, n), 0.05, dtype=torch.float64),
-                                          torch.full((b,), n), fixed_w)
-    return geom, torch.zeros(b, 2, dtype=torch.float64), fixed_w
 
 
 def time_evaluate(fn, geom, theta, fixed_w, repeats: int, **kwargs) -> float:
@@ -94,7 +81,7 @@ def main(argv: list[str] | None = None) -> dict:
     results = bench.results_header(args)
     for n in args.sizes:
         row = {}
-        geom, theta, fixed_w = batch_geometry(args.batch, n, args.seed)
+        geom, theta, fixed_w = two_band_batch(n, args.batch, args.seed)
         for label, kwargs in (("full", {}), ("loss_only", {"derivatives": False, "inverse": False})):
             eager = time_evaluate(EAGER["evaluate"], geom, theta, fixed_w, 10 * args.repeats, **kwargs)
             fused = time_evaluate(compiled["evaluate"], geom, theta, fixed_w, 10 * args.repeats, **kwargs)

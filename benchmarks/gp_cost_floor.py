@@ -56,8 +56,9 @@ def best_time(fn, repeats: int) -> float:
     return best
 
 
-def evaluation_times(n: int, batch: int, repeats: int, seed: int) -> dict:
-    """Microseconds per object of the fit's own :func:`gp_newton.evaluate` (full and loss-only) at n points.
+def two_band_batch(n: int, batch: int, seed: int):
+    """A batch of ``batch`` two-band objects of ``n`` points as the Newton fit sees them:
+    (``gp_newton.Geometry``, ``theta`` (batch, 2), fixed log wavelength length scale (batch,)).
 
     Two bands (g and r of ZTF, wavelength length scale 6000 A), times over 100 days,
     the time length scale at 20 days, unit amplitude, noise variances 0.01-0.06:
@@ -75,6 +76,15 @@ def evaluation_times(n: int, batch: int, repeats: int, seed: int) -> dict:
     geom = gp_newton.Geometry.from_padded(x, y, noise, torch.full((batch,), n), fixed_w)
     theta = torch.stack([torch.zeros(batch, dtype=torch.float64),
                          torch.full((batch,), math.log(20.0 / gp_model.TIME_UNIT_DAYS), dtype=torch.float64)], -1)
+    return geom, theta, fixed_w
+
+
+def evaluation_times(n: int, batch: int, repeats: int, seed: int) -> dict:
+    """Microseconds per object of the fit's own :func:`gp_newton.evaluate` (full and loss-only) at n points,
+    on :func:`two_band_batch`."""
+    from deeprubin.preprocess import gp_newton
+
+    geom, theta, fixed_w = two_band_batch(n, batch, seed)
     per_object = 1e6 / batch
     with gp_newton.retain_freed_memory():
         full = best_time(lambda: gp_newton.evaluate(geom, theta, fixed_w), repeats) * per_object
