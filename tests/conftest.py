@@ -4,9 +4,13 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import numpy as np
-import pandas as pd
-import pytest
+from deeprubin.core import numerics
+
+numerics.pin()  # before torch loads, as in every stage process (tests/test_numerics.py)
+
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import pytest  # noqa: E402
 
 os.environ.setdefault("MPLBACKEND", "Agg")
 

@@ -444,13 +444,12 @@ def _batches(order: list[int], lengths: list[int], batch_size: int,
     points (a batch is either fitted on all points or on hyperparameter subsets)."""
     batches, current, previous = [], [], None
     for i, n in zip(order, lengths):
-        above = split_above is not None and n > split_above
         if current and (len(current) == batch_size or (len(current) + 1) * n * n > MAX_BATCH_ELEMENTS
-                        or above != previous):
+                        or n != previous):
             batches.append(current)
             current = []
         current.append(i)
-        previous = above
+        previous = n
     if current:
         batches.append(current)
     return batches
@@ -461,6 +460,24 @@ def _n_workers(workers: int | None, device: torch.device, n_objects: int) -> int
     if workers is None:
         workers = torch.get_num_threads() if device.type == "cpu" else 1
     return max(1, min(workers, n_objects))
+
+
+@contextlib.contextmanager
+def _one_torch_thread(device: torch.device):
+    """This thread's torch ops on one intra-op thread while fitting (CPU).
+
+    MKL's and torch's roundings depend on the thread count, and an object must give the
+    same bytes whether it is fitted alone (in this thread, also in the retry chain) or in a
+    batch of a worker thread or process (each single-threaded)."""
+    if device.type != "cpu":
+        yield
+        return
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 def _one_thread_worker() -> None:
@@ -842,7 +859,7 @@ def fit_gp_grid(
 
     runner = (contextlib.nullcontext(in_processes) if executor is not None
               else _batch_runner(fit_one, n_workers))
-    with gp_newton.retain_freed_memory(), runner as run:
+    with gp_newton.retain_freed_memory(), _one_torch_thread(dev), runner as run:
         for batch, fit in tqdm(zip(batches, run(batches)), total=len(batches), desc="GP fit", unit="batch",
                                disable=not progress):
             if isinstance(fit, Exception):

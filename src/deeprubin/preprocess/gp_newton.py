@@ -219,8 +219,14 @@ class Terms:
 
 
 def _bmv(a: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """Batched matrix-vector product (b, n, m) x (b, m) -> (b, n)."""
-    return (a @ v.unsqueeze(-1)).squeeze(-1)
+    """Batched matrix-vector product (b, n, m) x (b, m) -> (b, n).
+
+    An elementwise product and a row sum rather than ``a @ v[..., None]``: torch sends a
+    batch of one matrix to BLAS's gemv and larger batches to a batched gemm, whose
+    roundings differ, so an object's fit would depend on how many objects share its batch
+    (and compaction changes that during the fit). A row sum rounds the same way whatever
+    the batch (``tests/test_numerics.py``)."""
+    return (a * v.unsqueeze(-2)).sum(-1)
 
 
 def _dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -383,8 +389,8 @@ def _newton_direction(grad, hess, theta, lo, hi):
     h = hess * free[:, :, None] * free[:, None, :] + torch.diag_embed(1.0 - free)
     evals, evecs = torch.linalg.eigh(h)
     evals = evals.abs().clamp_min(MIN_CURVATURE)  # |eigenvalue|: a descent direction even if H is indefinite
-    coef = (evecs.transpose(-1, -2) @ g.unsqueeze(-1)).squeeze(-1) / evals
-    direction = -(evecs @ coef.unsqueeze(-1)).squeeze(-1)
+    coef = _bmv(evecs.transpose(-1, -2), g) / evals
+    direction = -_bmv(evecs, coef)
     decrease = 0.5 * (coef * coef * evals).sum(-1)
     largest = direction.abs().amax(-1, keepdim=True)
     direction = direction * torch.clamp(MAX_LOG_STEP / largest.clamp_min(1e-300), max=1.0)

@@ -312,10 +312,10 @@ def load_alerce(cfg: DictConfig, *, client=None, sleep: Callable[[float], None] 
                 raise ConfigError(f"config key 'source.selection.{key}' is missing")
         query = {"mode": "classes", **{k: sel.get(k) for k in (
             "classifier", "classes", "probability", "n_per_class", "pool_per_class", "page_size",
-            "max_pages", "order_by", "order_mode", "ndet")}, "seed": int(cfg.seed)}
+            "max_pages", "order_by", "order_mode", "ndet")}, "seed": int(cfg.data_seed)}
         selection = _cached_selection(
             Path(cache_dir) / SELECTION_NAME, query, bool(fetch_cfg.get("refresh_selection")),
-            lambda: select_by_class(client, fetcher, sel, int(cfg.seed)))
+            lambda: select_by_class(client, fetcher, sel, int(cfg.data_seed)))
     selection["oid"] = selection["oid"].astype(str)
     if user_labels is not None:
         known = set(user_labels["object_id"])

@@ -461,12 +461,12 @@ def load_lightkurve(cfg: DictConfig, *, sleep: Callable[[float], None] | None = 
         for oid, segs in segments_by_object.items():
             processed[oid] = process_segments(segs, oid)
         if cat_cfg.get("path"):
-            _, extra, catalog_of = _catalog_targets({**cat_cfg, "max_targets": None}, None, int(cfg.seed))
+            _, extra, catalog_of = _catalog_targets({**cat_cfg, "max_targets": None}, None, int(cfg.data_seed))
     else:
         if _src(cfg, "targets"):
             targets = list(dict.fromkeys(normalise_target(t, mission)[0] for t in _src(cfg, "targets")))
         elif cat_cfg.get("path"):
-            targets, extra, catalog_of = _catalog_targets(cat_cfg, mission, int(cfg.seed))
+            targets, extra, catalog_of = _catalog_targets(cat_cfg, mission, int(cfg.data_seed))
         else:
             raise ConfigError("source 'lightkurve': set one of 'source.targets', 'source.catalog.path' "
                               "or 'source.local.paths'")

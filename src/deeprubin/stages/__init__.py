@@ -6,3 +6,9 @@ so it reads the ``params.yaml`` that DVC tracks (and that ``dvc exp run -S`` rew
 Run by hand without those arguments, a stage composes ``conf/`` and accepts Hydra
 overrides and multirun (``-m``) like any Hydra application.
 """
+
+# Before any stage module imports torch/numpy: pin the math libraries' code paths and
+# thread counts so that the same params give the same bytes on any CPU (core/numerics.py).
+from ..core import numerics as _numerics
+
+_numerics.pin()

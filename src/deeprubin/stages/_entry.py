@@ -10,6 +10,7 @@ import hydra
 from omegaconf import DictConfig
 
 from ..config import CONF_DIR
+from ..core import numerics
 
 
 def _conf_dir() -> str:
@@ -33,6 +34,7 @@ def hydra_entry(run_stage: Callable[[DictConfig], Any],
     @hydra.main(version_base="1.3", config_path=_conf_dir(), config_name="config")
     def _hydra_main(cfg: DictConfig) -> Any:
         logging.getLogger("deeprubin").setLevel(logging.INFO)
+        numerics.check()  # threads fixed; one warning line if the libraries did not take the pinning
         result = run_stage(cfg)
         return objective(result) if objective is not None else None
 

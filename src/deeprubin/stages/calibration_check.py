@@ -28,8 +28,8 @@ def run_calibration_check(cfg: DictConfig) -> dict:
     """Simulate ``evaluate.calibration.check.n_objects`` new objects, classify, score each calibrator."""
     n_objects = int(require(cfg, "evaluate.calibration.check.n_objects", at_least=2))
     seed = int(require(cfg, "evaluate.calibration.check.seed"))
-    if seed == int(cfg.seed):
-        raise ConfigError(f"config key 'evaluate.calibration.check.seed' must differ from 'seed' ({seed}): "
+    if seed == int(cfg.data_seed):
+        raise ConfigError(f"config key 'evaluate.calibration.check.seed' must differ from 'data_seed' ({seed}): "
                           "the check needs objects the model has never seen")
     n_bins = int(require(cfg, "evaluate.calibration.n_bins", at_least=1))
     models = Path(cfg.paths.models)

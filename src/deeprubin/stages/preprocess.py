@@ -54,7 +54,7 @@ def gp_kwargs(cfg: DictConfig) -> dict:
         tol=float(p.tol),
         wavelength_length_scale=None if p.wavelength_length_scale is None else float(p.wavelength_length_scale),
         device=str(p.device),
-        seed=int(cfg.seed),
+        seed=int(cfg.data_seed),
         # absent from configs older than the setting (e.g. a checkpoint's): fit on all points
         hyper_max_points=p.get("hyper_max_points"),
     )

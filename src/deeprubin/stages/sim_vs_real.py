@@ -33,7 +33,7 @@ def _snia_part(cfg: DictConfig, real_dir: Path, panels: list) -> dict:
     sim, truth = svr.simulate_bts_snia(
         OmegaConf.to_container(cfg.source, resolve=True), n_objects=int(require(cfg, "sim_vs_real.snia.n_objects",
                                                                                  positive=True)),
-        seed=int(cfg.seed), bands=list(cfg.task.band_wavelengths),
+        seed=int(cfg.data_seed), bands=list(cfg.task.band_wavelengths),
         survey_overrides=OmegaConf.to_container(node.get("survey") or OmegaConf.create({}), resolve=True),
         sampler_peak_mag=None if sampler is None else float(sampler),
         min_detections=int(require(cfg, "sim_vs_real.snia.min_detections", at_least=1)), peak_mag_limit=limit)
@@ -59,7 +59,7 @@ def _rrlyrae_part(cfg: DictConfig, real_dir: Path, panels: list) -> dict:
     config = {"n_objects": int(require(cfg, "sim_vs_real.rrlyrae.n_objects", positive=True)),
               "class_fractions": None, "overlap_fraction": 0.0, "output": "forced",
               "survey": src.get("survey"), "population": src.get("population")}
-    _, objects = simulate_survey(config, seed=int(cfg.seed), classes=["RRLyrae"],
+    _, objects = simulate_survey(config, seed=int(cfg.data_seed), classes=["RRLyrae"],
                                  bands=list(cfg.task.band_wavelengths))
     result = svr.compare_rrlyrae(objects, sesar)
     panels.append(("period", objects["truth_period_days"].to_numpy(), sesar["period"].to_numpy(),

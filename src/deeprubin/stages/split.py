@@ -21,7 +21,7 @@ def run_split(cfg: DictConfig) -> dict:
     """
     objects = io.read_parquet(Path(cfg.paths.raw) / "objects.parquet")
     fractions = OmegaConf.to_container(cfg.split.fractions, resolve=True)
-    manifest = make_split(objects, fractions, seed=int(cfg.seed))
+    manifest = make_split(objects, fractions, seed=int(cfg.data_seed))
     check_no_leakage(manifest)
     out = Path(cfg.paths.splits)
     io.write_parquet(manifest, out / "manifest.parquet")

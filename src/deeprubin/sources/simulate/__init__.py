@@ -17,11 +17,11 @@ def load_simulated(cfg):
     Parameters
     ----------
     cfg : omegaconf.DictConfig
-        The whole pipeline config (uses ``source``, ``seed``, ``task.classes`` and
+        The whole pipeline config (uses ``source``, ``data_seed``, ``task.classes`` and
         the band names of ``task.band_wavelengths``). ``source.seed``, when set, replaces
-        the pipeline seed: an independent sample from the same simulator (e.g. the
+        the data seed: an independent sample from the same simulator (e.g. the
         calibration_check stage's large test set).
     """
     seed = cfg.source.get("seed")
-    return simulate_survey(cfg.source, seed=int(cfg.seed if seed is None else seed), classes=list(cfg.task.classes),
+    return simulate_survey(cfg.source, seed=int(cfg.data_seed if seed is None else seed), classes=list(cfg.task.classes),
                            bands=list(cfg.task.band_wavelengths))

@@ -29,7 +29,7 @@ def run_transits_ingest(cfg: DictConfig) -> dict:
     """Write ``lightcurves.parquet``, ``objects.parquet``, ``ephemerides.parquet`` and a report."""
     sim = cfg.transits.simulate
     check_simulate_config(sim)
-    survey = simulate_survey(sim, seed=int(cfg.seed))
+    survey = simulate_survey(sim, seed=int(cfg.data_seed))
     out = Path(cfg.transits.paths.raw)
     io.write_parquet(survey.lightcurves, out / "lightcurves.parquet")
     io.write_parquet(survey.objects, out / "objects.parquet")

@@ -23,7 +23,7 @@ def run_transits_split(cfg: DictConfig) -> dict:
     objects = io.read_parquet(Path(cfg.transits.paths.raw) / "objects.parquet")
     objects = objects.assign(group_id=objects["target_id"])
     manifest = make_split(objects, OmegaConf.to_container(cfg.transits.split.fractions, resolve=True),
-                          seed=int(cfg.seed))
+                          seed=int(cfg.data_seed))
     check_no_leakage(manifest)
     out = Path(cfg.transits.paths.splits)
     io.write_parquet(manifest, out / "manifest.parquet")
