@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup run test test-all params lock bench-clean bench-gp bench-real-sky clean mlflow-ui plots
+.PHONY: setup run test test-all params lock verify seeds bench-gp bench-pipeline-time clean mlflow-ui plots
 
 $(STAMP): requirements/lock.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -39,8 +39,14 @@ lock:  ## refresh requirements/lock.txt from the current environment
 bench-gp: setup  ## GP throughput + held-out quality vs scikit-learn and george (reports/benchmarks/gp_throughput.*; ~2-5 min)
 	$(BIN)/python benchmarks/gp_throughput.py
 
-bench-real-sky: setup  ## real-sky check + simulated test scores over seeds 42 7 11 (reports/benchmarks/real_sky_seeds.json; ~15 min)
-	$(BIN)/python benchmarks/real_sky_seeds.py
+verify: setup  ## clone HEAD, rerun the whole `dvc repro` there, fail listing every output whose hash differs from dvc.lock (~10 min)
+	PATH=$(abspath $(BIN)):$$PATH $(BIN)/python -m deeprubin.core.verify
+
+seeds: setup  ## headline numbers as mean +- std over 5 training seeds (+2 data seeds) -> reports/benchmarks/seeds.json (~35 min)
+	$(BIN)/python benchmarks/seeds.py
+
+bench-pipeline-time: setup  ## stage times and GP throughput with and without the numerics pinning (reports/benchmarks/pipeline_time.json; ~20 min)
+	PATH=$(abspath $(BIN)):$$PATH $(BIN)/python benchmarks/pipeline_time.py
 
 mlflow-ui: setup  ## browse tracked runs at http://127.0.0.1:5000
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///mlruns.db

@@ -1,58 +1,148 @@
-"""Wall time of every stage of the default pipeline, run in this repository.
+"""What the numerics pinning costs: every stage's wall time and the GP throughput, pinned and not.
 
-Usage (from the repository root, after `make setup`)::
+Usage (from the repository root, after ``make setup``; ~20 min on 2 cores)::
 
-    .venv/bin/python benchmarks/pipeline_time.py
+    .venv/bin/python benchmarks/pipeline_time.py              # pipeline + GP throughput
+    .venv/bin/python benchmarks/pipeline_time.py --skip-pipeline --repeats 5
 
-Forces each stage to rerun in DAG order (``dvc repro --force --single-item``), prints
-the machine and the timings, and writes ``reports/benchmarks/pipeline_time.json``.
-The outputs it regenerates are the ones `dvc repro` would make (the pipeline is
-deterministic), so `dvc status` stays clean afterwards.
+Pipeline: HEAD is cloned twice into a temporary folder (as ``make verify`` does) and every
+stage runs in DAG order (``dvc repro --single-item``), alternating between the clone whose
+stages run pinned (the default) and the one run with ``DEEPRUBIN_PIN_NUMERICS=0``, so both
+see the same machine load. GP throughput: the default preprocess settings on the default
+simulated survey, fitted in fresh processes, pinned and unpinned alternately, ``--repeats``
+times each (the fit only, not the imports). Writes ``reports/benchmarks/pipeline_time.json``
+with the command, the machine and the code hash. Timings never go into DVC-tracked metrics.
 """
 from __future__ import annotations
 
+import argparse
+import json
 import os
 import platform
+import re
+import shlex
+import shutil
+import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
-import torch
-
 from deeprubin import io
+from deeprubin.core import numerics, verify
 
-import re
+REPO_ROOT = Path(__file__).resolve().parents[1]
+MODES = ("pinned", "unpinned")
+
+#: Fits the default simulated survey with the default preprocess settings; prints objects/s.
+GP_CODE = """
+import deeprubin.stages, json, time
+from deeprubin.core import numerics
+numerics.check()
+from deeprubin.config import compose_params
+from deeprubin.sources.simulate import load_simulated
+from deeprubin.preprocess.gp import fit_gp_grid
+cfg = compose_params([])
+lc, _ = load_simulated(cfg)
+lc = lc[lc["detected"]]
+p = cfg.preprocess
+start = time.perf_counter()
+grid = fit_gp_grid(lc, band_wavelengths=dict(cfg.task.band_wavelengths), window_before_days=p.window_before_days,
+                   window_after_days=p.window_after_days, n_grid=p.n_grid, fit_margin_days=p.fit_margin_days,
+                   max_points=p.max_points, n_iter=p.n_iter, learning_rate=p.learning_rate, batch_size=p.batch_size,
+                   tol=p.tol, wavelength_length_scale=p.wavelength_length_scale, progress=False)
+seconds = time.perf_counter() - start
+print(json.dumps({"objects": len(grid.object_ids), "seconds": seconds, "status": numerics.status().summary()}))
+"""
 
 
-def machine() -> dict:
-    return {"platform": platform.platform(), "python": platform.python_version(), "torch": torch.__version__,
-            "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-            "processor": platform.processor() or platform.machine()}
+def mode_env(mode: str) -> dict:
+    env = {k: v for k, v in os.environ.items() if k not in numerics.PINNED_ENV}
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    env[numerics.SWITCH] = "1" if mode == "pinned" else "0"
+    return env
 
 
-def stages_in_order(env: dict) -> list[str]:
+def stages_in_order(repo: Path, env: dict) -> list[str]:
     """Stage names in the order `dvc repro` runs them (from a dry run)."""
-    dry = subprocess.run(["dvc", "repro", "--force", "--dry"], check=True, env=env, capture_output=True,
+    dry = subprocess.run(["dvc", "repro", "--force", "--dry"], cwd=repo, check=True, env=env, capture_output=True,
                          text=True).stdout
     return re.findall(r"Running stage '([^']+)'", dry)
 
 
-def main() -> None:
-    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
-    info = machine()
-    print("machine:", info)
-    timings = {}
-    for stage in stages_in_order(env):
-        start = time.perf_counter()
-        subprocess.run(["dvc", "repro", "--force", "--single-item", stage], check=True, env=env,
-                       stdout=subprocess.DEVNULL)
-        timings[stage] = round(time.perf_counter() - start, 2)
-        print(f"{stage:>10s}: {timings[stage]:7.1f} s")
-    total = round(sum(timings.values()), 2)
-    print(f"{'total':>10s}: {total:7.1f} s")
-    io.write_json({"machine": info, "stage_seconds": timings, "total_seconds": total},
-                  Path("reports/benchmarks/pipeline_time.json"))
+def time_pipeline(workdir: Path, say) -> dict:
+    clones = {}
+    for mode in MODES:
+        dest = workdir / mode / "repo"
+        dest.parent.mkdir(parents=True)
+        verify.clone(REPO_ROOT, "HEAD", dest)
+        clones[mode] = dest
+    stage_seconds = {mode: {} for mode in MODES}
+    for stage in stages_in_order(clones["pinned"], mode_env("pinned")):
+        for mode in MODES:
+            env = mode_env(mode)
+            env["PYTHONPATH"] = str(clones[mode] / "src")  # the clone's code, not this checkout's
+            start = time.perf_counter()
+            subprocess.run(["dvc", "repro", "--single-item", stage], cwd=clones[mode], check=True, env=env,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            stage_seconds[mode][stage] = round(time.perf_counter() - start, 2)
+        say(f"{stage:>22s}: pinned {stage_seconds['pinned'][stage]:6.1f} s, "
+            f"unpinned {stage_seconds['unpinned'][stage]:6.1f} s")
+    totals = {mode: round(sum(stage_seconds[mode].values()), 1) for mode in MODES}
+    return {"stage_seconds": stage_seconds, "total_seconds": totals,
+            "pinned_over_unpinned": round(totals["pinned"] / totals["unpinned"], 3)}
+
+
+def time_gp(repeats: int, say) -> dict:
+    rates = {mode: [] for mode in MODES}
+    for r in range(repeats):
+        for mode in MODES:
+            done = subprocess.run([sys.executable, "-c", GP_CODE], env=mode_env(mode), cwd=REPO_ROOT, check=True,
+                                  capture_output=True, text=True)
+            result = json.loads(done.stdout.strip().splitlines()[-1])
+            rates[mode].append(round(result["objects"] / result["seconds"], 1))
+            say(f"GP repeat {r + 1} {mode}: {rates[mode][-1]} light curves/s ({result['status']})")
+    medians = {mode: statistics.median(v) for mode, v in rates.items()}
+    return {"light_curves_per_s": rates, "median": medians,
+            "pinned_over_unpinned": round(medians["pinned"] / medians["unpinned"], 3)}
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--repeats", type=int, default=3, help="GP throughput runs per mode")
+    parser.add_argument("--skip-pipeline", action="store_true", help="only the GP throughput")
+    parser.add_argument("--out", type=Path, default=REPO_ROOT / "reports/benchmarks/pipeline_time.json")
+    args = parser.parse_args(argv)
+    say = lambda line: print(line, flush=True)  # noqa: E731
+    import torch
+
+    out = {"command": "python benchmarks/pipeline_time.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:])),
+           "code_hash": verify_code_hash(),
+           "machine": {"platform": platform.platform(), "python": platform.python_version(), "torch": torch.__version__,
+                       "cpu_count": os.cpu_count(), "native_cpu_capability": torch.backends.cpu.get_cpu_capability()},
+           "pinned_env": numerics.PINNED_ENV}
+    out["gp"] = time_gp(args.repeats, say)
+    if not args.skip_pipeline:
+        workdir = Path(tempfile.mkdtemp(prefix="deeprubin-pipeline-time-"))
+        try:
+            out["pipeline"] = time_pipeline(workdir, say)
+        finally:
+            shutil.rmtree(workdir, ignore_errors=True)
+    io.write_json(out, args.out)
+    say(f"GP: pinned/unpinned throughput {out['gp']['pinned_over_unpinned']}")
+    if "pipeline" in out:
+        say(f"pipeline: {out['pipeline']['total_seconds']} s, pinned/unpinned {out['pipeline']['pinned_over_unpinned']}")
+    say(f"wrote {args.out}")
+    return out
+
+
+def verify_code_hash() -> str:
+    """The ``git rev-parse HEAD`` of this checkout (what the clones run), with ``-dirty`` if modified."""
+    sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True).stdout.strip()
+    dirty = subprocess.run(["git", "status", "--porcelain", "src", "conf"], cwd=REPO_ROOT, capture_output=True,
+                           text=True).stdout.strip()
+    return sha + ("-dirty" if dirty else "")
 
 
 if __name__ == "__main__":

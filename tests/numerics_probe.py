@@ -1,4 +1,4 @@
-"""Fit GPs and take a few training steps; print the md5 of what came out (for test_numerics).
+"""Fit GPs, take a few training steps, do some numpy/scipy math; print the md5 of each (test_numerics).
 
 Run as ``python tests/numerics_probe.py [--entry]``. With ``--entry`` the process starts
 through the pipeline's entry point (``import deeprubin.stages``, which pins the numerics,
@@ -77,7 +77,13 @@ def main() -> None:
         loss.backward()
         optimiser.step()
     train_hash = md5(*(t.detach().numpy() for t in model.state_dict().values()))
-    print(json.dumps({"gp": gp_hash, "train": train_hash, "capability": torch.backends.cpu.get_cpu_capability(),
+
+    # numpy/scipy: OpenBLAS (matrix products, solves) and numpy's SIMD loops (transcendentals).
+    rng = np.random.default_rng(0)
+    a, m = rng.normal(size=20001), rng.normal(size=(200, 200))
+    numpy_hash = md5(m @ m, np.linalg.solve(m @ m.T + np.eye(200), a[:200]), np.exp(a), np.log(np.abs(a)),
+                     np.sin(a), np.quantile(a, [0.25, 0.75]))
+    print(json.dumps({"gp": gp_hash, "train": train_hash, "numpy": numpy_hash, "capability": torch.backends.cpu.get_cpu_capability(),
                       "threads": torch.get_num_threads()}))
 
 

@@ -320,8 +320,8 @@ def test_calibration_check_errors(trained, tmp_path):
 
     cfg, ckpt = trained
     run = cfg.copy()
-    run.evaluate.calibration.check.seed = int(cfg.seed)
-    with pytest.raises(ConfigError, match=r"'evaluate\.calibration\.check\.seed' must differ from 'seed'"):
+    run.evaluate.calibration.check.seed = int(cfg.data_seed)
+    with pytest.raises(ConfigError, match=r"'evaluate\.calibration\.check\.seed' must differ from 'data_seed'"):
         run_calibration_check(run)
     payload = torch.load(ckpt, weights_only=False)
     payload["config"]["source"] = {"name": "files", "path": "x"}

@@ -15,11 +15,17 @@ decision record is ``docs/decisions/numerics-pinning.md``):
 * ``ATEN_CPU_CAPABILITY``: ATen's vectorised kernels (``avx2``, the widest that every
   machine of this kind has; an AVX-512 machine would otherwise take other kernels).
 * ``ONEDNN_MAX_CPU_ISA``: the widest instruction set oneDNN's convolutions may use.
-* A fixed number of threads (:data:`THREADS`) for OpenMP, MKL and torch: reductions split
-  over threads round differently with another count.
+* The OpenBLAS under numpy and scipy: its kernel (``OPENBLAS_CORETYPE=Haswell``, the AVX2
+  kernels; an AVX-512 CPU would take SkylakeX ones) and its threads.
+* numpy's own SIMD loops: its AVX-512 loops (``X86_V4`` and up, numpy 2.4's names) are
+  disabled, so an AVX-512 CPU runs the AVX2 loops every machine of this kind has (they
+  compute float64 ``exp``/``log``/``sin``... with other roundings).
+* A fixed number of threads (:data:`THREADS`) for OpenMP, MKL, OpenBLAS and torch:
+  reductions split over threads round differently with another count.
 
-The environment variables are read when torch loads its libraries, so :func:`pin` must run
-before the first ``import torch`` (or numpy/scipy) of the process. Every stage starts
+The environment variables are read when the libraries load (numpy, OpenBLAS) or at their
+first call (MKL, ATen), so :func:`pin` must run before the first ``import numpy`` and before
+torch does any math. Every stage starts
 through ``deeprubin.stages`` (whose ``__init__`` calls :func:`pin`), and so do the predict
 path, the benchmarks and the tests' pipelines. :func:`status` reads back what the loaded
 libraries actually use; where they cannot honour the pinning (torch imported earlier,
@@ -48,6 +54,9 @@ PINNED_ENV: dict[str, str] = {
     "ONEDNN_MAX_CPU_ISA": "AVX2",
     "OMP_NUM_THREADS": str(THREADS),
     "MKL_NUM_THREADS": str(THREADS),
+    "OPENBLAS_CORETYPE": "Haswell",
+    "OPENBLAS_NUM_THREADS": str(THREADS),
+    "NPY_DISABLE_CPU_FEATURES": "X86_V4 AVX512_ICL AVX512_SPR",
 }
 
 #: Set to "0" to turn the pinning off (faster on some CPUs; results then depend on the CPU).
@@ -74,6 +83,12 @@ class NumericsStatus:
     def ok(self) -> bool:
         return self.enabled and not self.problems
 
+    def summary(self) -> str:
+        """One line for the stage log, e.g. ``MKL CNR COMPATIBLE, ATen AVX2, 2 threads (pinned)``."""
+        state = "pinned" if self.ok else ("NOT pinned: " + "; ".join(self.problems) if self.enabled
+                                          else f"pinning off ({SWITCH}=0)")
+        return f"MKL CNR {self.mkl_cbwr}, ATen {self.cpu_capability}, {self.threads} threads ({state})"
+
     def as_dict(self) -> dict:
         return {"enabled": self.enabled, "mkl_cbwr": self.mkl_cbwr, "cpu_capability": self.cpu_capability,
                 "threads": self.threads, "ok": self.ok, "problems": list(self.problems)}
@@ -96,9 +111,12 @@ def pin() -> None:
         return
     changed = [f"{k}={os.environ[k]}" for k, v in PINNED_ENV.items() if k in os.environ and os.environ[k] != v]
     os.environ.update(PINNED_ENV)
-    if "torch" in sys.modules:
-        _warn_once(f"torch was imported before deeprubin pinned its numerics; "
-                   f"results may differ on other CPUs ({describe_problems(status())})")
+    if "numpy" in sys.modules or "torch" in sys.modules:  # MKL and ATen read them at first use
+        apply_threads()
+        st = status()
+        if st.problems:
+            _warn_once(f"numpy or torch was used before deeprubin pinned its numerics; "
+                       f"results may differ on other CPUs ({describe_problems(st)})")
     elif changed:
         log.info("numerics pinned for reproducibility: replaced %s", ", ".join(changed))
 
@@ -150,7 +168,30 @@ def status() -> NumericsStatus:
     threads = torch.get_num_threads()
     if threads != THREADS:
         problems.append(f"torch uses {threads} threads, not {THREADS}")
+    problems.extend(_numpy_problems())
     return NumericsStatus(enabled(), cbwr_text, capability, threads, problems)
+
+
+def _numpy_problems() -> list[str]:
+    """How numpy's OpenBLAS and SIMD loops differ from the pinning (read back through threadpoolctl)."""
+    import numpy as np
+    from threadpoolctl import threadpool_info
+
+    problems = []
+    for lib in threadpool_info():
+        if lib.get("internal_api") == "openblas":
+            arch = str(lib.get("architecture"))
+            if arch.lower() != PINNED_ENV["OPENBLAS_CORETYPE"].lower():
+                problems.append(f"OpenBLAS ({lib.get('prefix')}) uses the {arch} kernels, not "
+                                f"{PINNED_ENV['OPENBLAS_CORETYPE']} (numpy loaded before OPENBLAS_CORETYPE was set)")
+            if lib.get("num_threads") != THREADS:
+                problems.append(f"OpenBLAS ({lib.get('prefix')}) uses {lib.get('num_threads')} threads, not {THREADS}")
+    features = getattr(getattr(np, "_core", None), "_multiarray_umath", None)
+    enabled_features = getattr(features, "__cpu_features__", {}) or {}
+    on = [f for f in PINNED_ENV["NPY_DISABLE_CPU_FEATURES"].split() if enabled_features.get(f)]
+    if on:
+        problems.append(f"numpy uses its {'/'.join(on)} loops (numpy loaded before NPY_DISABLE_CPU_FEATURES was set)")
+    return problems
 
 
 def describe_problems(st: NumericsStatus) -> str:

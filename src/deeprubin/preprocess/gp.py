@@ -12,13 +12,16 @@ Newton method with exact gradient and Hessian of the 2-3 log hyperparameters,
 converging in 2-4 iterations from a data-driven start); this module prepares the
 data, cuts the batches, handles failures and saves the result.
 
-Speed (``benchmarks/gp_throughput.py``, 2 CPU cores, quiet machine, 2026-11-22): ~1,800
-light curves/s at 50 points per object, 23x one process of per-object scikit-learn fits
-and 17x george (Avocado) fits (12x and 8x an ideal two-process loop), at the same held-out
-predictive density; the advantage shrinks to ~5x (two-process) at 100-200 points, where
-the cubic linear algebra dominates both. Batches run in single-threaded worker threads,
-one per torch thread (:func:`_batch_runner`), which, unlike two intra-op threads, does not
-collapse when other processes load the cores (see ``workers`` in :func:`fit_gp_grid`).
+Speed: ``benchmarks/gp_throughput.py`` (``reports/benchmarks/gp_throughput.json``) against
+per-object scikit-learn and george fits. Batches run in single-threaded worker threads, one per
+torch thread (:func:`_batch_runner`), which, unlike two intra-op threads, does not collapse
+when other processes load the cores (see ``workers`` in :func:`fit_gp_grid`).
+
+Same bytes whatever the batch: an object is fitted at a size that depends on its own length
+only (:func:`padded_length`; a batch holds one such size), on one torch thread, and with the
+numerics pinned (:mod:`deeprubin.core.numerics`) its grid, hyperparameters and loss are the
+same bytes fitted alone, in any batch, in any partition of the table, with any ``workers``
+or ``batch_size`` (``tests/test_numerics.py``; ``docs/decisions/numerics-pinning.md``).
 
 Subset-of-data hyperparameters (``hyper_max_points``; Chalupka, Williams & Murray 2013,
 "A framework for evaluating approximation methods for Gaussian process regression",
@@ -102,6 +105,8 @@ FALLBACK_STD = 1.0
 #: this means batches of 52 objects, 2x faster than 256 on the 2-core machines; at 50
 #: points ``batch_size`` (256) is the limit.
 MAX_BATCH_ELEMENTS = 1 << 21
+#: Objects with at most this many points are fitted at their exact size (:func:`padded_length`).
+PAD_EXACT_UP_TO = 16
 #: Hyperparameter optimisers (see :func:`fit_gp_grid`).
 OPTIMIZERS = ("newton", "adam")
 #: Jitter of the batched fit, of the one-by-one refit, and of the default-hyperparameter retry.
@@ -395,14 +400,29 @@ def _prepare(lightcurves, band_names, wavelengths, window_lo, window_hi, max_poi
     return object_ids, objects
 
 
+def padded_length(n: int) -> int:
+    """The size an object of ``n`` points is fitted at: ``n`` up to :data:`PAD_EXACT_UP_TO`, above
+    that ``n`` rounded up to a multiple of an eighth of its power of two (at most 12.5% padding).
+
+    Batches hold one padded length each (:func:`_batches`), so an object's matrices have the
+    same size, and its fit the same bytes, alone or among others (LAPACK's blocking and
+    ``gp_newton.POTRI_MIN_N`` depend on the size); the rounding keeps the number of distinct
+    sizes, and so of small batches, low.
+    """
+    if n <= PAD_EXACT_UP_TO:
+        return int(n)
+    step = 1 << (int(n).bit_length() - 4)  # n in [2^k, 2^(k+1)): step 2^(k-3)
+    return int(-(-n // step) * step)
+
+
 def _pack(objects: list[_Object], wave_ls: float, device, optimise: bool = True) -> PackedBatch:
-    """Pad objects to a common length (see gp_model on why padding is harmless).
+    """Pad objects to their common :func:`padded_length` (see gp_model on why padding is harmless).
 
     Objects with fewer than MIN_POINTS_TO_FIT points, or all if ``optimise`` is
     False, keep their initial hyperparameters.
     """
     lengths = np.array([o.n for o in objects])
-    b, n = len(objects), int(lengths.max())
+    b, n = len(objects), padded_length(int(lengths.max()))
     rows = np.repeat(np.arange(b), lengths)
     cols = np.arange(lengths.sum()) - np.repeat(np.cumsum(lengths) - lengths, lengths)
 
@@ -438,18 +458,23 @@ def _pack(objects: list[_Object], wave_ls: float, device, optimise: bool = True)
 def _batches(order: list[int], lengths: list[int], batch_size: int,
              split_above: int | None = None) -> list[list[int]]:
     """Consecutive batches of ``order`` (sorted by length): at most ``batch_size`` objects and
-    at most :data:`MAX_BATCH_ELEMENTS` matrix elements (objects x longest length squared).
+    at most :data:`MAX_BATCH_ELEMENTS` matrix elements (objects x padded length squared).
+
+    A batch holds objects of one :func:`padded_length` only, so every object is fitted at a
+    size that depends on its own length alone, whatever shares its batch.
 
     With ``split_above``, no batch mixes objects of at most and of more than that many
     points (a batch is either fitted on all points or on hyperparameter subsets)."""
     batches, current, previous = [], [], None
     for i, n in zip(order, lengths):
-        if current and (len(current) == batch_size or (len(current) + 1) * n * n > MAX_BATCH_ELEMENTS
-                        or n != previous):
+        key = (padded_length(n), split_above is not None and n > split_above)
+        m = key[0]
+        if current and (len(current) == batch_size or (len(current) + 1) * m * m > MAX_BATCH_ELEMENTS
+                        or key != previous):
             batches.append(current)
             current = []
         current.append(i)
-        previous = n
+        previous = key
     if current:
         batches.append(current)
     return batches
@@ -499,7 +524,7 @@ def _batch_runner(fit_one, n_workers: int):
     the cores: on the shared 2-core machine (load average ~3) a fit at 100 points
     per object ran at 23 light curves/s on two intra-op threads and at 430 with two
     workers (``benchmarks/gp_throughput.py``). Every batch is still fitted on its
-    own, so the result does not depend on ``n_workers`` beyond rounding.
+    own, so the result does not depend on ``n_workers``.
     """
     if n_workers == 1:
         yield lambda batches: map(fit_one, batches)
@@ -700,9 +725,10 @@ def fit_gp_grid(
     Notes
     -----
     Objects are sorted by number of points and cut into batches of ``batch_size``
-    so each batch needs little padding; every batch is one batched GP fit (see
+    objects of one :func:`padded_length`; every batch is one batched GP fit (see
     :mod:`deeprubin.preprocess.gp_model`). The result does not depend on
-    ``batch_size`` (nor on ``workers``) beyond rounding (~1e-9), and is deterministic.
+    ``batch_size``, ``workers`` or the other objects of the table: an object's bytes are
+    the same fitted alone (with the numerics pinned, see the module docstring).
     With several workers, batches hold at most an equal share of the objects, so
     every worker has one. While the batches
     run, glibc's malloc keeps freed memory for reuse

@@ -631,7 +631,7 @@ def _newton_rows(geom, theta, lo, hi, fixed_w, optimise, *, n_iter, tol) -> gp_n
     for part, iterations in ((rows, n_iter), (others, 0)):
         if len(part) == 0:
             continue
-        sub = geom.select(part)
+        sub = geom.select(part, trim=False)  # the padded size must not depend on batch mates
         sub_w = None if fixed_w is None else fixed_w[part]
         fit = gp_newton.newton_fit(sub, theta[part], lo, hi, sub_w, n_iter=iterations, tol=tol,
                                    start_log_ls_t=theta.new_tensor(START_LOG_TIME_LENGTH_SCALES))

@@ -45,8 +45,9 @@ Optimisation is a projected Newton method with backtracking, per object:
 * an object has converged when the predicted decrease of its loss per point,
   ``1/2 g^T H^-1 g``, is below ``tol * max(|loss per point|, 1)`` (or its step
   has been shortened to nothing); it is frozen, and the batch is compacted
-  (converged objects dropped, padding trimmed) once :data:`COMPACT_FRACTION` of it
-  has converged, so converged objects are not evaluated again.
+  (converged objects dropped; the padded size kept, so that an object's arithmetic does
+  not depend on its batch mates) once :data:`COMPACT_FRACTION` of it has converged, so
+  converged objects are not evaluated again.
 
 Cost: at 50 points per object a fit takes ~3.7 full evaluations (Cholesky, K^-1,
 gradient, Hessian) and 3 loss-only ones per object, on the benchmark's simulated
@@ -59,8 +60,10 @@ inverse (``solve=True``: a Cholesky of the (n, n) covariance and two triangular
 solves) plus :func:`posterior` from that factor (a triangular solve per chunk of
 test points), ~2x cheaper than with K^-1 at 200 points.
 
-Every decision is per object, so a batch gives the same result as fitting each
-of its objects alone (up to floating-point rounding).
+Every decision is per object, and every operation rounds an object's numbers the same way
+whatever the batch (row sums rather than gemv, see :func:`_bmv`; the padded size fixed by the
+caller), so with the numerics pinned a batch gives the same bytes as fitting each of its
+objects alone.
 """
 from __future__ import annotations
 
@@ -85,7 +88,7 @@ MIN_CURVATURE = 1e-6
 #: Matrix size from which K^-1 comes from LAPACK's potri rather than a triangular solve
 #: and a matrix product (see :func:`_inverse`; measured crossover on CPU, one thread: 80-90).
 POTRI_MIN_N = 88
-#: The batch is compacted (converged objects dropped, padding trimmed) once at least
+#: The batch is compacted (converged objects dropped) once at least
 #: this fraction of it has converged: a compaction copies ~3 (b, n, n) arrays, an
 #: evaluation makes ~25 passes over them, so a few converged rows already pay.
 COMPACT_FRACTION = 0.1
@@ -498,7 +501,7 @@ def newton_fit(geom: Geometry, theta0: torch.Tensor, lo: torch.Tensor, hi: torch
             return out
         if int(done.sum()) >= COMPACT_FRACTION * len(done):  # compact: drop converged objects
             keep = torch.nonzero(~done).squeeze(-1)
-            sub = sub.select(keep)
+            sub = sub.select(keep, trim=False)  # the padded size must not depend on batch mates
             n = sub.y.shape[1]
             idx, theta, loss, grad, hess = idx[keep], theta[keep], loss[keep], grad[keep], hess[keep]
             kinv, alpha = kinv[keep, :n, :n], alpha[keep, :n]

@@ -34,7 +34,8 @@ def hydra_entry(run_stage: Callable[[DictConfig], Any],
     @hydra.main(version_base="1.3", config_path=_conf_dir(), config_name="config")
     def _hydra_main(cfg: DictConfig) -> Any:
         logging.getLogger("deeprubin").setLevel(logging.INFO)
-        numerics.check()  # threads fixed; one warning line if the libraries did not take the pinning
+        # Threads fixed; one warning line if the libraries did not take the pinning.
+        logging.getLogger("deeprubin.numerics").info("numerics: %s", numerics.check().summary())
         result = run_stage(cfg)
         return objective(result) if objective is not None else None
 

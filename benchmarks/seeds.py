@@ -1,0 +1,242 @@
+"""Headline numbers over training seeds: ``make seeds`` writes ``reports/benchmarks/seeds.json``.
+
+A single training run's score moves by several points with the seed, so the numbers the docs
+quote are means and standard deviations over at least five training seeds, on the same
+simulated data: ``data_seed`` (the simulated surveys and the splits) stays fixed while
+``seed`` (network initialisation, batch order, augmentation draws, the forest) varies. The
+spread over data seeds, where the test set itself changes, is reported apart
+(``data_seeds``), each run at the first training seed.
+
+Usage (from the repository root, after ``make setup``)::
+
+    .venv/bin/python benchmarks/seeds.py                          # training seeds 42 7 11 1 2, data seed 42
+    .venv/bin/python benchmarks/seeds.py --data-seeds 7 11        # ... plus two other data seeds
+    .venv/bin/python benchmarks/seeds.py --seeds 1 2 --base experiment=tiny --out /tmp/tiny.json
+
+Every run goes through the pipeline's stage entry points (so the numerics are pinned as in
+``dvc repro``) with every ``paths.*`` under ``--workdir``: the repository's data, models,
+reports and ``dvc.lock`` are not touched. The stages that depend only on the data seed run
+once per data seed; the others once per (data seed, training seed). A run whose outputs exist
+and that was made from the same overrides and the same ``src/``/``conf/`` files
+(``fingerprint.txt``) is not run again (``--rerun`` forces it), so an interrupted run resumes.
+
+Output: ``{"seeds", "data_seed", "transients": {key: {"per_seed", "mean", "std"}}, "transits":
+{...}, "data_seeds": {...}, "command", "code_hash", "machine"}``. Without
+``../shared/data/real`` the real-sky fraction is null (the stage records ``skipped``).
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import platform
+import shlex
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+from deeprubin import io
+from deeprubin.config import compose_params
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+#: (task, stages run once per data seed, stages run per training seed), in DAG order.
+CHAINS = {
+    "transients": (("ingest", "split", "preprocess"),
+                   ("augment", "train", "calibrate", "baseline", "evaluate", "real_sky")),
+    "transits": (("transits_ingest", "transits_preprocess", "transits_split"),
+                 ("transits_train", "transits_bls", "transits_evaluate")),
+}
+#: Path keys whose outputs the data-seed stages write (shared by the training seeds).
+SHARED_PATHS = ("raw", "processed", "splits")
+#: Headline keys: task -> key -> (file under the task's reports folder, dotted key in it).
+HEADLINES = {
+    "transients": {
+        "deep_macro_f1": ("metrics.json", "macro_f1"),
+        "baseline_macro_f1": ("baseline/metrics.json", "macro_f1"),
+        "real_sky_fraction": ("real_sky.json", "target.fraction"),
+    },
+    "transits": {
+        "star_roc_auc": ("metrics.json", "star.roc_auc"),
+        # segment recall at SNR >= 7.1 at the segment threshold of 1% false-positive rate
+        "recall_snr_ge_7p1_at_1pct_fpr": ("metrics.json", "segment.recall_snr_ge_threshold"),
+        "bls_star_recall_snr_ge_7p1_at_1pct_fpr": ("metrics.json", "bls.recall_snr_ge_threshold"),
+    },
+}
+#: Per-seed differences reported beside the headlines: name -> (task, minuend, subtrahend).
+DIFFERENCES = {"deep_minus_baseline_macro_f1": ("transients", "deep_macro_f1", "baseline_macro_f1")}
+HYDRA_ARGS = ("hydra.run.dir=.", "hydra.output_subdir=null", "hydra/job_logging=stdout",
+              "hydra/hydra_logging=disabled")
+
+
+class StageFailed(RuntimeError):
+    """A pipeline stage exited non-zero."""
+
+
+def module_of(stage: str) -> str:
+    """``train`` -> ``deeprubin.stages.train``; ``transits_train`` -> ``deeprubin.transits.stages.train``."""
+    if stage.startswith("transits_"):
+        return f"deeprubin.transits.stages.{stage.removeprefix('transits_')}"
+    return f"deeprubin.stages.{stage}"
+
+
+def tree_hash(*roots: Path) -> str:
+    """sha256 over the relative paths and bytes of every ``.py`` and ``.yaml`` file under ``roots``."""
+    digest = hashlib.sha256()
+    for root in roots:
+        for path in sorted(p for p in root.rglob("*") if p.suffix in (".py", ".yaml") and p.is_file()):
+            digest.update(str(path.relative_to(root.parent)).encode())
+            digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def run_overrides(base: list[str], seed: int, data_seed: int, shared_dir: Path, run_dir: Path) -> list[str]:
+    """Hydra overrides of one run: seeds, every transients and transits path, its own MLflow store."""
+    cfg = compose_params(base)
+    moved = []
+    for prefix, paths in (("paths", cfg.paths), ("transits.paths", cfg.transits.paths)):
+        for key, value in paths.items():
+            root = shared_dir if key in SHARED_PATHS else run_dir
+            moved.append(f"{prefix}.{key}={root / str(value)}")
+    return [*base, f"seed={seed}", f"data_seed={data_seed}", *moved,
+            f"mlflow.tracking_uri=sqlite:///{run_dir / 'mlruns.db'}"]
+
+
+def run_stage(stage: str, config_dir: Path, log: Path) -> float:
+    """Run one stage with ``config_dir/params.yaml``; output appended to ``log``. Returns seconds.
+
+    Raises
+    ------
+    StageFailed
+        Naming the stage, the params file and the log, with the log's last lines.
+    """
+    start = time.perf_counter()
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "a") as out:
+        proc = subprocess.run([sys.executable, "-m", module_of(stage), "--config-dir", str(config_dir),
+                               "--config-name", "params", *HYDRA_ARGS], cwd=REPO_ROOT, stdout=out,
+                              stderr=subprocess.STDOUT)
+    if proc.returncode != 0:
+        tail = "\n".join(log.read_text().splitlines()[-15:])
+        raise StageFailed(f"stage {stage} failed (exit {proc.returncode}) with {config_dir / 'params.yaml'}; "
+                          f"log {log}:\n{tail}")
+    return time.perf_counter() - start
+
+
+def run_chain(stages, run_dir: Path, overrides: list[str], code: str, rerun: bool, progress, label: str) -> None:
+    """Run ``stages`` in ``run_dir`` unless a finished run with the same fingerprint is there."""
+    fingerprint = hashlib.sha256(json.dumps([overrides, code, list(stages)]).encode()).hexdigest()
+    stamp = run_dir / "fingerprint.txt"
+    if not rerun and stamp.exists() and stamp.read_text().strip() == fingerprint:
+        progress(f"{label}: up to date")
+        return
+    stamp.unlink(missing_ok=True)  # a run stopped half-way must not look finished
+    io.write_text(OmegaConf.to_yaml(compose_params(overrides)), run_dir / "params.yaml")
+    for stage in stages:
+        seconds = run_stage(stage, run_dir, run_dir / "stages.log")
+        progress(f"{label}: {stage} {seconds:.0f} s")
+    io.write_text(fingerprint + "\n", stamp)
+
+
+def headlines(cfg_reports: dict[str, Path]) -> dict[str, dict[str, float | None]]:
+    """The :data:`HEADLINES` of one finished run (None where absent, e.g. real data missing)."""
+    out = {}
+    for task, keys in HEADLINES.items():
+        out[task] = {}
+        for name, (file, dotted) in keys.items():
+            path = cfg_reports[task] / file
+            node = io.read_json(path) if path.exists() else None
+            for part in dotted.split("."):
+                node = node.get(part) if isinstance(node, dict) else None
+            out[task][name] = node if isinstance(node, (int, float)) and not isinstance(node, bool) else None
+    for name, (task, a, b) in DIFFERENCES.items():
+        x, y = out[task][a], out[task][b]
+        out[task][name] = None if x is None or y is None else x - y
+    return out
+
+
+def summarise(values: list[float | None]) -> dict:
+    """``per_seed`` as given, and mean and standard deviation (n - 1) of its non-null values."""
+    v = [x for x in values if x is not None]
+    return {"per_seed": values, "mean": statistics.fmean(v) if v else None,
+            "std": statistics.stdev(v) if len(v) > 1 else None}
+
+
+def run_all(seeds: list[int], data_seed: int, workdir: Path, base: list[str] = (), rerun: bool = False,
+            progress=print) -> dict[int, dict]:
+    """Run every training seed at ``data_seed``; ``{seed: headlines}``."""
+    base = list(base)
+    code = tree_hash(REPO_ROOT / "src", REPO_ROOT / "conf")
+    shared_dir = workdir / f"data{data_seed}" / "shared"
+    results = {}
+    for i, seed in enumerate(seeds):
+        run_dir = workdir / f"data{data_seed}" / f"seed{seed}"
+        overrides = run_overrides(base, seed, data_seed, shared_dir, run_dir)
+        for task, (shared, per_seed) in CHAINS.items():
+            if i == 0:  # the data-seed stages: the first seed's run writes them
+                run_chain(shared, shared_dir / task, overrides, code, rerun, progress, f"data {data_seed} {task}")
+            run_chain(per_seed, run_dir / task, overrides, code, rerun, progress,
+                      f"data {data_seed} seed {seed} {task}")
+        cfg = compose_params(overrides)
+        results[seed] = headlines({"transients": Path(cfg.paths.reports), "transits": Path(cfg.transits.paths.reports)})
+        progress(f"data {data_seed} seed {seed}: {json.dumps(results[seed])}")
+    return results
+
+
+def summary(results: dict[int, dict], seeds: list[int]) -> dict:
+    """Per task and key: the per-seed values in ``seeds`` order, their mean and std."""
+    return {task: {key: summarise([results[s][task][key] for s in seeds]) for key in results[seeds[0]][task]}
+            for task in HEADLINES}
+
+
+def machine() -> dict:
+    import torch
+
+    return {"python": platform.python_version(), "platform": platform.platform(), "torch": torch.__version__,
+            "cpu_capability": torch.backends.cpu.get_cpu_capability()}
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[42, 7, 11, 1, 2], help="training seeds")
+    parser.add_argument("--data-seed", type=int, default=42, help="the data seed of the headline numbers")
+    parser.add_argument("--data-seeds", type=int, nargs="*", default=[7, 11],
+                        help="other data seeds, each at the first training seed (the data spread)")
+    parser.add_argument("--base", nargs="+", default=[], help="Hydra overrides for every run (e.g. experiment=tiny)")
+    parser.add_argument("--workdir", type=Path, default=Path("/tmp/deeprubin_seeds"))
+    parser.add_argument("--rerun", action="store_true", help="rerun runs that already finished")
+    parser.add_argument("--out", type=Path, default=REPO_ROOT / "reports/benchmarks/seeds.json")
+    args = parser.parse_args(argv)
+    if len(set(args.seeds)) != len(args.seeds):
+        parser.error(f"--seeds repeats a seed: {args.seeds}")
+    started = time.perf_counter()
+    say = lambda line: print(line, flush=True)  # noqa: E731
+    workdir = args.workdir.resolve()
+    results = run_all(args.seeds, args.data_seed, workdir, args.base, args.rerun, say)
+    out = {"seeds": args.seeds, "data_seed": args.data_seed, **summary(results, args.seeds)}
+    data_runs = {args.data_seed: results[args.seeds[0]]}
+    for d in args.data_seeds:
+        if d != args.data_seed:
+            data_runs[d] = run_all(args.seeds[:1], d, workdir, args.base, args.rerun, say)[args.seeds[0]]
+    data_seeds = list(data_runs)
+    out["data_seeds"] = {"seeds": data_seeds, "training_seed": args.seeds[0], **summary(data_runs, data_seeds)}
+    out["base"] = args.base
+    out["command"] = "python benchmarks/seeds.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
+    out["code_hash"] = tree_hash(REPO_ROOT / "src", REPO_ROOT / "conf")
+    out["machine"] = machine()
+    out["seconds"] = round(time.perf_counter() - started, 1)
+    io.write_json(out, args.out)
+    for task in HEADLINES:
+        for key, s in out[task].items():
+            cell = "-" if s["mean"] is None else f"{s['mean']:.3f} +- {s['std'] or 0:.3f}"
+            say(f"{task:11s} {key:42s} {cell}")
+    say(f"wrote {args.out}")
+    return out
+
+
+if __name__ == "__main__":
+    main()
