@@ -39,10 +39,10 @@ lock:  ## refresh requirements/lock.txt from the current environment
 bench-gp: setup  ## GP throughput + held-out quality vs scikit-learn and george (reports/benchmarks/gp_throughput.*; ~2-5 min)
 	$(BIN)/python benchmarks/gp_throughput.py
 
-verify: setup  ## clone HEAD, rerun the whole `dvc repro` there, fail listing every output whose hash differs from dvc.lock (~10 min)
+verify: setup  ## clone HEAD, rerun the whole `dvc repro` there, fail listing every output whose hash differs from dvc.lock (~20 min on 2 cores)
 	PATH=$(abspath $(BIN)):$$PATH $(BIN)/python -m deeprubin.core.verify
 
-seeds: setup  ## headline numbers as mean +- std over 5 training seeds (+2 data seeds) -> reports/benchmarks/seeds.json (~35 min)
+seeds: setup  ## headline numbers as mean +- std over 5 training seeds (+2 data seeds) -> reports/benchmarks/seeds.json (~7 min a run on 2 cores)
 	$(BIN)/python benchmarks/seeds.py
 
 bench-pipeline-time: setup  ## stage times and GP throughput with and without the numerics pinning (reports/benchmarks/pipeline_time.json; ~20 min)
