@@ -195,7 +195,8 @@ def stage_cfg(tmp_path: Path, *overrides: str):
 
 def test_disabled_stage_writes_empty_outputs(tmp_path, monkeypatch):
     from deeprubin.preprocess.gp import load_gp_grid
-    from deeprubin.stages.augment import augmented_train_arrays, run_augment
+    from deeprubin.stages.augment import run_augment
+    from deeprubin.training.augmented import augmented_train_arrays
 
     monkeypatch.chdir(tmp_path)
     cfg = stage_cfg(tmp_path, "augment=none")  # no raw data needed

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -72,7 +73,10 @@ def test_to_dict_from_dict_round_trip(method, tmp_path):
     again = calibrator_from_dict(data)
     np.testing.assert_allclose(apply_calibration(z, again, kind="logits"), apply_calibration(z, cal, kind="logits"))
     np.testing.assert_allclose(apply_calibration(z, data, kind="logits"), apply_calibration(z, cal, kind="logits"))
-    path = save_calibration(tmp_path / "calibration.json", {method: cal}, default=method, fitted_on={"split": "val"})
+    ckpt = tmp_path / "model.ckpt"
+    ckpt.write_bytes(b"weights")  # only its sha256 is recorded
+    path = save_calibration(tmp_path / "calibration.json", {method: cal}, default=method, fitted_on={"split": "val"},
+                            checkpoint=ckpt)
     loaded = load_calibrator(path, classes=CLASSES)
     assert loaded.method == method
     np.testing.assert_allclose(apply_calibration(z, loaded, kind="logits"), apply_calibration(z, cal, kind="logits"))
@@ -149,7 +153,8 @@ def test_single_class_reason_names_the_set_and_class():
 def test_saved_methods_lists_the_file_and_rejects_other_json(tmp_path):
     path = tmp_path / "calibration.json"
     save_calibration(path, {"none": make_calibrator("none", CLASSES),
-                            "temperature": TemperatureScaling(CLASSES, 1.5)}, default="none", fitted_on={})
+                            "temperature": TemperatureScaling(CLASSES, 1.5)}, default="none", fitted_on={},
+                     checkpoint=Path(__file__))  # any file: only its sha256 is recorded
     assert saved_methods(path) == ["none", "temperature"]
     (tmp_path / "other.json").write_text(json.dumps({"default": "none"}))
     with pytest.raises(ValueError, match=r"other\.json: not a calibration file"):

@@ -17,7 +17,7 @@ from deeprubin.config import ConfigError, compose_params
 from deeprubin.evaluation.inference import CheckpointMismatchError, predict_source, predict_source_detailed
 from deeprubin.evaluation.real_sky import data_fingerprint, score_real_sample
 from deeprubin.schema import SchemaError
-from deeprubin.stages.preprocess import gp_input
+from deeprubin.preprocess.inputs import gp_input
 
 from conftest import REAL_DATA, compose_under, make_tables
 
@@ -131,12 +131,12 @@ def test_predict_checkpoint_errors(trained, tmp_path):
     torch.save([1, 2], tmp_path / "list.ckpt")
     with pytest.raises(ValueError, match=r"list\.ckpt: not a DeepRubin checkpoint"):
         predict_source(tmp_path / "list.ckpt", cfg.source)
-    payload = torch.load(ckpt, weights_only=False)
+    payload = torch.load(ckpt, weights_only=True)
     payload["config"] = {"seed": 1}
     torch.save(payload, tmp_path / "noconfig.ckpt")
     with pytest.raises(CheckpointMismatchError, match=r"noconfig\.ckpt: checkpoint has no saved training config"):
         predict_source(tmp_path / "noconfig.ckpt", cfg.source)
-    payload = torch.load(ckpt, weights_only=False)
+    payload = torch.load(ckpt, weights_only=True)
     payload["bands"] = ["r", "g"]
     torch.save(payload, tmp_path / "bands.ckpt")
     with pytest.raises(CheckpointMismatchError, match=r"bands\.ckpt: saved config bands \['g', 'r'\] != checkpoint"):
@@ -323,7 +323,7 @@ def test_calibration_check_errors(trained, tmp_path):
     run.evaluate.calibration.check.seed = int(cfg.data_seed)
     with pytest.raises(ConfigError, match=r"'evaluate\.calibration\.check\.seed' must differ from 'data_seed'"):
         run_calibration_check(run)
-    payload = torch.load(ckpt, weights_only=False)
+    payload = torch.load(ckpt, weights_only=True)
     payload["config"]["source"] = {"name": "files", "path": "x"}
     torch.save(payload, tmp_path / "files.ckpt")
     with pytest.raises(ConfigError, match=r"files\.ckpt: the model was trained on source 'files'"):
@@ -375,7 +375,7 @@ def test_calibration_check_of_a_real_data_model_is_recorded_as_skipped(trained, 
     run = cfg.copy()
     run.paths.models, run.paths.reports = str(tmp_path / "models"), str(tmp_path / "reports")
     (tmp_path / "models").mkdir()
-    payload = torch.load(ckpt, weights_only=False)
+    payload = torch.load(ckpt, weights_only=True)
     payload["config"]["source"] = {"name": "files", "path": "x"}
     torch.save(payload, tmp_path / "models" / "model.ckpt")
     shutil.copy(Path(cfg.paths.models) / "calibration.json", tmp_path / "models" / "calibration.json")

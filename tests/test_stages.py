@@ -6,6 +6,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from deeprubin import io
 from deeprubin.config import ConfigError
@@ -52,7 +53,7 @@ def test_same_params_same_metrics(tmp_path):
     np.testing.assert_array_equal(a["mean"], b["mean"])
     import torch
 
-    weights = [torch.load(tmp_path / d / "models/transients/model.ckpt", weights_only=False)["state_dict"]
+    weights = [torch.load(tmp_path / d / "models/transients/model.ckpt", weights_only=True)["state_dict"]
                for d in ("a", "b")]
     for key in weights[0]:
         torch.testing.assert_close(weights[0][key], weights[1][key], rtol=0, atol=0)
@@ -76,16 +77,23 @@ def test_mlflow_run_has_params_metrics_and_model(tmp_path):
     assert {"train_loss", "val_loss", "train_acc", "val_acc"} <= set(run.data.metrics)
     assert len(client.get_metric_history(run.info.run_id, "val_loss")) == cfg.trainer.max_epochs
     assert {"val_macro_f1", "test_macro_f1"} <= set(run.data.metrics)
-    assert run.info.run_name == "tcn-seed42" and run.data.tags["dvc_stage"] == "train"
+    # named after the class actually built, not the free-text model.name; FINISHED after the outputs
+    assert run.info.run_name == "TCNClassifier-seed42" and run.data.tags["dvc_stage"] == "train"
+    assert run.data.tags["model"] == "deeprubin.models.tcn.TCNClassifier" and run.info.status == "FINISHED"
     assert run.data.tags["git_dirty"] in ("true", "false")
     assert any(a.path == "class_distribution_train.json" for a in client.list_artifacts(run.info.run_id))
     versions = client.search_model_versions("name='transients-classifier'")
     assert [v.run_id for v in versions] == [run.info.run_id]
-    model = mlflow.pyfunc.load_model(f"models:/transients-classifier/{versions[0].version}")
-    assert model.metadata.signature is not None
-    x = np.zeros((2, 4, int(cfg.preprocess.n_grid)), dtype=np.float32)
-    probs = np.asarray(model.predict(x))
+    # the registered version is the weights-only checkpoint, loaded through the allow-list (no pickle)
+    from deeprubin.training.log_model import load_registered
+
+    model, meta = load_registered(f"models:/transients-classifier/{versions[0].version}",
+                                  tracking_uri=cfg.mlflow.tracking_uri)
+    x = torch.zeros((2, 4, int(cfg.preprocess.n_grid)))
+    with torch.no_grad():
+        probs = torch.softmax(model(x), dim=-1).numpy()
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-5)
+    assert meta["classes"] == list(cfg.task.classes)
     assert run.inputs.dataset_inputs and run.inputs.dataset_inputs[0].dataset.name == "transients-train"
 
 

@@ -296,14 +296,43 @@ def apply_calibration(scores: np.ndarray, calibrator: Calibrator | Mapping[str, 
 
 
 # ----------------------------------------------------------------------------- persistence
+class CalibrationMismatchError(ValueError):
+    """A calibrator applied to a checkpoint other than the one it was fitted for."""
+
+
+#: ``predict.calibration: auto``: the ``calibration.json`` beside the checkpoint, if there is one.
+AUTO = "auto"
+CALIBRATION_NAME = "calibration.json"
+
+
 def save_calibration(path: str | Path, calibrators: Mapping[str, Calibrator], default: str,
-                     fitted_on: Mapping[str, Any]) -> Path:
-    """Write every fitted calibrator and the default method to one JSON file (atomically)."""
+                     fitted_on: Mapping[str, Any], checkpoint: str | Path) -> Path:
+    """Write every fitted calibrator and the default method to one JSON file (atomically).
+
+    The file is bound to ``checkpoint`` by its sha256 (``checkpoint.sha256``): it is
+    applied to that checkpoint only (:func:`load_calibrator`).
+    """
     if default not in calibrators:
         raise ValueError(f"default calibration method {default!r} not among the fitted {sorted(calibrators)}")
+    checkpoint = Path(checkpoint)
     payload = {"default": default, "fitted_on": dict(fitted_on),
+               "checkpoint": {"file": checkpoint.name, "sha256": io.file_sha256(checkpoint)},
                "calibrators": {name: cal.to_dict() for name, cal in calibrators.items()}}
     return io.write_json(payload, path)
+
+
+def resolve_calibration(calibration: str | Path | None, checkpoint: str | Path) -> Path | None:
+    """The calibration file to apply with ``checkpoint``: None (raw softmax), a path, or ``auto``.
+
+    ``auto`` is the ``calibration.json`` beside the checkpoint when it exists (the calibrate
+    stage writes it there), else None.
+    """
+    if calibration is None or str(calibration).lower() in ("none", "null", ""):
+        return None
+    if str(calibration) == AUTO:
+        beside = Path(checkpoint).parent / CALIBRATION_NAME
+        return beside if beside.exists() else None
+    return Path(calibration)
 
 
 def saved_methods(path: str | Path) -> list[str]:
@@ -318,14 +347,32 @@ def _read_calibration_file(path: Path) -> dict:
     return data
 
 
-def load_calibrator(path: str | Path, method: str | None = None,
-                    classes: Sequence[str] | None = None) -> Calibrator:
+def load_calibrator(path: str | Path, method: str | None = None, classes: Sequence[str] | None = None,
+                    checkpoint: str | Path | None = None) -> Calibrator:
     """The calibrator ``method`` (default: the file's default) from :func:`save_calibration`'s file.
 
     ``classes``, when given, must equal the calibrator's class order (the model's).
+    ``checkpoint``, when given, must be the checkpoint the file was fitted for (same sha256).
+
+    Raises
+    ------
+    CalibrationMismatchError
+        ``checkpoint`` is another model's, or the file records no checkpoint (made before
+        calibrators were bound: rerun the calibrate stage).
     """
     path = Path(path)
     data = _read_calibration_file(path)
+    if checkpoint is not None:
+        bound = data.get("checkpoint") if isinstance(data.get("checkpoint"), dict) else {}
+        if not bound.get("sha256"):
+            raise CalibrationMismatchError(f"{path}: field 'checkpoint' is missing, so the file cannot be matched to "
+                                           f"{checkpoint}; rerun the calibrate stage for that checkpoint")
+        if io.file_sha256(checkpoint) != bound["sha256"]:
+            raise CalibrationMismatchError(
+                f"{path}: fitted for another checkpoint (sha256 {bound['sha256'][:12]}..., "
+                f"'{bound.get('file')}') than {checkpoint}; a calibrator belongs to one model: use the "
+                f"calibration.json written beside that checkpoint, predict.calibration=auto, or "
+                f"predict.calibration=null for raw probabilities")
     name = method or data["default"]
     if name not in data["calibrators"]:
         raise ValueError(f"{path}: no '{name}' calibrator; the file has {sorted(data['calibrators'])}")

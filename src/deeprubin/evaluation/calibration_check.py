@@ -64,7 +64,7 @@ def calibration_check(checkpoint_path: str | Path, calibration_path: str | Path,
     classes = result.classes
     labels = np.array([classes.index(str(c)) for c in result.predictions["label"]])
     raw = result.predictions[[f"prob_{c}" for c in classes]].to_numpy()
-    default = str(load_calibrator(calibration_path, classes=classes).method)
+    default = str(load_calibrator(calibration_path, classes=classes, checkpoint=checkpoint_path).method)
     report = {"n_objects": int(len(labels)), "simulation_seed": int(seed), "n_bins": int(n_bins),
               "default_method": default, "methods": {}}
     probabilities = {}
@@ -72,7 +72,8 @@ def calibration_check(checkpoint_path: str | Path, calibration_path: str | Path,
     for method, name in REPORTED.items():
         if method not in saved:
             continue
-        p = apply_calibration(raw, load_calibrator(calibration_path, method=method, classes=classes))
+        p = apply_calibration(raw, load_calibrator(calibration_path, method=method, classes=classes,
+                                                       checkpoint=checkpoint_path))
         probabilities[name] = p
         summary = calibration_summary(p, labels, n_bins)
         for scheme in ("width", "mass"):

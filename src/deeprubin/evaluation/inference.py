@@ -10,12 +10,12 @@ checkpoint by the train stage, so a model is applied exactly as it was trained, 
 Steps (each one the same code the pipeline runs):
 
 1. :func:`deeprubin.training.checkpoint.load_checkpoint` rebuilds the classifier;
-2. the source loader registered in :data:`deeprubin.stages.ingest.SOURCES` reads the data
+2. the source loader registered in :data:`deeprubin.sources.SOURCES` reads the data
    into the canonical tables, validated with the source's own ``validation`` settings
    (:func:`deeprubin.schema.validate_tables`, as in the ingest stage);
-3. :func:`deeprubin.preprocess.gp.fit_gp_grid` with :func:`deeprubin.stages.preprocess.gp_kwargs`
+3. :func:`deeprubin.preprocess.gp.fit_gp_grid` with :func:`deeprubin.preprocess.inputs.gp_kwargs`
    of the *checkpoint's* config (and its optional ``preprocess.detections_only`` row filter,
-   :func:`deeprubin.stages.preprocess.gp_input`);
+   :func:`deeprubin.preprocess.inputs.gp_input`);
 4. :func:`deeprubin.training.data.grid_features` (GP mean and std channels);
 5. :func:`deeprubin.evaluation.predict.class_probabilities`, the single place where class
    probabilities are produced: the softmax, calibrated by the calibrator the ``calibrate``
@@ -30,7 +30,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
@@ -39,7 +38,7 @@ from ..preprocess.gp import GPGrid, fit_gp_grid
 from ..schema import SchemaError, validate_tables
 from ..training.checkpoint import load_checkpoint
 from ..training.data import grid_features
-from .calibration import load_calibrator
+from .calibration import load_calibrator, resolve_calibration
 from .predict import class_probabilities, prediction_table
 
 log = logging.getLogger(__name__)
@@ -68,6 +67,9 @@ class SourcePrediction:
         The checkpoint's class and band order.
     validation : dict
         :meth:`deeprubin.schema.ValidationReport.as_dict` of the source tables.
+    calibration : str
+        The calibrator applied and its file (``temperature from models/.../calibration.json``),
+        or ``none (raw softmax)``.
     """
 
     predictions: pd.DataFrame
@@ -77,6 +79,7 @@ class SourcePrediction:
     classes: list[str]
     bands: list[str]
     validation: dict = field(default_factory=dict)
+    calibration: str = "none (raw softmax)"
 
 
 def training_config(meta: Mapping[str, Any], checkpoint_path: str | Path) -> DictConfig:
@@ -121,7 +124,7 @@ def source_config(train_cfg: DictConfig, source: Mapping | DictConfig, *,
 
 def load_source_tables(cfg: DictConfig) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
     """Run the source's ingest loader and the ingest stage's validation; ``(lc, objects, report)``."""
-    from ..stages.ingest import SOURCES, resolve_loader
+    from ..sources import SOURCES, resolve_loader
 
     name = str(cfg.source.name)
     if name not in SOURCES:
@@ -150,12 +153,15 @@ def predict_source_detailed(checkpoint_path: str | Path, source: Mapping | DictC
                             label_classes: Sequence[str] = (), progress: bool = False,
                             calibration: str | Path | None = None) -> SourcePrediction:
     """Classify every object of ``source`` with the checkpoint; see :func:`predict_source`."""
-    from ..stages.preprocess import gp_input, gp_kwargs
+    from ..preprocess.inputs import gp_input, gp_kwargs
 
     model, meta = load_checkpoint(checkpoint_path)
     train_cfg = training_config(meta, checkpoint_path)
     classes, bands = [str(c) for c in meta["classes"]], [str(b) for b in train_cfg.task.band_wavelengths]
-    calibrator = None if calibration is None else load_calibrator(calibration, classes=classes)
+    calibration = resolve_calibration(calibration, checkpoint_path)
+    calibrator = None if calibration is None else load_calibrator(calibration, classes=classes,
+                                                                  checkpoint=checkpoint_path)
+    calibrated = "none (raw softmax)" if calibrator is None else f"{calibrator.method} from {calibration}"
     cfg = source_config(train_cfg, source, label_classes=label_classes)
     where = f"source '{cfg.source.name}'" + (f" ({cfg.source.path})" if cfg.source.get("path") else "")
     lightcurves, objects, validation = load_source_tables(cfg)
@@ -174,8 +180,9 @@ def predict_source_detailed(checkpoint_path: str | Path, source: Mapping | DictC
     labels = objects.set_index(objects["object_id"].astype(str))["label"]
     object_ids = grid.object_ids.astype(str)
     table = prediction_table(object_ids, probabilities, classes, labels.reindex(object_ids).to_numpy())
-    log.info("predict: %d objects of %s classified with %s", len(table), where, checkpoint_path)
-    return SourcePrediction(table, objects, lightcurves, grid, classes, bands, validation)
+    log.info("predict: %d objects of %s classified with %s, calibration %s", len(table), where, checkpoint_path,
+             calibrated)
+    return SourcePrediction(table, objects, lightcurves, grid, classes, bands, validation, calibrated)
 
 
 def predict_source(checkpoint_path: str | Path, source: Mapping | DictConfig, *,
@@ -189,14 +196,16 @@ def predict_source(checkpoint_path: str | Path, source: Mapping | DictConfig, *,
         A ``model.ckpt`` written by the train stage.
     source : mapping or omegaconf.DictConfig
         A ``source`` config node (e.g. ``compose_params(["source=files_bts_snia"]).source``);
-        it must have ``name`` (a key of :data:`deeprubin.stages.ingest.SOURCES`).
+        it must have ``name`` (a key of :data:`deeprubin.sources.SOURCES`).
     label_classes : sequence of str
         Labels the source may carry besides the model's classes (kept, not classified into).
     progress : bool
         Show the GP fit's progress bar.
-    calibration : path or None
-        The ``calibration.json`` the ``calibrate`` stage wrote beside the checkpoint; its
-        default calibrator is applied to the softmax. None: uncalibrated probabilities.
+    calibration : path, ``"auto"`` or None
+        The ``calibration.json`` the ``calibrate`` stage fitted for this checkpoint (its
+        default calibrator is applied to the softmax); ``auto``: the one beside the
+        checkpoint, if any; None: uncalibrated probabilities. A file fitted for another
+        checkpoint is refused (:class:`~deeprubin.evaluation.calibration.CalibrationMismatchError`).
 
     Returns
     -------

@@ -25,6 +25,7 @@ class ModelInputs:
     grid: GPGrid
     manifest: pd.DataFrame
     splits: dict[str, SplitArrays]
+    checkpoint: Path
 
     def split(self, name: str) -> SplitArrays:
         """One split's arrays; ``ValueError`` naming the manifest when it is missing or empty."""
@@ -41,10 +42,11 @@ class ModelInputs:
 
 def load_model_inputs(cfg: DictConfig) -> ModelInputs:
     """Load ``paths.models/model.ckpt``, the GP grid and the split manifest named in ``cfg.paths``."""
-    model, meta = load_checkpoint(Path(cfg.paths.models) / "model.ckpt")
+    checkpoint = Path(cfg.paths.models) / "model.ckpt"
+    model, meta = load_checkpoint(checkpoint)
     classes = [str(c) for c in meta["classes"]]
     processed = Path(cfg.paths.processed)
     grid = load_gp_grid(processed / "gp_grid.npz", processed / "gp_fits.parquet")
     manifest = io.read_parquet(Path(cfg.paths.splits) / "manifest.parquet")
     splits = split_arrays(grid.object_ids, grid_features(grid.mean, grid.std), manifest, classes)
-    return ModelInputs(model, meta, classes, grid, manifest, splits)
+    return ModelInputs(model, meta, classes, grid, manifest, splits, checkpoint)

@@ -17,9 +17,9 @@ Which photometry, and why
   our light curves carry forced photometry at every epoch, which ALeRCE's alert
   stream does not. Variability significance, the periodogram and the supernova
   model use it: the periodogram of the censored detections is biased towards the
-  bright phases of faint variables (for the Cepheids and RR Lyrae of the simulated
-  training split it finds the true period within 2% for 86% / 88% of them in g / r
-  from all fluxes, against 62% / 81% from detected magnitudes), and the Bazin
+  bright phases of faint variables (it finds the true period of the simulated
+  Cepheids and RR Lyrae more often from all fluxes than from detected magnitudes:
+  ``docs/evaluation.md``, "Baseline features"), and the Bazin
   model is a flux model whose rise is constrained by the non-detections before
   the explosion. Only scale-free flux features are kept (reduced chi2, excess
   variance, Stetson K, ...); the Bazin amplitude, baseline and reference time

@@ -31,9 +31,8 @@ points around the brightest one), and its grid posterior and ``final_loss`` are 
 computed from all its points, so the O(n^3) work of such an object is one Cholesky (and
 a triangular solve for the grid variance) instead of ~3.7 Newton evaluations. Such objects
 are batched apart from the others (:func:`_batches`); objects at or below the limit are
-fitted exactly as without it. Off by default: on the benchmark's simulated light curves
-no limit kept the held-out predictive density within 2% of the full fit at 100-200
-points (README, "Subset-of-data hyperparameters").
+fitted exactly as without it. Off by default; why is measured in
+``docs/decisions/gp-subset-of-data.md``.
 
 Per object:
 
@@ -234,8 +233,7 @@ def hyper_subset(band: np.ndarray, y: np.ndarray, n_select: int) -> np.ndarray:
     survey of ``benchmarks/gp_throughput.py`` (daily cadence) it made RR Lyrae and
     Cepheid light curves look smooth, the subset then chose time length scales many
     times too long, and the posterior of all points at those values was
-    overconfident: held-out NLPD +34% at 100 points and +143% at 200 (32-point
-    subsets), against +3.5% and +3.7% with runs (README, GP section).
+    overconfident (measured in ``docs/decisions/gp-subset-of-data.md``).
 
     Parameters
     ----------
@@ -598,10 +596,8 @@ def gp_process_pool(n_workers: int | None = None):
 
     Each process fits whole batches with one torch thread, like the thread workers of
     :func:`_batch_runner`, but without sharing a GIL: the Python steps between torch
-    operators no longer wait for each other. On the 2-core CPU machine that gave
-    1.11x / 1.17x / 1.06x the thread workers' light curves per second at 50 / 100 /
-    200 points and 0.92x at 20 (medians of 3 interleaved runs,
-    ``benchmarks/gp_throughput.py --parallel processes``). Starting a process
+    operators no longer wait for each other (measured in
+    ``docs/decisions/gp-process-pool.md``). Starting a process
     (spawn, importing torch) takes seconds, so a pool pays off for many objects, or
     when kept for several calls. ``n_workers``: None = the number of CPUs.
     The result equals the thread workers' with the same ``workers``.

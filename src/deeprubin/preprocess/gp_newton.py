@@ -257,7 +257,8 @@ def _factor(k: torch.Tensor):
 
     ``k`` is symmetric, so its transpose (a free view) is ``k`` in LAPACK's column-major
     layout; factorising it as ``U^T U`` hands LAPACK a contiguous copy and returns
-    ``L = U^T`` row-major, ~10-20% faster on CPU than ``cholesky_ex(k)``.
+    ``L = U^T`` row-major, faster on CPU than ``cholesky_ex(k)``
+    (``docs/decisions/gp-newton-restructure.md``).
     """
     upper, info = torch.linalg.cholesky_ex(k.transpose(-1, -2), upper=True)
     chol = upper.transpose(-1, -2)
@@ -271,10 +272,10 @@ def _factor(k: torch.Tensor):
 def _inverse(chol: torch.Tensor) -> torch.Tensor:
     """K^-1 (b, n, n) from its lower Cholesky factor.
 
-    On CPU, with one thread, LAPACK's ``potri`` (``torch.cholesky_inverse``) is 1.2-1.6x
-    faster than a triangular solve against the identity followed by ``L^-T L^-1`` at
-    64 objects x 100 points and ~1.9x at 200 points, but ~10-15% slower at 50-70
-    points (the per-matrix call overhead dominates there); see :data:`POTRI_MIN_N`.
+    On CPU, with one thread, LAPACK's ``potri`` (``torch.cholesky_inverse``) is faster
+    than a triangular solve against the identity followed by ``L^-T L^-1`` for large
+    matrices and slower for small ones, where the per-matrix call overhead dominates
+    (measured in ``docs/decisions/gp-newton-restructure.md``); see :data:`POTRI_MIN_N`.
     """
     b, n = chol.shape[0], chol.shape[-1]
     if n >= POTRI_MIN_N and chol.device.type == "cpu":  # measured on CPU only

@@ -15,16 +15,14 @@ import logging
 import time
 from pathlib import Path
 
-import numpy as np
-import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
 from .. import io
 from ..preprocess.augment import augment_training_set, empty_tables, parse_settings
-from ..preprocess.gp import fit_gp_grid, load_gp_grid, save_gp_grid
-from ..split import LeakageError, check_no_leakage
+from ..preprocess.gp import fit_gp_grid, save_gp_grid
+from ..preprocess.inputs import check_preprocess_config, gp_input, gp_kwargs
+from ..training.augmented import check_parents_in_train
 from ._entry import hydra_entry
-from .preprocess import check_preprocess_config, gp_input, gp_kwargs
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +43,7 @@ def run_augment(cfg: DictConfig) -> dict:
         manifest = io.read_parquet(Path(cfg.paths.splits) / "manifest.parquet")
         aug_lc, aug_obj, report = augment_training_set(lightcurves, objects, manifest, settings,
                                                        band_wavelengths=band_wavelengths, gp_kwargs=kwargs)
-        _check_parents_in_train(aug_obj, manifest)
+        check_parents_in_train(aug_obj, manifest)
     else:
         aug_lc, aug_obj = empty_tables()
         report = {"enabled": False}
@@ -60,46 +58,6 @@ def run_augment(cfg: DictConfig) -> dict:
     log.info("augment: %d augmented training light curves (%s) in %.1f s", report["n_objects"],
              "enabled" if settings.enabled else "disabled", time.perf_counter() - start)
     return report
-
-
-def _check_parents_in_train(aug_obj: pd.DataFrame, manifest: pd.DataFrame) -> None:
-    """Every copy's parent is a training object of the manifest, with the same group; no group leaks."""
-    if aug_obj.empty:
-        return
-    split_of = manifest.set_index(manifest["object_id"].astype(str))["split"]
-    parent_split = aug_obj["parent_id"].astype(str).map(split_of)
-    if (parent_split != "train").any():
-        bad = aug_obj.loc[parent_split != "train", "object_id"].iloc[0]
-        raise LeakageError(f"augmented object {bad!r} has a parent outside the training split")
-    combined = pd.concat([manifest[["object_id", "group_id", "split"]],
-                          aug_obj[["object_id", "group_id", "split"]]], ignore_index=True)
-    check_no_leakage(combined)
-
-
-def augmented_train_arrays(cfg: DictConfig, classes: list[str], manifest: pd.DataFrame):
-    """The augmented copies as training arrays (:class:`deeprubin.training.data.SplitArrays`).
-
-    Raises :class:`deeprubin.split.LeakageError` if a copy's group is outside the
-    training split of ``manifest`` (the manifest the model is trained with).
-    """
-    from ..training.data import SplitArrays, grid_features
-
-    folder = Path(cfg.paths.augmented)
-    grid = load_gp_grid(folder / "gp_grid.npz", folder / "gp_fits.parquet")
-    objects = io.read_parquet(folder / "objects.parquet")
-    if len(grid.object_ids) == 0:
-        n_bands, n_time = grid.mean.shape[1:]
-        return SplitArrays(np.array([], dtype=str), np.zeros((0, 2 * n_bands, n_time), np.float32),
-                           np.array([], dtype=np.int64))
-    _check_parents_in_train(objects, manifest)
-    label = objects.set_index(objects["object_id"].astype(str))["label"].astype(str)
-    labels = label.reindex(grid.object_ids)
-    class_index = {c: i for i, c in enumerate(classes)}
-    unknown = sorted(set(labels.dropna()) - set(class_index))
-    if labels.isna().any() or unknown:
-        raise ValueError(f"{folder}/objects.parquet: labels missing or unknown ({unknown}) for augmented objects")
-    return SplitArrays(object_ids=grid.object_ids.astype(str), x=grid_features(grid.mean, grid.std),
-                       y=labels.map(class_index).to_numpy(dtype=np.int64))
 
 
 main = hydra_entry(run_augment)

@@ -82,7 +82,8 @@ def run_calibrate(cfg: DictConfig) -> dict:
                                  for scheme in ("width", "mass")}
     calibrators["none"] = make_calibrator("none", classes)
     save_calibration(Path(cfg.paths.models) / "calibration.json", calibrators, default=default,
-                     fitted_on={"split": "val", "n_objects": int(len(val.y)), **({"skipped": skipped} if skipped else {})})
+                     fitted_on={"split": "val", "n_objects": int(len(val.y)), **({"skipped": skipped} if skipped else {})},
+                     checkpoint=inputs.checkpoint)
 
     out = Path(cfg.paths.reports) / "calibration"
     io.write_json(metrics, out / "metrics.json")

@@ -26,8 +26,8 @@ from ..evaluation.predict import predict_logits
 from ..plots.early import plot_early_classification
 from ..preprocess.gp import fit_gp_grid
 from ..training.data import grid_features
+from ..preprocess.inputs import gp_kwargs
 from ._entry import hydra_entry
-from .preprocess import gp_kwargs
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +47,8 @@ def run_early(cfg: DictConfig) -> dict:
     snr = float(require(cfg, "evaluate.early.detection_snr", positive=True))
     inputs = load_model_inputs(cfg)
     classes = inputs.classes
-    calibrator = load_calibrator(Path(cfg.paths.models) / "calibration.json", classes=classes)
+    calibrator = load_calibrator(Path(cfg.paths.models) / "calibration.json", classes=classes,
+                                 checkpoint=inputs.checkpoint)
     weights = class_weight_vector(cfg.evaluate.get("plasticc_weights"), classes)
     train_cfg = OmegaConf.create(inputs.meta["config"])  # the GP settings the model was trained on
     bands = dict(train_cfg.task.band_wavelengths)

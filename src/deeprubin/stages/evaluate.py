@@ -47,7 +47,8 @@ def run_evaluate(cfg: DictConfig) -> dict:
     inputs = load_model_inputs(cfg)
     model, meta, classes, grid = inputs.model, inputs.meta, inputs.classes, inputs.grid
     test = inputs.split("test")
-    calibrator = load_calibrator(Path(cfg.paths.models) / "calibration.json", classes=classes)
+    calibrator = load_calibrator(Path(cfg.paths.models) / "calibration.json", classes=classes,
+                                 checkpoint=inputs.checkpoint)
     probabilities = apply_calibration(predict_logits(model, test.x), calibrator, kind="logits")
     true_labels = np.asarray(classes)[test.y]
     predictions = prediction_table(test.object_ids, probabilities, classes, true_labels)

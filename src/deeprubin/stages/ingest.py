@@ -1,42 +1,18 @@
 """Ingest stage: source -> validated ``lightcurves`` and ``objects`` parquet tables."""
 from __future__ import annotations
 
-import importlib
 import logging
 from pathlib import Path
-from typing import Callable
 
-import pandas as pd
 from omegaconf import DictConfig
 
 from .. import io
 from ..config import ConfigError, require
 from ..schema import validate_tables
+from ..sources import SOURCES, resolve_loader  # noqa: F401 (SOURCES is re-exported for tests and plugins)
 from ._entry import hydra_entry
 
 log = logging.getLogger(__name__)
-
-
-Loader = Callable[[DictConfig], tuple[pd.DataFrame, pd.DataFrame]]
-
-#: Source name (``source.name``) -> "module:function" of a loader taking the whole
-#: config and returning (lightcurves, objects) in the canonical schema. Imported
-#: lazily so that, e.g., the simulator does not pay for importing lightkurve.
-SOURCES: dict[str, str | Loader] = {
-    "simulate": "deeprubin.sources.simulate:load_simulated",
-    "alerce": "deeprubin.sources.alerce:load_alerce",
-    "lightkurve": "deeprubin.sources.lightkurve_source:load_lightkurve",
-    "files": "deeprubin.sources.files:load_files",
-}
-
-
-def resolve_loader(name: str) -> Loader:
-    """The loader registered for source ``name`` (a callable or a "module:function" path)."""
-    entry = SOURCES[name]
-    if callable(entry):
-        return entry
-    module, _, function = entry.partition(":")
-    return getattr(importlib.import_module(module), function)
 
 
 def run_ingest(cfg: DictConfig) -> dict:

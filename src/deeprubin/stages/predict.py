@@ -49,14 +49,17 @@ def run_predict(cfg: DictConfig) -> dict:
                           "predict.output=predictions/my_source.csv")
     if Path(str(output)).suffix not in OUTPUT_SUFFIXES:
         raise ConfigError(f"config key 'predict.output' must end in one of {list(OUTPUT_SUFFIXES)}, got {output!r}")
+    io.check_writable(Path(str(output)).resolve().parent, "predict.output folder")  # before any GP work
     result = predict_source_detailed(checkpoint, cfg.source, label_classes=list(cfg.predict.get("label_classes") or []),
                                      progress=bool(cfg.predict.get("progress_bar", False)),
                                      calibration=cfg.predict.get("calibration"))
-    path = write_predictions(result.predictions, str(output))
+    table = result.predictions.assign(calibration=result.calibration)  # which calibrator, on every row
+    path = write_predictions(table, str(output))
     counts = result.predictions["predicted"].value_counts().reindex(result.classes, fill_value=0)
     summary = {"n_objects": int(len(result.predictions)), "predicted": {c: int(n) for c, n in counts.items()},
-               "output": str(path), "validation": result.validation}
-    log.info("predict: %d objects -> %s; predicted %s", summary["n_objects"], path, summary["predicted"])
+               "output": str(path), "validation": result.validation, "calibration": result.calibration}
+    log.info("predict: %d objects -> %s; predicted %s; calibration %s", summary["n_objects"], path,
+             summary["predicted"], result.calibration)
     return summary
 
 

@@ -9,22 +9,22 @@ import numpy as np
 import pandas as pd
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from lightning.pytorch.loggers import MLFlowLogger
 from omegaconf import DictConfig, OmegaConf
 
 from .. import io
 from ..config import to_dict
 from ..evaluation.metrics import classification_metrics
 from ..evaluation.predict import predict_probabilities
-from ..models import resolve_model_config
+from ..models import model_class, model_name, resolve_model_config
 from ..preprocess.gp import load_gp_grid
+from ..training.augmented import augmented_train_arrays
 from ..training.checkpoint import save_checkpoint
 from ..training.data import SplitArrays, grid_features, split_arrays
 from ..training.fit import fit_classifier
 from ..training.log_model import log_classifier
-from ..training.tracking import flatten, git_state, log_params, set_tags, start_training_run, tracking_uri
+from ..training.tracking import (OpenRunMLFlowLogger, flatten, git_state, log_params, run_guard, set_tags,
+                                 start_training_run, tracking_uri)
 from ._entry import hydra_entry
-from .augment import augmented_train_arrays
 
 log = logging.getLogger(__name__)
 
@@ -65,16 +65,24 @@ def run_train(cfg: DictConfig) -> dict:
             (data_hash + io.file_sha256(Path(cfg.paths.augmented) / "gp_grid.npz")).encode()).hexdigest()
 
     sweep_id, sweep_dir, job_dir = _sweep()
-    out = job_dir / "model" if job_dir is not None else Path(cfg.paths.models)
+    out = io.check_writable(job_dir / "model" if job_dir is not None else Path(cfg.paths.models), "models folder")
+    model_config = resolve_model_config(cfg.model, grid_step_days=float(np.diff(grid.grid_time).mean()))
+    built = model_class(model_config)  # the allow-list, checked before any work; its name is the logged one
     sha, dirty = git_state()
-    run_name = f"{cfg.model.name}-seed{cfg.seed}"
+    run_name = f"{built.__name__}-seed{cfg.seed}"
     client, run_id = start_training_run(
         cfg.mlflow.tracking_uri, cfg.mlflow.experiment, run_name=run_name,
         tags={"git_commit": sha, "git_dirty": str(dirty).lower(), "dataset_sha256": data_hash,
-              "dvc_stage": "train", "model": str(cfg.model.name)},
+              "dvc_stage": "train", "model": f"{built.__module__}.{built.__qualname__}"},
         sweep_id=sweep_id, sweep_dir=sweep_dir)
+    with run_guard(client, run_id):  # FINISHED only after the outputs below are written
+        return _train_and_write(cfg, client, run_id, data, grid, features, classes, model_config, out, data_hash,
+                                n_augmented)
+
+
+def _train_and_write(cfg, client, run_id, data, grid, features, classes, model_config, out, data_hash,
+                     n_augmented) -> dict:
     resolved = to_dict(cfg)
-    model_config = resolve_model_config(cfg.model, grid_step_days=float(np.diff(grid.grid_time).mean()))
     params = flatten("", {k: resolved[k] for k in ("seed", "trainer", "preprocess", "source", "augment")
                           if k in resolved})
     params.update(flatten("model", model_config))
@@ -84,13 +92,9 @@ def run_train(cfg: DictConfig) -> dict:
     client.log_dict(run_id, {c: int(n) for c, n in zip(classes, np.bincount(data["train"].y, minlength=len(classes)))},
                     "class_distribution_train.json")
 
-    logger = MLFlowLogger(experiment_name=cfg.mlflow.experiment, tracking_uri=tracking_uri(cfg.mlflow.tracking_uri),
-                          run_id=run_id, log_model=False)
-    try:
-        result = fit_classifier(cfg, data, model_config, n_inputs=features.shape[1], classes=classes, logger=logger)
-    except BaseException:
-        client.set_terminated(run_id, "FAILED")
-        raise
+    logger = OpenRunMLFlowLogger(experiment_name=cfg.mlflow.experiment,
+                                 tracking_uri=tracking_uri(cfg.mlflow.tracking_uri), run_id=run_id, log_model=False)
+    result = fit_classifier(cfg, data, model_config, n_inputs=features.shape[1], classes=classes, logger=logger)
 
     summary = {"data_sha256": data_hash, "n_train": int(len(data["train"].y)), "n_val": int(len(data["val"].y)),
                "best_val_loss": result.best_val_loss, "epochs_run": result.epochs_run}
@@ -113,10 +117,10 @@ def run_train(cfg: DictConfig) -> dict:
     io.write_text(result.history.to_csv(index=False, float_format="%.6g"), out / "history.csv")
     client.log_artifact(run_id, str(out / "config.yaml"))
     train_table = pd.DataFrame({"object_id": data["train"].object_ids, "label": np.asarray(classes)[data["train"].y]})
-    model_uri = log_classifier(client, run_id, result.model, data["train"].x[:2],
+    model_uri = log_classifier(client, run_id, ckpt, data["train"].x.shape[1:],
                                registered_name=f"{cfg.task.name}-classifier", dataset_df=train_table,
                                dataset_name=f"{cfg.task.name}-train", dataset_digest=data_hash[:16])
-    set_tags(client, run_id, {"registered_model": model_uri})
+    set_tags(client, run_id, {"registered_model": model_uri, "model": model_name(result.model)})
     summary.update(scores, mlflow_run_id=run_id, model_uri=model_uri)
     log.info("train: best val_loss %.4f, val macro-F1 %.3f after %d epochs -> %s (MLflow run %s, %s)",
              result.best_val_loss, scores.get("val_macro_f1", float("nan")), result.epochs_run, ckpt, run_id, model_uri)

@@ -3,6 +3,12 @@
 A plain ``torch.save`` dictionary rather than a Lightning checkpoint, so a user can
 rebuild the classifier with nothing but this file: it carries the architecture's
 config, the class and band order, and the fully resolved pipeline config.
+
+A checkpoint is a file a user may have been handed, so reading one runs no code: it is
+read with ``torch.load(weights_only=True)`` (tensors, numbers, strings, lists and dicts
+only; a pickled object is refused), and the model is rebuilt only from the classes in
+:data:`deeprubin.models.ALLOWED_MODELS` with plain arguments (no ``_target_`` taken from
+the file is followed). :func:`file_sha256` of the checkpoint binds a calibrator to it.
 """
 from __future__ import annotations
 
@@ -12,7 +18,11 @@ from typing import Any
 import torch
 
 from ..io import atomic_path
-from ..models import build_model
+from ..models import ModelConfigError, build_model
+
+
+class CheckpointError(ValueError):
+    """A file that is not a readable, safe DeepRubin checkpoint; the message names the file and the field."""
 
 CHECKPOINT_VERSION = 1
 
@@ -37,25 +47,60 @@ def save_checkpoint(path: str | Path, model: torch.nn.Module, *, model_config: d
     return Path(path)
 
 
+def read_weights(path: str | Path) -> object:
+    """``torch.load`` a file with ``weights_only=True``: no code in the file runs.
+
+    Raises
+    ------
+    CheckpointError
+        Naming the file: truncated, not a torch file, or holding pickled objects (refused, not run).
+    """
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # UnpicklingError (a refused object), RuntimeError, EOFError on bad bytes
+        unsafe = "weights_only" in str(err) or "Unsupported global" in str(err)
+        why = ("it holds pickled Python objects, which are refused (a checkpoint holds only tensors, numbers, "
+               "strings, lists and dicts)" if unsafe else "truncated or not a torch file")
+        first = str(err).strip().splitlines()[0] if str(err).strip() else ""
+        raise CheckpointError(f"{path}: cannot read the checkpoint: {why}: {type(err).__name__}: {first}") from None
+
+
 def load_checkpoint(path: str | Path) -> tuple[torch.nn.Module, dict]:
-    """Rebuild the classifier in eval mode; returns ``(model, payload without state_dict)``."""
+    """Rebuild the classifier in eval mode; returns ``(model, payload without state_dict)``.
+
+    Raises
+    ------
+    FileNotFoundError
+        No file at ``path``.
+    CheckpointError
+        Unreadable or unsafe file, a missing field, another version, a model config outside
+        the allow-list, or weights that do not fit the model; the message names the file and field.
+    """
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such checkpoint; run the train stage first")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as err:  # torch raises RuntimeError, UnpicklingError, EOFError, ... on bad bytes
-        raise ValueError(f"{path}: cannot read the checkpoint (truncated or not a torch file): "
-                         f"{type(err).__name__}: {err}") from None
+    payload = read_weights(path)
     if not isinstance(payload, dict):
-        raise ValueError(f"{path}: not a DeepRubin checkpoint (a {type(payload).__name__}, not a dict)")
+        raise CheckpointError(f"{path}: not a DeepRubin checkpoint (a {type(payload).__name__}, not a dict)")
     for key in ("version", "state_dict", "model_config", "classes", "n_inputs"):
         if key not in payload:
-            raise ValueError(f"{path}: not a DeepRubin checkpoint (missing field '{key}')")
+            raise CheckpointError(f"{path}: not a DeepRubin checkpoint (missing field '{key}')")
     if payload["version"] != CHECKPOINT_VERSION:
-        raise ValueError(f"{path}: checkpoint version {payload['version']} != supported {CHECKPOINT_VERSION}")
-    model = build_model(payload["model_config"], n_inputs=payload["n_inputs"], n_classes=len(payload["classes"]))
-    model.load_state_dict(payload["state_dict"])
+        raise CheckpointError(f"{path}: checkpoint version {payload['version']} != supported {CHECKPOINT_VERSION}")
+    if not isinstance(payload["classes"], list) or not all(isinstance(c, str) for c in payload["classes"]):
+        raise CheckpointError(f"{path}: field 'classes' must be a list of class names")
+    if isinstance(payload["n_inputs"], bool) or not isinstance(payload["n_inputs"], int) or payload["n_inputs"] < 1:
+        raise CheckpointError(f"{path}: field 'n_inputs' must be a positive integer, got {payload['n_inputs']!r}")
+    try:
+        model = build_model(payload["model_config"], n_inputs=payload["n_inputs"], n_classes=len(payload["classes"]))
+    except ModelConfigError as err:
+        raise CheckpointError(f"{path}: field 'model_config': {err}") from None
+    try:
+        model.load_state_dict(payload["state_dict"])
+    except (RuntimeError, TypeError, AttributeError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise CheckpointError(f"{path}: field 'state_dict' does not fit {payload['model_config'].get('_target_')}: "
+                              f"{first}") from None
     model.eval()
     meta = {k: v for k, v in payload.items() if k != "state_dict"}
     return model, meta

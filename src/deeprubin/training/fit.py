@@ -1,7 +1,6 @@
 """Fit a classifier with Lightning: seeded, class-weighted, early-stopped on validation loss."""
 from __future__ import annotations
 
-import tempfile
 from dataclasses import dataclass
 
 import lightning as L
@@ -13,6 +12,8 @@ from omegaconf import DictConfig
 
 from ..config import require
 from ..models import build_model
+from .checkpoint import read_weights
+from .tracking import temp_checkpoint_dir
 from .data import SplitArrays, class_weights, make_loader
 from .module import LightCurveClassifier
 
@@ -91,8 +92,9 @@ def fit_classifier(cfg: DictConfig, data: dict[str, SplitArrays], model_config: 
                                num_workers=int(t.num_workers))
     val_loader = make_loader(data["val"], int(t.batch_size), shuffle=False, seed=seed, num_workers=int(t.num_workers))
     history = EpochHistory()
-    with tempfile.TemporaryDirectory(prefix="deeprubin-ckpt-") as ckpt_dir:
-        best = ModelCheckpoint(dirpath=ckpt_dir, monitor="val_loss", mode="min", save_top_k=1)
+    with temp_checkpoint_dir() as ckpt_dir:
+        best = ModelCheckpoint(dirpath=ckpt_dir, monitor="val_loss", mode="min", save_top_k=1,
+                               save_weights_only=True)
         trainer = L.Trainer(
             max_epochs=int(t.max_epochs),
             accelerator=str(t.accelerator),
@@ -105,7 +107,7 @@ def fit_classifier(cfg: DictConfig, data: dict[str, SplitArrays], model_config: 
             log_every_n_steps=1,
         )
         trainer.fit(module, train_loader, val_loader)
-        state = torch.load(best.best_model_path, map_location="cpu", weights_only=False)["state_dict"]
+        state = read_weights(best.best_model_path)["state_dict"]
         module.load_state_dict(state)
         best_val = float(best.best_model_score) if best.best_model_score is not None else float("nan")
     module.eval()

@@ -4,20 +4,122 @@ One MLflow experiment per task (``cfg.mlflow.experiment``). A training run is na
 ``<model>-seed<seed>`` and tagged with the git commit (and whether the work tree was
 dirty), the dataset hash, the DVC stage and the sweep id. Runs of one Hydra multirun
 are children of one parent run per sweep, so the UI groups them.
+
+A run's status says what happened (:func:`run_guard`): FINISHED only once the stage's
+outputs are written, FAILED on an error, KILLED on SIGTERM/SIGINT. A process killed with
+SIGKILL cannot say so itself; the next training run in the same store marks its RUNNING
+run KILLED (the run is tagged with host and pid) and removes its temporary folder.
 """
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
+import shutil
+import signal
+import socket
 import subprocess
+import tempfile
+import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
-import mlflow
 from filelock import FileLock
+from lightning.pytorch.loggers import MLFlowLogger
 from mlflow.entities import Param, RunTag
 from mlflow.tracking import MlflowClient
 
 PARENT_TAG = "deeprubin.sweep_parent"
+HOST_TAG, PID_TAG = "deeprubin.host", "deeprubin.pid"
+#: Prefix of a training job's temporary checkpoint folder; the pid follows, so a folder left
+#: by a killed job can be told from one in use.
+TEMP_PREFIX = "deeprubin-ckpt-"
+
+log = logging.getLogger(__name__)
+
+
+class StageInterrupted(BaseException):
+    """SIGTERM or SIGINT arrived during a guarded run (a BaseException, like KeyboardInterrupt)."""
+
+
+class OpenRunMLFlowLogger(MLFlowLogger):
+    """Lightning's MLflow logger, except that a successful fit leaves the run open.
+
+    Lightning marks the run FINISHED when ``trainer.fit`` returns, before the stage has
+    written its checkpoint; :func:`run_guard` ends the run instead, after the outputs.
+    """
+
+    def finalize(self, status: str = "success") -> None:
+        if status in ("success", "finished"):
+            return
+        super().finalize(status)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def temp_checkpoint_dir() -> tempfile.TemporaryDirectory:
+    """A temporary folder for Lightning's checkpoints, named with this process's pid."""
+    return tempfile.TemporaryDirectory(prefix=f"{TEMP_PREFIX}{os.getpid()}-")
+
+
+def reap_stale(client: MlflowClient, experiment_id: str) -> list[str]:
+    """Mark KILLED the RUNNING runs of dead processes on this host, and remove their temp folders.
+
+    Returns the ids of the runs marked.
+    """
+    host = socket.gethostname()
+    marked = []
+    for run in client.search_runs([experiment_id], filter_string=f"attributes.status = 'RUNNING' and "
+                                                                 f"tags.`{HOST_TAG}` = '{host}'"):
+        pid = run.data.tags.get(PID_TAG, "")
+        if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+            client.set_terminated(run.info.run_id, "KILLED")
+            marked.append(run.info.run_id)
+            log.warning("MLflow run %s (pid %s) was left RUNNING by a killed process: marked KILLED",
+                        run.info.run_id, pid)
+    for folder in Path(tempfile.gettempdir()).glob(f"{TEMP_PREFIX}*-*"):
+        pid = folder.name.removeprefix(TEMP_PREFIX).split("-", 1)[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(folder, ignore_errors=True)
+    return marked
+
+
+@contextlib.contextmanager
+def run_guard(client: MlflowClient, run_id: str) -> Iterator[None]:
+    """End ``run_id`` as FINISHED when the block completes, FAILED on an error, KILLED on a signal.
+
+    SIGTERM (and SIGINT) raise :class:`StageInterrupted` in the block, so ``finally``
+    clauses (temporary folders) run and the run is marked KILLED before the process exits.
+    """
+    handlers = {}
+
+    def interrupted(signum, frame):
+        raise StageInterrupted(f"{signal.Signals(signum).name} received")
+
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            handlers[sig] = signal.signal(sig, interrupted)
+    try:
+        yield
+    except (StageInterrupted, KeyboardInterrupt):
+        client.set_terminated(run_id, "KILLED")
+        raise
+    except BaseException:
+        client.set_terminated(run_id, "FAILED")
+        raise
+    else:
+        client.set_terminated(run_id, "FINISHED")
+    finally:
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
 
 
 def tracking_uri(configured: str) -> str:
@@ -78,7 +180,8 @@ def start_training_run(uri: str, experiment: str, *, run_name: str, tags: dict[s
     """Create the MLflow run of one training job (a child of the sweep's parent if in a sweep)."""
     client = MlflowClient(tracking_uri(uri))
     experiment_id = _experiment_id(client, experiment)
-    all_tags = dict(tags)
+    reap_stale(client, experiment_id)
+    all_tags = {**tags, HOST_TAG: socket.gethostname(), PID_TAG: str(os.getpid())}
     if sweep_id:
         all_tags["sweep_id"] = sweep_id
         if sweep_dir is not None:

@@ -1,7 +1,6 @@
 """Fit the segment classifier with Lightning: seeded, early-stopped on a validation metric."""
 from __future__ import annotations
 
-import tempfile
 from dataclasses import dataclass
 
 import lightning as L
@@ -12,6 +11,8 @@ from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 
 from ..config import require
 from ..models import build_model
+from ..training.checkpoint import read_weights
+from ..training.tracking import temp_checkpoint_dir
 from ..training.data import SplitArrays, make_loader
 from ..training.fit import EpochHistory
 from .module import HISTORY_COLUMNS, BinarySegmentClassifier
@@ -78,8 +79,8 @@ def fit_segment_classifier(trainer_cfg, model_cfg: dict, train: SplitArrays, val
     val_loader = make_loader(val, int(t.batch_size) * 4, shuffle=False, seed=seed, num_workers=int(t.num_workers))
     history = _History(HISTORY_COLUMNS)
     monitor, mode = str(t.monitor), MONITOR_MODES[str(t.monitor)]
-    with tempfile.TemporaryDirectory(prefix="deeprubin-transits-ckpt-") as ckpt_dir:
-        best = ModelCheckpoint(dirpath=ckpt_dir, monitor=monitor, mode=mode, save_top_k=1)
+    with temp_checkpoint_dir() as ckpt_dir:
+        best = ModelCheckpoint(dirpath=ckpt_dir, monitor=monitor, mode=mode, save_top_k=1, save_weights_only=True)
         trainer = L.Trainer(max_epochs=int(t.max_epochs), accelerator=str(t.accelerator), devices=1,
                             deterministic=bool(t.deterministic), logger=logger if logger is not None else False,
                             callbacks=[best, EarlyStopping(monitor, mode=mode,
@@ -87,7 +88,7 @@ def fit_segment_classifier(trainer_cfg, model_cfg: dict, train: SplitArrays, val
                             enable_progress_bar=bool(t.progress_bar), enable_model_summary=False,
                             log_every_n_steps=1)
         trainer.fit(module, train_loader, val_loader)
-        state = torch.load(best.best_model_path, map_location="cpu", weights_only=False)["state_dict"]
+        state = read_weights(best.best_model_path)["state_dict"]
         module.load_state_dict(state)
         score = float(best.best_model_score) if best.best_model_score is not None else float("nan")
     module.eval()

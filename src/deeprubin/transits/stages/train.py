@@ -4,15 +4,15 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from lightning.pytorch.loggers import MLFlowLogger
 from omegaconf import DictConfig, OmegaConf
 
 from ... import io
 from ...config import to_dict
-from ...models import resolve_model_config
+from ...models import model_class, model_name, resolve_model_config
 from ...stages._entry import hydra_entry
 from ...training.checkpoint import save_checkpoint
-from ...training.tracking import flatten, git_state, log_params, set_tags, start_training_run, tracking_uri
+from ...training.tracking import (OpenRunMLFlowLogger, flatten, git_state, log_params, run_guard, set_tags,
+                                  start_training_run, tracking_uri)
 from ..fit import arrays, fit_segment_classifier, split_segments
 from ..metrics import detection_summary
 from ..module import predict_scores
@@ -44,26 +44,29 @@ def run_transits_train(cfg: DictConfig) -> dict:
     train, val = arrays(x, chosen), arrays(x, parts["val"])
     data_hash = io.file_sha256(processed / "segments.npz")
 
-    sha, dirty = git_state()
+    out = io.check_writable(Path(tc.paths.models), "transits models folder")
     model_config = resolve_model_config(tc.model)
+    built = model_class(model_config)  # the allow-list, checked before any work; its name is the logged one
+    sha, dirty = git_state()
     client, run_id = start_training_run(
-        cfg.mlflow.tracking_uri, str(tc.mlflow_experiment), run_name=f"{tc.model.name}-seed{seed}",
+        cfg.mlflow.tracking_uri, str(tc.mlflow_experiment), run_name=f"{built.__name__}-seed{seed}",
         tags={"git_commit": sha, "git_dirty": str(dirty).lower(), "dataset_sha256": data_hash,
-              "dvc_stage": "transits_train", "model": str(tc.model.name), "task": "transits"})
+              "dvc_stage": "transits_train", "model": f"{built.__module__}.{built.__qualname__}", "task": "transits"})
+    with run_guard(client, run_id):  # FINISHED only after the outputs below are written
+        return _train_and_write(cfg, tc, client, run_id, train, val, seed, model_config, out, data_hash)
+
+
+def _train_and_write(cfg, tc, client, run_id, train, val, seed, model_config, out, data_hash) -> dict:
     resolved = to_dict(tc)
     params = flatten("", {k: resolved[k] for k in ("trainer", "sampling", "preprocess", "simulate")})
     params.update(flatten("model", model_config))
     params.update({"seed": seed, "data.n_train": len(train.y), "data.n_train_positive": int(train.y.sum()),
                    "data.n_val": len(val.y), "data.n_val_positive": int(val.y.sum())})
     log_params(client, run_id, params)
-    logger = MLFlowLogger(experiment_name=str(tc.mlflow_experiment),
-                          tracking_uri=tracking_uri(cfg.mlflow.tracking_uri), run_id=run_id, log_model=False)
-    try:
-        result = fit_segment_classifier(tc.trainer, model_config, train, val, seed, logger=logger,
-                                        preprocess_cfg=tc.preprocess)
-    except BaseException:
-        client.set_terminated(run_id, "FAILED")
-        raise
+    logger = OpenRunMLFlowLogger(experiment_name=str(tc.mlflow_experiment),
+                                 tracking_uri=tracking_uri(cfg.mlflow.tracking_uri), run_id=run_id, log_model=False)
+    result = fit_segment_classifier(tc.trainer, model_config, train, val, seed, logger=logger,
+                                    preprocess_cfg=tc.preprocess)
     val_scores = predict_scores(result.model, val.x)
     val_summary = detection_summary(val.y, val_scores, threshold=0.5)
     for key in ("roc_auc", "pr_auc"):
@@ -72,7 +75,6 @@ def run_transits_train(cfg: DictConfig) -> dict:
                "n_val": int(len(val.y)), "best_monitor": result.best_score, "monitor": str(tc.trainer.monitor),
                "epochs_run": result.epochs_run, "val_roc_auc": val_summary["roc_auc"],
                "val_pr_auc": val_summary["pr_auc"]}
-    out = Path(tc.paths.models)
     save_checkpoint(out / "model.ckpt", result.model, model_config=model_config, classes=["transit"],
                     bands=list(tc.preprocess.channels), n_inputs=int(train.x.shape[1]), config=resolved,
                     metadata=summary)
@@ -80,8 +82,7 @@ def run_transits_train(cfg: DictConfig) -> dict:
     io.write_text(result.history.to_csv(index=False, float_format="%.6g"), out / "history.csv")
     client.log_artifact(run_id, str(out / "config.yaml"))
     client.log_artifact(run_id, str(out / "history.csv"))
-    set_tags(client, run_id, {"val_roc_auc": f"{val_summary['roc_auc']:.4f}"})
-    client.set_terminated(run_id, "FINISHED")
+    set_tags(client, run_id, {"val_roc_auc": f"{val_summary['roc_auc']:.4f}", "model": model_name(result.model)})
     log.info("transits_train: %d training segments (%d positive); val ROC-AUC %.3f PR-AUC %.3f after %d epochs "
              "(MLflow run %s)", len(train.y), int(train.y.sum()), val_summary["roc_auc"], val_summary["pr_auc"],
              result.epochs_run, run_id)

@@ -1,0 +1,267 @@
+"""Hardening: a file a user was handed runs no code; a calibrator belongs to one checkpoint;
+experiment records say how a run ended; outputs are readable by the group and checked early.
+
+Issue 19, points 1, 2, 4, 5 (paths) and 6 (file modes).
+"""
+from __future__ import annotations
+
+import os
+import pickle
+import signal
+import stat
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from deeprubin import io
+from deeprubin.evaluation.calibration import (CalibrationMismatchError, load_calibrator, make_calibrator,
+                                              resolve_calibration, save_calibration)
+from deeprubin.models import ALLOWED_MODELS, ModelConfigError, build_model, model_name
+from deeprubin.training.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+
+TCN = {"_target_": "deeprubin.models.tcn.TCNClassifier", "name": "tcn", "channels": 4, "kernel_size": 3,
+       "n_blocks": 2, "dropout": 0.0}
+CLASSES = ["A", "B", "C"]
+
+
+def _checkpoint(path: Path, model_config: dict = TCN, seed: int = 0) -> Path:
+    torch.manual_seed(seed)
+    model = build_model(model_config, n_inputs=4, n_classes=3)
+    return save_checkpoint(path, model, model_config=model_config, classes=CLASSES, bands=["g", "r"], n_inputs=4,
+                           config={"seed": seed}, metadata={})
+
+
+class _Payload:
+    """Pickles to ``os.system(command)``: what a crafted checkpoint runs on an unsafe load."""
+
+    def __init__(self, command: str):
+        self.command = command
+
+    def __reduce__(self):
+        return os.system, (self.command,)
+
+
+# ----------------------------------------------------------------------------- 1. no code runs
+def test_pickled_payload_checkpoint_is_refused_and_runs_nothing(tmp_path):
+    marker = tmp_path / "pwned"
+    good = torch.load(_checkpoint(tmp_path / "good.ckpt"), weights_only=True)
+    good["metadata"] = {"note": _Payload(f"touch {marker}")}
+    evil = tmp_path / "evil.ckpt"
+    torch.save(good, evil)
+    with pytest.raises(CheckpointError, match=r"evil\.ckpt: cannot read the checkpoint: it holds pickled Python"):
+        load_checkpoint(evil)
+    assert not marker.exists()
+
+
+def test_plain_pickle_file_is_refused_and_runs_nothing(tmp_path):
+    marker = tmp_path / "pwned"
+    evil = tmp_path / "evil.ckpt"
+    evil.write_bytes(pickle.dumps(_Payload(f"touch {marker}")))
+    with pytest.raises(CheckpointError, match=r"evil\.ckpt: cannot read the checkpoint"):
+        load_checkpoint(evil)
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("model_config,match", [
+    ({**TCN, "_target_": "os.system"}, r"'_target_' 'os.system' is not an allowed model class"),
+    ({**TCN, "dropout": {"_target_": "os.system", "command": "touch {marker}"}}, r"key 'dropout' is a mapping"),
+    ({**TCN, "channels": [{"_target_": "os.system", "_args_": ["touch {marker}"]}]}, r"key 'channels\[0\]' is a mapping"),
+    ({**TCN, "_target_": "builtins.eval"}, "not an allowed model class"),
+    ({k: v for k, v in TCN.items() if k != "_target_"}, "has no '_target_' key"),
+    ({**TCN, "_recursive_": True, "_args_": ["x"]}, r"key '_recursive_' is not an argument name"),
+])
+def test_nested_target_or_foreign_class_in_a_checkpoint_is_refused(tmp_path, model_config, match):
+    marker = tmp_path / "pwned"
+    payload = torch.load(_checkpoint(tmp_path / "good.ckpt"), weights_only=True)
+    payload["model_config"] = {k: (v.replace("{marker}", str(marker)) if isinstance(v, str) else v)
+                               for k, v in model_config.items()}
+    if isinstance(payload["model_config"].get("dropout"), dict):
+        payload["model_config"]["dropout"]["command"] = f"touch {marker}"
+    if isinstance(payload["model_config"].get("channels"), list):
+        payload["model_config"]["channels"][0]["_args_"] = [f"touch {marker}"]
+    evil = tmp_path / "evil.ckpt"
+    torch.save(payload, evil)
+    with pytest.raises(CheckpointError, match=r"evil\.ckpt: field 'model_config': .*" + f"(?:{match})"):
+        load_checkpoint(evil)
+    assert not marker.exists()
+
+
+def test_allowed_models_all_build_and_round_trip(tmp_path):
+    assert "deeprubin.models.tcn.TCNClassifier" in ALLOWED_MODELS
+    path = _checkpoint(tmp_path / "m.ckpt")
+    model, meta = load_checkpoint(path)
+    assert model_name(model) == "deeprubin.models.tcn.TCNClassifier"
+    assert meta["classes"] == CLASSES
+
+
+def test_model_config_with_unknown_argument_names_the_class(tmp_path):
+    with pytest.raises(ModelConfigError, match=r"TCNClassifier: .*unexpected keyword argument 'widht'"):
+        build_model({**TCN, "widht": 3}, n_inputs=4, n_classes=3)
+
+
+def test_weights_that_do_not_fit_are_named(tmp_path):
+    payload = torch.load(_checkpoint(tmp_path / "good.ckpt"), weights_only=True)
+    payload["model_config"] = {**TCN, "channels": 8}
+    bad = tmp_path / "bad.ckpt"
+    torch.save(payload, bad)
+    with pytest.raises(CheckpointError, match=r"bad\.ckpt: field 'state_dict' does not fit"):
+        load_checkpoint(bad)
+
+
+def test_no_unsafe_loading_remains_in_the_source():
+    src = Path(__file__).resolve().parents[1] / "src"
+    offenders = []
+    for path in src.rglob("*.py"):
+        text = path.read_text()
+        for needle in ("weights_only=False", "pickle.load(", "pickle.loads(", "mlflow.pytorch.log_model",
+                       "hydra.utils import instantiate", "instantiate(cfg, n_inputs"):
+            if needle in text:
+                offenders.append(f"{path.relative_to(src)}: {needle}")
+    assert offenders == []
+
+
+# ----------------------------------------------------------------------------- 2. calibrator bound to its model
+def _calibration(tmp_path: Path, checkpoint: Path) -> Path:
+    cal = make_calibrator("temperature", CLASSES)
+    cal.temperature = 1.5
+    return save_calibration(checkpoint.parent / "calibration.json", {"temperature": cal,
+                                                                   "none": make_calibrator("none", CLASSES)},
+                            default="temperature", fitted_on={"split": "val"}, checkpoint=checkpoint)
+
+
+def test_calibrator_of_another_checkpoint_is_refused(tmp_path):
+    (tmp_path / "a").mkdir(), (tmp_path / "b").mkdir()
+    mine = _checkpoint(tmp_path / "a" / "model.ckpt", seed=0)
+    other = _checkpoint(tmp_path / "b" / "model.ckpt", seed=7)
+    path = _calibration(tmp_path, mine)
+    assert load_calibrator(path, classes=CLASSES, checkpoint=mine).method == "temperature"
+    with pytest.raises(CalibrationMismatchError, match=r"calibration\.json: fitted for another checkpoint .* than "
+                                                       r".*b/model\.ckpt"):
+        load_calibrator(path, classes=CLASSES, checkpoint=other)
+
+
+def test_calibration_file_without_binding_is_refused_with_a_checkpoint(tmp_path):
+    mine = _checkpoint(tmp_path / "model.ckpt")
+    path = _calibration(tmp_path, mine)
+    data = io.read_json(path)
+    del data["checkpoint"]
+    io.write_json(data, path)
+    with pytest.raises(CalibrationMismatchError, match="field 'checkpoint' is missing"):
+        load_calibrator(path, checkpoint=mine)
+
+
+def test_auto_calibration_is_the_file_beside_the_checkpoint(tmp_path):
+    (tmp_path / "a").mkdir(), (tmp_path / "b").mkdir()
+    mine = _checkpoint(tmp_path / "a" / "model.ckpt")
+    _calibration(tmp_path, mine)
+    other = _checkpoint(tmp_path / "b" / "model.ckpt", seed=3)
+    assert resolve_calibration("auto", mine) == tmp_path / "a" / "calibration.json"
+    assert resolve_calibration("auto", other) is None
+    assert resolve_calibration(None, mine) is None
+    assert resolve_calibration("x.json", mine) == Path("x.json")
+
+
+# ----------------------------------------------------------------------------- 5/6. paths and modes
+def test_outputs_respect_the_umask(tmp_path):
+    old = os.umask(0o022)
+    try:
+        io.write_text("x", tmp_path / "a.txt")
+        io.write_json({"a": 1}, tmp_path / "a.json")
+        _checkpoint(tmp_path / "m.ckpt")
+    finally:
+        os.umask(old)
+    for name in ("a.txt", "a.json", "m.ckpt"):
+        assert stat.S_IMODE((tmp_path / name).stat().st_mode) == 0o644, name
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
+def test_unwritable_output_folder_fails_before_any_work(tmp_path):
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    folder.chmod(0o555)
+    try:
+        with pytest.raises(PermissionError, match=r"ro: the models folder is not writable"):
+            io.check_writable(folder, "models folder")
+    finally:
+        folder.chmod(0o755)
+
+
+def test_output_path_that_is_a_file_fails_naming_it(tmp_path):
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(PermissionError, match=r"file/sub: the predict.output folder is not writable"):
+        io.check_writable(tmp_path / "file" / "sub", "predict.output folder")
+
+
+# ----------------------------------------------------------------------------- 4. honest MLflow records
+def _runs(uri: str):
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(uri)
+    return {r.info.run_id: r.info.status for e in client.search_experiments()
+            for r in client.search_runs([e.experiment_id])}
+
+
+def test_run_guard_marks_failed_finished_and_killed(tmp_path):
+    from deeprubin.training.tracking import StageInterrupted, run_guard, start_training_run
+
+    uri = f"sqlite:///{tmp_path / 'mlruns.db'}"
+    client, ok = start_training_run(uri, "e", run_name="ok", tags={})
+    with run_guard(client, ok):
+        assert _runs(uri)[ok] == "RUNNING"
+    _, bad = start_training_run(uri, "e", run_name="bad", tags={})
+    with pytest.raises(RuntimeError), run_guard(client, bad):
+        raise RuntimeError("disk full")
+    _, killed = start_training_run(uri, "e", run_name="killed", tags={})
+    with pytest.raises(StageInterrupted), run_guard(client, killed):
+        os.kill(os.getpid(), signal.SIGTERM)
+    status = _runs(uri)
+    assert (status[ok], status[bad], status[killed]) == ("FINISHED", "FAILED", "KILLED")
+
+
+def test_sigkilled_run_is_marked_killed_and_its_temp_folder_removed(tmp_path):
+    """A process SIGKILLed mid-run leaves RUNNING and a temp folder; the next run cleans both up."""
+    uri = f"sqlite:///{tmp_path / 'mlruns.db'}"
+    script = textwrap.dedent(f"""
+        import os, sys, time
+        from deeprubin.training.tracking import start_training_run, temp_checkpoint_dir
+        client, run_id = start_training_run({uri!r}, "e", run_name="doomed", tags={{}})
+        folder = temp_checkpoint_dir()
+        print(run_id, folder.name, flush=True)
+        time.sleep(120)
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    run_id, folder = proc.stdout.readline().split()
+    proc.kill()
+    proc.wait()
+    assert _runs(uri)[run_id] == "RUNNING" and Path(folder).exists()
+    from deeprubin.training.tracking import start_training_run
+
+    start_training_run(uri, "e", run_name="next", tags={})
+    assert _runs(uri)[run_id] == "KILLED"
+    assert not Path(folder).exists()
+
+
+# ----------------------------------------------------------------------------- registry: no pickled modules
+def test_registered_model_is_the_checkpoint_and_loads_safely(tmp_path):
+    from deeprubin.training.log_model import load_registered, log_classifier
+    from deeprubin.training.tracking import start_training_run
+
+    uri = f"sqlite:///{tmp_path / 'mlruns.db'}"
+    client, run_id = start_training_run(uri, "e", run_name="r", tags={})
+    ckpt = _checkpoint(tmp_path / "model.ckpt")
+    model_uri = log_classifier(client, run_id, ckpt, (4, 10), registered_name="toy-classifier")
+    assert model_uri == "models:/toy-classifier/1"
+    import mlflow
+
+    mlflow.set_tracking_uri(uri)
+    model, meta = load_registered(model_uri, tracking_uri=uri)
+    x = torch.zeros(2, 4, 10)
+    original, _ = load_checkpoint(ckpt)
+    with torch.no_grad():
+        np.testing.assert_array_equal(model(x).numpy(), original(x).numpy())
+    assert meta["classes"] == CLASSES
