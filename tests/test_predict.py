@@ -11,13 +11,15 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from omegaconf import OmegaConf
 
 from deeprubin import io
 from deeprubin.config import ConfigError, compose_params
 from deeprubin.evaluation.inference import CheckpointMismatchError, predict_source, predict_source_detailed
 from deeprubin.evaluation.real_sky import data_fingerprint, score_real_sample
-from deeprubin.schema import SchemaError
+from deeprubin.evaluation.calibration import CalibrationMismatchError
 from deeprubin.preprocess.inputs import gp_input
+from deeprubin.schema import SchemaError
 
 from conftest import REAL_DATA, compose_under, make_tables
 
@@ -384,3 +386,53 @@ def test_calibration_check_of_a_real_data_model_is_recorded_as_skipped(trained, 
     written = json.loads((tmp_path / "reports" / "calibration" / "independent_test.json").read_text())
     assert written == report
     assert (tmp_path / "reports" / "calibration" / "independent").is_dir()
+
+
+# --------------------------------------------------------------------------- data quality (issue 19.3)
+
+def test_unusable_objects_are_listed_not_classified(trained, tmp_path, monkeypatch):
+    from deeprubin.stages import ingest
+    from deeprubin.stages.predict import run_predict
+
+    cfg, ckpt = trained
+    lc, objects = make_tables(n_objects=4, labels=("SNIa",))
+    one = lc["object_id"] == "obj002"
+    lc.loc[one, "flux"] = -lc.loc[one, "flux"].abs()      # flux sign flipped: no detection
+    monkeypatch.setitem(ingest.SOURCES, "custom", lambda _cfg: (lc, objects))
+    quality = OmegaConf.to_container(cfg.quality)
+    result = predict_source_detailed(ckpt, {"name": "custom"}, quality=quality)
+    assert "obj002" not in set(result.predictions["object_id"])
+    assert result.unusable[["object_id", "quality_flags"]].values.tolist() == [["obj002", "no_detection"]]
+    assert (result.predictions["quality_flags"] == "").all()
+    # without quality thresholds nothing is set aside (library callers keep the old behaviour)
+    assert "obj002" in set(predict_source(ckpt, {"name": "custom"})["object_id"])
+    # the predict stage lists it with no prediction, and names the calibrator on every row
+    out = tmp_path / "pred.csv"
+    run_cfg = OmegaConf.merge(cfg, {"source": {"name": "custom"},
+                                    "predict": {"checkpoint": str(ckpt), "output": str(out), "progress_bar": False}})
+    summary = run_predict(run_cfg)
+    table = pd.read_csv(out, keep_default_na=False)
+    assert summary["n_unusable"] == 1 and len(table) == 4
+    row = table.set_index("object_id").loc["obj002"]
+    assert row["predicted"] == "" and row["quality_flags"] == "no_detection"
+    assert table["calibration"].str.startswith("temperature from").all()
+    lc["flux"] = -lc["flux"].abs()
+    with pytest.raises(SchemaError, match=r"source 'custom': every object is flagged unusable"):
+        predict_source_detailed(ckpt, {"name": "custom"}, quality=quality)
+
+
+def test_calibrator_of_another_model_is_refused_by_predict(trained, tmp_path):
+    cfg, ckpt = trained
+    other = tmp_path / "other" / "model.ckpt"
+    other.parent.mkdir()
+    payload = torch.load(ckpt, weights_only=True)
+    payload["metadata"] = {**payload["metadata"], "note": "retrained"}
+    torch.save(payload, other)
+    with pytest.raises(CalibrationMismatchError, match=r"calibration\.json: fitted for another checkpoint"):
+        predict_source(other, cfg.source, calibration=ckpt.parent / "calibration.json")
+    # auto: nothing beside the other checkpoint -> raw softmax, said in the result
+    from deeprubin.evaluation.inference import predict_source_detailed as detailed
+
+    src = OmegaConf.merge(cfg.source, {"n_objects": 6})
+    assert detailed(other, src, calibration="auto").calibration == "none (raw softmax)"
+    assert detailed(ckpt, src, calibration="auto").calibration.startswith("temperature from")

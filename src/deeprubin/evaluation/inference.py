@@ -38,6 +38,7 @@ from ..preprocess.gp import GPGrid, fit_gp_grid
 from ..schema import SchemaError, validate_tables
 from ..training.checkpoint import load_checkpoint
 from ..training.data import grid_features
+from ..quality import check_quality_config, quality_table, unusable_mask
 from .calibration import load_calibrator, resolve_calibration
 from .predict import class_probabilities, prediction_table
 
@@ -67,6 +68,9 @@ class SourcePrediction:
         The checkpoint's class and band order.
     validation : dict
         :meth:`deeprubin.schema.ValidationReport.as_dict` of the source tables.
+    unusable : pandas.DataFrame
+        Objects not classified because of their data-quality flags (``object_id``, ``label``,
+        ``quality_flags``); empty when ``quality`` was not given or nothing was flagged.
     calibration : str
         The calibrator applied and its file (``temperature from models/.../calibration.json``),
         or ``none (raw softmax)``.
@@ -80,6 +84,8 @@ class SourcePrediction:
     bands: list[str]
     validation: dict = field(default_factory=dict)
     calibration: str = "none (raw softmax)"
+    unusable: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(
+        {"object_id": [], "label": [], "quality_flags": []}))
 
 
 def training_config(meta: Mapping[str, Any], checkpoint_path: str | Path) -> DictConfig:
@@ -151,7 +157,8 @@ def check_bands(lightcurves: pd.DataFrame, bands: Sequence[str], where: str) -> 
 
 def predict_source_detailed(checkpoint_path: str | Path, source: Mapping | DictConfig, *,
                             label_classes: Sequence[str] = (), progress: bool = False,
-                            calibration: str | Path | None = None) -> SourcePrediction:
+                            calibration: str | Path | None = None,
+                            quality: Mapping | None = None) -> SourcePrediction:
     """Classify every object of ``source`` with the checkpoint; see :func:`predict_source`."""
     from ..preprocess.inputs import gp_input, gp_kwargs
 
@@ -168,6 +175,9 @@ def predict_source_detailed(checkpoint_path: str | Path, source: Mapping | DictC
     if objects.empty:
         raise SchemaError(f"{where}: no valid objects to classify after validation")
     check_bands(lightcurves, bands, where)
+    flags, unusable = None, pd.DataFrame({"object_id": [], "label": [], "quality_flags": []})
+    if quality is not None:
+        lightcurves, objects, flags, unusable = _set_aside_unusable(lightcurves, objects, quality, where)
     grid = fit_gp_grid(gp_input(lightcurves, train_cfg), band_wavelengths=dict(train_cfg.task.band_wavelengths),
                        progress=progress, **gp_kwargs(train_cfg))
     if list(map(str, grid.bands)) != bands:
@@ -180,14 +190,42 @@ def predict_source_detailed(checkpoint_path: str | Path, source: Mapping | DictC
     labels = objects.set_index(objects["object_id"].astype(str))["label"]
     object_ids = grid.object_ids.astype(str)
     table = prediction_table(object_ids, probabilities, classes, labels.reindex(object_ids).to_numpy())
+    if flags is not None:
+        table["quality_flags"] = table["object_id"].map(flags).fillna("").to_numpy()
     log.info("predict: %d objects of %s classified with %s, calibration %s", len(table), where, checkpoint_path,
              calibrated)
-    return SourcePrediction(table, objects, lightcurves, grid, classes, bands, validation, calibrated)
+    return SourcePrediction(table, objects, lightcurves, grid, classes, bands, validation, calibrated, unusable)
+
+
+def _set_aside_unusable(lightcurves: pd.DataFrame, objects: pd.DataFrame, quality: Mapping, where: str):
+    """Drop the objects whose data-quality flags are in ``quality.unusable``; return them listed.
+
+    Returns ``(lightcurves, objects, flags per object_id, unusable table)``; raises
+    :class:`~deeprubin.schema.SchemaError` when no object is left.
+    """
+    q = check_quality_config(quality)
+    table = quality_table(lightcurves, q)
+    flags = table.set_index("object_id")["quality_flags"]
+    bad_ids = set(table.loc[unusable_mask(table, q["unusable"]), "object_id"])
+    ids = objects["object_id"].astype(str)
+    unusable = objects.loc[ids.isin(bad_ids), ["object_id", "label"]].reset_index(drop=True)
+    unusable["quality_flags"] = unusable["object_id"].astype(str).map(flags).to_numpy()
+    if not bad_ids:
+        return lightcurves, objects, flags, unusable
+    shown = dict(list(zip(unusable["object_id"].astype(str), unusable["quality_flags"]))[:5])
+    log.warning("predict: %d object(s) of %s not classified, their data-quality flags are in quality.unusable "
+                "(first: %s); listed in the output with no prediction", len(bad_ids), where, shown)
+    if len(bad_ids) == len(objects):
+        raise SchemaError(f"{where}: every object is flagged unusable by its data quality ({shown}...); "
+                          "see quality.unusable")
+    keep = ~lightcurves["object_id"].astype(str).isin(bad_ids)
+    return (lightcurves.loc[keep].reset_index(drop=True), objects.loc[~ids.isin(bad_ids)].reset_index(drop=True),
+            flags, unusable)
 
 
 def predict_source(checkpoint_path: str | Path, source: Mapping | DictConfig, *,
                    label_classes: Sequence[str] = (), progress: bool = False,
-                   calibration: str | Path | None = None) -> pd.DataFrame:
+                   calibration: str | Path | None = None, quality: Mapping | None = None) -> pd.DataFrame:
     """One row per object of ``source``: object_id, label, predicted, prob_<class>.
 
     Parameters
@@ -206,6 +244,10 @@ def predict_source(checkpoint_path: str | Path, source: Mapping | DictConfig, *,
         default calibrator is applied to the softmax); ``auto``: the one beside the
         checkpoint, if any; None: uncalibrated probabilities. A file fitted for another
         checkpoint is refused (:class:`~deeprubin.evaluation.calibration.CalibrationMismatchError`).
+    quality : mapping or None
+        The ``quality`` config node (:mod:`deeprubin.quality`): objects with a flag in
+        ``quality.unusable`` are not classified (:attr:`SourcePrediction.unusable` lists
+        them) and every row gets a ``quality_flags`` column. None: no flags.
 
     Returns
     -------
@@ -224,7 +266,7 @@ def predict_source(checkpoint_path: str | Path, source: Mapping | DictConfig, *,
         source loader (bad files, bad options), naming file, column and key.
     """
     return predict_source_detailed(checkpoint_path, source, label_classes=label_classes,
-                                   progress=progress, calibration=calibration).predictions
+                                   progress=progress, calibration=calibration, quality=quality).predictions
 
 
 __all__ = ["CheckpointMismatchError", "SourcePrediction", "check_bands", "load_source_tables", "predict_source",

@@ -8,6 +8,8 @@ from omegaconf import DictConfig
 
 from .. import io
 from ..config import ConfigError, require
+from ..quality import check_quality_config, quality_table
+from ..quality import summary as quality_summary
 from ..schema import validate_tables
 from ..sources import SOURCES, resolve_loader  # noqa: F401 (SOURCES is re-exported for tests and plugins)
 from ._entry import hydra_entry
@@ -27,6 +29,8 @@ def run_ingest(cfg: DictConfig) -> dict:
     if min_bands > len(cfg.task.band_wavelengths):
         raise ConfigError(f"config key 'source.validation.min_bands' = {min_bands} exceeds the "
                           f"{len(cfg.task.band_wavelengths)} bands of task.band_wavelengths")
+    quality_cfg = check_quality_config(cfg.get("quality"))  # before the source is read
+    out = io.check_writable(Path(cfg.paths.raw), "paths.raw folder")
     lightcurves, objects = resolve_loader(source_name)(cfg)
     lightcurves, objects, validation = validate_tables(
         lightcurves, objects, classes=list(cfg.task.classes), bands=list(cfg.task.band_wavelengths),
@@ -34,7 +38,7 @@ def run_ingest(cfg: DictConfig) -> dict:
     )
     if objects.empty:
         raise ValueError(f"source '{source_name}': no valid objects left after validation")
-    out = Path(cfg.paths.raw)
+    quality = quality_summary(quality_table(lightcurves, quality_cfg), quality_cfg["unusable"])
     io.write_parquet(lightcurves, out / "lightcurves.parquet")
     io.write_parquet(objects, out / "objects.parquet")
     report = {
@@ -44,9 +48,14 @@ def run_ingest(cfg: DictConfig) -> dict:
         "objects_per_label": objects["label"].value_counts().sort_index().to_dict(),
         "observations_per_object_median": float(lightcurves.groupby("object_id").size().median()),
         "validation": validation.as_dict(),
+        "quality": quality,
     }
     io.write_json(report, out / "ingest_report.json")
     log.info("ingest: %d objects, %d observations -> %s", len(objects), len(lightcurves), out)
+    if quality["n_flagged"]:
+        log.warning("ingest: %d object(s) with data-quality flags %s (%d unusable for prediction); listed in "
+                    "%s under 'quality'", quality["n_flagged"], {k: v for k, v in quality["by_flag"].items() if v},
+                    quality["n_unusable"], out / "ingest_report.json")
     return report
 
 

@@ -16,6 +16,7 @@ import logging
 import sys
 from pathlib import Path
 
+import pandas as pd
 from omegaconf import DictConfig
 
 from .. import io
@@ -52,12 +53,15 @@ def run_predict(cfg: DictConfig) -> dict:
     io.check_writable(Path(str(output)).resolve().parent, "predict.output folder")  # before any GP work
     result = predict_source_detailed(checkpoint, cfg.source, label_classes=list(cfg.predict.get("label_classes") or []),
                                      progress=bool(cfg.predict.get("progress_bar", False)),
-                                     calibration=cfg.predict.get("calibration"))
-    table = result.predictions.assign(calibration=result.calibration)  # which calibrator, on every row
+                                     calibration=cfg.predict.get("calibration"), quality=cfg.get("quality"))
+    # objects not classified (data quality) are listed with no prediction, after the classified ones
+    table = pd.concat([result.predictions, result.unusable], ignore_index=True)
+    table["calibration"] = result.calibration  # which calibrator, on every row
     path = write_predictions(table, str(output))
     counts = result.predictions["predicted"].value_counts().reindex(result.classes, fill_value=0)
     summary = {"n_objects": int(len(result.predictions)), "predicted": {c: int(n) for c, n in counts.items()},
-               "output": str(path), "validation": result.validation, "calibration": result.calibration}
+               "output": str(path), "validation": result.validation, "calibration": result.calibration,
+               "n_unusable": int(len(result.unusable))}
     log.info("predict: %d objects -> %s; predicted %s; calibration %s", summary["n_objects"], path,
              summary["predicted"], result.calibration)
     return summary

@@ -29,6 +29,7 @@ from ..config import ConfigError, require
 from ..evaluation.inference import predict_source_detailed
 from ..evaluation.real_sky import data_fingerprint, score_real_sample
 from ..plots.real_sky import plot_real_sky
+from ..quality import check_quality_config
 from ..training.checkpoint import load_checkpoint
 from ._entry import hydra_entry
 
@@ -45,7 +46,7 @@ def _input_paths(source: DictConfig) -> list[Path]:
 
 
 def evaluate_dataset(name: str, node: DictConfig, checkpoint: Path, out: Path,
-                     calibration: Path | None = None) -> dict:
+                     calibration: Path | None = None, quality=None) -> dict:
     """Classify one real dataset and score it; ``{"skipped": True, "reason": ...}`` when absent."""
     source = node.get("source")
     if source is None:
@@ -59,7 +60,7 @@ def evaluate_dataset(name: str, node: DictConfig, checkpoint: Path, out: Path,
         return {"skipped": True, "reason": reason, "description": node.get("description")}
     sha, n_files = data_fingerprint(paths)
     result = predict_source_detailed(checkpoint, source, label_classes=[str(k) for k in label_map],
-                                     calibration=calibration)
+                                     calibration=calibration, quality=quality)
     io.write_text(result.predictions.to_csv(index=False, float_format="%.6f"), out / f"predictions_{name}.csv")
     points = result.lightcurves.groupby("object_id").size()
     detected = (result.lightcurves.groupby("object_id")["detected"].mean()
@@ -71,6 +72,10 @@ def evaluate_dataset(name: str, node: DictConfig, checkpoint: Path, out: Path,
         "data_sha256": sha,
         "n_files": n_files,
         "n_dropped_by_validation": int(result.validation.get("n_dropped", 0)),
+        # not classified: a data-quality flag in quality.unusable (scores below are over the rest)
+        "n_unusable": int(len(result.unusable)),
+        "unusable_objects": dict(zip(result.unusable["object_id"].astype(str),
+                                     result.unusable["quality_flags"].astype(str))),
         "median_points_per_object": float(points.median()),
         "median_detected_fraction": None if detected is None else float(detected.median()),
     }
@@ -112,7 +117,8 @@ def run_real_sky(cfg: DictConfig) -> dict:
     out = Path(cfg.paths.reports) / "real_sky"
     # The calibrate stage's file, as the predict entry point uses it (null: raw softmax).
     calibration = None if node.get("calibration") is None else Path(str(node.calibration))
-    datasets = {str(name): evaluate_dataset(str(name), ds, checkpoint, out, calibration)
+    quality = check_quality_config(cfg.get("quality"))
+    datasets = {str(name): evaluate_dataset(str(name), ds, checkpoint, out, calibration, quality)
                 for name, ds in (node.get("datasets") or {}).items()}
     skipped = [n for n, d in datasets.items() if d.get("skipped")]
     report = {
