@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup run test test-all params lock verify seeds bench-gp bench-pipeline-time clean mlflow-ui plots
+.PHONY: setup run test test-e2e test-all params deps lock verify seeds bench-gp bench-pipeline-time clean mlflow-ui plots
 
 $(STAMP): requirements/lock.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -17,7 +17,7 @@ $(STAMP): requirements/lock.txt pyproject.toml
 
 setup: $(STAMP)  ## create .venv with the locked dependencies and the package (editable)
 
-run: setup  ## run the whole default pipeline offline (built-in simulator) and say where the report is
+run: setup params  ## refresh params.yaml from conf/, run the whole default pipeline offline (built-in simulator)
 	PATH=$(abspath $(BIN)):$$PATH $(BIN)/dvc repro
 	@echo ""
 	@echo "Report: reports/index.md (every figure in reports/figures/ as PNG and PDF, every metric file)"
@@ -30,8 +30,13 @@ test: setup  ## the default test suite (fast; no network, GPU or slow tests)
 test-all: setup  ## everything except network and gpu tests
 	PATH=$(abspath $(BIN)):$$PATH $(BIN)/python -m pytest -n 2 --dist loadfile -q -m "not network and not gpu"
 
-params: setup  ## recompose conf/ into params.yaml (as `dvc exp run` does)
-	$(BIN)/python -c "from deeprubin.config import write_params; write_params('params.yaml')"
+params: setup  ## recompose conf/ into params.yaml (as `dvc exp run` does); says when it changed
+	@$(BIN)/python -c "from pathlib import Path; from deeprubin.config import write_params; \
+	old = Path('params.yaml').read_bytes() if Path('params.yaml').exists() else b''; write_params('params.yaml'); \
+	print('params.yaml refreshed from conf/' if Path('params.yaml').read_bytes() != old else 'params.yaml matches conf/')"
+
+deps: setup  ## rewrite the src/ deps of every dvc.yaml stage from its import closure (tests/test_dvc_deps.py checks it)
+	$(BIN)/python -m deeprubin.core.deps
 
 lock:  ## refresh requirements/lock.txt from the current environment
 	{ head -3 requirements/lock.txt; $(BIN)/pip freeze | grep -v -i '^-e\|^deeprubin' | sed 's/^torch==2.13.0+cpu$$/torch==2.13.0/'; } > requirements/lock.tmp && mv requirements/lock.tmp requirements/lock.txt

@@ -67,6 +67,57 @@ def compose_under(root: Path, overrides=()):
     return cfg
 
 
+#: The in-process tiny pipeline's overrides (shared by test_stages and test_predict).
+TINY = ("experiment=tiny", "source.n_objects=60")
+
+
+def run_tiny_pipeline(cfg, root: Path) -> dict:
+    """Ingest -> evaluate in-process under ``root`` (cwd and MLflow isolated); the evaluate metrics."""
+    from deeprubin.stages.augment import run_augment
+    from deeprubin.stages.calibrate import run_calibrate
+    from deeprubin.stages.evaluate import run_evaluate
+    from deeprubin.stages.ingest import run_ingest
+    from deeprubin.stages.preprocess import run_preprocess
+    from deeprubin.stages.split import run_split
+    from deeprubin.stages.train import run_train
+
+    cwd, uri = os.getcwd(), os.environ.pop("MLFLOW_TRACKING_URI", None)
+    root.mkdir(parents=True, exist_ok=True)
+    os.chdir(root)
+    try:
+        for stage in (run_ingest, run_preprocess, run_split, run_augment, run_train, run_calibrate):
+            stage(cfg)
+        return run_evaluate(cfg)
+    finally:
+        os.chdir(cwd)
+        if uri is not None:
+            os.environ["MLFLOW_TRACKING_URI"] = uri
+
+
+@pytest.fixture(scope="session")
+def tiny_pipeline(tmp_path_factory):
+    """``(cfg, evaluate metrics as JSON)`` of the tiny pipeline, built once per test run.
+
+    Under pytest-xdist the workers share it (a file lock; the first builds it), so the
+    in-process stage tests pay for one tiny pipeline, not one per module. Tests must not
+    write under its folders.
+    """
+    from filelock import FileLock
+
+    from deeprubin import io
+
+    base = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        base = base.parent  # the run's folder, shared by the workers (not by other runs)
+    root = base / "tiny_pipeline"
+    with FileLock(str(base / "tiny_pipeline.lock")):
+        cfg = compose_under(root, TINY)
+        done = root / "evaluate_metrics.json"
+        if not done.exists():
+            io.write_json(run_tiny_pipeline(cfg, root), done)
+    return cfg, io.read_json(done)
+
+
 def tiny_env() -> dict:
     """Environment for subprocesses: the venv first on PATH, a git identity, no global MLflow store."""
     import sys

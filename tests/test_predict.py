@@ -29,27 +29,9 @@ def tiny_cfg(root: Path, *overrides: str):
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    """(cfg, checkpoint path) of the tiny pipeline run up to evaluate (n_grid 20, not the default 50)."""
-    from deeprubin.stages.augment import run_augment
-    from deeprubin.stages.calibrate import run_calibrate
-    from deeprubin.stages.evaluate import run_evaluate
-    from deeprubin.stages.ingest import run_ingest
-    from deeprubin.stages.preprocess import run_preprocess
-    from deeprubin.stages.split import run_split
-    from deeprubin.stages.train import run_train
-
-    root = tmp_path_factory.mktemp("tiny_model")
-    cfg = tiny_cfg(root)
-    cwd, uri = os.getcwd(), os.environ.pop("MLFLOW_TRACKING_URI", None)
-    os.chdir(root)
-    try:
-        for stage in (run_ingest, run_preprocess, run_split, run_augment, run_train, run_calibrate, run_evaluate):
-            stage(cfg)
-    finally:
-        os.chdir(cwd)
-        if uri is not None:
-            os.environ["MLFLOW_TRACKING_URI"] = uri
+def trained(tiny_pipeline):
+    """(cfg, checkpoint path) of the shared tiny pipeline, run up to evaluate (n_grid 20, not the default 50)."""
+    cfg, _ = tiny_pipeline
     return cfg, Path(cfg.paths.models) / "model.ckpt"
 
 
@@ -436,3 +418,26 @@ def test_calibrator_of_another_model_is_refused_by_predict(trained, tmp_path):
     src = OmegaConf.merge(cfg.source, {"n_objects": 6})
     assert detailed(other, src, calibration="auto").calibration == "none (raw softmax)"
     assert detailed(ckpt, src, calibration="auto").calibration.startswith("temperature from")
+
+
+def test_unlabeled_files_are_predicted_without_inventing_labels(trained, tmp_path, monkeypatch):
+    from deeprubin.evaluation.inference import UNLABELED
+    from deeprubin.stages import ingest
+
+    cfg, ckpt = trained
+    folder = tmp_path / "lc"
+    folder.mkdir()
+    t = np.linspace(58000, 58060, 12)
+    for name in ("A", "B"):
+        rows = [f"{ti},{19 + 0.5 * np.sin(ti / 9):.3f},0.05,{'g' if i % 2 else 'r'}" for i, ti in enumerate(t)]
+        (folder / f"{name}.csv").write_text("time,mag,magerr,band\n" + "\n".join(rows) + "\n")
+    source = {"name": "files", "layout": "per_object_csv", "path": str(folder), "progress_bar": False,
+              "columns": {"time": "time", "band": "band", "mag": "mag", "mag_err": "magerr"},
+              "validation": {"on_invalid": "drop", "min_points": 3, "min_bands": 1}}
+    table = predict_source(ckpt, source)
+    assert table["label"].tolist() == [UNLABELED, UNLABELED]
+    assert set(table["predicted"]) <= set(cfg.task.classes)
+    # a loader that returns no label column at all
+    lc, objects = make_tables(n_objects=2)
+    monkeypatch.setitem(ingest.SOURCES, "custom", lambda _cfg: (lc, objects.drop(columns="label")))
+    assert predict_source(ckpt, {"name": "custom"})["label"].tolist() == [UNLABELED, UNLABELED]

@@ -1,6 +1,7 @@
 """Stage functions called in-process on the tiny configuration (fast, no DVC)."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -13,29 +14,15 @@ from deeprubin.config import ConfigError
 from deeprubin.schema import SchemaError
 from deeprubin.split import LeakageError
 
-from conftest import compose_under
+from conftest import TINY, compose_under, run_tiny_pipeline
 
 
 def tiny_cfg(tmp_path: Path, *overrides: str):
-    return compose_under(tmp_path, ["experiment=tiny", "source.n_objects=60", *overrides])
+    return compose_under(tmp_path, [*TINY, *overrides])
 
 
 def run_all(cfg) -> dict:
-    from deeprubin.stages.augment import run_augment
-    from deeprubin.stages.calibrate import run_calibrate
-    from deeprubin.stages.evaluate import run_evaluate
-    from deeprubin.stages.ingest import run_ingest
-    from deeprubin.stages.preprocess import run_preprocess
-    from deeprubin.stages.split import run_split
-    from deeprubin.stages.train import run_train
-
-    run_ingest(cfg)
-    run_preprocess(cfg)
-    run_split(cfg)
-    run_augment(cfg)  # on by default (augment=gp_all), as in dvc.yaml
-    run_train(cfg)
-    run_calibrate(cfg)
-    return run_evaluate(cfg)
+    return run_tiny_pipeline(cfg, Path.cwd())
 
 
 @pytest.fixture(autouse=True)
@@ -44,10 +31,11 @@ def _isolate_mlflow(monkeypatch, tmp_path):
     monkeypatch.chdir(tmp_path)
 
 
-def test_same_params_same_metrics(tmp_path):
-    first = run_all(tiny_cfg(tmp_path / "a"))
+def test_same_params_same_metrics(tmp_path, tiny_pipeline):
+    shared_cfg, first = tiny_pipeline  # the shared tiny pipeline is run "a"
+    (tmp_path / "a").symlink_to(Path(shared_cfg.paths.models).parents[1])
     second = run_all(tiny_cfg(tmp_path / "b"))
-    assert first == second
+    assert first == json.loads(json.dumps(io._to_jsonable(second)))
     a = io.read_npz(tmp_path / "a/data/processed/transients/gp_grid.npz")
     b = io.read_npz(tmp_path / "b/data/processed/transients/gp_grid.npz")
     np.testing.assert_array_equal(a["mean"], b["mean"])
@@ -64,11 +52,10 @@ def test_same_params_same_metrics(tmp_path):
     assert "TCNClassifier" in model_cfg
 
 
-def test_mlflow_run_has_params_metrics_and_model(tmp_path):
+def test_mlflow_run_has_params_metrics_and_model(tiny_pipeline):
     import mlflow
 
-    cfg = tiny_cfg(tmp_path)
-    run_all(cfg)
+    cfg, _ = tiny_pipeline
     client = mlflow.tracking.MlflowClient(cfg.mlflow.tracking_uri)
     exp = client.get_experiment_by_name(cfg.mlflow.experiment)
     (run,) = client.search_runs([exp.experiment_id])

@@ -54,6 +54,8 @@ def require(cfg: DictConfig | dict, key: str, *, positive: bool = False, at_leas
     value = OmegaConf.select(cfg, key) if isinstance(cfg, DictConfig) else _select(cfg, key)
     if value is None:
         raise ConfigError(f"config key '{key}' is missing")
+    if (positive or at_least is not None) and (isinstance(value, bool) or not isinstance(value, (int, float))):
+        raise ConfigError(f"config key '{key}' must be a number, got {value!r}")
     if positive and not value > 0:
         raise ConfigError(f"config key '{key}' must be > 0, got {value!r}")
     if at_least is not None and not value >= at_least:
@@ -61,6 +63,16 @@ def require(cfg: DictConfig | dict, key: str, *, positive: bool = False, at_leas
     if choices is not None and value not in list(choices):
         raise ConfigError(f"config key '{key}' must be one of {list(choices)}, got {value!r}")
     return value
+
+
+def check_seeds(cfg: DictConfig | dict) -> None:
+    """``seed`` and ``data_seed`` (when present) are integers >= 0; :class:`ConfigError` names the key."""
+    for key in ("seed", "data_seed"):
+        value = OmegaConf.select(cfg, key) if isinstance(cfg, DictConfig) else _select(cfg, key)
+        if value is None and key == "data_seed":
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ConfigError(f"config key '{key}' must be an integer >= 0, got {value!r}")
 
 
 def _select(cfg: dict, key: str) -> Any:

@@ -7,10 +7,12 @@ stage killed part-way never leaves a half-written file that a rerun would trust.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
 import tempfile
+import zipfile
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -36,6 +38,12 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         if tmp_path.exists():
             os.chmod(tmp_path, 0o666 & ~_umask())
         os.replace(tmp_path, path)
+    except OSError as err:
+        tmp_path.unlink(missing_ok=True)
+        if err.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EFBIG):
+            raise OSError(err.errno, f"{path}: cannot write ({err.strerror}); the previous file, if any, is "
+                                     "unchanged") from None
+        raise
     except BaseException:
         tmp_path.unlink(missing_ok=True)
         raise
@@ -68,6 +76,16 @@ def check_writable(folder: str | os.PathLike, what: str = "output folder") -> Pa
     return folder
 
 
+class UnreadableFileError(ValueError):
+    """A file that exists but cannot be parsed (truncated, another format); the message names it."""
+
+
+def _unreadable(path: Path, kind: str, err: Exception) -> UnreadableFileError:
+    first = str(err).strip().splitlines()[0] if str(err).strip() else ""
+    return UnreadableFileError(f"{path}: cannot read this {kind} file (truncated, or not {kind}): "
+                               f"{type(err).__name__}: {first}")
+
+
 def write_parquet(df: pd.DataFrame, path: str | os.PathLike) -> Path:
     """Write a table to parquet atomically (index dropped)."""
     with atomic_path(path) as tmp:
@@ -80,7 +98,10 @@ def read_parquet(path: str | os.PathLike) -> pd.DataFrame:
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such file; run the stage that produces it first")
-    return pd.read_parquet(path)
+    try:
+        return pd.read_parquet(path)
+    except (OSError, ValueError) as err:  # pyarrow's ArrowInvalid is a ValueError
+        raise _unreadable(path, "parquet", err) from None
 
 
 def _to_jsonable(obj: Any) -> Any:
@@ -115,7 +136,10 @@ def read_json(path: str | os.PathLike) -> Any:
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such file; run the stage that produces it first")
-    return json.loads(path.read_text())
+    try:
+        return json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError) as err:  # JSONDecodeError is a ValueError
+        raise _unreadable(path, "JSON", err) from None
 
 
 def write_text(text: str, path: str | os.PathLike) -> Path:
@@ -136,8 +160,11 @@ def read_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such file; run the stage that produces it first")
-    with np.load(path, allow_pickle=False) as data:
-        return {k: data[k] for k in data.files}
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return {k: data[k] for k in data.files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
+        raise _unreadable(path, "npz", err) from None
 
 
 #: Formats every figure is written in (the paper takes the PDF, the web report the PNG).

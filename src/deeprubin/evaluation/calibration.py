@@ -376,7 +376,10 @@ def load_calibrator(path: str | Path, method: str | None = None, classes: Sequen
     name = method or data["default"]
     if name not in data["calibrators"]:
         raise ValueError(f"{path}: no '{name}' calibrator; the file has {sorted(data['calibrators'])}")
-    calibrator = calibrator_from_dict(data["calibrators"][name])
+    try:
+        calibrator = calibrator_from_dict(data["calibrators"][name])
+    except (ValueError, TypeError, KeyError) as err:
+        raise ValueError(f"{path}: calibrator '{name}' is invalid: {err}") from None
     if classes is not None and list(map(str, classes)) != calibrator.classes:
         raise ValueError(f"{path}: calibrator classes {calibrator.classes} != model classes {list(classes)}")
     return calibrator

@@ -44,6 +44,9 @@ from .predict import class_probabilities, prediction_table
 
 log = logging.getLogger(__name__)
 
+#: The ``label`` of objects predicted from a source that has no labels.
+UNLABELED = "unlabeled"
+
 
 class CheckpointMismatchError(ValueError):
     """The source's data cannot be fed to this checkpoint (e.g. bands it was not trained on)."""
@@ -116,16 +119,34 @@ def source_config(train_cfg: DictConfig, source: Mapping | DictConfig, *,
 
     The checkpoint's training config with ``source`` replaced; ``task.classes`` is extended by
     ``label_classes`` (labels the data may carry beyond the model's classes, e.g. ``SLSN`` in a
-    real sample evaluated with a model that has no such class) so loaders keep those objects.
+    real sample evaluated with a model that has no such class) so loaders keep those objects,
+    and by :data:`UNLABELED`, the label of objects whose source has none (a ``files`` source
+    without ``label`` or ``metadata.label_column``, a loader returning no ``label`` column).
     """
     cfg = train_cfg.copy()
     node = OmegaConf.to_container(source, resolve=True) if OmegaConf.is_config(source) else dict(source)
     if "name" not in node:
         raise ConfigError("config key 'source.name' is missing (simulate, files, alerce, lightkurve, ...)")
+    if node["name"] == "files" and _files_source_has_no_labels(node):
+        node["label"] = UNLABELED  # data with no labels is classified as it is, not given invented labels
+        label_classes = [*label_classes, UNLABELED]
     cfg.source = OmegaConf.create(node)
     extra = [str(c) for c in label_classes if str(c) not in set(map(str, cfg.task.classes))]
     cfg.task.classes = [str(c) for c in cfg.task.classes] + extra
     return cfg
+
+
+def _files_source_has_no_labels(node: dict) -> bool:
+    """A ``files`` source with neither ``label`` nor a label column (its layout's defaults included)."""
+    from ..sources.files import resolve_options
+
+    if node.get("label") is not None:
+        return False
+    try:
+        opts = resolve_options({**node, "label": UNLABELED})
+    except ConfigError:
+        return False  # let the loader report the config error itself
+    return not opts["metadata"].get("label_column") and opts["layout"] != "alerce_csv"
 
 
 def load_source_tables(cfg: DictConfig) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
@@ -137,8 +158,12 @@ def load_source_tables(cfg: DictConfig) -> tuple[pd.DataFrame, pd.DataFrame, dic
         raise ConfigError(f"config key 'source.name' must be one of {sorted(SOURCES)}, got {name!r}")
     validation = cfg.source.get("validation") or {}
     lightcurves, objects = resolve_loader(name)(cfg)
+    classes = list(cfg.task.classes)
+    if "label" not in objects.columns:  # a loader for unlabeled data
+        objects = objects.assign(label=UNLABELED)
+        classes.append(UNLABELED)
     lightcurves, objects, report = validate_tables(
-        lightcurves, objects, classes=list(cfg.task.classes), bands=None,
+        lightcurves, objects, classes=classes, bands=None,
         min_points=int(validation.get("min_points", 3)), min_bands=int(validation.get("min_bands", 1)),
         on_invalid=str(validation.get("on_invalid", "raise")), table=f"source '{name}'")
     return lightcurves, objects, report.as_dict()

@@ -61,8 +61,9 @@ Every option of the ``source`` node (defaults in :data:`DEFAULTS`; the shipped
     Magnitudes or magnitude errors at or above this value are placeholders for "no
     measurement" (SDSS writes 99.99): those rows are removed and counted.
 ``incomplete_rows``
-    Rows with an empty time, band, flux/magnitude or error: ``drop`` (removed, counted) or
-    ``raise``.
+    Rows with an empty (NaN) time, band, flux/magnitude or error: ``drop`` (removed, counted)
+    or ``raise``. ``null`` (the default) follows ``validation.on_invalid``, so
+    ``on_invalid: raise`` stops on a NaN flux as it does on any malformed row.
 ``duplicates``
     Rows repeating an object's (band, time): ``mean`` (one row: mean flux, error
     ``sqrt(sum err^2) / n``, magnitude recomputed), ``first`` (keep the first in file order) or
@@ -155,7 +156,7 @@ DEFAULTS: dict[str, Any] = {
     "flux_err_fallback": None,
     "relative_flux": False,
     "mag_missing_above": None,
-    "incomplete_rows": "drop",
+    "incomplete_rows": None,
     "duplicates": "mean",
     "label": None,
     "label_map": {},
@@ -216,12 +217,16 @@ def resolve_options(source: Mapping | DictConfig) -> dict:
     Raises :class:`deeprubin.config.ConfigError` naming the key for unknown keys or values.
     """
     raw = _plain(source) or {}
+    on_invalid = ((raw.get("validation") or {}).get("on_invalid") if isinstance(raw.get("validation"), Mapping)
+                  else None)
     raw = {k: v for k, v in raw.items() if k not in _STAGE_KEYS}
     layout = raw.get("layout", DEFAULTS["layout"])
     if layout not in LAYOUTS:
         raise ConfigError(f"config key 'source.layout' must be one of {list(LAYOUTS)}, got {layout!r}")
     base = _merge(DEFAULTS, LAYOUT_DEFAULTS.get(layout, {}), "source.", strict=False)
     opts = _merge(base, raw, "source.", strict=True)
+    if opts["incomplete_rows"] is None:  # follow validation.on_invalid (drop when it is not given)
+        opts["incomplete_rows"] = "raise" if on_invalid == "raise" else "drop"
     for key, choices in (("duplicates", DUPLICATE_POLICIES), ("unknown_labels", LABEL_POLICIES),
                          ("unknown_bands", BAND_POLICIES), ("incomplete_rows", ROW_POLICIES),
                          ("magnitudes", ("auto", "corrected", "difference"))):

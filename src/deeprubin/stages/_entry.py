@@ -9,7 +9,7 @@ from typing import Any, Callable
 import hydra
 from omegaconf import DictConfig
 
-from ..config import CONF_DIR
+from ..config import CONF_DIR, check_seeds
 from ..core import numerics
 
 
@@ -36,6 +36,7 @@ def hydra_entry(run_stage: Callable[[DictConfig], Any],
         logging.getLogger("deeprubin").setLevel(logging.INFO)
         # Threads fixed; one warning line if the libraries did not take the pinning.
         logging.getLogger("deeprubin.numerics").info("numerics: %s", numerics.check().summary())
+        check_seeds(cfg)
         result = run_stage(cfg)
         return objective(result) if objective is not None else None
 
