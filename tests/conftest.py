@@ -81,6 +81,9 @@ def run_tiny_pipeline(cfg, root: Path) -> dict:
     from deeprubin.stages.split import run_split
     from deeprubin.stages.train import run_train
 
+    # as a stage process starts (hydra_entry): earlier tests in this worker may have changed torch's
+    # thread count (transits' fit sets its own), and reductions round differently with it
+    numerics.apply_threads()
     cwd, uri = os.getcwd(), os.environ.pop("MLFLOW_TRACKING_URI", None)
     root.mkdir(parents=True, exist_ok=True)
     os.chdir(root)

@@ -3,7 +3,6 @@ on a tiny model trained once per module."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from pathlib import Path
 

@@ -1,0 +1,46 @@
+"""docs/results.md is generated from the reports (issue 18, point 5)."""
+from __future__ import annotations
+
+from deeprubin import io
+from deeprubin.results_doc import GENERATED, render_results
+
+CONFIG = {
+    "seed": 42, "seeds_file": "reports/benchmarks/seeds.json",
+    "seed_labels": {"transients": {"deep_macro_f1": "deep macro-F1", "real_sky_fraction": "real sky"}},
+    "sections": [{"title": "Transients, this run", "rows": [
+        {"label": "deep macro-F1", "file": "m.json", "key": "macro_f1", "interval": "ci.macro_f1"},
+        {"label": "absent", "file": "none.json", "key": "x"}]}],
+}
+SEEDS = {"seeds": [1, 2], "data_seed": 42, "command": "python benchmarks/seeds.py", "code_hash": "abc",
+         "transients": {"deep_macro_f1": {"mean": 0.6512, "std": 0.0191}, "real_sky_fraction": {"mean": 0.8, "std": None}},
+         "data_seeds": {"seeds": [42, 7], "training_seed": 1,
+                        "transients": {"deep_macro_f1": {"mean": 0.636, "std": 0.037}}}}
+
+
+def test_numbers_come_from_the_reports():
+    text = render_results(CONFIG, {"m.json": {"macro_f1": 0.6775, "ci": {"macro_f1": {"low": 0.62, "high": 0.73}}}},
+                          SEEDS)
+    assert text.startswith(GENERATED)
+    assert "| transients | deep macro-F1 | 0.651 +- 0.019 | 0.636 +- 0.037 |" in text
+    assert "| transients | real sky | 0.800 | n/a |" in text
+    assert "| deep macro-F1 | 0.677 | [0.620, 0.730] | `m.json`: `macro_f1` |" in text
+    assert "| absent | n/a | - | `none.json`: `x` |" in text
+
+
+def test_without_seeds_file_says_how_to_make_it():
+    assert "`reports/benchmarks/seeds.json` is absent: run `make seeds`." in render_results(CONFIG, {}, None)
+
+
+def test_stage_writes_the_page(tmp_path, monkeypatch):
+    from deeprubin.stages.results import run_results
+
+    from conftest import compose_under
+
+    monkeypatch.chdir(tmp_path)
+    cfg = compose_under(tmp_path, [])
+    io.write_json({"macro_f1": 0.5, "accuracy": 0.6, "n_test": 10}, f"{cfg.paths.reports}/metrics.json")
+    cfg.results.output = str(tmp_path / "docs/results.md")
+    summary = run_results(cfg)
+    text = (tmp_path / "docs/results.md").read_text()
+    assert "| deep model (TCN) test macro-F1 | 0.500 |" in text
+    assert f"{cfg.paths.reports}/baseline/metrics.json" in summary["missing"]
