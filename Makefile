@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup run test test-e2e test-all params deps lock verify seeds bench-gp bench-pipeline-time clean mlflow-ui plots
+.PHONY: setup run test test-e2e test-all params deps lock verify seeds bench-gp bench-gp-cost-floor bench-gp-compile bench-gp-hyper-subset bench-pipeline-time clean mlflow-ui plots
 
 $(STAMP): requirements/lock.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -24,8 +24,11 @@ run: setup params  ## refresh params.yaml from conf/, run the whole default pipe
 	@$(BIN)/python -c "import json; m=json.load(open('reports/transients/metrics.json')); print(f\"transients: accuracy {m['accuracy']:.3f}   macro-F1 {m['macro_f1']:.3f}   (reports/transients/)\")"
 	@$(BIN)/python -c "import json; m=json.load(open('reports/transits/metrics.json')); s=m['segment']; print(f\"transits: segment ROC-AUC {s['roc_auc']:.3f}   star ROC-AUC {m['star']['roc_auc']:.3f}   (reports/transits/)\")"
 
-test: setup  ## the default test suite (fast; no network, GPU or slow tests)
-	PATH=$(abspath $(BIN)):$$PATH $(BIN)/python -m pytest -n 2 --dist loadfile -q
+test: setup  ## unit tests + the in-process tiny pipeline (~5 min on 2 cores; no DVC pipelines, network, GPU or slow tests)
+	PATH=$(abspath $(BIN)):$$PATH $(BIN)/python -m pytest -n 2 --dist loadfile -q -m "not e2e and not slow and not network and not gpu" --durations=20
+
+test-e2e: setup  ## the pipeline-level tests: tiny DVC repos, sweeps, the MLflow server, numerics emulation (~15 min)
+	PATH=$(abspath $(BIN)):$$PATH $(BIN)/python -m pytest -n 2 --dist loadfile -q -m "e2e and not slow and not network and not gpu" --durations=20
 
 test-all: setup  ## everything except network and gpu tests
 	PATH=$(abspath $(BIN)):$$PATH $(BIN)/python -m pytest -n 2 --dist loadfile -q -m "not network and not gpu"
@@ -42,16 +45,25 @@ lock:  ## refresh requirements/lock.txt from the current environment
 	{ head -3 requirements/lock.txt; $(BIN)/pip freeze | grep -v -i '^-e\|^deeprubin' | sed 's/^torch==2.13.0+cpu$$/torch==2.13.0/'; } > requirements/lock.tmp && mv requirements/lock.tmp requirements/lock.txt
 
 bench-gp: setup  ## GP throughput + held-out quality vs scikit-learn and george (reports/benchmarks/gp_throughput.*; ~2-5 min)
-	$(BIN)/python benchmarks/gp_throughput.py
+	$(BIN)/python -m benchmarks.gp_throughput
+
+bench-gp-cost-floor: setup  ## the LAPACK/BLAS cost floor of an exact GP fit (reports/benchmarks/gp_cost_floor.json)
+	$(BIN)/python -m benchmarks.gp_cost_floor
+
+bench-gp-compile: setup  ## torch.compile of the GP evaluation vs eager (reports/benchmarks/gp_compile.json)
+	$(BIN)/python -m benchmarks.gp_compile
+
+bench-gp-hyper-subset: setup  ## subset-of-data hyperparameters: speed and held-out NLPD (reports/benchmarks/gp_hyper_subset.json)
+	$(BIN)/python -m benchmarks.gp_hyper_subset
 
 verify: setup  ## clone HEAD, rerun the whole `dvc repro` there, fail listing every output whose hash differs from dvc.lock (~20 min on 2 cores)
 	PATH=$(abspath $(BIN)):$$PATH $(BIN)/python -m deeprubin.core.verify
 
 seeds: setup  ## headline numbers as mean +- std over 5 training seeds (+2 data seeds) -> reports/benchmarks/seeds.json (~7 min a run on 2 cores)
-	$(BIN)/python benchmarks/seeds.py
+	$(BIN)/python -m benchmarks.seeds
 
 bench-pipeline-time: setup  ## stage times and GP throughput with and without the numerics pinning (reports/benchmarks/pipeline_time.json; ~20 min)
-	PATH=$(abspath $(BIN)):$$PATH $(BIN)/python benchmarks/pipeline_time.py
+	PATH=$(abspath $(BIN)):$$PATH $(BIN)/python -m benchmarks.pipeline_time
 
 mlflow-ui: setup  ## browse tracked runs at http://127.0.0.1:5000
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///mlruns.db

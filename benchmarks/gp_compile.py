@@ -2,8 +2,8 @@
 
 Usage (from the repository root, after `make setup`; ~3 min on 2 cores, a C++ compiler needed)::
 
-    .venv/bin/python benchmarks/gp_compile.py
-    .venv/bin/python benchmarks/gp_compile.py --sizes 50 100 --repeats 5
+    .venv/bin/python -m benchmarks.gp_compile
+    .venv/bin/python -m benchmarks.gp_compile --sizes 50 100 --repeats 5
 
 Why: a full evaluation of the Newton fit (:func:`deeprubin.preprocess.gp_newton.evaluate`)
 makes ~25 elementwise passes over (b, n, n) stacks besides its LAPACK/BLAS calls, and
@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import sys
 import time
 import warnings
 from pathlib import Path
@@ -33,9 +32,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import gp_throughput as bench  # noqa: E402  (the sibling benchmark's objects and fit settings)
-from gp_cost_floor import two_band_batch  # noqa: E402  (the same evaluate inputs as the cost floor's)
+from benchmarks import gp_throughput as bench  # noqa: E402  (the sibling benchmark's objects and fit settings)
+from benchmarks.gp_cost_floor import two_band_batch  # noqa: E402  (the same evaluate inputs as the cost floor's)
 
 from deeprubin.preprocess import gp_newton  # noqa: E402
 

@@ -2,8 +2,8 @@
 
 Usage (from the repository root, after `make setup`)::
 
-    .venv/bin/python benchmarks/gp_cost_floor.py                 # sizes 20 50 100 200
-    .venv/bin/python benchmarks/gp_cost_floor.py --sizes 100 --batch 128
+    .venv/bin/python -m benchmarks.gp_cost_floor                 # sizes 20 50 100 200
+    .venv/bin/python -m benchmarks.gp_cost_floor --sizes 100 --batch 128
 
 One evaluation of the batched Newton fit (:func:`deeprubin.preprocess.gp_newton.evaluate`)
 with derivatives needs, per object of n points, a Cholesky of the (n, n) covariance,

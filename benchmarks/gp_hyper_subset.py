@@ -2,8 +2,8 @@
 
 Usage (from the repository root)::
 
-    .venv/bin/python benchmarks/gp_hyper_subset.py                       # ~10 min on 2 cores
-    .venv/bin/python benchmarks/gp_hyper_subset.py --sizes 100 200 --limits null 56 64 --seed 1
+    .venv/bin/python -m benchmarks.gp_hyper_subset                       # ~10 min on 2 cores
+    .venv/bin/python -m benchmarks.gp_hyper_subset --sizes 100 200 --limits null 56 64 --seed 1
 
 For every size N (points per object), every limit M in ``--limits`` (``null`` = all
 points) and every convergence tolerance in ``--tols`` (default: the configured one), on
@@ -23,15 +23,13 @@ Writes ``<out>/gp_hyper_subset.json`` (default ``reports/benchmarks``) and print
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 import warnings
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import gp_throughput as bench  # noqa: E402  (the sibling benchmark's data and scoring)
+from benchmarks import gp_throughput as bench  # noqa: E402  (the sibling benchmark's data and scoring)
 
 
 def main(argv: list[str] | None = None) -> dict:

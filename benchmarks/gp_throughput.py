@@ -2,9 +2,9 @@
 
 Usage (from the repository root, after `make setup`)::
 
-    .venv/bin/python benchmarks/gp_throughput.py            # or: make bench-gp
-    .venv/bin/python benchmarks/gp_throughput.py --sizes 20 50 --n-ours 512 --n-sklearn 30
-    .venv/bin/python benchmarks/gp_throughput.py --hyper-max-points 64   # subset-of-data hyperparameters
+    .venv/bin/python -m benchmarks.gp_throughput            # or: make bench-gp
+    .venv/bin/python -m benchmarks.gp_throughput --sizes 20 50 --n-ours 512 --n-sklearn 30
+    .venv/bin/python -m benchmarks.gp_throughput --hyper-max-points 64   # subset-of-data hyperparameters
 
 What it does, on the same simulated objects for every method:
 
@@ -366,9 +366,9 @@ def loop_quality(fn, fit_objs, hidden_objs):
 BASELINES = {"sklearn": sklearn_fit_predict, "george": george_fit_predict}
 
 
-def _baseline_worker_init(benchmarks_dir: str) -> None:
-    """Worker process set-up: this module importable, one BLAS and torch thread (as the loop)."""
-    sys.path.insert(0, benchmarks_dir)
+def _baseline_worker_init() -> None:
+    """Worker process set-up: one BLAS and torch thread (as the loop). Spawned workers import
+    this module as ``benchmarks.gp_throughput`` (run with ``python -m``)."""
     warnings.simplefilter("ignore")
     torch.set_num_threads(1)
     single_threaded_blas()  # threadpoolctl applies the limit on construction, for the worker's lifetime
@@ -396,7 +396,7 @@ def parallel_loop_rate(name: str, objects: list[pd.DataFrame], processes: int, r
 
     ctx = multiprocessing.get_context("spawn")  # no fork after torch's thread pools started
     chunks = [objects[i::processes] for i in range(processes)]
-    with ctx.Pool(processes, initializer=_baseline_worker_init, initargs=(str(Path(__file__).resolve().parent),)) as pool:
+    with ctx.Pool(processes, initializer=_baseline_worker_init) as pool:
         pool.starmap(_baseline_warm_up, [(name, objects[0])] * processes, chunksize=1)
         rates = []
         for _ in range(max(1, repeats)):

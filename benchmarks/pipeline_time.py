@@ -2,8 +2,8 @@
 
 Usage (from the repository root, after ``make setup``; ~20 min on 2 cores)::
 
-    .venv/bin/python benchmarks/pipeline_time.py              # pipeline + GP throughput
-    .venv/bin/python benchmarks/pipeline_time.py --skip-pipeline --repeats 5
+    .venv/bin/python -m benchmarks.pipeline_time              # pipeline + GP throughput
+    .venv/bin/python -m benchmarks.pipeline_time --skip-pipeline --repeats 5
 
 Pipeline: HEAD is cloned twice into a temporary folder (as ``make verify`` does) and every
 stage runs in DAG order (``dvc repro --single-item``), alternating between the clone whose
@@ -18,9 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import re
-import shlex
 import shutil
 import statistics
 import subprocess
@@ -29,6 +27,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from benchmarks.common import provenance
 from deeprubin import io
 from deeprubin.core import numerics, verify
 
@@ -115,13 +114,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "reports/benchmarks/pipeline_time.json")
     args = parser.parse_args(argv)
     say = lambda line: print(line, flush=True)  # noqa: E731
-    import torch
-
-    out = {"command": "python benchmarks/pipeline_time.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:])),
-           "code_hash": verify_code_hash(),
-           "machine": {"platform": platform.platform(), "python": platform.python_version(), "torch": torch.__version__,
-                       "cpu_count": os.cpu_count(), "native_cpu_capability": torch.backends.cpu.get_cpu_capability()},
-           "pinned_env": numerics.PINNED_ENV}
+    out = {**provenance("pipeline_time", argv), "pinned_env": numerics.PINNED_ENV}
     out["gp"] = time_gp(args.repeats, say)
     if not args.skip_pipeline:
         workdir = Path(tempfile.mkdtemp(prefix="deeprubin-pipeline-time-"))
@@ -135,14 +128,6 @@ def main(argv: list[str] | None = None) -> dict:
         say(f"pipeline: {out['pipeline']['total_seconds']} s, pinned/unpinned {out['pipeline']['pinned_over_unpinned']}")
     say(f"wrote {args.out}")
     return out
-
-
-def verify_code_hash() -> str:
-    """The ``git rev-parse HEAD`` of this checkout (what the clones run), with ``-dirty`` if modified."""
-    sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True).stdout.strip()
-    dirty = subprocess.run(["git", "status", "--porcelain", "src", "conf"], cwd=REPO_ROOT, capture_output=True,
-                           text=True).stdout.strip()
-    return sha + ("-dirty" if dirty else "")
 
 
 if __name__ == "__main__":

@@ -9,9 +9,9 @@ spread over data seeds, where the test set itself changes, is reported apart
 
 Usage (from the repository root, after ``make setup``)::
 
-    .venv/bin/python benchmarks/seeds.py                          # training seeds 42 7 11 1 2, data seed 42
-    .venv/bin/python benchmarks/seeds.py --data-seeds 7 11        # ... plus two other data seeds
-    .venv/bin/python benchmarks/seeds.py --seeds 1 2 --base experiment=tiny --out /tmp/tiny.json
+    .venv/bin/python -m benchmarks.seeds                          # training seeds 42 7 11 1 2, data seed 42
+    .venv/bin/python -m benchmarks.seeds --data-seeds 7 11        # ... plus two other data seeds
+    .venv/bin/python -m benchmarks.seeds --seeds 1 2 --base experiment=tiny --out /tmp/tiny.json
 
 Every run goes through the pipeline's stage entry points (so the numerics are pinned as in
 ``dvc repro``) with every ``paths.*`` under ``--workdir``: the repository's data, models,
@@ -29,8 +29,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import platform
-import shlex
 import statistics
 import subprocess
 import sys
@@ -39,6 +37,7 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
+from benchmarks.common import command, machine, tree_hash
 from deeprubin import io
 from deeprubin.config import compose_params
 
@@ -82,16 +81,6 @@ def module_of(stage: str) -> str:
     if stage.startswith("transits_"):
         return f"deeprubin.transits.stages.{stage.removeprefix('transits_')}"
     return f"deeprubin.stages.{stage}"
-
-
-def tree_hash(*roots: Path) -> str:
-    """sha256 over the relative paths and bytes of every ``.py`` and ``.yaml`` file under ``roots``."""
-    digest = hashlib.sha256()
-    for root in roots:
-        for path in sorted(p for p in root.rglob("*") if p.suffix in (".py", ".yaml") and p.is_file()):
-            digest.update(str(path.relative_to(root.parent)).encode())
-            digest.update(path.read_bytes())
-    return digest.hexdigest()
 
 
 def run_overrides(base: list[str], seed: int, data_seed: int, shared_dir: Path, run_dir: Path) -> list[str]:
@@ -193,13 +182,6 @@ def summary(results: dict[int, dict], seeds: list[int]) -> dict:
             for task in HEADLINES}
 
 
-def machine() -> dict:
-    import torch
-
-    return {"python": platform.python_version(), "platform": platform.platform(), "torch": torch.__version__,
-            "cpu_capability": torch.backends.cpu.get_cpu_capability()}
-
-
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[42, 7, 11, 1, 2], help="training seeds")
@@ -225,7 +207,7 @@ def main(argv: list[str] | None = None) -> dict:
     data_seeds = list(data_runs)
     out["data_seeds"] = {"seeds": data_seeds, "training_seed": args.seeds[0], **summary(data_runs, data_seeds)}
     out["base"] = args.base
-    out["command"] = "python benchmarks/seeds.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
+    out["command"] = command("seeds", argv)
     out["code_hash"] = tree_hash(REPO_ROOT / "src", REPO_ROOT / "conf")
     out["machine"] = machine()
     out["seconds"] = round(time.perf_counter() - started, 1)

@@ -80,7 +80,7 @@ def test_runs_share_the_data_stages_resume_and_summarise(tmp_path, monkeypatch):
     assert written["transients"]["deep_minus_baseline_macro_f1"]["per_seed"] == pytest.approx([-0.19, -0.18])
     assert written["transits"]["star_roc_auc"]["mean"] == pytest.approx(0.9)
     assert written["data_seeds"]["seeds"] == [42, 5]
-    assert written["command"].startswith("python benchmarks/seeds.py --seeds 1 2")
+    assert written["command"].startswith("python -m benchmarks.seeds --seeds 1 2")
     assert len(written["code_hash"]) == 64
     assert result == written
     calls.clear()
