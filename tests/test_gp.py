@@ -688,3 +688,24 @@ def test_fit_batch_rejects_a_hyper_batch_of_other_objects():
     with pytest.raises(ValueError, match="hyper_batch has 1 objects, batch 2"):
         gp_model.fit_batch(gpmod._pack(objects, 6000.0, dev), x_test, fit_wavelength=False, n_iter=5,
                            learning_rate=0.1, tol=1e-4, hyper_batch=gpmod._pack(objects[:1], 6000.0, dev))
+
+
+def test_optimizer_is_selectable_from_config(base_cfg, mixed_lightcurves):
+    """preprocess.optimizer reaches the fit (the GPyTorch Adam path is not dead code) and is checked."""
+    from omegaconf import OmegaConf
+
+    from deeprubin.config import ConfigError
+    from deeprubin.preprocess.inputs import check_preprocess_config, gp_kwargs
+
+    cfg = OmegaConf.merge(base_cfg, {"preprocess": {"optimizer": "adam", "n_iter": 5}})
+    check_preprocess_config(cfg)
+    kwargs = gp_kwargs(cfg)
+    assert kwargs["optimizer"] == "adam"
+    lc = mixed_lightcurves[mixed_lightcurves["object_id"].isin(["obj1", "obj2"])]
+    grid = gpmod.fit_gp_grid(lc, band_wavelengths=dict(cfg.task.band_wavelengths), **{**kwargs, "progress": False})
+    assert (grid.diagnostics["n_iter"] == 5).all()  # Adam steps, not Newton's few iterations
+    with pytest.raises(ConfigError, match=r"'preprocess\.optimizer' must be one of \['newton', 'adam'\], got 'lbfgs'"):
+        check_preprocess_config(OmegaConf.merge(base_cfg, {"preprocess": {"optimizer": "lbfgs"}}))
+    old = OmegaConf.create(OmegaConf.to_container(base_cfg))
+    del old.preprocess["optimizer"]  # a checkpoint's config from before the key
+    assert gp_kwargs(old)["optimizer"] == "newton"

@@ -9,7 +9,7 @@ import pandas as pd
 from omegaconf import DictConfig
 
 from ..config import ConfigError, require
-from .gp import check_hyper_max_points
+from .gp import OPTIMIZERS, check_hyper_max_points
 
 log = logging.getLogger(__name__)
 
@@ -26,6 +26,9 @@ def check_preprocess_config(cfg: DictConfig) -> None:
     wl = cfg.preprocess.wavelength_length_scale
     if wl is not None and not wl > 0:
         raise ConfigError(f"config key 'preprocess.wavelength_length_scale' must be > 0 or null, got {wl!r}")
+    optimizer = cfg.preprocess.get("optimizer", "newton")
+    if optimizer not in OPTIMIZERS:
+        raise ConfigError(f"config key 'preprocess.optimizer' must be one of {list(OPTIMIZERS)}, got {optimizer!r}")
     hyper = cfg.preprocess.get("hyper_max_points")
     try:
         check_hyper_max_points(hyper, len(cfg.task.band_wavelengths))
@@ -54,6 +57,7 @@ def gp_kwargs(cfg: DictConfig) -> dict:
         seed=int(cfg.data_seed),
         # absent from configs older than the setting (e.g. a checkpoint's): fit on all points
         hyper_max_points=p.get("hyper_max_points"),
+        optimizer=str(p.get("optimizer", "newton")),  # absent from older configs: the Newton fit
     )
 
 
