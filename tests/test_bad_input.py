@@ -291,3 +291,39 @@ def test_bad_input(make, expected, tmp_path, monkeypatch):
 def test_nan_flux_row_is_dropped_and_counted_with_on_invalid_drop(tmp_path):
     lc, _ = load_files(files_cfg(tmp_path, GOOD_CSV + "58003,,5,r\n", on_invalid="drop"))
     assert len(lc) == 3
+
+
+# ----------------------------------------------------------------------------- structured config schema
+@pytest.mark.parametrize("node,key,value,match", [
+    ("preprocess", "n_gird", 30, r"config key 'preprocess\.n_gird' is not a known key of 'preprocess' \(a typo\?\)"),
+    ("trainer", "max_epochs", "ten", r"config key 'trainer\.max_epochs': Value 'ten' of type 'str' could not be "
+                                     r"converted to Integer"),
+    ("split", "fractions", {"train": "most"}, r"config key 'split\.fractions\.train'"),
+    ("quality", "detection_snr", [5], r"config key 'quality\.detection_snr'"),
+    ("predict", "outptu", "x.csv", r"config key 'predict\.outptu' is not a known key"),
+])
+def test_typo_or_mistyped_key_in_yaml_fails_naming_it(node, key, value, match):
+    from deeprubin.config import ConfigError, compose_params
+    from deeprubin.core.config_schema import check_schema
+
+    cfg = compose_params([])
+    check_schema(cfg)  # the shipped config passes
+    OmegaConf.set_struct(cfg, False)
+    cfg[node][key] = value
+    with pytest.raises(ConfigError, match=match):
+        check_schema(cfg)
+
+
+def test_stage_process_rejects_a_typo_before_any_work(tmp_path):
+    """Through the real entry point: the stage exits non-zero naming the key, and writes nothing."""
+    import subprocess
+    import sys
+
+    from conftest import REPO_ROOT
+
+    out = subprocess.run([sys.executable, "-m", "deeprubin.stages.split", f"paths.splits={tmp_path / 'splits'}",
+                          "+preprocess.n_gird=30", "hydra.run.dir=.", "hydra.output_subdir=null"],
+                         cwd=tmp_path, capture_output=True, text=True)
+    assert out.returncode != 0
+    assert "config key 'preprocess.n_gird' is not a known key" in out.stderr + out.stdout
+    assert not (tmp_path / "splits").exists()

@@ -11,6 +11,7 @@ from omegaconf import DictConfig
 
 from ..config import CONF_DIR, check_seeds
 from ..core import numerics
+from ..core.config_schema import check_schema
 
 
 def _conf_dir() -> str:
@@ -37,6 +38,7 @@ def hydra_entry(run_stage: Callable[[DictConfig], Any],
         # Threads fixed; one warning line if the libraries did not take the pinning.
         logging.getLogger("deeprubin.numerics").info("numerics: %s", numerics.check().summary())
         check_seeds(cfg)
+        check_schema(cfg)  # unknown or mistyped keys fail here, naming the key, before any work
         result = run_stage(cfg)
         return objective(result) if objective is not None else None
 
