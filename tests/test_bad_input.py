@@ -319,7 +319,6 @@ def test_stage_process_rejects_a_typo_before_any_work(tmp_path):
     import subprocess
     import sys
 
-    from conftest import REPO_ROOT
 
     out = subprocess.run([sys.executable, "-m", "deeprubin.stages.split", f"paths.splits={tmp_path / 'splits'}",
                           "+preprocess.n_gird=30", "hydra.run.dir=.", "hydra.output_subdir=null"],
