@@ -155,7 +155,10 @@ def build_tiny_repo(repo: Path, overrides=("experiment=tiny",), targets=()) -> P
                            capture_output=True, text=True, check=True).stdout.split()
     for rel in files:
         src = REPO_ROOT / rel
-        if src.is_file() and not rel.startswith(("data/", "models/", "reports/")):
+        # pipeline outputs stay behind; the committed benchmark results (seeds.json, an input of
+        # the results stage) come along, as in a clone
+        if src.is_file() and (not rel.startswith(("data/", "models/", "reports/"))
+                              or rel.startswith("reports/benchmarks/")):
             (repo / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(src, repo / rel)
     write_params(repo / "params.yaml", list(overrides), conf_dir=repo / "conf")
