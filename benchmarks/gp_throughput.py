@@ -55,7 +55,6 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import platform
 import sys
 import time
 import warnings
@@ -66,6 +65,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from benchmarks.common import machine as common_machine
 from deeprubin import io
 from deeprubin.plots.style import figure_style, new_figure
 from deeprubin.preprocess.gp import fit_gp_grid, gp_process_pool
@@ -89,17 +89,8 @@ TARGETS = {"min_lc_per_s_at_50": 500.0, "min_ratio_vs_sklearn": 20.0, "min_ratio
 # --------------------------------------------------------------------------- machine
 
 def machine() -> dict:
-    model = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    info = {"cpu_model": model, "cpu_count": os.cpu_count(), "platform": platform.platform(),
-            "python": platform.python_version(), "torch": torch.__version__,
-            "torch_threads": torch.get_num_threads(), "numpy": np.__version__}
+    """:func:`benchmarks.common.machine` plus torch's thread count and the baselines' versions."""
+    info = {**common_machine(), "torch_threads": torch.get_num_threads()}
     try:
         import sklearn
 
