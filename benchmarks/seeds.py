@@ -91,7 +91,7 @@ def run_overrides(base: list[str], seed: int, data_seed: int, shared_dir: Path, 
         for key, value in paths.items():
             root = shared_dir if key in SHARED_PATHS else run_dir
             moved.append(f"{prefix}.{key}={root / str(value)}")
-    return [*base, f"seed={seed}", f"data_seed={data_seed}", *moved,
+    return [*base, f"seed={seed}", f"data_seed={data_seed}", *moved, "outputs_outside_repo=true",
             f"mlflow.tracking_uri=sqlite:///{run_dir / 'mlruns.db'}"]
 
 

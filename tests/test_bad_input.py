@@ -25,7 +25,8 @@ from deeprubin.evaluation.calibration import load_calibrator, make_calibrator, s
 from deeprubin.models import build_model
 from deeprubin.quality import FLAGS, check_quality_config, quality_table
 from deeprubin.schema import validate_tables
-from deeprubin.sources.files import load_files, resolve_options
+from deeprubin.config import check_output_paths
+from deeprubin.sources.files import load_files, load_files_report, resolve_options
 from deeprubin.training.checkpoint import load_checkpoint, save_checkpoint
 
 from conftest import make_tables
@@ -33,7 +34,7 @@ from conftest import make_tables
 TCN = {"_target_": "deeprubin.models.tcn.TCNClassifier", "name": "tcn", "channels": 4, "kernel_size": 3,
        "n_blocks": 2, "dropout": 0.0}
 QUALITY = {"detection_snr": 5.0, "sentinel_mag": 90.0, "jd_min": 2_400_000.0, "mjd_max": 100_000.0,
-           "max_abs_flux_ujy": 1e9, "unusable": list(FLAGS)}
+           "max_abs_flux_ujy": 1e9, "duplicate_conflict_sigma": 5.0, "unusable": list(FLAGS)}
 CLASSES = ["SNIa", "QSO"]
 BANDS = {"g": 4746.48, "r": 6366.38}
 
@@ -111,12 +112,33 @@ def files_cfg(tmp: Path, csv: str, on_invalid="raise", **source):
 GOOD_CSV = "time,flux,fluxerr,band\n58000,100,5,g\n58001,120,5,r\n58002,90,5,g\n"
 
 
-def flags_of(lc) -> dict:
-    table = quality_table(lc, QUALITY)
+def flags_of(lc, objects=None) -> dict:
+    table = quality_table(lc, QUALITY, objects)
     return dict(zip(table["object_id"], table["quality_flags"]))
 
 
-def spoil(how):
+def dvc_project(tmp: Path) -> Path:
+    root = tmp / "repo"
+    root.mkdir(exist_ok=True)
+    (root / "dvc.yaml").write_text("stages: {}\n")
+    return root
+
+
+def conflicting_duplicates(tmp: Path):
+    """Through the files source: obj001 gives the epoch 58001 r twice, 100 and 300 uJy +- 5."""
+    folder = tmp / "dup"
+    folder.mkdir()
+    (folder / "obj000.csv").write_text(GOOD_CSV)
+    (folder / "obj001.csv").write_text(GOOD_CSV + "58001,300,5,r\n")
+    cfg = files_cfg(tmp, GOOD_CSV, duplicates="mean")
+    cfg.source.path = str(folder)
+    lc, objects, _ = load_files_report(cfg)
+    return lc, objects
+
+
+def spoil(how, tmp: Path):
+    if how == "conflicting_duplicates":
+        return conflicting_duplicates(tmp)
     lc, _ = make_tables(n_objects=2)
     one = lc["object_id"] == "obj001"
     if how == "sentinel_mag":
@@ -127,7 +149,7 @@ def spoil(how):
         lc.loc[lc.index[one][::2], "time"] += 2_400_000.5
     elif how == "implausible_flux":
         lc.loc[one, "flux"] *= 1e30
-    return lc
+    return lc, None
 
 
 def disk_full(tmp: Path):
@@ -247,8 +269,15 @@ CASES = [
     ("output folder under a file", lambda t: lambda: io.check_writable(
         Path((t / "afile").write_text("x") and t / "afile") / "out", "models folder"),
      r"afile/out: the models folder is not writable"),
+    # --- output paths: inside the repository, checked before any work
+    ("output path above the repository", lambda t: lambda: check_output_paths(
+        {"paths": {"raw": "data/raw", "reports": "../elsewhere/reports"}}, root=dvc_project(t)),
+     r"config key 'paths\.reports' = .*/elsewhere/reports is outside the repository"),
+    ("absolute transits output path", lambda t: lambda: check_output_paths(
+        {"transits": {"paths": {"models": "/var/tmp/models"}}}, root=dvc_project(t)),
+     r"config key 'transits\.paths\.models' = /var/tmp/models is outside the repository"),
     # --- data quality: flagged, with the flag named
-    *[(f"quality flag {f}", (lambda f: lambda t: lambda: flags_of(spoil(f)))(f), ("flag", f)) for f in FLAGS],
+    *[(f"quality flag {f}", (lambda f: lambda t: lambda: flags_of(*spoil(f, t)))(f), ("flag", f)) for f in FLAGS],
 ]
 
 
@@ -288,6 +317,29 @@ def test_bad_input(make, expected, tmp_path, monkeypatch):
     assert not list(tmp_path.glob(".*.tmp")), "a temporary file was left behind"
 
 
+def test_output_paths_inside_the_repository_or_allowed_outside(tmp_path):
+    root = dvc_project(tmp_path)
+    got = check_output_paths({"paths": {"raw": "data/raw", "figures": "reports/../reports/figures"}}, root=root)
+    assert got == {"paths.raw": root / "data/raw", "paths.figures": root / "reports/figures"}
+    outside = {"paths": {"raw": str(tmp_path / "scratch")}, "outputs_outside_repo": True}
+    assert check_output_paths(outside, root=root)["paths.raw"] == tmp_path / "scratch"
+    # outside a DVC project (an installed package run from anywhere) nothing is refused
+    assert check_output_paths({"paths": {"raw": "/var/tmp/raw"}}, root=tmp_path)["paths.raw"] == Path("/var/tmp/raw")
+
+
+def test_stage_process_refuses_an_output_outside_the_repository(tmp_path):
+    """Through the real entry point, from a DVC project: exit non-zero naming the key; nothing written."""
+    import subprocess
+    import sys
+
+    root = dvc_project(tmp_path)
+    out = subprocess.run([sys.executable, "-m", "deeprubin.stages.split", f"paths.splits={tmp_path / 'splits'}",
+                          "hydra.run.dir=.", "hydra.output_subdir=null"], cwd=root, capture_output=True, text=True)
+    assert out.returncode != 0
+    assert "config key 'paths.splits'" in out.stdout + out.stderr and "is outside the repository" in out.stderr
+    assert not (tmp_path / "splits").exists()
+
+
 def test_nan_flux_row_is_dropped_and_counted_with_on_invalid_drop(tmp_path):
     lc, _ = load_files(files_cfg(tmp_path, GOOD_CSV + "58003,,5,r\n", on_invalid="drop"))
     assert len(lc) == 3
@@ -301,6 +353,12 @@ def test_nan_flux_row_is_dropped_and_counted_with_on_invalid_drop(tmp_path):
     ("split", "fractions", {"train": "most"}, r"config key 'split\.fractions\.train'"),
     ("quality", "detection_snr", [5], r"config key 'quality\.detection_snr'"),
     ("predict", "outptu", "x.csv", r"config key 'predict\.outptu' is not a known key"),
+    ("task", "clases", ["SNIa"], r"config key 'task\.clases' is not a known key of 'task'"),
+    ("baseline", "n_estimator", 100, r"config key 'baseline\.n_estimator' is not a known key"),
+    ("augment", "copies", {"SNIa": "four"}, r"config key 'augment\.copies\.SNIa'"),
+    ("evaluate", "bootstrap", {"n_boot": "many"}, r"config key 'evaluate\.bootstrap\.n_boot'"),
+    ("evaluate", "bootstrap", {"n_bot": 10}, r"config key 'evaluate\.bootstrap\.n_bot' is not a known key"),
+    ("results", "outptu", "x.md", r"config key 'results\.outptu' is not a known key"),
 ])
 def test_typo_or_mistyped_key_in_yaml_fails_naming_it(node, key, value, match):
     from deeprubin.config import ConfigError, compose_params

@@ -206,8 +206,14 @@ time,mag,magerr,band
         with pytest.raises(SchemaError, match=r"s\.csv: object 's': column 'time' repeats band 'g' at time 1\.0"):
             load_files(cfg)
         return
-    lc, _, report = load_files_report(cfg)
+    lc, objects, report = load_files_report(cfg)
     assert report["duplicate_rows_merged"] == 1
+    # Count and spread of the repeated epoch go to the objects table, whatever the policy kept:
+    # 20.0 and 19.0 mag with 0.1 mag errors disagree by ~6.4 sigma.
+    row = objects.set_index("object_id").loc["s"]
+    assert row["n_duplicate_epochs"] == 1 and row["n_duplicate_rows"] == 1
+    (fa, ea), (fb, eb) = mag_to_flux(20.0, 0.1), mag_to_flux(19.0, 0.1)
+    assert row["duplicate_spread_sigma"] == pytest.approx((fb - fa) / np.sqrt(ea**2 + eb**2))
     g1 = lc[(lc.band == "g") & (lc.time == 1.0)]
     assert len(g1) == 1 and len(lc) == 3
     f20, e20 = mag_to_flux(20.0, 0.1)
@@ -735,3 +741,11 @@ def test_dvc_repro_on_bts_snia(tmp_path):
     check = json.loads((repo / "reports/transients/calibration/independent_test.json").read_text())
     assert check["training_source"] == "files" and "not the simulator" in check["skipped"]
     assert "Data and pipelines are up to date." in run_in(["dvc", "status"], repo)
+
+
+def test_objects_without_repeated_epochs_record_zero_duplicates(tmp_path):
+    write_csv(tmp_path / "lc/s.csv", "time,mag,magerr,band\n1.0,20.0,0.1,g\n2.0,19.0,0.1,r\n3.0,19.5,0.1,g\n")
+    _, objects, report = load_files_report(make_cfg(path=str(tmp_path / "lc"), columns=MAG_COLUMNS, label="RRLyrae"))
+    row = objects.set_index("object_id").loc["s"]
+    assert (row["n_duplicate_epochs"], row["n_duplicate_rows"], row["duplicate_spread_sigma"]) == (0, 0, 0.0)
+    assert "duplicate_rows_merged" not in report

@@ -60,7 +60,7 @@ def test_stage_process_runs_pinned_whatever_the_environment(tmp_path):
     env = {k: v for k, v in os.environ.items() if k not in numerics.PINNED_ENV}
     env.update(MKL_CBWR="AVX2", ATEN_CPU_CAPABILITY="default", OMP_NUM_THREADS="1")
     cmd = [sys.executable, "-m", "deeprubin.stages.split", f"paths.raw={tmp_path / 'raw'}",
-           f"paths.splits={tmp_path / 'splits'}", f"hydra.run.dir={tmp_path / 'hydra'}", "hydra/job_logging=stdout"]
+           f"paths.splits={tmp_path / 'splits'}", "outputs_outside_repo=true", f"hydra.run.dir={tmp_path / 'hydra'}", "hydra/job_logging=stdout"]
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=REPO_ROOT, timeout=300)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     assert f"numerics: MKL CNR COMPATIBLE, ATen AVX2, {numerics.THREADS} threads (pinned)" in done.stdout

@@ -11,7 +11,7 @@ from deeprubin.quality import FLAGS, check_quality_config, quality_table, summar
 from conftest import make_tables
 
 QUALITY = {"detection_snr": 5.0, "sentinel_mag": 90.0, "jd_min": 2_400_000.0, "mjd_max": 100_000.0,
-           "max_abs_flux_ujy": 1e9, "unusable": list(FLAGS)}
+           "max_abs_flux_ujy": 1e9, "duplicate_conflict_sigma": 5.0, "unusable": list(FLAGS)}
 
 
 def _spoil(lc, how: str):
@@ -32,10 +32,20 @@ def _spoil(lc, how: str):
     return lc
 
 
+def _duplicates(objects, spread: float):
+    """obj001 had one epoch given twice, fluxes ``spread`` sigma apart (as the files source records it)."""
+    one = objects["object_id"] == "obj001"
+    return objects.assign(n_duplicate_epochs=one.astype(int), n_duplicate_rows=one.astype(int),
+                          duplicate_spread_sigma=np.where(one, spread, 0.0))
+
+
 @pytest.mark.parametrize("how", FLAGS)
 def test_each_flag_is_raised_on_the_spoiled_object_only(how):
-    lc, _ = make_tables(n_objects=3)
-    table = quality_table(_spoil(lc, how), QUALITY)
+    lc, objects = make_tables(n_objects=3)
+    if how == "conflicting_duplicates":
+        table = quality_table(lc, QUALITY, _duplicates(objects, spread=12.0))
+    else:
+        table = quality_table(_spoil(lc, how), QUALITY, objects)
     flags = dict(zip(table["object_id"], table["quality_flags"]))
     assert flags == {"obj000": "", "obj001": how, "obj002": ""}
     assert unusable_mask(table, [how]).tolist() == [False, True, False]
@@ -75,7 +85,8 @@ def test_bad_quality_config_names_the_key(key, value, match):
 
 def test_shipped_config_is_valid(base_cfg):
     q = check_quality_config(base_cfg.quality)
-    assert set(q["unusable"]) == set(FLAGS)
+    # Every flag makes an object unusable except conflicting duplicates: the source merged them.
+    assert set(q["unusable"]) == set(FLAGS) - {"conflicting_duplicates"}
 
 
 def test_ingest_report_lists_flagged_objects(tmp_path, monkeypatch):
@@ -97,3 +108,18 @@ def test_ingest_report_lists_flagged_objects(tmp_path, monkeypatch):
     assert (tmp_path / "data/raw/transients/objects.parquet").read_bytes() == before  # nothing overwritten
     assert np.isfinite(spoiled["flux"]).all()
     OmegaConf.to_container(cfg)  # the config stays a valid tree
+
+
+def test_agreeing_duplicates_are_counted_not_flagged():
+    lc, objects = make_tables(n_objects=3)
+    table = quality_table(lc, QUALITY, _duplicates(objects, spread=1.5)).set_index("object_id")
+    assert table["quality_flags"].tolist() == ["", "", ""]
+    assert table.loc["obj001", "n_duplicate_epochs"] == 1 and table.loc["obj000", "n_duplicate_epochs"] == 0
+    s = summary(table.reset_index(), list(FLAGS))
+    assert s["n_duplicate_epochs"] == 1 and s["max_duplicate_spread_sigma"] == 1.5 and s["n_flagged"] == 0
+
+
+def test_without_an_objects_table_there_are_no_duplicates():
+    lc, _ = make_tables(n_objects=2)
+    table = quality_table(lc, QUALITY)
+    assert table["n_duplicate_epochs"].tolist() == [0, 0] and table["duplicate_spread_sigma"].tolist() == [0.0, 0.0]

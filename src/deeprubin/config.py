@@ -75,6 +75,43 @@ def check_seeds(cfg: DictConfig | dict) -> None:
             raise ConfigError(f"config key '{key}' must be an integer >= 0, got {value!r}")
 
 
+#: Config nodes whose string values are output paths of the pipeline.
+PATH_NODES = ("paths", "transits.paths")
+#: The key that lets a run write its outputs outside the repository (the seeds runner does).
+OUTSIDE_KEY = "outputs_outside_repo"
+
+
+def check_output_paths(cfg: DictConfig | dict, root: str | Path | None = None) -> dict[str, Path]:
+    """Resolve every ``paths.*`` (and ``transits.paths.*``); each must lie inside the repository.
+
+    ``root`` is the repository (default: the working directory, where DVC runs every stage).
+    Outside a DVC project (no ``dvc.yaml`` in ``root``) and with ``outputs_outside_repo: true``
+    nothing is refused. Returns ``{dotted key: resolved path}``.
+
+    Raises
+    ------
+    ConfigError
+        Naming the key and the resolved path of the first output outside ``root``, before any work.
+    """
+    root = Path(root or Path.cwd()).resolve()
+    resolved: dict[str, Path] = {}
+    for node_key in PATH_NODES:
+        node = OmegaConf.select(cfg, node_key) if isinstance(cfg, DictConfig) else _select(cfg, node_key)
+        for key, value in (node or {}).items():
+            if isinstance(value, str) and value:
+                path = Path(value)
+                resolved[f"{node_key}.{key}"] = (path if path.is_absolute() else root / path).resolve()
+    outside_ok = (OmegaConf.select(cfg, OUTSIDE_KEY) if isinstance(cfg, DictConfig) else _select(cfg, OUTSIDE_KEY))
+    if outside_ok or not (root / "dvc.yaml").exists():
+        return resolved
+    for key, path in resolved.items():
+        if not path.is_relative_to(root):
+            raise ConfigError(f"config key '{key}' = {path} is outside the repository {root}: the pipeline "
+                              f"writes its outputs inside it (set {OUTSIDE_KEY}=true to allow it); "
+                              "nothing was computed")
+    return resolved
+
+
 def _select(cfg: dict, key: str) -> Any:
     node: Any = cfg
     for part in key.split("."):

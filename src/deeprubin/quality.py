@@ -13,7 +13,15 @@ flag                 meaning
 ``no_detection``     no point with flux / flux_err >= ``detection_snr`` (or ``detected``)
 ``mixed_time_system`` JD-sized (>= ``jd_min``) and MJD-sized (< ``mjd_max``) times together
 ``implausible_flux`` some |flux| above ``max_abs_flux_ujy`` (microjansky)
+``conflicting_duplicates`` an epoch given twice or more whose fluxes disagree by more than
+                     ``duplicate_conflict_sigma`` (the source merged them; see below)
 ==================== ==================================================================
+
+Repeated epochs are merged by the source (``source.duplicates``); the files source records
+per object, in the objects table, how many epochs were repeated (``n_duplicate_epochs``), how
+many rows were merged away (``n_duplicate_rows``) and the largest disagreement
+(``duplicate_spread_sigma``: (max - min flux) / (sqrt(2) x rms error)). Sources without
+repeated epochs (the simulator, ALeRCE's API) have no such columns: zero.
 
 The ingest stage records the flags and counts in its report; the predict path does not
 classify objects whose flags are in ``quality.unusable``: it lists them, with their flags.
@@ -27,8 +35,10 @@ import pandas as pd
 
 from .config import ConfigError
 
-FLAGS = ("sentinel_mag", "no_detection", "mixed_time_system", "implausible_flux")
-THRESHOLDS = ("detection_snr", "sentinel_mag", "jd_min", "mjd_max", "max_abs_flux_ujy")
+FLAGS = ("sentinel_mag", "no_detection", "mixed_time_system", "implausible_flux", "conflicting_duplicates")
+THRESHOLDS = ("detection_snr", "sentinel_mag", "jd_min", "mjd_max", "max_abs_flux_ujy", "duplicate_conflict_sigma")
+#: Objects-table columns written by sources that merge repeated epochs (deeprubin.sources.files).
+DUPLICATE_COLUMNS = ("n_duplicate_epochs", "n_duplicate_rows", "duplicate_spread_sigma")
 
 
 def check_quality_config(node: Mapping[str, Any] | None, key: str = "quality") -> dict:
@@ -58,11 +68,13 @@ def check_quality_config(node: Mapping[str, Any] | None, key: str = "quality") -
     return out
 
 
-def quality_table(lightcurves: pd.DataFrame, quality: Mapping[str, Any]) -> pd.DataFrame:
+def quality_table(lightcurves: pd.DataFrame, quality: Mapping[str, Any],
+                  objects: pd.DataFrame | None = None) -> pd.DataFrame:
     """One row per object: ``quality_flags`` (``;``-joined, empty when none) and the counts behind them.
 
     Columns: ``object_id``, ``quality_flags``, ``n_points``, ``n_detections``,
-    ``n_sentinel_mag``, ``n_jd_times``, ``n_mjd_times``, ``n_implausible_flux``.
+    ``n_sentinel_mag``, ``n_jd_times``, ``n_mjd_times``, ``n_implausible_flux`` and the
+    :data:`DUPLICATE_COLUMNS`, taken from ``objects`` where it has them (else zero).
     """
     q = check_quality_config(quality)
     lc = lightcurves
@@ -88,11 +100,18 @@ def quality_table(lightcurves: pd.DataFrame, quality: Mapping[str, Any]) -> pd.D
         "n_implausible_flux": (np.abs(flux) > q["max_abs_flux_ujy"]).astype(int),
     })
     table = per_row.groupby("object_id", sort=True).sum().reset_index()
+    dup = (objects.assign(object_id=objects["object_id"].astype(str)).set_index("object_id")
+           if objects is not None else pd.DataFrame(index=pd.Index([], name="object_id")))
+    for col in DUPLICATE_COLUMNS:
+        values = dup[col] if col in dup.columns else pd.Series(dtype=float)
+        table[col] = table["object_id"].map(values).fillna(0).to_numpy()
+        table[col] = table[col].astype(float if col == "duplicate_spread_sigma" else int)
     flags = {
         "sentinel_mag": (table["n_mag"] > 0) & (table["n_sentinel_mag"] == table["n_mag"]),
         "no_detection": table["n_detections"] == 0,
         "mixed_time_system": (table["n_jd_times"] > 0) & (table["n_mjd_times"] > 0),
         "implausible_flux": table["n_implausible_flux"] > 0,
+        "conflicting_duplicates": table["duplicate_spread_sigma"] > q["duplicate_conflict_sigma"],
     }
     names = np.array(FLAGS, dtype=object)
     matrix = np.column_stack([flags[f].to_numpy() for f in FLAGS])
@@ -115,5 +134,8 @@ def summary(table: pd.DataFrame, unusable: list[str]) -> dict:
         "by_flag": {f: int(sum(f in str(x).split(";") for x in table["quality_flags"])) for f in FLAGS},
         "unusable_flags": list(unusable),
         "n_unusable": int(unusable_mask(table, unusable).sum()),
+        "n_duplicate_epochs": int(table["n_duplicate_epochs"].sum()) if "n_duplicate_epochs" in table else 0,
+        "max_duplicate_spread_sigma": (round(float(table["duplicate_spread_sigma"].max()), 3)
+                                       if "duplicate_spread_sigma" in table and len(table) else 0.0),
         "flagged_objects": dict(zip(flagged["object_id"].astype(str), flagged["quality_flags"].astype(str))),
     }

@@ -66,6 +66,7 @@ class QualitySchema:
     jd_min: float = 2_400_000.0
     mjd_max: float = 100_000.0
     max_abs_flux_ujy: float = 1e9
+    duplicate_conflict_sigma: float = 5.0
     unusable: List[str] = field(default_factory=list)
 
 
@@ -78,10 +79,115 @@ class PredictSchema:
     progress_bar: bool = True
 
 
-#: Node name -> schema. Nodes not listed (task, source, model, ...) vary by option and are
-#: checked by the code that reads them (e.g. the files source's strict options).
-SCHEMAS: dict[str, Any] = {"preprocess": PreprocessSchema, "split": SplitSchema, "trainer": TrainerSchema,
-                           "quality": QualitySchema, "predict": PredictSchema}
+@dataclass
+class TaskSchema:
+    name: str = "transients"
+    classes: List[str] = field(default_factory=list)
+    band_wavelengths: Dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class CalibrationCheckSchema:
+    n_objects: int = 6000
+    seed: int = 20261121
+
+
+@dataclass
+class CalibrationSchema:
+    method: str = "temperature"
+    n_bins: int = 15
+    per_class_bins: int = 10
+    isotonic_floor: float = 1e-4
+    floor_draws: int = 200
+    check: CalibrationCheckSchema = field(default_factory=CalibrationCheckSchema)
+
+
+@dataclass
+class BootstrapSchema:
+    n_boot: int = 1000
+    confidence: float = 0.95
+    seed: int = 0
+
+
+@dataclass
+class UncertaintySchema:
+    mc_passes: int = 50
+    seed: int = 0
+    rejection_max_fraction: float = 0.5
+    rejection_steps: int = 26
+
+
+@dataclass
+class EarlySchema:
+    days: List[float] = field(default_factory=lambda: [3, 5, 10, 20, 50])
+    detection_snr: float = 5.0
+
+
+@dataclass
+class EvaluateSchema:
+    n_sample_predictions: int = 4
+    calibration: CalibrationSchema = field(default_factory=CalibrationSchema)
+    plasticc_weights: Optional[Dict[str, float]] = None
+    bootstrap: BootstrapSchema = field(default_factory=BootstrapSchema)
+    uncertainty: UncertaintySchema = field(default_factory=UncertaintySchema)
+    early: EarlySchema = field(default_factory=EarlySchema)
+
+
+@dataclass
+class FeaturesSchema:
+    set: str = "full"
+    min_points: int = 5
+    periodogram_min_period: float = 0.1
+    periodogram_log2_n_freq: int = 14
+    sn_fit_algorithm: str = "mcmc-lmsder"
+
+
+@dataclass
+class BaselineSchema:
+    name: str = "brf"
+    n_estimators: int = 500
+    max_depth: Optional[int] = None
+    min_samples_leaf: int = 1
+    max_features: Any = "sqrt"          # "sqrt", "log2", a fraction or a count (scikit-learn)
+    sampling_strategy: Any = "all"      # imbalanced-learn: a name, a fraction or a per-class dict
+    replacement: bool = True
+    bootstrap: bool = False
+    n_jobs: int = 2
+    features: FeaturesSchema = field(default_factory=FeaturesSchema)
+
+
+@dataclass
+class AugmentSchema:
+    name: str = "gp"
+    enabled: bool = True
+    seed: int = 0
+    mode: str = "balance"
+    copies: Dict[str, int] = field(default_factory=dict)
+    max_copies_per_object: int = 10
+    redshift_classes: List[str] = field(default_factory=list)
+    redshift_scale: List[float] = field(default_factory=lambda: [0.8, 1.5])
+    time_shift_days: float = 10.0
+    time_jitter_days: float = 0.5
+    drop_fraction: List[float] = field(default_factory=lambda: [0.1, 0.5])
+    min_points: int = 5
+
+
+@dataclass
+class ResultsSchema:
+    output: str = "docs/results.md"
+    seeds_file: Optional[str] = None
+    seed_labels: Dict[str, Dict[str, str]] = field(default_factory=dict)
+    sections: List[Any] = field(default_factory=list)
+
+
+#: Node name -> schema. Nodes not listed vary by option and are checked by the code that reads
+#: them: ``source`` (the files source refuses unknown keys, the simulator its own), ``model``
+#: (rebuilt through the allow-list, :func:`deeprubin.models.build_model`, which refuses unknown
+#: arguments), ``real_sky`` (datasets are sources) and ``transits``.
+SCHEMAS: dict[str, Any] = {"task": TaskSchema, "preprocess": PreprocessSchema, "split": SplitSchema,
+                           "augment": AugmentSchema, "trainer": TrainerSchema, "evaluate": EvaluateSchema,
+                           "baseline": BaselineSchema, "quality": QualitySchema, "predict": PredictSchema,
+                           "results": ResultsSchema}
 
 
 def check_schema(cfg: DictConfig) -> None:

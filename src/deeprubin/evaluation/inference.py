@@ -229,7 +229,7 @@ def _set_aside_unusable(lightcurves: pd.DataFrame, objects: pd.DataFrame, qualit
     :class:`~deeprubin.schema.SchemaError` when no object is left.
     """
     q = check_quality_config(quality)
-    table = quality_table(lightcurves, q)
+    table = quality_table(lightcurves, q, objects)
     flags = table.set_index("object_id")["quality_flags"]
     bad_ids = set(table.loc[unusable_mask(table, q["unusable"]), "object_id"])
     ids = objects["object_id"].astype(str)

@@ -114,6 +114,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from ..config import ConfigError
 from ..schema import AB_ZEROPOINT_UJY, SchemaError, flux_to_mag, mag_to_flux
+from ..quality import DUPLICATE_COLUMNS
 
 log = logging.getLogger(__name__)
 
@@ -671,8 +672,20 @@ def _to_canonical_rows(raw: pd.DataFrame, opts: dict, bands: list[str], files: l
     return lc
 
 
+#: Per-row bookkeeping of merged duplicates, summed per object into the objects table.
+_DUP_N, _DUP_SPREAD = "_dup_extra", "_dup_spread_sigma"
+
+
 def _handle_duplicates(lc: pd.DataFrame, opts: dict, files: list[str], report: dict) -> pd.DataFrame:
+    """Apply ``source.duplicates`` to rows repeating an object's (band, time).
+
+    Whatever the policy keeps, each surviving row of a repeated epoch records how many rows
+    were merged into it (``_dup_extra``) and how far the repeated fluxes disagree
+    (``_dup_spread_sigma``: (max - min) / (sqrt(2) x rms error), the z-score of the difference
+    for two measurements); :func:`load_files_report` sums them per object.
+    """
     key = ["object_id", "band", "time"]
+    lc = lc.assign(**{_DUP_N: 0, _DUP_SPREAD: 0.0})
     dup = lc.duplicated(subset=key, keep=False).to_numpy()
     if not dup.any():
         return lc
@@ -686,11 +699,21 @@ def _handle_duplicates(lc: pd.DataFrame, opts: dict, files: list[str], report: d
                           f"{row['band']!r} at time {float(row['time'])!r} ({n_extra} repeated row(s) in all; "
                           f"source.duplicates: mean | first handles them)")
     report["duplicate_rows_merged"] = report.get("duplicate_rows_merged", 0) + n_extra
-    if policy == "first":
-        return lc.loc[~lc.duplicated(subset=key, keep="first")].reset_index(drop=True)
     single, multi = lc.loc[~dup], lc.loc[dup]
     grouped = multi.groupby(key, sort=False)
+    rms_err = np.sqrt((multi["flux_err"] ** 2).groupby([multi[k] for k in key], sort=False).mean().to_numpy())
+    spread = (grouped["flux"].max() - grouped["flux"].min()).to_numpy() / (np.sqrt(2.0) * rms_err)
+    stats = pd.DataFrame({_DUP_N: grouped.size().to_numpy() - 1, _DUP_SPREAD: spread},
+                         index=grouped.size().index)
+    if policy == "first":
+        kept = lc.loc[~lc.duplicated(subset=key, keep="first")].reset_index(drop=True)
+        at = pd.MultiIndex.from_frame(kept[key])
+        kept[_DUP_N] = stats[_DUP_N].reindex(at).fillna(0).to_numpy().astype(int)
+        kept[_DUP_SPREAD] = stats[_DUP_SPREAD].reindex(at).fillna(0.0).to_numpy()
+        return kept
     merged = grouped.first().reset_index()   # provenance columns of the first row
+    merged[_DUP_N] = stats[_DUP_N].to_numpy()
+    merged[_DUP_SPREAD] = stats[_DUP_SPREAD].to_numpy()
     merged["flux"] = grouped["flux"].mean().to_numpy()
     variance = (multi["flux_err"] ** 2).groupby([multi[k] for k in key], sort=False).sum().to_numpy()
     merged["flux_err"] = np.sqrt(variance) / grouped.size().to_numpy()
@@ -943,6 +966,7 @@ def load_files_report(cfg: DictConfig) -> tuple[pd.DataFrame, pd.DataFrame, dict
         objects = _build_objects(ids, opts, source="files")
     objects = _apply_labels(objects, opts, classes, report, where=str(opts["path"]))
     lc = lc.loc[lc["object_id"].isin(objects["object_id"])]
+    objects = _duplicate_columns(objects, lc)
     columns = ["object_id", "time", "band", "flux", "flux_err", "mag", "mag_err", "detected"]
     lc = lc[columns].sort_values(["object_id", "time", "band"], kind="mergesort").reset_index(drop=True)
     lc["detected"] = lc["detected"].astype(bool)
@@ -955,6 +979,22 @@ def load_files_report(cfg: DictConfig) -> tuple[pd.DataFrame, pd.DataFrame, dict
              layout, opts["path"], len(objects), len(lc), report["rows_dropped"] or "none",
              report.get("objects_dropped_by_label") or "none")
     return lc, objects, report
+
+
+def _duplicate_columns(objects: pd.DataFrame, lc: pd.DataFrame) -> pd.DataFrame:
+    """Add :data:`DUPLICATE_COLUMNS` to ``objects``: repeated epochs, extra rows, largest spread."""
+    per_row = pd.DataFrame({"object_id": lc["object_id"].astype(str).to_numpy(),
+                            "n_duplicate_epochs": (lc[_DUP_N].to_numpy() > 0).astype(int),
+                            "n_duplicate_rows": lc[_DUP_N].to_numpy().astype(int),
+                            "duplicate_spread_sigma": lc[_DUP_SPREAD].to_numpy(dtype=float)})
+    stats = per_row.groupby("object_id").agg({"n_duplicate_epochs": "sum", "n_duplicate_rows": "sum",
+                                              "duplicate_spread_sigma": "max"})
+    ids = objects["object_id"].astype(str)
+    out = objects.drop(columns=[c for c in DUPLICATE_COLUMNS if c in objects.columns])
+    for col in DUPLICATE_COLUMNS:
+        values = ids.map(stats[col]).fillna(0).to_numpy()
+        out[col] = values.astype(int) if col.startswith("n_") else values.astype(float)
+    return out
 
 
 def load_files(cfg: DictConfig) -> tuple[pd.DataFrame, pd.DataFrame]:

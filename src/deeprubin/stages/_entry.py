@@ -9,7 +9,7 @@ from typing import Any, Callable
 import hydra
 from omegaconf import DictConfig
 
-from ..config import CONF_DIR, check_seeds
+from ..config import CONF_DIR, check_output_paths, check_seeds
 from ..core import numerics
 from ..core.config_schema import check_schema
 
@@ -39,6 +39,7 @@ def hydra_entry(run_stage: Callable[[DictConfig], Any],
         logging.getLogger("deeprubin.numerics").info("numerics: %s", numerics.check().summary())
         check_seeds(cfg)
         check_schema(cfg)  # unknown or mistyped keys fail here, naming the key, before any work
+        check_output_paths(cfg)  # every output inside the repository (or outputs_outside_repo=true)
         result = run_stage(cfg)
         return objective(result) if objective is not None else None
 

@@ -38,7 +38,7 @@ def run_ingest(cfg: DictConfig) -> dict:
     )
     if objects.empty:
         raise ValueError(f"source '{source_name}': no valid objects left after validation")
-    quality = quality_summary(quality_table(lightcurves, quality_cfg), quality_cfg["unusable"])
+    quality = quality_summary(quality_table(lightcurves, quality_cfg, objects), quality_cfg["unusable"])
     io.write_parquet(lightcurves, out / "lightcurves.parquet")
     io.write_parquet(objects, out / "objects.parquet")
     report = {
