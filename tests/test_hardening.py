@@ -223,6 +223,7 @@ def test_run_guard_marks_failed_finished_and_killed(tmp_path):
     assert (status[ok], status[bad], status[killed]) == ("FINISHED", "FAILED", "KILLED")
 
 
+@pytest.mark.e2e  # starts and SIGKILLs a training process (~20 s)
 def test_sigkilled_run_is_marked_killed_and_its_temp_folder_removed(tmp_path):
     """A process SIGKILLed mid-run leaves RUNNING and a temp folder; the next run cleans both up."""
     uri = f"sqlite:///{tmp_path / 'mlruns.db'}"

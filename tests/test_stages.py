@@ -31,6 +31,7 @@ def _isolate_mlflow(monkeypatch, tmp_path):
     monkeypatch.chdir(tmp_path)
 
 
+@pytest.mark.e2e  # a second tiny pipeline (~40 s): in the e2e layer, which .ci/run also runs
 def test_same_params_same_metrics(tmp_path, tiny_pipeline):
     shared_cfg, first = tiny_pipeline  # the shared tiny pipeline is run "a"
     (tmp_path / "a").symlink_to(Path(shared_cfg.paths.models).parents[1])
