@@ -34,7 +34,7 @@ test-all: setup  ## everything except network and gpu tests
 	PATH=$(abspath $(BIN)):$$PATH $(BIN)/python -m pytest -n 2 --dist loadfile -q -m "not network and not gpu"
 
 params: setup  ## recompose conf/ into params.yaml (as `dvc exp run` does); says when it changed
-	@$(BIN)/python -c "from pathlib import Path; from deeprubin.config import write_params; \
+	@$(BIN)/python -c "from pathlib import Path; from deeprubin.core.config import write_params; \
 	old = Path('params.yaml').read_bytes() if Path('params.yaml').exists() else b''; write_params('params.yaml'); \
 	print('params.yaml refreshed from conf/' if Path('params.yaml').read_bytes() != old else 'params.yaml matches conf/')"
 

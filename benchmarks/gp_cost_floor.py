@@ -33,7 +33,7 @@ from pathlib import Path
 
 import torch
 
-from deeprubin import io
+from deeprubin.core import io
 from deeprubin.preprocess.gp import MAX_BATCH_ELEMENTS
 
 

@@ -66,8 +66,8 @@ import pandas as pd
 import torch
 
 from benchmarks.common import machine as common_machine
-from deeprubin import io
-from deeprubin.plots.style import figure_style, new_figure
+from deeprubin.core import io
+from deeprubin.core.plot_style import figure_style, new_figure
 from deeprubin.preprocess.gp import fit_gp_grid, gp_process_pool
 from deeprubin.preprocess.gp_model import MIN_NOISE
 from deeprubin.sources.simulate import simulate_survey
@@ -224,7 +224,7 @@ def summarise(scores: list[tuple[np.ndarray, np.ndarray]]) -> dict:
 
 def pipeline_gp_settings():
     """The ``preprocess`` node of the composed pipeline config (conf/preprocess/gp.yaml)."""
-    from deeprubin.config import compose_params
+    from deeprubin.core.config import compose_params
 
     return compose_params([]).preprocess
 

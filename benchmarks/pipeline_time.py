@@ -28,8 +28,7 @@ import time
 from pathlib import Path
 
 from benchmarks.common import provenance
-from deeprubin import io
-from deeprubin.core import numerics, verify
+from deeprubin.core import io, numerics, verify
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 MODES = ("pinned", "unpinned")
@@ -39,7 +38,7 @@ GP_CODE = """
 import deeprubin.stages, json, time
 from deeprubin.core import numerics
 numerics.check()
-from deeprubin.config import compose_params
+from deeprubin.core.config import compose_params
 from deeprubin.sources.simulate import load_simulated
 from deeprubin.preprocess.gp import fit_gp_grid
 cfg = compose_params([])

@@ -38,8 +38,8 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from benchmarks.common import command, machine, tree_hash
-from deeprubin import io
-from deeprubin.config import compose_params
+from deeprubin.core import io
+from deeprubin.core.config import compose_params
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 

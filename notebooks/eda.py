@@ -21,10 +21,10 @@
 # %%
 import json
 
-from deeprubin import io
+from deeprubin.core import io
+from deeprubin.core.plot_style import apply_style
 from deeprubin.notebook import project_paths
 from deeprubin.plots import plot_class_distribution, plot_color_evolution, plot_mean_lightcurves
-from deeprubin.plots.style import apply_style
 from deeprubin.preprocess.gp import load_gp_grid
 
 apply_style()

@@ -22,10 +22,10 @@
 # %%
 import json
 
-from deeprubin import io
+from deeprubin.core import io
+from deeprubin.core.plot_style import apply_style
 from deeprubin.notebook import project_paths
 from deeprubin.plots.gp import plot_gp_diagnostics, plot_gp_fits
-from deeprubin.plots.style import apply_style
 from deeprubin.preprocess.gp import load_gp_grid
 
 apply_style()

@@ -48,7 +48,7 @@ def tables():
 @pytest.fixture(scope="session")
 def base_cfg():
     """The project's composed config (what params.yaml holds)."""
-    from deeprubin.config import compose_params
+    from deeprubin.core.config import compose_params
 
     return compose_params([])
 
@@ -59,7 +59,7 @@ def compose_under(root: Path, overrides=()):
     The paths go in as Hydra overrides, not by editing the composed config, so that keys
     interpolated from them (``predict.checkpoint``, ``real_sky.calibration``, ...) follow.
     """
-    from deeprubin.config import compose_params
+    from deeprubin.core.config import compose_params
 
     paths = compose_params(list(overrides)).paths
     cfg = compose_params([*overrides, *(f"paths.{key}={root / value}" for key, value in paths.items())])
@@ -107,7 +107,7 @@ def tiny_pipeline(tmp_path_factory):
     """
     from filelock import FileLock
 
-    from deeprubin import io
+    from deeprubin.core import io
 
     base = tmp_path_factory.getbasetemp()
     if os.environ.get("PYTEST_XDIST_WORKER"):
@@ -149,7 +149,7 @@ def build_tiny_repo(repo: Path, overrides=("experiment=tiny",), targets=()) -> P
     import shutil
     import subprocess
 
-    from deeprubin.config import write_params
+    from deeprubin.core.config import write_params
 
     files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=REPO_ROOT,
                            capture_output=True, text=True, check=True).stdout.split()

@@ -18,11 +18,10 @@ import pandas as pd
 import pytest
 import requests
 import responses
-
-from deeprubin.schema import SchemaError, mag_to_flux, validate_tables
-from deeprubin.sources.ztf_alerts import alerts_to_canonical, non_detections_to_limits
-
 from conftest import REAL_DATA
+
+from deeprubin.core.schema import SchemaError, mag_to_flux, validate_tables
+from deeprubin.sources.ztf_alerts import alerts_to_canonical, non_detections_to_limits
 
 FIXTURES = Path(__file__).parent / "fixtures" / "alerce"
 API = "https://api.alerce.online/ztf/v1/objects"
@@ -265,7 +264,7 @@ class Sleeps(list):
 
 
 def alerce_cfg(tmp_path, *extra):
-    from deeprubin.config import compose_params
+    from deeprubin.core.config import compose_params
 
     return compose_params([
         "source=alerce", f"paths.raw={tmp_path}", "task.classes=[SNIa,SNII,SNIbc,QSO,Cepheid,RRLyrae]",
@@ -461,7 +460,7 @@ def test_rate_limit_spaces_requests(api, tmp_path):
 
 
 def test_fetch_config_typo_is_an_error(api, tmp_path):
-    from deeprubin.config import ConfigError
+    from deeprubin.core.config import ConfigError
 
     with pytest.raises(ConfigError, match="max_retry"):
         load(alerce_cfg(tmp_path, "+source.fetch.max_retry=3"))

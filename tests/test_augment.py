@@ -7,9 +7,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import compose_under
 
-from deeprubin import io
-from deeprubin.config import ConfigError, compose_params
+from deeprubin.core import io
+from deeprubin.core.config import ConfigError, compose_params
+from deeprubin.core.split import make_split
 from deeprubin.preprocess.augment import (
     AugmentSettings,
     ParentGP,
@@ -19,9 +21,6 @@ from deeprubin.preprocess.augment import (
     parse_settings,
 )
 from deeprubin.sources.simulate import simulate_survey
-from deeprubin.split import make_split
-
-from conftest import compose_under
 
 CLASSES = ["SNIa", "SNII", "SNIbc", "QSO", "Cepheid", "RRLyrae"]
 BANDS = {"g": 4746.48, "r": 6366.38}

@@ -17,19 +17,17 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from conftest import make_tables
 from omegaconf import OmegaConf
 
-from deeprubin import io
-from deeprubin.config import check_seeds, require
-from deeprubin.evaluation.calibration import load_calibrator, make_calibrator, save_calibration
+from deeprubin.core import io
+from deeprubin.core.calibration import load_calibrator, make_calibrator, save_calibration
+from deeprubin.core.checkpoint import load_checkpoint, save_checkpoint
+from deeprubin.core.config import check_output_paths, check_seeds, require
+from deeprubin.core.quality import FLAGS, check_quality_config, quality_table
+from deeprubin.core.schema import validate_tables
 from deeprubin.models import build_model
-from deeprubin.quality import FLAGS, check_quality_config, quality_table
-from deeprubin.schema import validate_tables
-from deeprubin.config import check_output_paths
 from deeprubin.sources.files import load_files, load_files_report, resolve_options
-from deeprubin.training.checkpoint import load_checkpoint, save_checkpoint
-
-from conftest import make_tables
 
 TCN = {"_target_": "deeprubin.models.tcn.TCNClassifier", "name": "tcn", "channels": 4, "kernel_size": 3,
        "n_blocks": 2, "dropout": 0.0}
@@ -361,7 +359,7 @@ def test_nan_flux_row_is_dropped_and_counted_with_on_invalid_drop(tmp_path):
     ("results", "outptu", "x.md", r"config key 'results\.outptu' is not a known key"),
 ])
 def test_typo_or_mistyped_key_in_yaml_fails_naming_it(node, key, value, match):
-    from deeprubin.config import ConfigError, compose_params
+    from deeprubin.core.config import ConfigError, compose_params
     from deeprubin.core.config_schema import check_schema
 
     cfg = compose_params([])

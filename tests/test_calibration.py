@@ -11,13 +11,27 @@ import torch
 from scipy.special import softmax
 from torchmetrics.functional.classification import multiclass_calibration_error
 
-from deeprubin.evaluation.calibration import (IsotonicCalibrator, TemperatureScaling, apply_calibration,
-                                              calibrator_from_dict, check_probabilities, load_calibrator,
-                                              make_calibrator, save_calibration, saved_methods,
-                                              single_class_reason)
+from deeprubin.core.calibration import (
+    IsotonicCalibrator,
+    TemperatureScaling,
+    apply_calibration,
+    calibrator_from_dict,
+    check_probabilities,
+    load_calibrator,
+    make_calibrator,
+    save_calibration,
+    saved_methods,
+    single_class_reason,
+)
+from deeprubin.core.reliability import (
+    brier_score,
+    calibration_summary,
+    expected_calibration_error,
+    negative_log_likelihood,
+    reliability_bins,
+    top_label,
+)
 from deeprubin.evaluation.predict import probabilities_from_table
-from deeprubin.evaluation.reliability import (brier_score, calibration_summary, expected_calibration_error,
-                                              negative_log_likelihood, reliability_bins, top_label)
 
 CLASSES = ["a", "b", "c", "d"]
 
@@ -115,7 +129,7 @@ def test_ece_of_known_miscalibration_matches_hand_computation():
 
 def test_equal_width_ece_agrees_with_own_bins():
     """The torchmetrics number and the reliability bins of the figures are the same ECE."""
-    from deeprubin.evaluation.reliability import ece_from_bins
+    from deeprubin.core.reliability import ece_from_bins
 
     z, y = _synthetic_logits(3000, temperature=0.5, seed=5)
     p = softmax(z, axis=1)
@@ -190,7 +204,7 @@ def test_unknown_method_is_an_error():
 
 
 def test_ece_floor_shrinks_with_more_objects():
-    from deeprubin.evaluation.reliability import ece_floor
+    from deeprubin.core.reliability import ece_floor
 
     rng = np.random.default_rng(7)
     p = softmax(rng.normal(0, 2, size=(4000, 4)), axis=1)

@@ -3,11 +3,10 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import REPO_ROOT
 from omegaconf import OmegaConf
 
-from deeprubin.config import ConfigError, compose_params, require, write_params
-
-from conftest import REPO_ROOT
+from deeprubin.core.config import ConfigError, compose_params, require, write_params
 
 
 def test_conf_composes_to_committed_params_yaml():

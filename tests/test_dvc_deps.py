@@ -29,10 +29,10 @@ def test_stage_depends_on_its_import_closure(stage, module, stage_deps):
 
 def test_closure_follows_relative_function_level_and_package_imports():
     names = {str(f.relative_to(ROOT / "src")) for f in deps.closure("deeprubin.stages.train", ROOT / "src")}
-    assert {"deeprubin/stages/__init__.py", "deeprubin/training/checkpoint.py", "deeprubin/core/numerics.py",
+    assert {"deeprubin/stages/__init__.py", "deeprubin/core/checkpoint.py", "deeprubin/core/numerics.py",
             "deeprubin/models/__init__.py", "deeprubin/models/tcn.py"} <= names
     # the check can fail: a stage that lists only its own module misses the rest
-    assert "src/deeprubin/training/checkpoint.py" in deps.missing("deeprubin.stages.train",
+    assert "src/deeprubin/core/checkpoint.py" in deps.missing("deeprubin.stages.train",
                                                                   ["src/deeprubin/stages/train.py"], ROOT)
 
 

@@ -2,9 +2,9 @@ import numpy as np
 import pytest
 import torch
 
-from deeprubin.evaluation.metrics import classification_metrics, confusion_table, row_normalised, text_report
+from deeprubin.core.checkpoint import load_checkpoint, save_checkpoint
+from deeprubin.core.metrics import classification_metrics, confusion_table, row_normalised, text_report
 from deeprubin.evaluation.predict import predict_probabilities, prediction_table
-from deeprubin.training.checkpoint import load_checkpoint, save_checkpoint
 
 CLASSES = ["A", "B", "C"]
 

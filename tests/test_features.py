@@ -7,14 +7,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import compose_under, make_tables
 
-from deeprubin import io
-from deeprubin.config import ConfigError
+from deeprubin.core import io
+from deeprubin.core.config import ConfigError
 from deeprubin.evaluation.compare import comparison_table
 from deeprubin.features import FEATURE_SETS, FeatureConfig, extract_features, feature_names
 from deeprubin.features.baseline import BRFParams, train_and_score
-
-from conftest import compose_under, make_tables
 
 BANDS = ["g", "r"]
 #: Small, fast options for the tests: coarse periodogram grid, quick Bazin fits.

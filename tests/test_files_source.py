@@ -9,13 +9,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import REAL_DATA, REPO_ROOT, build_tiny_repo, run_in
 from omegaconf import OmegaConf
 
-from deeprubin.config import ConfigError, compose_params
-from deeprubin.schema import SchemaError, mag_to_flux, validate_tables
+from deeprubin.core.config import ConfigError, compose_params
+from deeprubin.core.schema import SchemaError, mag_to_flux, validate_tables
 from deeprubin.sources.files import DEFAULTS, load_files, load_files_report, resolve_options
-
-from conftest import REAL_DATA, REPO_ROOT, build_tiny_repo, run_in
 
 CLASSES = ["SNIa", "SNII", "SNIbc", "QSO", "Cepheid", "RRLyrae"]
 BANDS = {"g": 4746.48, "r": 6366.38}

@@ -525,7 +525,7 @@ def test_hyper_max_points_minimum_grows_with_bands():
 def test_invalid_hyper_max_points_in_config_names_the_key():
     from omegaconf import open_dict
 
-    from deeprubin.config import ConfigError, compose_params
+    from deeprubin.core.config import ConfigError, compose_params
     from deeprubin.stages.preprocess import check_preprocess_config, gp_kwargs
 
     cfg = compose_params(["preprocess.hyper_max_points=5"])
@@ -694,7 +694,7 @@ def test_optimizer_is_selectable_from_config(base_cfg, mixed_lightcurves):
     """preprocess.optimizer reaches the fit (the GPyTorch Adam path is not dead code) and is checked."""
     from omegaconf import OmegaConf
 
-    from deeprubin.config import ConfigError
+    from deeprubin.core.config import ConfigError
     from deeprubin.preprocess.inputs import check_preprocess_config, gp_kwargs
 
     cfg = OmegaConf.merge(base_cfg, {"preprocess": {"optimizer": "adam", "n_iter": 5}})

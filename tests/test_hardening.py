@@ -18,11 +18,16 @@ import numpy as np
 import pytest
 import torch
 
-from deeprubin import io
-from deeprubin.evaluation.calibration import (CalibrationMismatchError, load_calibrator, make_calibrator,
-                                              resolve_calibration, save_calibration)
+from deeprubin.core import io
+from deeprubin.core.calibration import (
+    CalibrationMismatchError,
+    load_calibrator,
+    make_calibrator,
+    resolve_calibration,
+    save_calibration,
+)
+from deeprubin.core.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from deeprubin.models import ALLOWED_MODELS, ModelConfigError, build_model, model_name
-from deeprubin.training.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 
 TCN = {"_target_": "deeprubin.models.tcn.TCNClassifier", "name": "tcn", "channels": 4, "kernel_size": 3,
        "n_blocks": 2, "dropout": 0.0}
@@ -207,7 +212,7 @@ def _runs(uri: str):
 
 
 def test_run_guard_marks_failed_finished_and_killed(tmp_path):
-    from deeprubin.training.tracking import StageInterrupted, run_guard, start_training_run
+    from deeprubin.core.tracking import StageInterrupted, run_guard, start_training_run
 
     uri = f"sqlite:///{tmp_path / 'mlruns.db'}"
     client, ok = start_training_run(uri, "e", run_name="ok", tags={})
@@ -229,7 +234,7 @@ def test_sigkilled_run_is_marked_killed_and_its_temp_folder_removed(tmp_path):
     uri = f"sqlite:///{tmp_path / 'mlruns.db'}"
     script = textwrap.dedent(f"""
         import os, sys, time
-        from deeprubin.training.tracking import start_training_run, temp_checkpoint_dir
+        from deeprubin.core.tracking import start_training_run, temp_checkpoint_dir
         client, run_id = start_training_run({uri!r}, "e", run_name="doomed", tags={{}})
         folder = temp_checkpoint_dir()
         print(run_id, folder.name, flush=True)
@@ -240,7 +245,7 @@ def test_sigkilled_run_is_marked_killed_and_its_temp_folder_removed(tmp_path):
     proc.kill()
     proc.wait()
     assert _runs(uri)[run_id] == "RUNNING" and Path(folder).exists()
-    from deeprubin.training.tracking import start_training_run
+    from deeprubin.core.tracking import start_training_run
 
     start_training_run(uri, "e", run_name="next", tags={})
     assert _runs(uri)[run_id] == "KILLED"
@@ -249,8 +254,8 @@ def test_sigkilled_run_is_marked_killed_and_its_temp_folder_removed(tmp_path):
 
 # ----------------------------------------------------------------------------- registry: no pickled modules
 def test_registered_model_is_the_checkpoint_and_loads_safely(tmp_path):
+    from deeprubin.core.tracking import start_training_run
     from deeprubin.training.log_model import load_registered, log_classifier
-    from deeprubin.training.tracking import start_training_run
 
     uri = f"sqlite:///{tmp_path / 'mlruns.db'}"
     client, run_id = start_training_run(uri, "e", run_name="r", tags={})

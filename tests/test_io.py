@@ -2,7 +2,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from deeprubin import io
+from deeprubin.core import io
 
 
 def test_atomic_write_keeps_old_file_when_writer_fails(tmp_path):
@@ -44,7 +44,7 @@ def test_missing_file_names_path(tmp_path, reader):
 
 
 def test_save_figure_writes_png_and_pdf_with_caption(tmp_path):
-    from deeprubin.plots.style import figure_style, new_figure
+    from deeprubin.core.plot_style import figure_style, new_figure
 
     def figure(title: str):
         with figure_style():

@@ -14,14 +14,17 @@ import numpy as np
 import pandas as pd
 import pytest
 import requests
-
-from deeprubin.config import ConfigError
-from deeprubin.schema import validate_tables
-from deeprubin.sources.lightkurve_source import (
-    LightCurveFileError, normalise_target, object_id_of, process_segments, read_local,
-)
-
 from conftest import REAL_DATA
+
+from deeprubin.core.config import ConfigError
+from deeprubin.core.schema import validate_tables
+from deeprubin.sources.lightkurve_source import (
+    LightCurveFileError,
+    normalise_target,
+    object_id_of,
+    process_segments,
+    read_local,
+)
 
 FITS_DIR = REAL_DATA / "kepler_tess_fits"
 KEPLER = FITS_DIR / "kplr010666592-2009131110544_slc.fits"
@@ -33,7 +36,7 @@ warnings.filterwarnings("ignore", message=".*oktopus.*")
 
 
 def lk_cfg(tmp_path, *extra):
-    from deeprubin.config import compose_params
+    from deeprubin.core.config import compose_params
 
     return compose_params(["source=lightkurve", f"paths.raw={tmp_path}", "source.fetch.progress=false",
                            "source.fetch.requests_per_second=null", "source.fetch.max_retries=2", *extra])

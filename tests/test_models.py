@@ -1,4 +1,5 @@
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -6,9 +7,6 @@ from deeprubin.models import build_model
 from deeprubin.models.gru import GRUClassifier
 from deeprubin.models.tcn import TCNClassifier
 from deeprubin.training.data import class_weights, grid_features, split_arrays
-
-import pandas as pd
-
 
 SMALL_MODELS = [
     {"_target_": "deeprubin.models.tcn.TCNClassifier", "name": "tcn", "channels": 8, "kernel_size": 3,
@@ -48,7 +46,7 @@ def test_models_overfit_one_batch(cfg):
 
 @pytest.mark.parametrize("name", ["tcn", "gru", "inception", "transformer"])
 def test_shipped_model_configs_build(base_cfg, name):
-    from deeprubin.config import compose_params
+    from deeprubin.core.config import compose_params
     from deeprubin.models import resolve_model_config
 
     cfg = compose_params([f"model={name}"])

@@ -8,8 +8,8 @@ import sys
 
 import numpy as np
 import pytest
-
 from conftest import REPO_ROOT, make_tables
+
 from deeprubin.core import numerics
 from deeprubin.preprocess.gp import fit_gp_grid
 
@@ -53,7 +53,7 @@ def test_other_kernels_differ_unpinned_and_agree_through_the_entry_point():
 
 def test_stage_process_runs_pinned_whatever_the_environment(tmp_path):
     """A real stage process (split), started with other kernels asked for, logs the pinned state."""
-    from deeprubin import io
+    from deeprubin.core import io
 
     _, objects = make_tables(n_objects=12)
     io.write_parquet(objects, tmp_path / "raw" / "objects.parquet")

@@ -5,17 +5,16 @@ RuntimeWarning (all-NaN slice, division by zero, log of a negative flux) fails.
 """
 from __future__ import annotations
 
+import matplotlib
 import numpy as np
 import pandas as pd
 import pytest
 from matplotlib.figure import Figure
 from matplotlib.text import Text
 
-import matplotlib
-
 from deeprubin import plots
-from deeprubin.io import save_figure
-from deeprubin.plots import style
+from deeprubin.core import plot_style as style
+from deeprubin.core.io import save_figure
 
 pytestmark = pytest.mark.filterwarnings("error")
 

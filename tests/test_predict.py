@@ -10,17 +10,16 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from conftest import REAL_DATA, compose_under, make_tables
 from omegaconf import OmegaConf
 
-from deeprubin import io
-from deeprubin.config import ConfigError, compose_params
+from deeprubin.core import io
+from deeprubin.core.calibration import CalibrationMismatchError
+from deeprubin.core.config import ConfigError, compose_params
+from deeprubin.core.schema import SchemaError
 from deeprubin.evaluation.inference import CheckpointMismatchError, predict_source, predict_source_detailed
 from deeprubin.evaluation.real_sky import data_fingerprint, score_real_sample
-from deeprubin.evaluation.calibration import CalibrationMismatchError
 from deeprubin.preprocess.inputs import gp_input
-from deeprubin.schema import SchemaError
-
-from conftest import REAL_DATA, compose_under, make_tables
 
 
 def tiny_cfg(root: Path, *overrides: str):
@@ -56,7 +55,7 @@ def test_predict_matches_the_evaluate_path(trained):
 
 def test_predict_applies_the_saved_calibrator(trained):
     """With the calibrate stage's file, probabilities are that calibrator applied to the softmax."""
-    from deeprubin.evaluation.calibration import apply_calibration, load_calibrator
+    from deeprubin.core.calibration import apply_calibration, load_calibrator
 
     cfg, ckpt = trained
     calibration = Path(cfg.paths.models) / "calibration.json"
@@ -317,7 +316,7 @@ def test_one_class_validation_split_skips_calibration(trained, tmp_path):
     """A validation split of one class (as with a one-class real sample) is recorded as
     skipped: identity calibrator as the default, the reason in both files, and the
     calibration check scores only the uncalibrated probabilities."""
-    from deeprubin.evaluation.calibration import IdentityCalibrator, load_calibrator, saved_methods
+    from deeprubin.core.calibration import IdentityCalibrator, load_calibrator, saved_methods
     from deeprubin.stages.calibrate import run_calibrate
     from deeprubin.stages.calibration_check import run_calibration_check
 

@@ -3,12 +3,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import make_tables
 from omegaconf import OmegaConf
 
-from deeprubin.config import ConfigError
-from deeprubin.quality import FLAGS, check_quality_config, quality_table, summary, unusable_mask
-
-from conftest import make_tables
+from deeprubin.core.config import ConfigError
+from deeprubin.core.quality import FLAGS, check_quality_config, quality_table, summary, unusable_mask
 
 QUALITY = {"detection_snr": 5.0, "sentinel_mag": 90.0, "jd_min": 2_400_000.0, "mjd_max": 100_000.0,
            "max_abs_flux_ujy": 1e9, "duplicate_conflict_sigma": 5.0, "unusable": list(FLAGS)}
@@ -90,9 +89,9 @@ def test_shipped_config_is_valid(base_cfg):
 
 
 def test_ingest_report_lists_flagged_objects(tmp_path, monkeypatch):
-    from deeprubin.stages import ingest
-
     from conftest import compose_under
+
+    from deeprubin.stages import ingest
 
     lc, objects = make_tables(n_objects=4)
     spoiled = _spoil(lc, "no_detection")

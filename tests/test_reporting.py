@@ -4,10 +4,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import yaml
-
 from conftest import REPO_ROOT, run_in
-from deeprubin import io
-from deeprubin.plots.style import figure_style, new_figure
+
+from deeprubin.core import io
+from deeprubin.core.plot_style import figure_style, new_figure
 from deeprubin.reporting import lock_digests, pipeline_outputs, uncovered_outputs, write_report_index
 
 

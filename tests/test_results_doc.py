@@ -1,7 +1,7 @@
 """docs/results.md is generated from the reports (issue 18, point 5)."""
 from __future__ import annotations
 
-from deeprubin import io
+from deeprubin.core import io
 from deeprubin.results_doc import GENERATED, render_results
 
 CONFIG = {
@@ -32,9 +32,9 @@ def test_without_seeds_file_says_how_to_make_it():
 
 
 def test_stage_writes_the_page(tmp_path, monkeypatch):
-    from deeprubin.stages.results import run_results
-
     from conftest import compose_under
+
+    from deeprubin.stages.results import run_results
 
     monkeypatch.chdir(tmp_path)
     cfg = compose_under(tmp_path, [])

@@ -1,10 +1,9 @@
 import numpy as np
 import pandas as pd
 import pytest
-
-from deeprubin.schema import SchemaError, flux_to_mag, mag_to_flux, validate_tables
-
 from conftest import make_tables
+
+from deeprubin.core.schema import SchemaError, flux_to_mag, mag_to_flux, validate_tables
 
 
 def test_valid_tables_pass_and_are_sorted(tables):

@@ -6,10 +6,10 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-
 from conftest import REAL_DATA
-from deeprubin.config import compose_params
-from deeprubin.schema import SchemaError
+
+from deeprubin.core.config import compose_params
+from deeprubin.core.schema import SchemaError
 from deeprubin.validation import sim_vs_real as svr
 
 
@@ -171,7 +171,7 @@ def test_stage_on_tiny_real_folders(tmp_path):
 
 
 def test_stage_rejects_sampler_fainter_limit(tmp_path):
-    from deeprubin.config import ConfigError
+    from deeprubin.core.config import ConfigError
     from deeprubin.stages.sim_vs_real import run_sim_vs_real
 
     real = tmp_path / "real"

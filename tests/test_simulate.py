@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from deeprubin.schema import validate_tables
+from deeprubin.core.schema import validate_tables
 from deeprubin.sources.simulate import CLASS_MODELS, SimulationConfigError, simulate_survey
 from deeprubin.sources.simulate.cadence import SurveyConfig, flux_error, is_visible
 from deeprubin.sources.simulate.classes import damped_random_walk

@@ -2,7 +2,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from deeprubin.split import LeakageError, SplitConfigError, check_no_leakage, make_split, split_summary
+from deeprubin.core.split import LeakageError, SplitConfigError, check_no_leakage, make_split, split_summary
 
 FRACTIONS = {"train": 0.7, "val": 0.15, "test": 0.15}
 

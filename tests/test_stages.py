@@ -8,13 +8,12 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-
-from deeprubin import io
-from deeprubin.config import ConfigError
-from deeprubin.schema import SchemaError
-from deeprubin.split import LeakageError
-
 from conftest import TINY, compose_under, run_tiny_pipeline
+
+from deeprubin.core import io
+from deeprubin.core.config import ConfigError
+from deeprubin.core.schema import SchemaError
+from deeprubin.core.split import LeakageError
 
 
 def tiny_cfg(tmp_path: Path, *overrides: str):

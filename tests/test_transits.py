@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 from omegaconf import OmegaConf
 
-from deeprubin.config import ConfigError, compose_params
+from deeprubin.core.config import ConfigError, compose_params
 from deeprubin.transits.aggregate import aggregate_scores, star_scores
 from deeprubin.transits.ephemeris import EphemerisError, check_ephemerides, in_transit
 from deeprubin.transits.metrics import threshold_at_fpr
@@ -210,7 +210,7 @@ def test_preprocess_tables_counts_skips_and_stops_on_bad_time_system(tcfg):
 # ---- split, sampling, aggregation, thresholds, BLS, model ---------------------------------------
 
 def test_grouped_split_keeps_a_star_and_its_two_missions_together(tcfg):
-    from deeprubin.split import make_split
+    from deeprubin.core.split import make_split
     from deeprubin.transits.simulate import simulate_survey
 
     sim = OmegaConf.merge(tcfg.simulate, {"both_missions_fraction": 0.5, "n_stars": 30})

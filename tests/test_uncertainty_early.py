@@ -6,11 +6,22 @@ import pandas as pd
 import pytest
 import torch
 
+from deeprubin.core.metrics import (
+    bootstrap_intervals,
+    class_weight_vector,
+    headline_metrics,
+    one_vs_rest_curves,
+    plasticc_log_loss,
+)
 from deeprubin.evaluation.early import first_detection_times, truncate_lightcurves
-from deeprubin.evaluation.metrics import (bootstrap_intervals, class_weight_vector, headline_metrics,
-                                          one_vs_rest_curves, plasticc_log_loss)
-from deeprubin.evaluation.uncertainty import (accuracy_rejection_curve, enable_mc_dropout, mc_dropout_probabilities,
-                                              misclassification_auroc, mutual_information, predictive_entropy)
+from deeprubin.evaluation.uncertainty import (
+    accuracy_rejection_curve,
+    enable_mc_dropout,
+    mc_dropout_probabilities,
+    misclassification_auroc,
+    mutual_information,
+    predictive_entropy,
+)
 from deeprubin.models import build_model
 
 TCN = {"_target_": "deeprubin.models.tcn.TCNClassifier", "channels": 8, "kernel_size": 3, "n_blocks": 2}

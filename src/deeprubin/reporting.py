@@ -2,7 +2,7 @@
 
 Nothing here lists figures by name. The stages and their outputs come from DVC's own
 reading of ``dvc.yaml`` (interpolation resolved), the provenance from ``dvc.lock``, and
-each figure's caption from its PNG metadata (written by :func:`deeprubin.io.save_figure`),
+each figure's caption from its PNG metadata (written by :func:`deeprubin.core.io.save_figure`),
 so a stage added to ``dvc.yaml`` shows up in the index without touching this module.
 
 * **Figures**: PNG outputs of any stage (a ``.png`` out, or the PNGs inside a directory
@@ -30,7 +30,7 @@ from pathlib import Path
 
 import yaml
 
-from . import io
+from .core import io
 
 log = logging.getLogger(__name__)
 
@@ -149,7 +149,7 @@ def collect_figures(outputs: list[Output], root: str | Path, figures_dir: str | 
                 if pdf.exists():
                     shutil.copyfile(pdf, target.with_suffix(PDF_SUFFIX))
                 else:
-                    log.warning("index: %s has no PDF twin (save it with deeprubin.io.save_figure)", png)
+                    log.warning("index: %s has no PDF twin (save it with deeprubin.core.io.save_figure)", png)
                 entries.append(Entry(
                     kind="figure", path=os.path.relpath(final, root), stage=output.stage,
                     caption=io.read_figure_caption(png), source=os.path.relpath(png, root),

@@ -4,7 +4,7 @@ Hydra composes ``conf/`` without knowing which keys the code reads, so a key add
 typo (``preprocess.n_gird: 30``) would be silently ignored, and ``trainer.max_epochs: ten``
 would fail deep inside training. :func:`check_schema` merges each node below into its
 dataclass in OmegaConf's struct mode: an unknown key or a value of the wrong type raises
-:class:`~deeprubin.config.ConfigError` naming the key, before the stage does any work. The
+:class:`~deeprubin.core.config.ConfigError` naming the key, before the stage does any work. The
 stage entry (``hydra_entry``) calls it; DVC's own composition of ``params.yaml`` does not
 need it (it runs no project code).
 """
@@ -16,7 +16,7 @@ from typing import Any, Dict, List, Optional
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, ValidationError
 
-from ..config import ConfigError
+from .config import ConfigError
 
 
 @dataclass

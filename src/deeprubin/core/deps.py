@@ -157,7 +157,7 @@ def write(dvc_yaml: Path = REPO / "dvc.yaml") -> list[str]:
     if changed:
         import io as _io
 
-        from .. import io
+        from . import io
 
         buffer = _io.StringIO()
         yaml.dump(spec, buffer)

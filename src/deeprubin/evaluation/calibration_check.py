@@ -2,7 +2,7 @@
 
 The pipeline's test split (~300 objects) cannot resolve an ECE of 0.02: a perfectly
 calibrated model scores ~0.04 on it from sampling noise alone (see
-:func:`deeprubin.evaluation.reliability.ece_floor`). This check draws a fresh sample from
+:func:`deeprubin.core.reliability.ece_floor`). This check draws a fresh sample from
 the *training* simulator configuration with another seed (objects never seen in training,
 validation or calibration), classifies it through the predict path
 (:func:`deeprubin.evaluation.inference.predict_source_detailed`: the checkpoint's own GP
@@ -15,11 +15,11 @@ from pathlib import Path
 import numpy as np
 from omegaconf import OmegaConf
 
-from ..config import ConfigError
-from ..training.checkpoint import load_checkpoint
-from .calibration import apply_calibration, load_calibrator, saved_methods
+from ..core.calibration import apply_calibration, load_calibrator, saved_methods
+from ..core.checkpoint import load_checkpoint
+from ..core.config import ConfigError
+from ..core.reliability import calibration_summary, ece_floor
 from .inference import predict_source_detailed, training_config
-from .reliability import calibration_summary, ece_floor
 
 #: The calibrators the calibrate stage saves, and the names they are reported under.
 REPORTED = {"none": "uncalibrated", "temperature": "temperature", "isotonic": "isotonic"}
@@ -34,7 +34,7 @@ def training_source(checkpoint_path: str | Path):
 def independent_sample_source(checkpoint_path: str | Path, n_objects: int, seed: int):
     """The checkpoint's training ``source`` node with ``n_objects`` and ``seed`` replaced.
 
-    Raises :class:`~deeprubin.config.ConfigError` when the model was not trained on the
+    Raises :class:`~deeprubin.core.config.ConfigError` when the model was not trained on the
     simulator (there is nothing to draw an independent sample from).
     """
     source = training_source(checkpoint_path)

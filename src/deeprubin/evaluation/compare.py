@@ -11,7 +11,7 @@ def comparison_table(deep_metrics: dict, baseline_metrics: dict, deep_name: str,
     """One row per model: ``model``, ``accuracy``, ``macro_f1``, ``n_test``, ``f1_<class>``.
 
     Both inputs have the structure of ``metrics.json``
-    (:func:`deeprubin.evaluation.metrics.classification_metrics`). Class columns follow
+    (:func:`deeprubin.core.metrics.classification_metrics`). Class columns follow
     the deep model's class order, then any class only the baseline has; a class a
     model does not report is NaN. Raises ``ValueError`` when the two were scored on
     different numbers of test objects (then they are not the same test split).
@@ -39,7 +39,7 @@ def plot_comparison(table: pd.DataFrame):
     """Grouped bars of per-class F1 and macro-F1, one colour per model in ``table``."""
     import numpy as np
 
-    from ..plots.style import figure_style, new_figure
+    from ..core.plot_style import figure_style, new_figure
 
     f1_cols = [c for c in table.columns if c.startswith("f1_")] + ["macro_f1"]
     labels = [c.removeprefix("f1_") for c in f1_cols[:-1]] + ["macro-F1"]

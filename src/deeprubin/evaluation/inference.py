@@ -9,10 +9,10 @@ checkpoint by the train stage, so a model is applied exactly as it was trained, 
 
 Steps (each one the same code the pipeline runs):
 
-1. :func:`deeprubin.training.checkpoint.load_checkpoint` rebuilds the classifier;
+1. :func:`deeprubin.core.checkpoint.load_checkpoint` rebuilds the classifier;
 2. the source loader registered in :data:`deeprubin.sources.SOURCES` reads the data
    into the canonical tables, validated with the source's own ``validation`` settings
-   (:func:`deeprubin.schema.validate_tables`, as in the ingest stage);
+   (:func:`deeprubin.core.schema.validate_tables`, as in the ingest stage);
 3. :func:`deeprubin.preprocess.gp.fit_gp_grid` with :func:`deeprubin.preprocess.inputs.gp_kwargs`
    of the *checkpoint's* config (and its optional ``preprocess.detections_only`` row filter,
    :func:`deeprubin.preprocess.inputs.gp_input`);
@@ -33,13 +33,13 @@ from typing import Any
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
-from ..config import ConfigError
+from ..core.calibration import load_calibrator, resolve_calibration
+from ..core.checkpoint import load_checkpoint
+from ..core.config import ConfigError
+from ..core.quality import check_quality_config, quality_table, unusable_mask
+from ..core.schema import SchemaError, validate_tables
 from ..preprocess.gp import GPGrid, fit_gp_grid
-from ..schema import SchemaError, validate_tables
-from ..training.checkpoint import load_checkpoint
 from ..training.data import grid_features
-from ..quality import check_quality_config, quality_table, unusable_mask
-from .calibration import load_calibrator, resolve_calibration
 from .predict import class_probabilities, prediction_table
 
 log = logging.getLogger(__name__)
@@ -70,7 +70,7 @@ class SourcePrediction:
     classes, bands : list of str
         The checkpoint's class and band order.
     validation : dict
-        :meth:`deeprubin.schema.ValidationReport.as_dict` of the source tables.
+        :meth:`deeprubin.core.schema.ValidationReport.as_dict` of the source tables.
     unusable : pandas.DataFrame
         Objects not classified because of their data-quality flags (``object_id``, ``label``,
         ``quality_flags``); empty when ``quality`` was not given or nothing was flagged.
@@ -226,7 +226,7 @@ def _set_aside_unusable(lightcurves: pd.DataFrame, objects: pd.DataFrame, qualit
     """Drop the objects whose data-quality flags are in ``quality.unusable``; return them listed.
 
     Returns ``(lightcurves, objects, flags per object_id, unusable table)``; raises
-    :class:`~deeprubin.schema.SchemaError` when no object is left.
+    :class:`~deeprubin.core.schema.SchemaError` when no object is left.
     """
     q = check_quality_config(quality)
     table = quality_table(lightcurves, q, objects)
@@ -268,9 +268,9 @@ def predict_source(checkpoint_path: str | Path, source: Mapping | DictConfig, *,
         The ``calibration.json`` the ``calibrate`` stage fitted for this checkpoint (its
         default calibrator is applied to the softmax); ``auto``: the one beside the
         checkpoint, if any; None: uncalibrated probabilities. A file fitted for another
-        checkpoint is refused (:class:`~deeprubin.evaluation.calibration.CalibrationMismatchError`).
+        checkpoint is refused (:class:`~deeprubin.core.calibration.CalibrationMismatchError`).
     quality : mapping or None
-        The ``quality`` config node (:mod:`deeprubin.quality`): objects with a flag in
+        The ``quality`` config node (:mod:`deeprubin.core.quality`): objects with a flag in
         ``quality.unusable`` are not classified (:attr:`SourcePrediction.unusable` lists
         them) and every row gets a ``quality_flags`` column. None: no flags.
 
@@ -285,9 +285,9 @@ def predict_source(checkpoint_path: str | Path, source: Mapping | DictConfig, *,
     FileNotFoundError
         No checkpoint at ``checkpoint_path``.
     ValueError
-        Corrupt or foreign checkpoint (:func:`deeprubin.training.checkpoint.load_checkpoint`);
+        Corrupt or foreign checkpoint (:func:`deeprubin.core.checkpoint.load_checkpoint`);
         :class:`CheckpointMismatchError` for bands the model was not trained on;
-        :class:`deeprubin.schema.SchemaError` / :class:`deeprubin.config.ConfigError` from the
+        :class:`deeprubin.core.schema.SchemaError` / :class:`deeprubin.core.config.ConfigError` from the
         source loader (bad files, bad options), naming file, column and key.
     """
     return predict_source_detailed(checkpoint_path, source, label_classes=label_classes,

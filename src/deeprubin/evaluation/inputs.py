@@ -9,9 +9,9 @@ import pandas as pd
 import torch
 from omegaconf import DictConfig
 
-from .. import io
+from ..core import io
+from ..core.checkpoint import load_checkpoint
 from ..preprocess.gp import GPGrid, load_gp_grid
-from ..training.checkpoint import load_checkpoint
 from ..training.data import SplitArrays, grid_features, split_arrays
 
 

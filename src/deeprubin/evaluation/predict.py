@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .calibration import apply_calibration
+from ..core.calibration import apply_calibration
 
 
 @torch.no_grad()
@@ -36,7 +36,7 @@ def class_probabilities(model: torch.nn.Module, x: np.ndarray, calibrator=None,
     The one place where :func:`deeprubin.evaluation.inference.predict_source` (the ``predict``
     entry point and the ``real_sky`` stage) turns model outputs into probabilities, in the
     model's class order: the softmax, then the calibrator fitted by the ``calibrate`` stage
-    (:func:`deeprubin.evaluation.calibration.apply_calibration`) when one is given.
+    (:func:`deeprubin.core.calibration.apply_calibration`) when one is given.
     """
     probabilities = predict_probabilities(model, x, batch_size=batch_size)
     if calibrator is None:
@@ -62,7 +62,7 @@ def probabilities_from_table(table: pd.DataFrame, classes: list[str], source: st
     Raises ``ValueError`` naming ``source`` when a class has no column or a row's
     probabilities do not sum to one (naming the object).
     """
-    from .calibration import check_probabilities
+    from ..core.calibration import check_probabilities
 
     missing = [c for c in classes if f"prob_{c}" not in table.columns]
     if missing:

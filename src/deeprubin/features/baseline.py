@@ -12,7 +12,6 @@ for the comparison, and the test split is never used for anything else.
 from __future__ import annotations
 
 import logging
-
 from dataclasses import dataclass
 from typing import Any, Sequence
 
@@ -21,8 +20,8 @@ import pandas as pd
 from imblearn.ensemble import BalancedRandomForestClassifier
 from sklearn.dummy import DummyClassifier
 
-from ..config import ConfigError
-from ..evaluation.metrics import classification_metrics
+from ..core.config import ConfigError
+from ..core.metrics import classification_metrics
 
 #: ``sampling_strategy`` values accepted for the per-tree under-sampling.
 SAMPLING_STRATEGIES = ("all", "not minority", "not majority", "majority", "auto")
@@ -57,7 +56,7 @@ class BRFParams:
         self.validate()
 
     def validate(self) -> None:
-        """Raise :class:`~deeprubin.config.ConfigError` naming the offending key."""
+        """Raise :class:`~deeprubin.core.config.ConfigError` naming the offending key."""
         if not _is_int(self.n_estimators) or self.n_estimators <= 0:
             raise ConfigError(f"config key 'baseline.n_estimators' must be an integer > 0, "
                               f"got {self.n_estimators!r}")

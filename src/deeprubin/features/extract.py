@@ -90,8 +90,8 @@ import light_curve as licu
 import numpy as np
 import pandas as pd
 
-from ..config import ConfigError
-from ..schema import flux_to_mag
+from ..core.config import ConfigError
+from ..core.schema import flux_to_mag
 
 log = logging.getLogger(__name__)
 
@@ -159,7 +159,7 @@ class FeatureConfig:
         return FEATURE_SETS[self.set]
 
     def validate(self) -> None:
-        """Raise :class:`~deeprubin.config.ConfigError` naming the offending key."""
+        """Raise :class:`~deeprubin.core.config.ConfigError` naming the offending key."""
         prefix = "baseline.features"
         if self.set not in FEATURE_SETS:
             raise ConfigError(f"config key '{prefix}.set' must be one of {sorted(FEATURE_SETS)}, "
@@ -187,7 +187,7 @@ class FeatureConfig:
     def from_config(cls, node: Any, **defaults: Any) -> "FeatureConfig":
         """Build from the ``baseline.features`` mapping (``defaults`` fill keys it leaves out).
 
-        Unknown keys and bad values raise :class:`~deeprubin.config.ConfigError` naming the key.
+        Unknown keys and bad values raise :class:`~deeprubin.core.config.ConfigError` naming the key.
         """
         values = dict(node or {})
         known = set(cls.__dataclass_fields__)

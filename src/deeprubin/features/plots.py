@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from ..plots.style import HIGHLIGHT_COLOR, figure_style, new_figure
+from ..core.plot_style import HIGHLIGHT_COLOR, figure_style, new_figure
 
 
 def plot_feature_importances(importances: pd.DataFrame, top: int = 20,

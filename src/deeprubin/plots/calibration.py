@@ -6,8 +6,8 @@ from typing import Mapping, Sequence
 import numpy as np
 from matplotlib.figure import Figure
 
-from ..evaluation.reliability import ece_from_bins, reliability_bins, top_label
-from .style import NEUTRAL_COLOR, OKABE_ITO, figure_style, new_figure
+from ..core.plot_style import NEUTRAL_COLOR, OKABE_ITO, figure_style, new_figure
+from ..core.reliability import ece_from_bins, reliability_bins, top_label
 
 #: One colour per calibration state, the same in every reliability figure.
 METHOD_COLORS = {"uncalibrated": OKABE_ITO["vermillion"], "temperature": OKABE_ITO["blue"],
@@ -29,7 +29,7 @@ def plot_reliability(probabilities: Mapping[str, np.ndarray], labels: np.ndarray
     labels : numpy.ndarray, shape (n,)
         True class indices.
     n_bins, scheme :
-        Binning (see :func:`deeprubin.evaluation.reliability.reliability_bins`).
+        Binning (see :func:`deeprubin.core.reliability.reliability_bins`).
 
     The upper panel shows accuracy against mean confidence per bin (the diagonal is
     perfect calibration; the legend gives each set's ECE), the lower panel the number

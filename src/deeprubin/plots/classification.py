@@ -1,7 +1,7 @@
 """Classifier figures: confusion matrix, example predictions and training curves.
 
 Every function takes plain numpy / pandas inputs, does no file I/O and returns a
-:class:`matplotlib.figure.Figure`; save it with :func:`deeprubin.io.save_figure`.
+:class:`matplotlib.figure.Figure`; save it with :func:`deeprubin.core.io.save_figure`.
 """
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from matplotlib.patches import Patch
 from matplotlib.ticker import MaxNLocator
 from sklearn.metrics import confusion_matrix
 
-from .style import (
+from ..core.plot_style import (
     HIGHLIGHT_COLOR,
     MATRIX_CMAP,
     NEUTRAL_COLOR,

@@ -5,12 +5,12 @@ from typing import Mapping, Sequence
 
 from matplotlib.figure import Figure
 
-from .style import NEUTRAL_COLOR, class_colors, figure_style, new_figure
+from ..core.plot_style import NEUTRAL_COLOR, class_colors, figure_style, new_figure
 
 
 def plot_roc_pr(curves: Mapping[str, dict], classes: Sequence[str]) -> Figure:
     """ROC (left) and precision-recall (right) curves from
-    :func:`deeprubin.evaluation.metrics.one_vs_rest_curves`; legends give AUC and AP."""
+    :func:`deeprubin.core.metrics.one_vs_rest_curves`; legends give AUC and AP."""
     colors = class_colors(classes)
     with figure_style():
         fig = new_figure((11.0, 4.8))

@@ -6,7 +6,7 @@ from typing import Mapping, Sequence
 import numpy as np
 from matplotlib.figure import Figure
 
-from .style import OKABE_ITO, figure_style, new_figure
+from ..core.plot_style import OKABE_ITO, figure_style, new_figure
 
 METRIC_COLORS = {"accuracy": OKABE_ITO["blue"], "macro_f1": OKABE_ITO["vermillion"]}
 METRIC_LABELS = {"accuracy": "Accuracy", "macro_f1": "Macro-F1"}

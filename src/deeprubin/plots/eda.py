@@ -1,7 +1,7 @@
 """Exploratory figures: class balance, mean light curves and colour evolution.
 
 Every function takes plain numpy / pandas inputs, does no file I/O and returns a
-:class:`matplotlib.figure.Figure`; save it with :func:`deeprubin.io.save_figure`.
+:class:`matplotlib.figure.Figure`; save it with :func:`deeprubin.core.io.save_figure`.
 """
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
-from .style import class_colors, figure_style, new_figure, split_color
+from ..core.plot_style import class_colors, figure_style, new_figure, split_color
 
 #: Split order on the x axis / in legends; other split names follow, sorted.
 SPLIT_ORDER = ("train", "val", "test")

@@ -7,8 +7,8 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+from ..core.plot_style import HIGHLIGHT_COLOR, band_color, band_marker, figure_style, new_figure
 from .classification import FLUX_LABEL, TIME_LABEL
-from .style import HIGHLIGHT_COLOR, band_color, band_marker, figure_style, new_figure
 
 
 def plot_gp_fits(observations: pd.DataFrame, grid, object_ids: Sequence[str],

@@ -6,7 +6,7 @@ from collections.abc import Mapping
 import numpy as np
 from matplotlib.figure import Figure
 
-from .style import MATRIX_CMAP, class_colors, figure_style, new_figure
+from ..core.plot_style import MATRIX_CMAP, class_colors, figure_style, new_figure
 
 
 def _skipped_panel(ax, title: str, reason: str) -> None:

@@ -6,7 +6,7 @@ from typing import Mapping
 import numpy as np
 from matplotlib.figure import Figure
 
-from .style import OKABE_ITO, figure_style, new_figure
+from ..core.plot_style import OKABE_ITO, figure_style, new_figure
 
 CORRECT_COLOR, WRONG_COLOR = OKABE_ITO["blue"], OKABE_ITO["vermillion"]
 

@@ -56,10 +56,10 @@ from typing import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from deeprubin.config import ConfigError
+from deeprubin.core.config import ConfigError
+from deeprubin.core.schema import flux_to_mag
 from deeprubin.preprocess import gp as gpmod
 from deeprubin.preprocess.gp_model import MIN_NOISE
-from deeprubin.schema import flux_to_mag
 
 #: Tries per copy to get ``min_points`` observations before it is skipped.
 MAX_ATTEMPTS = 10
@@ -126,7 +126,7 @@ def parse_settings(node: Mapping | None, classes: Sequence[str]) -> AugmentSetti
 
     Raises
     ------
-    deeprubin.config.ConfigError
+    deeprubin.core.config.ConfigError
         Unknown mode or class, negative copies, bad ranges.
     """
     if node is None or not bool(node.get("enabled", False)):

@@ -78,7 +78,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from deeprubin import io
+from deeprubin.core import io
 from deeprubin.preprocess import gp_model, gp_newton
 from deeprubin.preprocess.gp_model import (
     DEFAULT_TIME_LENGTH_SCALE_DAYS,

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 from omegaconf import DictConfig
 
-from ..config import ConfigError, require
+from ..core.config import ConfigError, require
 from .gp import OPTIMIZERS, check_hyper_max_points
 
 log = logging.getLogger(__name__)
@@ -76,7 +76,7 @@ def gp_input(lightcurves: pd.DataFrame, cfg: DictConfig) -> pd.DataFrame:
         return lightcurves
     if "detected" in lightcurves.columns:
         detected = lightcurves["detected"].astype(bool).to_numpy()
-    else:   # the optional column's definition (deeprubin.schema): flux / flux_err >= 5
+    else:   # the optional column's definition (deeprubin.core.schema): flux / flux_err >= 5
         with np.errstate(divide="ignore", invalid="ignore"):
             detected = (lightcurves["flux"] / lightcurves["flux_err"]).to_numpy() >= DETECTION_SNR
     # An object with no detection at all keeps its first row (it gets fitted on that faint

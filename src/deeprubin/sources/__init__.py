@@ -1,4 +1,4 @@
-"""Data sources that produce the two canonical tables (see :mod:`deeprubin.schema`), and their registry."""
+"""Data sources that produce the two canonical tables (see :mod:`deeprubin.core.schema`), and their registry."""
 from __future__ import annotations
 
 import importlib

@@ -37,10 +37,10 @@ import numpy as np
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
-from .. import io
-from ..config import ConfigError
-from ..schema import SchemaError
-from .fetch import EmptyResult, FetchError, FetchPolicy, Fetcher, session_with_timeout
+from ..core import io
+from ..core.config import ConfigError
+from ..core.schema import SchemaError
+from .fetch import EmptyResult, Fetcher, FetchError, FetchPolicy, session_with_timeout
 from .ztf_alerts import ID_COLUMNS, LABEL_COLUMNS, ZTF_FID_BANDS, alerts_to_canonical
 
 log = logging.getLogger(__name__)

@@ -3,7 +3,7 @@
 A :class:`Fetcher` downloads one payload per object into a cache folder::
 
     <cache_dir>/
-      objects/<object_id>.<suffix>   one file per object, written atomically (deeprubin.io)
+      objects/<object_id>.<suffix>   one file per object, written atomically (deeprubin.core.io)
       failures.json                  object id -> {reason, attempts, time}: not refetched unless
                                      ``refetch_failed=True``
       fetch_manifest.json            provenance of the last run (query, UTC times, client and
@@ -44,7 +44,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
-from .. import io
+from ..core import io
 
 log = logging.getLogger(__name__)
 

@@ -31,7 +31,7 @@ Every option of the ``source`` node (defaults in :data:`DEFAULTS`; the shipped
 ``columns``
     Map canonical name -> input column: ``object_id`` (not for ``per_object_csv``), ``time``,
     ``band``, ``flux`` + ``flux_err`` **or** ``mag`` + ``mag_err`` (AB magnitudes, converted with
-    :func:`deeprubin.schema.mag_to_flux`), optional ``detected``. ``null`` = not in the input.
+    :func:`deeprubin.core.schema.mag_to_flux`), optional ``detected``. ``null`` = not in the input.
 ``band``
     Constant band name when there is no band column (e.g. ``k2``).
 ``band_aliases``
@@ -112,9 +112,9 @@ import numpy as np
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
-from ..config import ConfigError
-from ..schema import AB_ZEROPOINT_UJY, SchemaError, flux_to_mag, mag_to_flux
-from ..quality import DUPLICATE_COLUMNS
+from ..core.config import ConfigError
+from ..core.quality import DUPLICATE_COLUMNS
+from ..core.schema import AB_ZEROPOINT_UJY, SchemaError, flux_to_mag, mag_to_flux
 
 log = logging.getLogger(__name__)
 
@@ -215,7 +215,7 @@ def _merge(base: dict, override: Mapping, prefix: str, *, strict: bool, nested=(
 def resolve_options(source: Mapping | DictConfig) -> dict:
     """The ``source`` node merged over :data:`DEFAULTS` (and the layout's defaults), checked.
 
-    Raises :class:`deeprubin.config.ConfigError` naming the key for unknown keys or values.
+    Raises :class:`deeprubin.core.config.ConfigError` naming the key for unknown keys or values.
     """
     raw = _plain(source) or {}
     on_invalid = ((raw.get("validation") or {}).get("on_invalid") if isinstance(raw.get("validation"), Mapping)
@@ -936,7 +936,7 @@ def load_files_report(cfg: DictConfig) -> tuple[pd.DataFrame, pd.DataFrame, dict
     Returns
     -------
     lightcurves, objects : pandas.DataFrame
-        The canonical tables (:mod:`deeprubin.schema`), sorted by object and time; not yet
+        The canonical tables (:mod:`deeprubin.core.schema`), sorted by object and time; not yet
         validated (the ingest stage does that with ``source.validation``).
     report : dict
         ``layout``, ``n_files``, ``n_rows_read``, ``rows_dropped`` (by reason),
@@ -945,11 +945,11 @@ def load_files_report(cfg: DictConfig) -> tuple[pd.DataFrame, pd.DataFrame, dict
 
     Raises
     ------
-    deeprubin.schema.SchemaError
+    deeprubin.core.schema.SchemaError
         Missing file/folder, missing column, unknown band, non-numeric value, unknown label
         (with ``unknown_labels: raise``), repeated (band, time) (with ``duplicates: raise``);
         the message names the file, the column and the row or object.
-    deeprubin.config.ConfigError
+    deeprubin.core.config.ConfigError
         An unknown option or an invalid option value (the message names the key).
     """
     opts = resolve_options(cfg.source)

@@ -20,7 +20,7 @@ Per object
     resumable, manifest); the processed light curve is cached per object as parquet.
 
 Units -- an exception to the canonical schema
-    ``deeprubin.schema`` defines ``flux`` in microjansky for ZTF-like photometry. Kepler/K2/TESS
+    ``deeprubin.core.schema`` defines ``flux`` in microjansky for ZTF-like photometry. Kepler/K2/TESS
     fluxes here are **relative**: each segment divided by its median (so ``flux`` ~ 1 and a
     1 % transit is a dip to 0.99), and ``flux_err`` is divided by the same median. Absolute
     e-/s fluxes of different quarters/sectors are not comparable (apertures and detectors
@@ -56,9 +56,9 @@ import numpy as np
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
-from ..config import ConfigError
-from ..schema import SchemaError
-from .fetch import EmptyResult, FetchError, FetchPolicy, Fetcher, safe_name
+from ..core.config import ConfigError
+from ..core.schema import SchemaError
+from .fetch import EmptyResult, Fetcher, FetchError, FetchPolicy, safe_name
 
 log = logging.getLogger(__name__)
 
@@ -506,7 +506,7 @@ def load_lightkurve(cfg: DictConfig, *, sleep: Callable[[float], None] | None = 
                            if oid in catalog_of})
         extra = {oid: v for oid, v in extra.items() if oid in processed}
     if labels_cfg.get("table"):
-        from .alerce import load_label_table   # same table format as the ALeRCE source
+        from .alerce import load_label_table  # same table format as the ALeRCE source
 
         table = load_label_table(labels_cfg["table"], labels_cfg.get("id_column"), labels_cfg.get("label_column"))
         mapping = dict(labels_cfg.get("map") or {})

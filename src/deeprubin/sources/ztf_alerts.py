@@ -70,7 +70,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from ..schema import SchemaError, mag_to_flux
+from ..core.schema import SchemaError, mag_to_flux
 
 #: ZTF filter id -> band name.
 ZTF_FID_BANDS: dict[int, str] = {1: "g", 2: "r", 3: "i"}
@@ -293,7 +293,7 @@ def alerts_to_canonical(
 
     Raises
     ------
-    deeprubin.schema.SchemaError
+    deeprubin.core.schema.SchemaError
         Missing columns, unknown ``fid``, non-numeric or missing magnitudes, bad ``isdiffpos``,
         or an object without a label; the message names the table, column and object.
     """

@@ -17,12 +17,12 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from .. import io
+from ..core import io
+from ..core.entry import hydra_entry
 from ..preprocess.augment import augment_training_set, empty_tables, parse_settings
 from ..preprocess.gp import fit_gp_grid, save_gp_grid
 from ..preprocess.inputs import check_preprocess_config, gp_input, gp_kwargs
 from ..training.augmented import check_parents_in_train
-from ._entry import hydra_entry
 
 log = logging.getLogger(__name__)
 

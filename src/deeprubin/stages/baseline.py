@@ -7,14 +7,14 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from .. import io
-from ..config import ConfigError
-from ..evaluation.metrics import confusion_table, row_normalised, text_report
+from ..core import io
+from ..core.config import ConfigError
+from ..core.entry import hydra_entry
+from ..core.metrics import confusion_table, row_normalised, text_report
 from ..features.baseline import BRFParams, train_and_score
 from ..features.extract import FeatureConfig, extract_features, feature_names
 from ..features.plots import plot_feature_importances
 from ..plots import plot_confusion_matrix
-from ._entry import hydra_entry
 
 log = logging.getLogger(__name__)
 

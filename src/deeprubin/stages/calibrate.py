@@ -1,7 +1,7 @@
 """Calibrate stage: fit temperature scaling and isotonic calibrators on the validation split.
 
 Writes ``paths.models/calibration.json`` (every fitted calibrator and the configured
-default, read back by :func:`deeprubin.evaluation.calibration.load_calibrator`), and
+default, read back by :func:`deeprubin.core.calibration.load_calibrator`), and
 under ``paths.reports/calibration/``: ``metrics.json`` (accuracy, ECE with equal-width
 and equal-mass bins, class-wise ECE, Brier, NLL on the validation and test splits, for
 the uncalibrated model and each calibrator; ``test_ece_floor``: the ECE a perfectly
@@ -20,15 +20,14 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from .. import io
-from ..config import ConfigError, require
-from ..evaluation.calibration import (METHODS, apply_calibration, make_calibrator, save_calibration,
-                                      single_class_reason)
+from ..core import io
+from ..core.calibration import METHODS, apply_calibration, make_calibrator, save_calibration, single_class_reason
+from ..core.config import ConfigError, require
+from ..core.entry import hydra_entry
+from ..core.reliability import calibration_summary, ece_floor
 from ..evaluation.inputs import load_model_inputs
 from ..evaluation.predict import predict_logits
-from ..evaluation.reliability import calibration_summary, ece_floor
 from ..plots.calibration import plot_reliability, plot_reliability_per_class
-from ._entry import hydra_entry
 
 log = logging.getLogger(__name__)
 

@@ -15,11 +15,11 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from .. import io
-from ..config import ConfigError, require
+from ..core import io
+from ..core.config import ConfigError, require
+from ..core.entry import hydra_entry
 from ..evaluation.calibration_check import calibration_check, training_source
 from ..plots.calibration import plot_reliability
-from ._entry import hydra_entry
 
 log = logging.getLogger(__name__)
 

@@ -16,18 +16,18 @@ from pathlib import Path
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
-from .. import io
-from ..config import ConfigError, require
-from ..evaluation.calibration import apply_calibration, load_calibrator
+from ..core import io
+from ..core.calibration import apply_calibration, load_calibrator
+from ..core.config import ConfigError, require
+from ..core.entry import hydra_entry
+from ..core.metrics import class_weight_vector, headline_metrics
 from ..evaluation.early import first_detection_times, truncate_lightcurves
 from ..evaluation.inputs import load_model_inputs
-from ..evaluation.metrics import class_weight_vector, headline_metrics
 from ..evaluation.predict import predict_logits
 from ..plots.early import plot_early_classification
 from ..preprocess.gp import fit_gp_grid
-from ..training.data import grid_features
 from ..preprocess.inputs import gp_kwargs
-from ._entry import hydra_entry
+from ..training.data import grid_features
 
 log = logging.getLogger(__name__)
 

@@ -7,10 +7,10 @@ from pathlib import Path
 import numpy as np
 from omegaconf import DictConfig
 
-from .. import io
+from ..core import io
+from ..core.entry import hydra_entry
 from ..plots import plot_class_distribution, plot_color_evolution, plot_mean_lightcurves
 from ..preprocess.gp import load_gp_grid
-from ._entry import hydra_entry
 
 log = logging.getLogger(__name__)
 

@@ -15,17 +15,25 @@ import numpy as np
 import pandas as pd
 from omegaconf import DictConfig
 
-from .. import io
-from ..config import require
+from ..core import io
+from ..core.calibration import apply_calibration, load_calibrator
+from ..core.config import require
+from ..core.entry import hydra_entry
+from ..core.metrics import (
+    bootstrap_intervals,
+    class_weight_vector,
+    classification_metrics,
+    confusion_table,
+    headline_metrics,
+    one_vs_rest_curves,
+    row_normalised,
+    text_report,
+)
 from ..evaluation.compare import comparison_table, plot_comparison
-from ..evaluation.calibration import apply_calibration, load_calibrator
 from ..evaluation.inputs import load_model_inputs
-from ..evaluation.metrics import bootstrap_intervals, class_weight_vector, classification_metrics, \
-    confusion_table, headline_metrics, one_vs_rest_curves, row_normalised, text_report
 from ..evaluation.predict import predict_logits, prediction_table
 from ..plots import plot_confusion_matrix, plot_sample_predictions, plot_training_curves
 from ..plots.curves import plot_roc_pr
-from ._entry import hydra_entry
 
 log = logging.getLogger(__name__)
 

@@ -10,8 +10,8 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
+from ..core.entry import hydra_entry
 from ..reporting import write_report_index
-from ._entry import hydra_entry
 
 log = logging.getLogger(__name__)
 

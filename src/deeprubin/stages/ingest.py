@@ -6,13 +6,13 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from .. import io
-from ..config import ConfigError, require
-from ..quality import check_quality_config, quality_table
-from ..quality import summary as quality_summary
-from ..schema import validate_tables
+from ..core import io
+from ..core.config import ConfigError, require
+from ..core.entry import hydra_entry
+from ..core.quality import check_quality_config, quality_table
+from ..core.quality import summary as quality_summary
+from ..core.schema import validate_tables
 from ..sources import SOURCES, resolve_loader  # noqa: F401 (SOURCES is re-exported for tests and plugins)
-from ._entry import hydra_entry
 
 log = logging.getLogger(__name__)
 

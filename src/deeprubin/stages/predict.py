@@ -19,10 +19,10 @@ from pathlib import Path
 import pandas as pd
 from omegaconf import DictConfig
 
-from .. import io
-from ..config import ConfigError, require
+from ..core import io
+from ..core.config import ConfigError, require
+from ..core.entry import hydra_entry
 from ..evaluation.inference import predict_source_detailed
-from ._entry import hydra_entry
 
 log = logging.getLogger(__name__)
 

@@ -7,10 +7,10 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from .. import io
+from ..core import io
+from ..core.entry import hydra_entry
 from ..preprocess.gp import fit_gp_grid, save_gp_grid
 from ..preprocess.inputs import check_preprocess_config, gp_input, gp_kwargs
-from ._entry import hydra_entry
 
 log = logging.getLogger(__name__)
 

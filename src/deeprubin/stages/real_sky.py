@@ -24,14 +24,14 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from .. import io
-from ..config import ConfigError, require
+from ..core import io
+from ..core.checkpoint import load_checkpoint
+from ..core.config import ConfigError, require
+from ..core.entry import hydra_entry
+from ..core.quality import check_quality_config
 from ..evaluation.inference import predict_source_detailed
 from ..evaluation.real_sky import data_fingerprint, score_real_sample
 from ..plots.real_sky import plot_real_sky
-from ..quality import check_quality_config
-from ..training.checkpoint import load_checkpoint
-from ._entry import hydra_entry
 
 log = logging.getLogger(__name__)
 

@@ -6,10 +6,10 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from .. import io
-from ..config import ConfigError, require
+from ..core import io
+from ..core.config import ConfigError, require
+from ..core.entry import hydra_entry
 from ..results_doc import render_results
-from ._entry import hydra_entry
 
 log = logging.getLogger(__name__)
 

@@ -11,10 +11,10 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from .. import io
-from ..config import ConfigError, require
+from ..core import io
+from ..core.config import ConfigError, require
+from ..core.entry import hydra_entry
 from ..validation import sim_vs_real as svr
-from ._entry import hydra_entry
 
 log = logging.getLogger(__name__)
 

@@ -6,9 +6,9 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from .. import io
-from ..split import check_no_leakage, make_split, split_summary
-from ._entry import hydra_entry
+from ..core import io
+from ..core.entry import hydra_entry
+from ..core.split import check_no_leakage, make_split, split_summary
 
 log = logging.getLogger(__name__)
 
@@ -16,7 +16,7 @@ log = logging.getLogger(__name__)
 def run_split(cfg: DictConfig) -> dict:
     """Write ``manifest.parquet`` (object_id, group_id, label, split) and ``split_report.json``.
 
-    Raises :class:`deeprubin.split.LeakageError` (failing the DVC pipeline) if any
+    Raises :class:`deeprubin.core.split.LeakageError` (failing the DVC pipeline) if any
     group would straddle two splits.
     """
     objects = io.read_parquet(Path(cfg.paths.raw) / "objects.parquet")

@@ -11,20 +11,28 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from .. import io
-from ..config import to_dict
-from ..evaluation.metrics import classification_metrics
+from ..core import io
+from ..core.checkpoint import save_checkpoint
+from ..core.config import to_dict
+from ..core.entry import hydra_entry
+from ..core.metrics import classification_metrics
+from ..core.tracking import (
+    OpenRunMLFlowLogger,
+    flatten,
+    git_state,
+    log_params,
+    run_guard,
+    set_tags,
+    start_training_run,
+    tracking_uri,
+)
 from ..evaluation.predict import predict_probabilities
 from ..models import model_class, model_name, resolve_model_config
 from ..preprocess.gp import load_gp_grid
 from ..training.augmented import augmented_train_arrays
-from ..training.checkpoint import save_checkpoint
 from ..training.data import SplitArrays, grid_features, split_arrays
 from ..training.fit import fit_classifier
 from ..training.log_model import log_classifier
-from ..training.tracking import (OpenRunMLFlowLogger, flatten, git_state, log_params, run_guard, set_tags,
-                                 start_training_run, tracking_uri)
-from ._entry import hydra_entry
 
 log = logging.getLogger(__name__)
 

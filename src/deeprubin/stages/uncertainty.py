@@ -15,15 +15,21 @@ import numpy as np
 import pandas as pd
 from omegaconf import DictConfig
 
-from .. import io
-from ..config import require
+from ..core import io
+from ..core.config import require
+from ..core.entry import hydra_entry
 from ..evaluation.inputs import load_model_inputs
 from ..evaluation.predict import predict_probabilities
-from ..evaluation.uncertainty import (accuracy_rejection_curve, dropout_rate,
-                                      mc_dropout_probabilities, misclassification_auroc, mutual_information,
-                                      predictive_entropy, require_dropout)
+from ..evaluation.uncertainty import (
+    accuracy_rejection_curve,
+    dropout_rate,
+    mc_dropout_probabilities,
+    misclassification_auroc,
+    mutual_information,
+    predictive_entropy,
+    require_dropout,
+)
 from ..plots.uncertainty import plot_uncertainty
-from ._entry import hydra_entry
 
 log = logging.getLogger(__name__)
 

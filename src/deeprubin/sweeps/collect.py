@@ -8,7 +8,7 @@ from typing import Iterable
 import pandas as pd
 from mlflow.tracking import MlflowClient
 
-from ..training.tracking import PARENT_TAG, flatten, tracking_uri
+from ..core.tracking import PARENT_TAG, flatten, tracking_uri
 
 METRICS = ("val_macro_f1", "val_accuracy", "test_macro_f1", "test_accuracy")
 

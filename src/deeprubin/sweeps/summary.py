@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .. import io
-from ..config import compose_params
-from ..plots.style import figure_style, new_figure
+from ..core import io
+from ..core.config import compose_params
+from ..core.plot_style import figure_style, new_figure
 from .collect import runs_from_dvc, runs_from_mlflow, varying_params
 
 MODEL_PARAM = "param.model.name"

@@ -11,9 +11,9 @@ import numpy as np
 import pandas as pd
 from omegaconf import DictConfig
 
-from .. import io
+from ..core import io
+from ..core.split import LeakageError, check_no_leakage
 from ..preprocess.gp import load_gp_grid
-from ..split import LeakageError, check_no_leakage
 from .data import SplitArrays, grid_features
 
 
@@ -34,7 +34,7 @@ def check_parents_in_train(aug_obj: pd.DataFrame, manifest: pd.DataFrame) -> Non
 def augmented_train_arrays(cfg: DictConfig, classes: list[str], manifest: pd.DataFrame):
     """The augmented copies as training arrays (:class:`deeprubin.training.data.SplitArrays`).
 
-    Raises :class:`deeprubin.split.LeakageError` if a copy's group is outside the
+    Raises :class:`deeprubin.core.split.LeakageError` if a copy's group is outside the
     training split of ``manifest`` (the manifest the model is trained with).
     """
     folder = Path(cfg.paths.augmented)

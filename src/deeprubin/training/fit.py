@@ -10,10 +10,10 @@ import torch
 from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
 from omegaconf import DictConfig
 
-from ..config import require
+from ..core.checkpoint import read_weights
+from ..core.config import require
+from ..core.tracking import temp_checkpoint_dir
 from ..models import build_model
-from .checkpoint import read_weights
-from .tracking import temp_checkpoint_dir
 from .data import SplitArrays, class_weights, make_loader
 from .module import LightCurveClassifier
 
@@ -60,7 +60,7 @@ class FitResult:
 
 
 def check_trainer_config(cfg: DictConfig) -> None:
-    """Raise :class:`deeprubin.config.ConfigError` naming the first invalid trainer key."""
+    """Raise :class:`deeprubin.core.config.ConfigError` naming the first invalid trainer key."""
     for key in ("max_epochs", "batch_size", "learning_rate"):
         require(cfg, f"trainer.{key}", positive=True)
     require(cfg, "trainer.weight_decay", at_least=0)

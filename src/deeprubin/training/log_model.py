@@ -3,10 +3,10 @@
 MLflow's PyTorch flavour pickles the whole ``nn.Module``: loading such a model runs
 whatever the pickle says, so a registry entry from someone else would be code. Here a model
 version is the same weights-only checkpoint the train stage writes (tensors plus a plain
-config, :mod:`deeprubin.training.checkpoint`), logged under the run's ``model/`` artifact
+config, :mod:`deeprubin.core.checkpoint`), logged under the run's ``model/`` artifact
 folder with a small ``deeprubin-model.json`` describing it (format, sha256, classes, bands,
 input shape, the class of the model). :func:`load_registered` downloads a version and
-rebuilds it through :func:`~deeprubin.training.checkpoint.load_checkpoint`, so the
+rebuilds it through :func:`~deeprubin.core.checkpoint.load_checkpoint`, so the
 allow-list and ``weights_only`` apply to registry models too.
 """
 from __future__ import annotations
@@ -19,8 +19,8 @@ import mlflow
 import torch
 from mlflow.exceptions import MlflowException
 
-from .. import io
-from .checkpoint import load_checkpoint
+from ..core import io
+from ..core.checkpoint import load_checkpoint
 
 #: Folder under the run's artifacts that a registered model version points at.
 ARTIFACT_PATH = "model"
@@ -87,12 +87,12 @@ def load_registered(uri: str, tracking_uri: str | None = None) -> tuple[torch.nn
 
     Raises
     ------
-    deeprubin.training.checkpoint.CheckpointError
+    deeprubin.core.checkpoint.CheckpointError
         The version is not a DeepRubin checkpoint (e.g. a pickled ``mlflow.pytorch`` model,
         which is refused rather than unpickled), or its checkpoint fails the checks of
-        :func:`~deeprubin.training.checkpoint.load_checkpoint`.
+        :func:`~deeprubin.core.checkpoint.load_checkpoint`.
     """
-    from .checkpoint import CheckpointError
+    from ..core.checkpoint import CheckpointError
 
     with tempfile.TemporaryDirectory(prefix="deeprubin-registry-") as tmp:
         local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=tmp,

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from ..config import ConfigError
+from ..core.config import ConfigError
 
 METHODS = ("topk_mean", "max", "mean")
 

@@ -9,10 +9,10 @@ import pandas as pd
 import torch
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 
-from ..config import require
+from ..core.checkpoint import read_weights
+from ..core.config import require
+from ..core.tracking import temp_checkpoint_dir
 from ..models import build_model
-from ..training.checkpoint import read_weights
-from ..training.tracking import temp_checkpoint_dir
 from ..training.data import SplitArrays, make_loader
 from ..training.fit import EpochHistory
 from .module import HISTORY_COLUMNS, BinarySegmentClassifier
@@ -44,7 +44,7 @@ class FitResult:
 
 
 def check_trainer_config(cfg) -> None:
-    """Raise :class:`deeprubin.config.ConfigError` naming the first invalid ``transits.trainer`` key."""
+    """Raise :class:`deeprubin.core.config.ConfigError` naming the first invalid ``transits.trainer`` key."""
     for key in ("max_epochs", "batch_size", "learning_rate"):
         require(cfg, key, positive=True)
     require(cfg, "weight_decay", at_least=0)

@@ -1,4 +1,4 @@
-"""Figures of the transits report (shared style of :mod:`deeprubin.plots.style`)."""
+"""Figures of the transits report (shared style of :mod:`deeprubin.core.plot_style`)."""
 from __future__ import annotations
 
 from typing import Mapping
@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import precision_recall_curve, roc_curve
 
-from ..plots.style import NEUTRAL_COLOR, OKABE_ITO, figure_style, new_figure
+from ..core.plot_style import NEUTRAL_COLOR, OKABE_ITO, figure_style, new_figure
 
 CNN_COLOR = OKABE_ITO["blue"]
 BLS_COLOR = OKABE_ITO["vermillion"]

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..config import ConfigError, require
+from ..core.config import ConfigError, require
 
 
 class SkipLightCurve(Exception):

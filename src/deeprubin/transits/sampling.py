@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from ..config import require
+from ..core.config import require
 
 
 def check_sampling_config(cfg) -> None:
@@ -19,7 +19,7 @@ def check_sampling_config(cfg) -> None:
     require(cfg, "neg_pos_ratio", positive=True)
     frac = require(cfg, "hard_negative_fraction", at_least=0)
     if frac > 1:
-        from ..config import ConfigError
+        from ..core.config import ConfigError
 
         raise ConfigError(f"config key 'hard_negative_fraction' must be <= 1, got {frac}")
 

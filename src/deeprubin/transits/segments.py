@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from ..config import ConfigError
+from ..core.config import ConfigError
 from .ephemeris import in_transit, transit_phase
 from .timesys import bjd_to_mission
 

@@ -31,7 +31,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from deeprubin.schema import SchemaError
+from deeprubin.core.schema import SchemaError
 
 #: BTS brightness limit (peak magnitude) of the spectroscopically complete sample.
 BTS_PEAK_MAG_LIMIT = 18.5
@@ -418,7 +418,7 @@ def plot_sim_vs_real(panels: list[tuple[str, np.ndarray, np.ndarray, dict]]):
     -------
     matplotlib.figure.Figure
     """
-    from deeprubin.plots.style import OKABE_ITO, figure_style, new_figure
+    from deeprubin.core.plot_style import OKABE_ITO, figure_style, new_figure
 
     n = len(panels)
     cols = min(4, n)

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from deeprubin.schema import mag_to_flux
+from deeprubin.core.schema import mag_to_flux
 
 #: Bands the simulator can produce, in the order of the integer band codes used
 #: internally (``band_code == 0`` is g). Extending to LSST ugrizy means adding

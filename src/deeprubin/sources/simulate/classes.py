@@ -35,7 +35,7 @@ import numpy as np
 import pandas as pd
 from scipy.special import expit
 
-from deeprubin.schema import mag_to_flux
+from deeprubin.core.schema import mag_to_flux
 from deeprubin.sources.simulate.cadence import SUPPORTED_BANDS, SimulationConfigError
 from deeprubin.sources.simulate.physics import (
     BAND_WAVELENGTH_AA,

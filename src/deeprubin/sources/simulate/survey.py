@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from deeprubin.schema import flux_to_mag
+from deeprubin.core.schema import flux_to_mag
 from deeprubin.sources.simulate.cadence import (
     DETECTION_SNR,
     MIN_POINTS_PER_OBJECT,

@@ -7,9 +7,9 @@ from pathlib import Path
 import pandas as pd
 from omegaconf import DictConfig
 
-from ... import io
-from ...config import require
-from ...stages._entry import hydra_entry
+from ...core import io
+from ...core.config import require
+from ...core.entry import hydra_entry
 from ..bls import bls_search
 
 log = logging.getLogger(__name__)

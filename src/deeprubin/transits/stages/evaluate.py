@@ -13,10 +13,10 @@ import numpy as np
 import pandas as pd
 from omegaconf import DictConfig
 
-from ... import io
-from ...config import require
-from ...stages._entry import hydra_entry
-from ...training.checkpoint import load_checkpoint
+from ...core import io
+from ...core.checkpoint import load_checkpoint
+from ...core.config import require
+from ...core.entry import hydra_entry
 from ..evaluation import evaluate_transit_scores
 from ..fit import split_segments
 from ..module import predict_scores

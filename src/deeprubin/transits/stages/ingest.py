@@ -6,9 +6,9 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from ... import io
-from ...config import ConfigError, require
-from ...stages._entry import hydra_entry
+from ...core import io
+from ...core.config import ConfigError, require
+from ...core.entry import hydra_entry
 from ..simulate import simulate_survey
 
 log = logging.getLogger(__name__)

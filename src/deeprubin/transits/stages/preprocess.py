@@ -15,8 +15,8 @@ import numpy as np
 import pandas as pd
 from omegaconf import DictConfig
 
-from ... import io
-from ...stages._entry import hydra_entry
+from ...core import io
+from ...core.entry import hydra_entry
 from ..dataset import SEGMENT_COLUMNS, segment_lightcurve
 from ..ephemeris import check_ephemerides
 from ..preprocess import SkipLightCurve, check_preprocess_config

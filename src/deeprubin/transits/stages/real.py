@@ -15,12 +15,11 @@ import logging
 from pathlib import Path
 
 import pandas as pd
-
 from omegaconf import DictConfig
 
-from ... import io
-from ...stages._entry import hydra_entry
-from ...training.checkpoint import load_checkpoint
+from ...core import io
+from ...core.checkpoint import load_checkpoint
+from ...core.entry import hydra_entry
 from ..dataset import segment_lightcurve
 from ..ephemeris import check_ephemerides, in_transit
 from ..module import predict_scores

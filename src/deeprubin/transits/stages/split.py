@@ -11,9 +11,9 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from ... import io
-from ...split import check_no_leakage, make_split, split_summary
-from ...stages._entry import hydra_entry
+from ...core import io
+from ...core.entry import hydra_entry
+from ...core.split import check_no_leakage, make_split, split_summary
 
 log = logging.getLogger(__name__)
 

@@ -6,13 +6,21 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from ... import io
-from ...config import to_dict
+from ...core import io
+from ...core.checkpoint import save_checkpoint
+from ...core.config import to_dict
+from ...core.entry import hydra_entry
+from ...core.tracking import (
+    OpenRunMLFlowLogger,
+    flatten,
+    git_state,
+    log_params,
+    run_guard,
+    set_tags,
+    start_training_run,
+    tracking_uri,
+)
 from ...models import model_class, model_name, resolve_model_config
-from ...stages._entry import hydra_entry
-from ...training.checkpoint import save_checkpoint
-from ...training.tracking import (OpenRunMLFlowLogger, flatten, git_state, log_params, run_guard, set_tags,
-                                  start_training_run, tracking_uri)
 from ..fit import arrays, fit_segment_classifier, split_segments
 from ..metrics import detection_summary
 from ..module import predict_scores

@@ -1,6 +1,6 @@
 """Data-quality flags per object: photometry that passes the schema but that no model should trust.
 
-The schema (:mod:`deeprubin.schema`) rejects what is malformed (NaN, negative errors, unknown
+The schema (:mod:`deeprubin.core.schema`) rejects what is malformed (NaN, negative errors, unknown
 bands). Some light curves are well-formed and still implausible: every magnitude at a
 "no measurement" sentinel, no detection at all (e.g. a flipped flux sign), times of one
 object half in JD and half in MJD, fluxes no survey target can have. :func:`quality_table`

@@ -25,7 +25,7 @@ import numpy as np
 from scipy.optimize import minimize_scalar
 from scipy.special import log_softmax, softmax
 
-from .. import io
+from . import io
 
 log = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ of the ``classes`` list, so a class keeps its colour across figures of one run.
 
 Figures are created as :class:`matplotlib.figure.Figure` with an Agg canvas,
 not through ``pyplot``: nothing needs a display and nothing is registered with
-pyplot's figure manager (``deeprubin.io.save_figure`` closes them anyway).
+pyplot's figure manager (``deeprubin.core.io.save_figure`` closes them anyway).
 """
 from __future__ import annotations
 

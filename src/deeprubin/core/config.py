@@ -15,7 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 from .io import write_text
 
 #: Repository root (the package is installed editable from ``src/``).
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[3]
 CONF_DIR = REPO_ROOT / "conf"
 
 

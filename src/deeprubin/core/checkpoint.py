@@ -17,8 +17,8 @@ from typing import Any
 
 import torch
 
-from ..io import atomic_path
 from ..models import ModelConfigError, build_model
+from .io import atomic_path
 
 
 class CheckpointError(ValueError):

@@ -9,9 +9,9 @@ from typing import Any, Callable
 import hydra
 from omegaconf import DictConfig
 
-from ..config import CONF_DIR, check_output_paths, check_seeds
-from ..core import numerics
-from ..core.config_schema import check_schema
+from . import numerics
+from .config import CONF_DIR, check_output_paths, check_seeds
+from .config_schema import check_schema
 
 
 def _conf_dir() -> str:
