@@ -93,8 +93,16 @@ def run_tiny_pipeline(cfg, root: Path) -> dict:
         return run_evaluate(cfg)
     finally:
         os.chdir(cwd)
+        os.environ.pop("MLFLOW_TRACKING_URI", None)
         if uri is not None:
             os.environ["MLFLOW_TRACKING_URI"] = uri
+
+
+@pytest.fixture(autouse=True)
+def _no_leaked_mlflow_uri(monkeypatch):
+    """``mlflow.set_tracking_uri`` (Lightning's logger calls it) sets ``MLFLOW_TRACKING_URI`` in
+    the process; no test may see a store another test left in this worker's environment."""
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
 
 
 @pytest.fixture(scope="session")

@@ -228,6 +228,23 @@ def test_run_guard_marks_failed_finished_and_killed(tmp_path):
     assert (status[ok], status[bad], status[killed]) == ("FINISHED", "FAILED", "KILLED")
 
 
+def test_training_run_leaves_the_tracking_variable_as_it_found_it(tmp_path, monkeypatch):
+    import mlflow
+
+    from deeprubin.core.tracking import training_run
+
+    uri = f"sqlite:///{tmp_path / 'mlruns.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    with training_run(uri, "e", run_name="r", tags={}) as (client, run_id, logger):
+        mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'other.db'}")   # what Lightning's logger may do
+    assert os.environ["MLFLOW_TRACKING_URI"] == uri
+    monkeypatch.delenv("MLFLOW_TRACKING_URI")
+    with training_run(uri, "e", run_name="r2", tags={}):
+        mlflow.set_tracking_uri(uri)
+    assert "MLFLOW_TRACKING_URI" not in os.environ
+    assert _runs(uri)[run_id] == "FINISHED"
+
+
 @pytest.mark.e2e  # starts and SIGKILLs a training process (~20 s)
 def test_sigkilled_run_is_marked_killed_and_its_temp_folder_removed(tmp_path):
     """A process SIGKILLed mid-run leaves RUNNING and a temp folder; the next run cleans both up."""
@@ -264,7 +281,8 @@ def test_registered_model_is_the_checkpoint_and_loads_safely(tmp_path):
     assert model_uri == "models:/toy-classifier/1"
     import mlflow
 
-    mlflow.set_tracking_uri(uri)
+    # the name is looked up in the given store, not in whatever store the process last used
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'another.db'}")
     model, meta = load_registered(model_uri, tracking_uri=uri)
     x = torch.zeros(2, 4, 10)
     original, _ = load_checkpoint(ckpt)

@@ -18,6 +18,7 @@ from typing import Any
 import torch
 
 from ..models import ModelConfigError, build_model
+from . import io
 from .io import atomic_path
 
 
@@ -104,3 +105,14 @@ def load_checkpoint(path: str | Path) -> tuple[torch.nn.Module, dict]:
     model.eval()
     meta = {k: v for k, v in payload.items() if k != "state_dict"}
     return model, meta
+
+
+def write_model_outputs(out: Path, model: torch.nn.Module, *, config_yaml: str, history, **checkpoint) -> Path:
+    """A train stage's three outputs in ``out``: ``model.ckpt`` (:func:`save_checkpoint` with
+    ``checkpoint``), ``config.yaml`` (the run's config as YAML) and ``history.csv`` (one row per
+    epoch, 6 significant digits, so a rerun writes the same bytes). Returns the checkpoint path."""
+    ckpt = save_checkpoint(out / "model.ckpt", model, **checkpoint)
+    io.write_text(config_yaml, out / "config.yaml")
+    io.write_text(history.to_csv(index=False, float_format="%.6g"), out / "history.csv")
+    return ckpt
+

@@ -199,3 +199,37 @@ def log_params(client: MlflowClient, run_id: str, params: dict[str, Any]) -> Non
 
 def set_tags(client: MlflowClient, run_id: str, tags: dict[str, str]) -> None:
     client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+
+
+def provenance_tags(built: type, data_sha256: str, stage: str, **extra: str) -> dict[str, str]:
+    """The tags every training run carries: commit, dirty tree, data hash, DVC stage, model class."""
+    sha, dirty = git_state()
+    return {"git_commit": sha, "git_dirty": str(dirty).lower(), "dataset_sha256": data_sha256,
+            "dvc_stage": stage, "model": f"{built.__module__}.{built.__qualname__}", **extra}
+
+
+@contextlib.contextmanager
+def training_run(uri: str, experiment: str, *, run_name: str, tags: dict[str, str],
+                 sweep_id: str | None = None, sweep_dir: Path | None = None
+                 ) -> Iterator[tuple[MlflowClient, str, OpenRunMLFlowLogger]]:
+    """One guarded training run: ``(client, run_id, Lightning logger)`` for the block.
+
+    The run is created with :func:`start_training_run` and ended by :func:`run_guard`:
+    FINISHED only when the block (which writes the stage's outputs) completes, FAILED on an
+    error, KILLED on a signal. Lightning's logger calls ``mlflow.set_tracking_uri``, which
+    also sets ``MLFLOW_TRACKING_URI`` in the process environment; the variable is put back as
+    it was, so a second run in the same process (a notebook, the tests) uses its own store.
+    """
+    before = os.environ.get("MLFLOW_TRACKING_URI")
+    try:
+        client, run_id = start_training_run(uri, experiment, run_name=run_name, tags=tags, sweep_id=sweep_id,
+                                            sweep_dir=sweep_dir)
+        with run_guard(client, run_id):
+            yield client, run_id, OpenRunMLFlowLogger(experiment_name=experiment, tracking_uri=tracking_uri(uri),
+                                                      run_id=run_id, log_model=False)
+    finally:
+        if before is None:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
+        else:
+            os.environ["MLFLOW_TRACKING_URI"] = before
+

@@ -12,20 +12,11 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from ..core import io
-from ..core.checkpoint import save_checkpoint
+from ..core.checkpoint import write_model_outputs
 from ..core.config import to_dict
 from ..core.entry import hydra_entry
 from ..core.metrics import classification_metrics
-from ..core.tracking import (
-    OpenRunMLFlowLogger,
-    flatten,
-    git_state,
-    log_params,
-    run_guard,
-    set_tags,
-    start_training_run,
-    tracking_uri,
-)
+from ..core.tracking import flatten, log_params, provenance_tags, set_tags, training_run
 from ..evaluation.predict import predict_probabilities
 from ..models import model_class, model_name, resolve_model_config
 from ..preprocess.gp import load_gp_grid
@@ -76,20 +67,14 @@ def run_train(cfg: DictConfig) -> dict:
     out = io.check_writable(job_dir / "model" if job_dir is not None else Path(cfg.paths.models), "models folder")
     model_config = resolve_model_config(cfg.model, grid_step_days=float(np.diff(grid.grid_time).mean()))
     built = model_class(model_config)  # the allow-list, checked before any work; its name is the logged one
-    sha, dirty = git_state()
-    run_name = f"{built.__name__}-seed{cfg.seed}"
-    client, run_id = start_training_run(
-        cfg.mlflow.tracking_uri, cfg.mlflow.experiment, run_name=run_name,
-        tags={"git_commit": sha, "git_dirty": str(dirty).lower(), "dataset_sha256": data_hash,
-              "dvc_stage": "train", "model": f"{built.__module__}.{built.__qualname__}"},
-        sweep_id=sweep_id, sweep_dir=sweep_dir)
-    with run_guard(client, run_id):  # FINISHED only after the outputs below are written
-        return _train_and_write(cfg, client, run_id, data, grid, features, classes, model_config, out, data_hash,
-                                n_augmented)
+    with training_run(cfg.mlflow.tracking_uri, cfg.mlflow.experiment, run_name=f"{built.__name__}-seed{cfg.seed}",
+                      tags=provenance_tags(built, data_hash, "train"), sweep_id=sweep_id,
+                      sweep_dir=sweep_dir) as run:  # FINISHED only after the outputs below are written
+        return _train_and_write(cfg, run, data, grid, features, classes, model_config, out, data_hash, n_augmented)
 
 
-def _train_and_write(cfg, client, run_id, data, grid, features, classes, model_config, out, data_hash,
-                     n_augmented) -> dict:
+def _train_and_write(cfg, run, data, grid, features, classes, model_config, out, data_hash, n_augmented) -> dict:
+    client, run_id, logger = run
     resolved = to_dict(cfg)
     params = flatten("", {k: resolved[k] for k in ("seed", "trainer", "preprocess", "source", "augment")
                           if k in resolved})
@@ -100,8 +85,6 @@ def _train_and_write(cfg, client, run_id, data, grid, features, classes, model_c
     client.log_dict(run_id, {c: int(n) for c, n in zip(classes, np.bincount(data["train"].y, minlength=len(classes)))},
                     "class_distribution_train.json")
 
-    logger = OpenRunMLFlowLogger(experiment_name=cfg.mlflow.experiment,
-                                 tracking_uri=tracking_uri(cfg.mlflow.tracking_uri), run_id=run_id, log_model=False)
     result = fit_classifier(cfg, data, model_config, n_inputs=features.shape[1], classes=classes, logger=logger)
 
     summary = {"data_sha256": data_hash, "n_train": int(len(data["train"].y)), "n_val": int(len(data["val"].y)),
@@ -118,11 +101,9 @@ def _train_and_write(cfg, client, run_id, data, grid, features, classes, model_c
 
     # No git commit, run id or timestamp in the checkpoint: the same params and data give
     # the same bytes, so dvc.lock does not change on a rerun. Provenance lives in MLflow.
-    ckpt = save_checkpoint(out / "model.ckpt", result.model, model_config=model_config, classes=classes,
-                           bands=[str(b) for b in grid.bands], n_inputs=features.shape[1], config=resolved,
-                           metadata=summary)
-    io.write_text(OmegaConf.to_yaml(cfg), out / "config.yaml")
-    io.write_text(result.history.to_csv(index=False, float_format="%.6g"), out / "history.csv")
+    ckpt = write_model_outputs(out, result.model, config_yaml=OmegaConf.to_yaml(cfg), history=result.history,
+                               model_config=model_config, classes=classes, bands=[str(b) for b in grid.bands],
+                               n_inputs=features.shape[1], config=resolved, metadata=summary)
     client.log_artifact(run_id, str(out / "config.yaml"))
     train_table = pd.DataFrame({"object_id": data["train"].object_ids, "label": np.asarray(classes)[data["train"].y]})
     model_uri = log_classifier(client, run_id, ckpt, data["train"].x.shape[1:],

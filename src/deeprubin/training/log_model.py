@@ -18,6 +18,7 @@ from pathlib import Path
 import mlflow
 import torch
 from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
 
 from ..core import io
 from ..core.checkpoint import load_checkpoint
@@ -82,6 +83,22 @@ def log_classifier(client, run_id: str, checkpoint: str | Path, input_shape: tup
     return f"models:/{registered_name}/{version.version}"
 
 
+def _version_source(uri: str, tracking_uri: str | None) -> str:
+    """``models:/name/<version>`` or ``models:/name@alias`` -> the version's artifact location,
+    looked up in the registry of ``tracking_uri`` itself (MLflow would otherwise resolve the
+    name in the process-wide registry, whatever an earlier ``mlflow.set_tracking_uri`` left)."""
+    if tracking_uri is None or not uri.startswith("models:/"):
+        return uri
+    client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+    name, _, version = uri.removeprefix("models:/").partition("/")
+    if "@" in name and not version:
+        name, alias = name.split("@", 1)
+        version = client.get_model_version_by_alias(name, alias).version
+    if not str(version).isdigit():
+        return uri
+    return client.get_model_version_download_uri(name, str(version))
+
+
 def load_registered(uri: str, tracking_uri: str | None = None) -> tuple[torch.nn.Module, dict]:
     """Download a registered version (``models:/name/version``) and rebuild it safely.
 
@@ -95,8 +112,8 @@ def load_registered(uri: str, tracking_uri: str | None = None) -> tuple[torch.nn
     from ..core.checkpoint import CheckpointError
 
     with tempfile.TemporaryDirectory(prefix="deeprubin-registry-") as tmp:
-        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=tmp,
-                                                         tracking_uri=tracking_uri))
+        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=_version_source(uri, tracking_uri),
+                                                         dst_path=tmp, tracking_uri=tracking_uri))
         description = local / DESCRIPTION_NAME
         if not description.exists():
             raise CheckpointError(f"{uri}: not a DeepRubin registry model (no {DESCRIPTION_NAME}); "

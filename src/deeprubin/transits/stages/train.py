@@ -7,19 +7,10 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from ...core import io
-from ...core.checkpoint import save_checkpoint
+from ...core.checkpoint import write_model_outputs
 from ...core.config import to_dict
 from ...core.entry import hydra_entry
-from ...core.tracking import (
-    OpenRunMLFlowLogger,
-    flatten,
-    git_state,
-    log_params,
-    run_guard,
-    set_tags,
-    start_training_run,
-    tracking_uri,
-)
+from ...core.tracking import flatten, log_params, provenance_tags, set_tags, training_run
 from ...models import model_class, model_name, resolve_model_config
 from ..fit import arrays, fit_segment_classifier, split_segments
 from ..metrics import detection_summary
@@ -55,24 +46,20 @@ def run_transits_train(cfg: DictConfig) -> dict:
     out = io.check_writable(Path(tc.paths.models), "transits models folder")
     model_config = resolve_model_config(tc.model)
     built = model_class(model_config)  # the allow-list, checked before any work; its name is the logged one
-    sha, dirty = git_state()
-    client, run_id = start_training_run(
-        cfg.mlflow.tracking_uri, str(tc.mlflow_experiment), run_name=f"{built.__name__}-seed{seed}",
-        tags={"git_commit": sha, "git_dirty": str(dirty).lower(), "dataset_sha256": data_hash,
-              "dvc_stage": "transits_train", "model": f"{built.__module__}.{built.__qualname__}", "task": "transits"})
-    with run_guard(client, run_id):  # FINISHED only after the outputs below are written
-        return _train_and_write(cfg, tc, client, run_id, train, val, seed, model_config, out, data_hash)
+    with training_run(cfg.mlflow.tracking_uri, str(tc.mlflow_experiment), run_name=f"{built.__name__}-seed{seed}",
+                      tags=provenance_tags(built, data_hash, "transits_train", task="transits")
+                      ) as run:  # FINISHED only after the outputs below are written
+        return _train_and_write(tc, run, train, val, seed, model_config, out, data_hash)
 
 
-def _train_and_write(cfg, tc, client, run_id, train, val, seed, model_config, out, data_hash) -> dict:
+def _train_and_write(tc, run, train, val, seed, model_config, out, data_hash) -> dict:
+    client, run_id, logger = run
     resolved = to_dict(tc)
     params = flatten("", {k: resolved[k] for k in ("trainer", "sampling", "preprocess", "simulate")})
     params.update(flatten("model", model_config))
     params.update({"seed": seed, "data.n_train": len(train.y), "data.n_train_positive": int(train.y.sum()),
                    "data.n_val": len(val.y), "data.n_val_positive": int(val.y.sum())})
     log_params(client, run_id, params)
-    logger = OpenRunMLFlowLogger(experiment_name=str(tc.mlflow_experiment),
-                                 tracking_uri=tracking_uri(cfg.mlflow.tracking_uri), run_id=run_id, log_model=False)
     result = fit_segment_classifier(tc.trainer, model_config, train, val, seed, logger=logger,
                                     preprocess_cfg=tc.preprocess)
     val_scores = predict_scores(result.model, val.x)
@@ -83,11 +70,9 @@ def _train_and_write(cfg, tc, client, run_id, train, val, seed, model_config, ou
                "n_val": int(len(val.y)), "best_monitor": result.best_score, "monitor": str(tc.trainer.monitor),
                "epochs_run": result.epochs_run, "val_roc_auc": val_summary["roc_auc"],
                "val_pr_auc": val_summary["pr_auc"]}
-    save_checkpoint(out / "model.ckpt", result.model, model_config=model_config, classes=["transit"],
-                    bands=list(tc.preprocess.channels), n_inputs=int(train.x.shape[1]), config=resolved,
-                    metadata=summary)
-    io.write_text(OmegaConf.to_yaml(tc), out / "config.yaml")
-    io.write_text(result.history.to_csv(index=False, float_format="%.6g"), out / "history.csv")
+    write_model_outputs(out, result.model, config_yaml=OmegaConf.to_yaml(tc), history=result.history,
+                        model_config=model_config, classes=["transit"], bands=list(tc.preprocess.channels),
+                        n_inputs=int(train.x.shape[1]), config=resolved, metadata=summary)
     client.log_artifact(run_id, str(out / "config.yaml"))
     client.log_artifact(run_id, str(out / "history.csv"))
     set_tags(client, run_id, {"val_roc_auc": f"{val_summary['roc_auc']:.4f}", "model": model_name(result.model)})
