@@ -6,7 +6,8 @@ import torch
 from deeprubin.models import build_model
 from deeprubin.models.gru import GRUClassifier
 from deeprubin.models.tcn import TCNClassifier
-from deeprubin.training.data import class_weights, grid_features, split_arrays
+from deeprubin.core.training import class_weights
+from deeprubin.training.data import grid_features, split_arrays
 
 SMALL_MODELS = [
     {"_target_": "deeprubin.models.tcn.TCNClassifier", "name": "tcn", "channels": 8, "kernel_size": 3,

@@ -88,7 +88,7 @@ def _train_and_write(cfg, run, data, grid, features, classes, model_config, out,
     result = fit_classifier(cfg, data, model_config, n_inputs=features.shape[1], classes=classes, logger=logger)
 
     summary = {"data_sha256": data_hash, "n_train": int(len(data["train"].y)), "n_val": int(len(data["val"].y)),
-               "best_val_loss": result.best_val_loss, "epochs_run": result.epochs_run}
+               "best_val_loss": result.best_score, "epochs_run": result.epochs_run}
     scores = {}
     for split_name in ("val", "test"):
         if split_name in data and len(data[split_name].y):
@@ -112,7 +112,7 @@ def _train_and_write(cfg, run, data, grid, features, classes, model_config, out,
     set_tags(client, run_id, {"registered_model": model_uri, "model": model_name(result.model)})
     summary.update(scores, mlflow_run_id=run_id, model_uri=model_uri)
     log.info("train: best val_loss %.4f, val macro-F1 %.3f after %d epochs -> %s (MLflow run %s, %s)",
-             result.best_val_loss, scores.get("val_macro_f1", float("nan")), result.epochs_run, ckpt, run_id, model_uri)
+             result.best_score, scores.get("val_macro_f1", float("nan")), result.epochs_run, ckpt, run_id, model_uri)
     return summary
 
 

@@ -1,30 +1,10 @@
 """Turn GP grids and a split manifest into tensors for training and evaluation."""
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import pandas as pd
-import torch
-from torch.utils.data import DataLoader, TensorDataset
 
-
-@dataclass
-class SplitArrays:
-    """Model inputs and integer labels for one split.
-
-    Attributes
-    ----------
-    object_ids : numpy.ndarray, shape (n,)
-    x : numpy.ndarray, shape (n, 2 * n_bands, n_time), float32
-        GP mean channels (one per band) followed by GP std channels.
-    y : numpy.ndarray, shape (n,), int64
-        Index into the task's class list.
-    """
-
-    object_ids: np.ndarray
-    x: np.ndarray
-    y: np.ndarray
+from ..core.training import SplitArrays
 
 
 def grid_features(mean: np.ndarray, std: np.ndarray) -> np.ndarray:
@@ -60,19 +40,3 @@ def split_arrays(object_ids: np.ndarray, features: np.ndarray, manifest: pd.Data
             y=part["label"].map(class_index).to_numpy(dtype=np.int64),
         )
     return out
-
-
-def class_weights(y: np.ndarray, n_classes: int) -> torch.Tensor:
-    """Inverse-frequency weights ``n / (C * n_c)``, shape (C,); absent classes get 0."""
-    counts = np.bincount(y, minlength=n_classes).astype(float)
-    weights = np.where(counts > 0, counts.sum() / (n_classes * np.maximum(counts, 1)), 0.0)
-    return torch.tensor(weights, dtype=torch.float32)
-
-
-def make_loader(arrays: SplitArrays, batch_size: int, shuffle: bool, seed: int,
-                num_workers: int = 0) -> DataLoader:
-    """A DataLoader whose shuffling depends only on ``seed``."""
-    dataset = TensorDataset(torch.from_numpy(arrays.x), torch.from_numpy(arrays.y))
-    generator = torch.Generator().manual_seed(seed)
-    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=generator,
-                      num_workers=num_workers)

@@ -1,46 +1,17 @@
-"""Fit the segment classifier with Lightning: seeded, early-stopped on a validation metric."""
+"""Fit the segment classifier: seeded, early-stopped on a validation metric."""
 from __future__ import annotations
-
-from dataclasses import dataclass
 
 import lightning as L
 import numpy as np
 import pandas as pd
 import torch
-from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 
-from ..core.checkpoint import read_weights
 from ..core.config import require
-from ..core.tracking import temp_checkpoint_dir
+from ..core.training import EpochHistory, FitResult, SplitArrays, fit_module, make_loader
 from ..models import build_model
-from ..training.data import SplitArrays, make_loader
-from ..training.fit import EpochHistory
 from .module import HISTORY_COLUMNS, BinarySegmentClassifier
 
 MONITOR_MODES = {"val_loss": "min", "val_roc_auc": "max", "val_pr_auc": "max"}
-
-
-class _History(EpochHistory):
-    """Epoch table whose validation AUCs are read after Lightning has reduced them.
-
-    The module computes ROC-AUC/PR-AUC in its own ``on_validation_epoch_end``, which runs
-    after the callbacks' hook; the row is completed at the end of the training epoch.
-    """
-
-    def on_train_epoch_end(self, trainer, pl_module) -> None:
-        metrics = trainer.callback_metrics
-        if self.rows and self.rows[-1]["epoch"] == trainer.current_epoch:
-            for key in self.columns[1:]:
-                if key in metrics:
-                    self.rows[-1][key] = float(metrics[key])
-
-
-@dataclass
-class FitResult:
-    model: torch.nn.Module
-    history: pd.DataFrame
-    best_score: float
-    epochs_run: int
 
 
 def check_trainer_config(cfg) -> None:
@@ -77,23 +48,11 @@ def fit_segment_classifier(trainer_cfg, model_cfg: dict, train: SplitArrays, val
                                      clip=float(pre.clip_value) if pre is not None else 30.0)
     train_loader = make_loader(train, int(t.batch_size), shuffle=True, seed=seed, num_workers=int(t.num_workers))
     val_loader = make_loader(val, int(t.batch_size) * 4, shuffle=False, seed=seed, num_workers=int(t.num_workers))
-    history = _History(HISTORY_COLUMNS)
-    monitor, mode = str(t.monitor), MONITOR_MODES[str(t.monitor)]
-    with temp_checkpoint_dir() as ckpt_dir:
-        best = ModelCheckpoint(dirpath=ckpt_dir, monitor=monitor, mode=mode, save_top_k=1, save_weights_only=True)
-        trainer = L.Trainer(max_epochs=int(t.max_epochs), accelerator=str(t.accelerator), devices=1,
-                            deterministic=bool(t.deterministic), logger=logger if logger is not None else False,
-                            callbacks=[best, EarlyStopping(monitor, mode=mode,
-                                                           patience=int(t.early_stopping_patience)), history],
-                            enable_progress_bar=bool(t.progress_bar), enable_model_summary=False,
-                            log_every_n_steps=1)
-        trainer.fit(module, train_loader, val_loader)
-        state = read_weights(best.best_model_path)["state_dict"]
-        module.load_state_dict(state)
-        score = float(best.best_model_score) if best.best_model_score is not None else float("nan")
-    module.eval()
-    return FitResult(model=module.model.cpu().eval(), history=history.table(), best_score=score,
-                     epochs_run=trainer.current_epoch)
+    # The module computes ROC-AUC/PR-AUC in its own on_validation_epoch_end: read them late.
+    history = EpochHistory(HISTORY_COLUMNS, late_validation=True)
+    monitor = str(t.monitor)
+    return fit_module(t, module, train_loader, val_loader, history, monitor=monitor, mode=MONITOR_MODES[monitor],
+                      logger=logger)
 
 
 def split_segments(x: np.ndarray, segments: pd.DataFrame, manifest: pd.DataFrame) -> dict[str, pd.DataFrame]:

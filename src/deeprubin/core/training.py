@@ -1,0 +1,127 @@
+"""The training loop every task shares: split arrays, seeded loaders, the Lightning fit.
+
+A task builds its ``LightningModule`` (its loss, its metrics) and its :class:`SplitArrays`;
+:func:`fit_module` runs Lightning with early stopping and returns the best epoch's weights.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import lightning as L
+import numpy as np
+import pandas as pd
+import torch
+from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
+from torch.utils.data import DataLoader, TensorDataset
+
+from .checkpoint import read_weights
+from .tracking import temp_checkpoint_dir
+
+
+@dataclass
+class SplitArrays:
+    """Model inputs and integer labels for one split.
+
+    Attributes
+    ----------
+    object_ids : numpy.ndarray, shape (n,)
+        The example's id (an object, or a segment of one).
+    x : numpy.ndarray, shape (n, n_channels, length), float32
+    y : numpy.ndarray, shape (n,), int64
+        Index into the task's class list (0/1 for a binary task).
+    """
+
+    object_ids: np.ndarray
+    x: np.ndarray
+    y: np.ndarray
+
+
+def class_weights(y: np.ndarray, n_classes: int) -> torch.Tensor:
+    """Inverse-frequency weights ``n / (C * n_c)``, shape (C,); absent classes get 0."""
+    counts = np.bincount(y, minlength=n_classes).astype(float)
+    weights = np.where(counts > 0, counts.sum() / (n_classes * np.maximum(counts, 1)), 0.0)
+    return torch.tensor(weights, dtype=torch.float32)
+
+
+def make_loader(arrays: SplitArrays, batch_size: int, shuffle: bool, seed: int,
+                num_workers: int = 0) -> DataLoader:
+    """A DataLoader whose shuffling depends only on ``seed``."""
+    dataset = TensorDataset(torch.from_numpy(arrays.x), torch.from_numpy(arrays.y))
+    generator = torch.Generator().manual_seed(seed)
+    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=generator,
+                      num_workers=num_workers)
+
+
+class EpochHistory(Callback):
+    """Collects the epoch-level metrics Lightning has logged into a table.
+
+    ``columns``: ``epoch`` then the logged metric names (``train_*`` and ``val_*``).
+    With ``late_validation=True`` the ``val_*`` values are also read at the end of the
+    training epoch, for modules that compute them in their own ``on_validation_epoch_end``
+    (which runs after the callbacks' hook).
+    """
+
+    def __init__(self, columns: list[str] | tuple[str, ...], late_validation: bool = False) -> None:
+        self.columns = list(columns)
+        self.late_validation = late_validation
+        self.rows: list[dict] = []
+
+    def on_validation_epoch_end(self, trainer, pl_module) -> None:
+        if trainer.sanity_checking:
+            return
+        metrics = trainer.callback_metrics
+        row = {"epoch": trainer.current_epoch}
+        for key in self.columns[1:]:
+            row[key] = float(metrics[key]) if key in metrics else np.nan
+        self.rows.append(row)
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        # Training metrics are reduced after validation; fill them into this epoch's row.
+        metrics = trainer.callback_metrics
+        if self.rows and self.rows[-1]["epoch"] == trainer.current_epoch:
+            keys = self.columns[1:] if self.late_validation else [c for c in self.columns if c.startswith("train_")]
+            for key in keys:
+                if key in metrics:
+                    self.rows[-1][key] = float(metrics[key])
+
+    def table(self) -> pd.DataFrame:
+        return pd.DataFrame(self.rows, columns=self.columns)
+
+
+@dataclass
+class FitResult:
+    model: torch.nn.Module
+    history: pd.DataFrame
+    best_score: float      # the monitored validation metric at the best epoch
+    epochs_run: int
+
+
+def fit_module(trainer_cfg, module: L.LightningModule, train_loader: DataLoader, val_loader: DataLoader,
+               history: EpochHistory, monitor: str = "val_loss", mode: str = "min", logger=None) -> FitResult:
+    """Fit ``module`` (whose network is ``module.model``), early-stopping on ``monitor``.
+
+    ``trainer_cfg`` supplies ``max_epochs``, ``accelerator``, ``deterministic``,
+    ``early_stopping_patience`` and ``progress_bar``. Returns the best epoch's weights
+    (by ``monitor``), not the last ones; checkpoints live in a temporary folder.
+    """
+    t = trainer_cfg
+    with temp_checkpoint_dir() as ckpt_dir:
+        best = ModelCheckpoint(dirpath=ckpt_dir, monitor=monitor, mode=mode, save_top_k=1, save_weights_only=True)
+        trainer = L.Trainer(
+            max_epochs=int(t.max_epochs),
+            accelerator=str(t.accelerator),
+            devices=1,
+            deterministic=bool(t.deterministic),
+            logger=logger if logger is not None else False,
+            callbacks=[best, EarlyStopping(monitor, mode=mode, patience=int(t.early_stopping_patience)), history],
+            enable_progress_bar=bool(t.progress_bar),
+            enable_model_summary=False,
+            log_every_n_steps=1,
+        )
+        trainer.fit(module, train_loader, val_loader)
+        state = read_weights(best.best_model_path)["state_dict"]
+        module.load_state_dict(state)
+        score = float(best.best_model_score) if best.best_model_score is not None else float("nan")
+    module.eval()
+    return FitResult(model=module.model.cpu().eval(), history=history.table(), best_score=score,
+                     epochs_run=trainer.current_epoch)
