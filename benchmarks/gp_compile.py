@@ -5,7 +5,7 @@ Usage (from the repository root, after `make setup`; ~3 min on 2 cores, a C++ co
     .venv/bin/python -m benchmarks.gp_compile
     .venv/bin/python -m benchmarks.gp_compile --sizes 50 100 --repeats 5
 
-Why: a full evaluation of the Newton fit (:func:`deeprubin.preprocess.gp_newton.evaluate`)
+Why: a full evaluation of the Newton fit (:func:`deeprubin.tasks.transients.preprocess.gp_newton.evaluate`)
 makes ~25 elementwise passes over (b, n, n) stacks besides its LAPACK/BLAS calls, and
 ``benchmarks/gp_cost_floor.py`` puts those passes at 0.4-1.2x the calls. TorchInductor fuses
 elementwise passes into generated C++ loops, so this measures, with one torch thread:
@@ -13,7 +13,7 @@ elementwise passes into generated C++ loops, so this measures, with one torch th
 * ``evaluate`` alone on ``--batch`` two-band objects of n points (the inputs of
   ``benchmarks/gp_cost_floor.py``), with derivatives and loss-only, eager and
   ``torch.compile(evaluate, dynamic=True)``;
-* the whole :func:`deeprubin.preprocess.gp.fit_gp_grid` on the objects of
+* the whole :func:`deeprubin.tasks.transients.preprocess.gp.fit_gp_grid` on the objects of
   ``benchmarks/gp_throughput.py`` (``--n-objects`` per size), with ``evaluate`` and
   ``posterior`` of ``gp_newton`` replaced by their compiled versions, the two interleaved
   (median of ``--repeats``), after a warm-up that pays the compilation (timed too);
@@ -35,7 +35,7 @@ import torch
 from benchmarks import gp_throughput as bench  # noqa: E402  (the sibling benchmark's objects and fit settings)
 from benchmarks.gp_cost_floor import two_band_batch  # noqa: E402  (the same evaluate inputs as the cost floor's)
 
-from deeprubin.preprocess import gp_newton  # noqa: E402
+from deeprubin.tasks.transients.preprocess import gp_newton
 
 EAGER = {"evaluate": gp_newton.evaluate, "posterior": gp_newton.posterior}
 

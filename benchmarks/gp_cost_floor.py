@@ -5,7 +5,7 @@ Usage (from the repository root, after `make setup`)::
     .venv/bin/python -m benchmarks.gp_cost_floor                 # sizes 20 50 100 200
     .venv/bin/python -m benchmarks.gp_cost_floor --sizes 100 --batch 128
 
-One evaluation of the batched Newton fit (:func:`deeprubin.preprocess.gp_newton.evaluate`)
+One evaluation of the batched Newton fit (:func:`deeprubin.tasks.transients.preprocess.gp_newton.evaluate`)
 with derivatives needs, per object of n points, a Cholesky of the (n, n) covariance,
 K^-1 from it (LAPACK ``potri``) and one (n, n) x (n, n) matrix product per fitted length
 scale (K^-1 dK/dl for the Hessian); a loss-only evaluation needs the Cholesky. This script
@@ -34,7 +34,7 @@ from pathlib import Path
 import torch
 
 from deeprubin.core import io
-from deeprubin.preprocess.gp import MAX_BATCH_ELEMENTS
+from deeprubin.tasks.transients.preprocess.gp import MAX_BATCH_ELEMENTS
 
 
 def matrices(batch: int, n: int, seed: int) -> torch.Tensor:
@@ -62,9 +62,9 @@ def two_band_batch(n: int, batch: int, seed: int):
 
     Two bands (g and r of ZTF, wavelength length scale 6000 A), times over 100 days,
     the time length scale at 20 days, unit amplitude, noise variances 0.01-0.06:
-    internal units as in ``deeprubin.preprocess.gp_model``.
+    internal units as in ``deeprubin.tasks.transients.preprocess.gp_model``.
     """
-    from deeprubin.preprocess import gp_model, gp_newton
+    from deeprubin.tasks.transients.preprocess import gp_model, gp_newton
 
     g = torch.Generator().manual_seed(seed)
     t = torch.sort(torch.rand(batch, n, generator=g, dtype=torch.float64) * 100.0, dim=1).values
@@ -82,7 +82,7 @@ def two_band_batch(n: int, batch: int, seed: int):
 def evaluation_times(n: int, batch: int, repeats: int, seed: int) -> dict:
     """Microseconds per object of the fit's own :func:`gp_newton.evaluate` (full and loss-only) at n points,
     on :func:`two_band_batch`."""
-    from deeprubin.preprocess import gp_newton
+    from deeprubin.tasks.transients.preprocess import gp_newton
 
     geom, theta, fixed_w = two_band_batch(n, batch, seed)
     per_object = 1e6 / batch

@@ -10,7 +10,7 @@ points) and every convergence tolerance in ``--tols`` (default: the configured o
 the objects of ``benchmarks/gp_throughput.py`` (same simulation, subsampling and 20%
 hidden points, seeded by ``--seed``):
 
-* light curves per second of :func:`deeprubin.preprocess.gp.fit_gp_grid` with
+* light curves per second of :func:`deeprubin.tasks.transients.preprocess.gp.fit_gp_grid` with
   ``hyper_max_points=M`` on ``--n-time`` objects of N points (median of ``--repeats``, the
   limits interleaved so that load from other processes spreads over all of them), and the
   CPU seconds of the process (all threads; less sensitive to that load);

@@ -17,7 +17,7 @@ What it does, on the same simulated objects for every method:
   every object on its N points and predicting mean and std on the pipeline's output
   grid (2 bands x 50 times over [-30, +70] days):
 
-  - ``deeprubin``: :func:`deeprubin.preprocess.gp.fit_gp_grid` (batched Newton; with
+  - ``deeprubin``: :func:`deeprubin.tasks.transients.preprocess.gp.fit_gp_grid` (batched Newton; with
     torch's default thread count, that many batches at once in single-threaded worker
     threads; ``deeprubin_1thread`` with one thread, i.e. one batch at a time), with
     ``--hyper-max-points`` (default: conf/preprocess/gp.yaml's ``hyper_max_points``):
@@ -68,8 +68,8 @@ import torch
 from benchmarks.common import machine as common_machine
 from deeprubin.core import io
 from deeprubin.core.plot_style import figure_style, new_figure
-from deeprubin.preprocess.gp import fit_gp_grid, gp_process_pool
-from deeprubin.preprocess.gp_model import MIN_NOISE
+from deeprubin.tasks.transients.preprocess.gp import fit_gp_grid, gp_process_pool
+from deeprubin.tasks.transients.preprocess.gp_model import MIN_NOISE
 from deeprubin.sources.simulate import simulate_survey
 
 BANDS = {"g": 4746.48, "r": 6366.38}  # ZTF pivot wavelengths, as in conf/task/transients.yaml

@@ -40,7 +40,7 @@ from deeprubin.core import numerics
 numerics.check()
 from deeprubin.core.config import compose_params
 from deeprubin.sources.simulate import load_simulated
-from deeprubin.preprocess.gp import fit_gp_grid
+from deeprubin.tasks.transients.preprocess.gp import fit_gp_grid
 cfg = compose_params([])
 lc, _ = load_simulated(cfg)
 lc = lc[lc["detected"]]

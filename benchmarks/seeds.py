@@ -77,9 +77,7 @@ class StageFailed(RuntimeError):
 
 
 def module_of(stage: str) -> str:
-    """``train`` -> ``deeprubin.stages.train``; ``transits_train`` -> ``deeprubin.transits.stages.train``."""
-    if stage.startswith("transits_"):
-        return f"deeprubin.transits.stages.{stage.removeprefix('transits_')}"
+    """``train`` -> ``deeprubin.stages.train``; ``transits_train`` -> ``deeprubin.stages.transits_train``."""
     return f"deeprubin.stages.{stage}"
 
 

@@ -24,8 +24,8 @@ import json
 from deeprubin.core import io
 from deeprubin.core.plot_style import apply_style
 from deeprubin.notebook import project_paths
-from deeprubin.plots import plot_class_distribution, plot_color_evolution, plot_mean_lightcurves
-from deeprubin.preprocess.gp import load_gp_grid
+from deeprubin.tasks.transients.plots import plot_class_distribution, plot_color_evolution, plot_mean_lightcurves
+from deeprubin.tasks.transients.preprocess.gp import load_gp_grid
 
 apply_style()
 paths = project_paths()

@@ -16,7 +16,7 @@
 #
 # Reads the preprocess stage's outputs (`gp_grid.npz`, `gp_fits.parquet`,
 # `preprocess_report.json`) and the raw light curves, and draws them with the package's
-# figure functions. The fit itself is `deeprubin.preprocess.gp.fit_gp_grid`, run by
+# figure functions. The fit itself is `deeprubin.tasks.transients.preprocess.gp.fit_gp_grid`, run by
 # `dvc repro`; nothing is fitted here.
 
 # %%
@@ -25,8 +25,8 @@ import json
 from deeprubin.core import io
 from deeprubin.core.plot_style import apply_style
 from deeprubin.notebook import project_paths
-from deeprubin.plots.gp import plot_gp_diagnostics, plot_gp_fits
-from deeprubin.preprocess.gp import load_gp_grid
+from deeprubin.tasks.transients.plots.gp import plot_gp_diagnostics, plot_gp_fits
+from deeprubin.tasks.transients.preprocess.gp import load_gp_grid
 
 apply_style()
 paths = project_paths()

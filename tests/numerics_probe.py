@@ -23,9 +23,9 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 
-from deeprubin.models.tcn import TCNClassifier  # noqa: E402
-from deeprubin.preprocess.gp import fit_gp_grid  # noqa: E402
-from deeprubin.training.data import grid_features  # noqa: E402
+from deeprubin.core.models.tcn import TCNClassifier
+from deeprubin.tasks.transients.preprocess.gp import fit_gp_grid
+from deeprubin.tasks.transients.training.data import grid_features
 
 BANDS = {"g": 4800.0, "r": 6400.0}
 

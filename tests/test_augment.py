@@ -1,4 +1,4 @@
-"""GP augmentation of the training split (deeprubin.preprocess.augment and the augment stage)."""
+"""GP augmentation of the training split (deeprubin.tasks.transients.preprocess.augment and the augment stage)."""
 from __future__ import annotations
 
 import math
@@ -12,14 +12,8 @@ from conftest import compose_under
 from deeprubin.core import io
 from deeprubin.core.config import ConfigError, compose_params
 from deeprubin.core.split import make_split
-from deeprubin.preprocess.augment import (
-    AugmentSettings,
-    ParentGP,
-    augment_parent,
-    augment_training_set,
-    dimming_factor,
-    parse_settings,
-)
+from deeprubin.tasks.transients.preprocess.augment import (AugmentSettings, ParentGP, augment_parent,
+                                                           augment_training_set, dimming_factor, parse_settings)
 from deeprubin.sources.simulate import simulate_survey
 
 CLASSES = ["SNIa", "SNII", "SNIbc", "QSO", "Cepheid", "RRLyrae"]
@@ -193,9 +187,9 @@ def stage_cfg(tmp_path: Path, *overrides: str):
 
 
 def test_disabled_stage_writes_empty_outputs(tmp_path, monkeypatch):
-    from deeprubin.preprocess.gp import load_gp_grid
+    from deeprubin.tasks.transients.preprocess.gp import load_gp_grid
     from deeprubin.stages.augment import run_augment
-    from deeprubin.training.augmented import augmented_train_arrays
+    from deeprubin.tasks.transients.training.augmented import augmented_train_arrays
 
     monkeypatch.chdir(tmp_path)
     cfg = stage_cfg(tmp_path, "augment=none")  # no raw data needed
@@ -242,7 +236,7 @@ def test_stage_then_train_uses_copies_for_training_only(tmp_path, monkeypatch):
 def test_luminosity_distance_matches_astropy():
     from astropy.cosmology import FlatLambdaCDM
 
-    from deeprubin.preprocess.augment import luminosity_distance_mpc
+    from deeprubin.tasks.transients.preprocess.augment import luminosity_distance_mpc
 
     z = np.array([0.001, 0.05, 0.3, 1.4, 3.5])
     reference = FlatLambdaCDM(H0=70.0, Om0=0.3, Tcmb0=0.0).luminosity_distance(z).value

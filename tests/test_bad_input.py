@@ -26,10 +26,10 @@ from deeprubin.core.checkpoint import load_checkpoint, save_checkpoint
 from deeprubin.core.config import check_output_paths, check_seeds, require
 from deeprubin.core.quality import FLAGS, check_quality_config, quality_table
 from deeprubin.core.schema import validate_tables
-from deeprubin.models import build_model
+from deeprubin.core.models import build_model
 from deeprubin.sources.files import load_files, load_files_report, resolve_options
 
-TCN = {"_target_": "deeprubin.models.tcn.TCNClassifier", "name": "tcn", "channels": 4, "kernel_size": 3,
+TCN = {"_target_": "deeprubin.core.models.tcn.TCNClassifier", "name": "tcn", "channels": 4, "kernel_size": 3,
        "n_blocks": 2, "dropout": 0.0}
 QUALITY = {"detection_snr": 5.0, "sentinel_mag": 90.0, "jd_min": 2_400_000.0, "mjd_max": 100_000.0,
            "max_abs_flux_ujy": 1e9, "duplicate_conflict_sigma": 5.0, "unusable": list(FLAGS)}
@@ -202,7 +202,7 @@ CASES = [
     ("checkpoint n_inputs not an integer", lambda t: lambda: load_checkpoint(ckpt(t, n_inputs="4")),
      r"field 'n_inputs' must be a positive integer, got '4'"),
     ("checkpoint weights of another shape", lambda t: lambda: load_checkpoint(ckpt(
-        t, model_config={**TCN, "channels": 8})), r"field 'state_dict' does not fit deeprubin\.models\.tcn"),
+        t, model_config={**TCN, "channels": 8})), r"field 'state_dict' does not fit deeprubin\.core\.models\.tcn"),
     ("checkpoint classes not strings", lambda t: lambda: load_checkpoint(ckpt(t, classes=[1, 2])),
      r"field 'classes' must be a list of class names"),
     # --- calibration files: bound to one checkpoint, values checked, file named

@@ -31,7 +31,7 @@ from deeprubin.core.reliability import (
     reliability_bins,
     top_label,
 )
-from deeprubin.evaluation.predict import probabilities_from_table
+from deeprubin.tasks.transients.evaluation.predict import probabilities_from_table
 
 CLASSES = ["a", "b", "c", "d"]
 

@@ -32,9 +32,7 @@ def test_dvc_stages_read_params_yaml():
     for name, stage in dvc["stages"].items():
         assert "${hydra_args}" in stage["cmd"], name
         assert stage.get("params"), f"stage {name} declares no params"
-        # transits_<x> stages live in deeprubin/transits/stages/<x>.py
-        code = f"transits/stages/{name.removeprefix('transits_')}.py" if name.startswith("transits_") \
-            else f"stages/{name}.py"
+        code = f"stages/{name}.py"
         assert any(code in d for d in stage["deps"]), f"stage {name} does not depend on its code"
 
 

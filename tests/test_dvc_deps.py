@@ -30,7 +30,7 @@ def test_stage_depends_on_its_import_closure(stage, module, stage_deps):
 def test_closure_follows_relative_function_level_and_package_imports():
     names = {str(f.relative_to(ROOT / "src")) for f in deps.closure("deeprubin.stages.train", ROOT / "src")}
     assert {"deeprubin/stages/__init__.py", "deeprubin/core/checkpoint.py", "deeprubin/core/numerics.py",
-            "deeprubin/models/__init__.py", "deeprubin/models/tcn.py"} <= names
+            "deeprubin/core/models/__init__.py", "deeprubin/core/models/tcn.py"} <= names
     # the check can fail: a stage that lists only its own module misses the rest
     assert "src/deeprubin/core/checkpoint.py" in deps.missing("deeprubin.stages.train",
                                                                   ["src/deeprubin/stages/train.py"], ROOT)
@@ -52,7 +52,7 @@ def test_make_deps_rewrites_a_stale_dvc_yaml_and_keeps_data_deps(tmp_path):
 def test_no_library_module_imports_a_stage():
     """Stages are entry points around library functions; the library never reaches back into them."""
     src = ROOT / "src"
-    stage_dirs = [src / "deeprubin" / "stages", src / "deeprubin" / "transits" / "stages"]
+    stage_dirs = [src / "deeprubin" / "stages"]
     offenders = {}
     for path in sorted((src / "deeprubin").rglob("*.py")):
         if any(d == path.parent or d in path.parents for d in stage_dirs) or path.parent.name == "core":
@@ -62,4 +62,18 @@ def test_no_library_module_imports_a_stage():
                    if any(d == f.parent or d in f.parents for d in stage_dirs)]
         if reached:
             offenders[str(path.relative_to(src))] = sorted(reached)
+    assert offenders == {}
+
+
+def test_core_and_sources_import_no_task():
+    """core/ and sources/ serve every task: none of their modules reaches into a task package."""
+    src = ROOT / "src"
+    tasks = src / "deeprubin" / "tasks"
+    offenders = {}
+    for pkg in ("core", "sources"):
+        for path in sorted((src / "deeprubin" / pkg).rglob("*.py")):
+            reached = [str(f.relative_to(src)) for f in deps.closure(deps.module_name(path, src), src)
+                       if tasks in f.parents]
+            if reached:
+                offenders[str(path.relative_to(src))] = sorted(reached)
     assert offenders == {}

@@ -4,7 +4,7 @@ import torch
 
 from deeprubin.core.checkpoint import load_checkpoint, save_checkpoint
 from deeprubin.core.metrics import classification_metrics, confusion_table, row_normalised, text_report
-from deeprubin.evaluation.predict import predict_probabilities, prediction_table
+from deeprubin.tasks.transients.evaluation.predict import predict_probabilities, prediction_table
 
 CLASSES = ["A", "B", "C"]
 
@@ -47,9 +47,9 @@ def test_prediction_table_and_probabilities():
 
 
 def test_checkpoint_round_trip_and_errors(tmp_path):
-    cfg = {"_target_": "deeprubin.models.tcn.TCNClassifier", "name": "tcn", "channels": 4, "kernel_size": 3,
+    cfg = {"_target_": "deeprubin.core.models.tcn.TCNClassifier", "name": "tcn", "channels": 4, "kernel_size": 3,
            "n_blocks": 2, "dropout": 0.0}
-    from deeprubin.models import build_model
+    from deeprubin.core.models import build_model
 
     model = build_model(cfg, n_inputs=4, n_classes=3).eval()
     path = save_checkpoint(tmp_path / "m.ckpt", model, model_config=cfg, classes=CLASSES, bands=["g", "r"],

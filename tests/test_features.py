@@ -11,9 +11,9 @@ from conftest import compose_under, make_tables
 
 from deeprubin.core import io
 from deeprubin.core.config import ConfigError
-from deeprubin.evaluation.compare import comparison_table
-from deeprubin.features import FEATURE_SETS, FeatureConfig, extract_features, feature_names
-from deeprubin.features.baseline import BRFParams, train_and_score
+from deeprubin.tasks.transients.evaluation.compare import comparison_table
+from deeprubin.tasks.transients.features import FEATURE_SETS, FeatureConfig, extract_features, feature_names
+from deeprubin.tasks.transients.features.baseline import BRFParams, train_and_score
 
 BANDS = ["g", "r"]
 #: Small, fast options for the tests: coarse periodogram grid, quick Bazin fits.
@@ -221,7 +221,7 @@ def test_extractor_failure_on_one_light_curve_is_contained():
     """A Rust panic (light-curve's periodogram on one point) costs that light curve only."""
     import light_curve as licu
 
-    from deeprubin.features.extract import _evaluate
+    from deeprubin.tasks.transients.features.extract import _evaluate
 
     t = np.linspace(0.0, 50.0, 20)
     good = (t, np.sin(t), np.full(20, 0.1))

@@ -1,4 +1,4 @@
-"""Tests of the batched GPyTorch light-curve interpolation (deeprubin.preprocess.gp)."""
+"""Tests of the batched GPyTorch light-curve interpolation (deeprubin.tasks.transients.preprocess.gp)."""
 from __future__ import annotations
 
 import gpytorch
@@ -8,9 +8,9 @@ import pytest
 import torch
 from linear_operator.utils.errors import NotPSDError
 
-from deeprubin.preprocess import gp as gpmod
-from deeprubin.preprocess import gp_model
-from deeprubin.preprocess.gp import GPGrid, fit_gp_grid, load_gp_grid, save_gp_grid
+from deeprubin.tasks.transients.preprocess import gp as gpmod
+from deeprubin.tasks.transients.preprocess import gp_model
+from deeprubin.tasks.transients.preprocess.gp import GPGrid, fit_gp_grid, load_gp_grid, save_gp_grid
 
 BANDS = {"g": 4800.0, "r": 6400.0, "i": 7800.0}
 MJD0 = 59000.0
@@ -417,7 +417,7 @@ def test_extreme_dynamic_range_gives_finite_grid():
 
 def test_newton_derivatives_match_autograd():
     """Loss, gradient and Hessian of the Newton path equal torch autograd on a dense reference."""
-    from deeprubin.preprocess import gp_newton
+    from deeprubin.tasks.transients.preprocess import gp_newton
 
     torch.manual_seed(0)
     b, n = 3, 12
@@ -654,7 +654,7 @@ def test_subset_with_adam_conditions_on_all_points(mixed_lightcurves):
 
 def test_subset_full_data_cholesky_failure_ends_in_the_usual_fallback(monkeypatch):
     """A full-data covariance that never factorises: the same fallback as without the subset."""
-    from deeprubin.preprocess import gp_newton
+    from deeprubin.tasks.transients.preprocess import gp_newton
 
     rng = np.random.default_rng(8)
     lc = make_lightcurves({"a": random_object(rng, 40), "b": random_object(rng, 45)})
@@ -695,7 +695,7 @@ def test_optimizer_is_selectable_from_config(base_cfg, mixed_lightcurves):
     from omegaconf import OmegaConf
 
     from deeprubin.core.config import ConfigError
-    from deeprubin.preprocess.inputs import check_preprocess_config, gp_kwargs
+    from deeprubin.tasks.transients.preprocess.inputs import check_preprocess_config, gp_kwargs
 
     cfg = OmegaConf.merge(base_cfg, {"preprocess": {"optimizer": "adam", "n_iter": 5}})
     check_preprocess_config(cfg)

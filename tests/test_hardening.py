@@ -27,9 +27,9 @@ from deeprubin.core.calibration import (
     save_calibration,
 )
 from deeprubin.core.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from deeprubin.models import ALLOWED_MODELS, ModelConfigError, build_model, model_name
+from deeprubin.core.models import ALLOWED_MODELS, ModelConfigError, build_model, model_name
 
-TCN = {"_target_": "deeprubin.models.tcn.TCNClassifier", "name": "tcn", "channels": 4, "kernel_size": 3,
+TCN = {"_target_": "deeprubin.core.models.tcn.TCNClassifier", "name": "tcn", "channels": 4, "kernel_size": 3,
        "n_blocks": 2, "dropout": 0.0}
 CLASSES = ["A", "B", "C"]
 
@@ -97,11 +97,25 @@ def test_nested_target_or_foreign_class_in_a_checkpoint_is_refused(tmp_path, mod
 
 
 def test_allowed_models_all_build_and_round_trip(tmp_path):
-    assert "deeprubin.models.tcn.TCNClassifier" in ALLOWED_MODELS
+    assert "deeprubin.core.models.tcn.TCNClassifier" in ALLOWED_MODELS
     path = _checkpoint(tmp_path / "m.ckpt")
     model, meta = load_checkpoint(path)
-    assert model_name(model) == "deeprubin.models.tcn.TCNClassifier"
+    assert model_name(model) == "deeprubin.core.models.tcn.TCNClassifier"
     assert meta["classes"] == CLASSES
+
+
+def test_a_task_model_is_built_only_if_its_module_lists_it():
+    from deeprubin.core.models import model_class
+    from deeprubin.tasks.transits.model import InceptionResNet1D
+
+    assert model_class({"_target_": "deeprubin.tasks.transits.model.InceptionResNet1D"}) is InceptionResNet1D
+    for target in ("deeprubin.tasks.transits.model.InceptionResidualBlock",  # a module, not listed in MODELS
+                   "deeprubin.tasks.transits.model.torch",                   # an attribute that is no class
+                   "deeprubin.tasks.transits.fit.fit_segment_classifier",    # not a task's model module
+                   "deeprubin.tasks.nosuchtask.model.Net",                   # no such task
+                   "deeprubin.tasks.transits.model.os.system"):
+        with pytest.raises(ModelConfigError, match="is not an allowed model class"):
+            model_class({"_target_": target})
 
 
 def test_model_config_with_unknown_argument_names_the_class(tmp_path):
@@ -272,7 +286,7 @@ def test_sigkilled_run_is_marked_killed_and_its_temp_folder_removed(tmp_path):
 # ----------------------------------------------------------------------------- registry: no pickled modules
 def test_registered_model_is_the_checkpoint_and_loads_safely(tmp_path):
     from deeprubin.core.tracking import start_training_run
-    from deeprubin.training.log_model import load_registered, log_classifier
+    from deeprubin.core.registry import load_registered, log_classifier
 
     uri = f"sqlite:///{tmp_path / 'mlruns.db'}"
     client, run_id = start_training_run(uri, "e", run_name="r", tags={})

@@ -3,20 +3,20 @@ import pandas as pd
 import pytest
 import torch
 
-from deeprubin.models import build_model
-from deeprubin.models.gru import GRUClassifier
-from deeprubin.models.tcn import TCNClassifier
+from deeprubin.core.models import build_model
+from deeprubin.core.models.gru import GRUClassifier
+from deeprubin.core.models.tcn import TCNClassifier
 from deeprubin.core.training import class_weights
-from deeprubin.training.data import grid_features, split_arrays
+from deeprubin.tasks.transients.training.data import grid_features, split_arrays
 
 SMALL_MODELS = [
-    {"_target_": "deeprubin.models.tcn.TCNClassifier", "name": "tcn", "channels": 8, "kernel_size": 3,
+    {"_target_": "deeprubin.core.models.tcn.TCNClassifier", "name": "tcn", "channels": 8, "kernel_size": 3,
      "n_blocks": 3, "dropout": 0.0},
-    {"_target_": "deeprubin.models.gru.GRUClassifier", "name": "gru", "hidden_size": 8, "n_layers": 1,
+    {"_target_": "deeprubin.core.models.gru.GRUClassifier", "name": "gru", "hidden_size": 8, "n_layers": 1,
      "dropout": 0.0, "bidirectional": True},
-    {"_target_": "deeprubin.models.inception.InceptionResNetClassifier", "name": "inception",
+    {"_target_": "deeprubin.core.models.inception.InceptionResNetClassifier", "name": "inception",
      "branch_channels": 4, "kernel_sizes": [3, 5, 9], "n_modules": 3, "blocks_per_residual": 3, "dropout": 0.0},
-    {"_target_": "deeprubin.models.transformer.TransformerClassifier", "name": "transformer", "d_model": 16,
+    {"_target_": "deeprubin.core.models.transformer.TransformerClassifier", "name": "transformer", "d_model": 16,
      "n_heads": 2, "n_layers": 1, "dim_feedforward": 32, "dropout": 0.0, "grid_step_days": 2.0},
 ]
 
@@ -48,7 +48,7 @@ def test_models_overfit_one_batch(cfg):
 @pytest.mark.parametrize("name", ["tcn", "gru", "inception", "transformer"])
 def test_shipped_model_configs_build(base_cfg, name):
     from deeprubin.core.config import compose_params
-    from deeprubin.models import resolve_model_config
+    from deeprubin.core.models import resolve_model_config
 
     cfg = compose_params([f"model={name}"])
     model_cfg = resolve_model_config(cfg.model, grid_step_days=2.0)
@@ -57,7 +57,7 @@ def test_shipped_model_configs_build(base_cfg, name):
 
 
 def test_transformer_padding_mask_ignores_padded_steps():
-    from deeprubin.models.transformer import TransformerClassifier
+    from deeprubin.core.models.transformer import TransformerClassifier
 
     torch.manual_seed(0)
     model = TransformerClassifier(4, 3, d_model=8, n_heads=2, n_layers=1, dim_feedforward=16, dropout=0.0).eval()
@@ -87,8 +87,8 @@ def test_invalid_hyperparameters():
         GRUClassifier(2, 3, hidden_size=8, dropout=1.5)
     with pytest.raises(ValueError, match="_target_"):
         build_model({"channels": 3}, 2, 3)
-    from deeprubin.models.inception import InceptionResNetClassifier
-    from deeprubin.models.transformer import TransformerClassifier
+    from deeprubin.core.models.inception import InceptionResNetClassifier
+    from deeprubin.core.models.transformer import TransformerClassifier
 
     with pytest.raises(ValueError, match="n_heads must divide d_model"):
         TransformerClassifier(4, 3, d_model=10, n_heads=3)
@@ -120,7 +120,7 @@ def test_class_weights_inverse_frequency():
 
 
 def test_noise_resampling_redraws_means_only():
-    from deeprubin.training.module import resample_from_uncertainty
+    from deeprubin.tasks.transients.training.module import resample_from_uncertainty
 
     torch.manual_seed(0)
     x = torch.cat([torch.zeros(64, 2, 30), torch.full((64, 2, 30), 0.5)], dim=1)

@@ -11,7 +11,7 @@ import pytest
 from conftest import REPO_ROOT, make_tables
 
 from deeprubin.core import numerics
-from deeprubin.preprocess.gp import fit_gp_grid
+from deeprubin.tasks.transients.preprocess.gp import fit_gp_grid
 
 PROBE = REPO_ROOT / "tests" / "numerics_probe.py"
 

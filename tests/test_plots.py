@@ -12,7 +12,7 @@ import pytest
 from matplotlib.figure import Figure
 from matplotlib.text import Text
 
-from deeprubin import plots
+from deeprubin.tasks.transients import plots
 from deeprubin.core import plot_style as style
 from deeprubin.core.io import save_figure
 

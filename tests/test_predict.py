@@ -1,4 +1,4 @@
-"""The predict path (deeprubin.evaluation.inference, stages.predict) and the real_sky stage,
+"""The predict path (deeprubin.tasks.transients.evaluation.inference, stages.predict) and the real_sky stage,
 on a tiny model trained once per module."""
 from __future__ import annotations
 
@@ -17,9 +17,10 @@ from deeprubin.core import io
 from deeprubin.core.calibration import CalibrationMismatchError
 from deeprubin.core.config import ConfigError, compose_params
 from deeprubin.core.schema import SchemaError
-from deeprubin.evaluation.inference import CheckpointMismatchError, predict_source, predict_source_detailed
-from deeprubin.evaluation.real_sky import data_fingerprint, score_real_sample
-from deeprubin.preprocess.inputs import gp_input
+from deeprubin.tasks.transients.evaluation.inference import (CheckpointMismatchError, predict_source,
+                                                             predict_source_detailed)
+from deeprubin.tasks.transients.evaluation.real_sky import data_fingerprint, score_real_sample
+from deeprubin.tasks.transients.preprocess.inputs import gp_input
 
 
 def tiny_cfg(root: Path, *overrides: str):
@@ -290,14 +291,14 @@ def test_calibration_check_scores_every_calibrator_on_fresh_objects(trained, tmp
     written = json.loads((tmp_path / "reports" / "calibration" / "independent_test.json").read_text())
     assert written["methods"]["temperature"]["n"] == report["n_objects"]
     assert (tmp_path / "reports" / "calibration" / "independent" / "reliability_width.pdf").exists()
-    from deeprubin.evaluation.calibration_check import independent_sample_source
+    from deeprubin.tasks.transients.evaluation.calibration_check import independent_sample_source
 
     source = independent_sample_source(ckpt, 7, 123)
     assert source.n_objects == 7 and source.seed == 123 and source.name == "simulate"
 
 
 def test_calibration_check_errors(trained, tmp_path):
-    from deeprubin.evaluation.calibration_check import independent_sample_source
+    from deeprubin.tasks.transients.evaluation.calibration_check import independent_sample_source
     from deeprubin.stages.calibration_check import run_calibration_check
 
     cfg, ckpt = trained
@@ -411,7 +412,7 @@ def test_calibrator_of_another_model_is_refused_by_predict(trained, tmp_path):
     with pytest.raises(CalibrationMismatchError, match=r"calibration\.json: fitted for another checkpoint"):
         predict_source(other, cfg.source, calibration=ckpt.parent / "calibration.json")
     # auto: nothing beside the other checkpoint -> raw softmax, said in the result
-    from deeprubin.evaluation.inference import predict_source_detailed as detailed
+    from deeprubin.tasks.transients.evaluation.inference import predict_source_detailed as detailed
 
     src = OmegaConf.merge(cfg.source, {"n_objects": 6})
     assert detailed(other, src, calibration="auto").calibration == "none (raw softmax)"
@@ -419,7 +420,7 @@ def test_calibrator_of_another_model_is_refused_by_predict(trained, tmp_path):
 
 
 def test_unlabeled_files_are_predicted_without_inventing_labels(trained, tmp_path, monkeypatch):
-    from deeprubin.evaluation.inference import UNLABELED
+    from deeprubin.tasks.transients.evaluation.inference import UNLABELED
     from deeprubin.stages import ingest
 
     cfg, ckpt = trained

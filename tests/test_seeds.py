@@ -20,7 +20,7 @@ _spec.loader.exec_module(seeds)
 
 def test_stage_modules():
     assert seeds.module_of("train") == "deeprubin.stages.train"
-    assert seeds.module_of("transits_bls") == "deeprubin.transits.stages.bls"
+    assert seeds.module_of("transits_bls") == "deeprubin.stages.transits_bls"
 
 
 def test_every_path_goes_under_the_workdir(tmp_path):

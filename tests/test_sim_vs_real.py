@@ -1,4 +1,4 @@
-"""Sim-vs-real measurements (deeprubin.validation.sim_vs_real) and the sim_vs_real stage."""
+"""Sim-vs-real measurements (deeprubin.tasks.transients.validation.sim_vs_real) and the sim_vs_real stage."""
 from __future__ import annotations
 
 import json
@@ -10,7 +10,7 @@ from conftest import REAL_DATA
 
 from deeprubin.core.config import compose_params
 from deeprubin.core.schema import SchemaError
-from deeprubin.validation import sim_vs_real as svr
+from deeprubin.tasks.transients.validation import sim_vs_real as svr
 
 
 def parabola_curve(rise_half=10.0, fade_half=20.0, step=1.0, colour=-0.2):

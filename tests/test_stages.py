@@ -66,13 +66,13 @@ def test_mlflow_run_has_params_metrics_and_model(tiny_pipeline):
     assert {"val_macro_f1", "test_macro_f1"} <= set(run.data.metrics)
     # named after the class actually built, not the free-text model.name; FINISHED after the outputs
     assert run.info.run_name == "TCNClassifier-seed42" and run.data.tags["dvc_stage"] == "train"
-    assert run.data.tags["model"] == "deeprubin.models.tcn.TCNClassifier" and run.info.status == "FINISHED"
+    assert run.data.tags["model"] == "deeprubin.core.models.tcn.TCNClassifier" and run.info.status == "FINISHED"
     assert run.data.tags["git_dirty"] in ("true", "false")
     assert any(a.path == "class_distribution_train.json" for a in client.list_artifacts(run.info.run_id))
     versions = client.search_model_versions("name='transients-classifier'")
     assert [v.run_id for v in versions] == [run.info.run_id]
     # the registered version is the weights-only checkpoint, loaded through the allow-list (no pickle)
-    from deeprubin.training.log_model import load_registered
+    from deeprubin.core.registry import load_registered
 
     model, meta = load_registered(f"models:/transients-classifier/{versions[0].version}",
                                   tracking_uri=cfg.mlflow.tracking_uri)
@@ -129,7 +129,7 @@ def test_preprocess_config_errors(tmp_path, override, message):
 
 
 def test_trainer_config_error(tmp_path):
-    from deeprubin.training.fit import check_trainer_config
+    from deeprubin.tasks.transients.training.fit import check_trainer_config
 
     with pytest.raises(ConfigError, match="trainer.learning_rate"):
         check_trainer_config(tiny_cfg(tmp_path, "trainer.learning_rate=0"))

@@ -8,13 +8,13 @@ import pytest
 from omegaconf import OmegaConf
 
 from deeprubin.core.config import ConfigError, compose_params
-from deeprubin.transits.aggregate import aggregate_scores, star_scores
-from deeprubin.transits.ephemeris import EphemerisError, check_ephemerides, in_transit
-from deeprubin.transits.metrics import threshold_at_fpr
-from deeprubin.transits.preprocess import SkipLightCurve, clean_lightcurve
-from deeprubin.transits.segments import label_segments, normalise, window_starts
-from deeprubin.transits.simulate.transit import eclipse_flux, geometry_from_duration, transit_flux
-from deeprubin.transits.timesys import TimeSystemError, bjd_to_mission, check_time_system, mission_to_bjd
+from deeprubin.tasks.transits.aggregate import aggregate_scores, star_scores
+from deeprubin.tasks.transits.ephemeris import EphemerisError, check_ephemerides, in_transit
+from deeprubin.tasks.transits.metrics import threshold_at_fpr
+from deeprubin.tasks.transits.preprocess import SkipLightCurve, clean_lightcurve
+from deeprubin.tasks.transits.segments import label_segments, normalise, window_starts
+from deeprubin.tasks.transits.simulate.transit import eclipse_flux, geometry_from_duration, transit_flux
+from deeprubin.tasks.transits.timesys import TimeSystemError, bjd_to_mission, check_time_system, mission_to_bjd
 
 
 @pytest.fixture(scope="module")
@@ -179,7 +179,7 @@ def test_cleaning_masks_quality_and_clips_only_upper_outliers(tcfg):
 
 
 def test_preprocess_config_errors(tcfg):
-    from deeprubin.transits.preprocess import check_preprocess_config
+    from deeprubin.tasks.transits.preprocess import check_preprocess_config
 
     bad = OmegaConf.merge(tcfg.preprocess, {"stride": 0})
     with pytest.raises(ConfigError, match="'stride' must be > 0"):
@@ -187,7 +187,7 @@ def test_preprocess_config_errors(tcfg):
 
 
 def test_preprocess_tables_counts_skips_and_stops_on_bad_time_system(tcfg):
-    from deeprubin.transits.stages.preprocess import preprocess_tables
+    from deeprubin.stages.transits_preprocess import preprocess_tables
 
     n = 2 * tcfg.preprocess.segment_length
     rows = []
@@ -211,7 +211,7 @@ def test_preprocess_tables_counts_skips_and_stops_on_bad_time_system(tcfg):
 
 def test_grouped_split_keeps_a_star_and_its_two_missions_together(tcfg):
     from deeprubin.core.split import make_split
-    from deeprubin.transits.simulate import simulate_survey
+    from deeprubin.tasks.transits.simulate import simulate_survey
 
     sim = OmegaConf.merge(tcfg.simulate, {"both_missions_fraction": 0.5, "n_stars": 30})
     survey = simulate_survey(sim, seed=3)
@@ -224,7 +224,7 @@ def test_grouped_split_keeps_a_star_and_its_two_missions_together(tcfg):
 
 
 def test_simulation_is_seeded_and_stores_truth(tcfg):
-    from deeprubin.transits.simulate import simulate_survey
+    from deeprubin.tasks.transits.simulate import simulate_survey
 
     a = simulate_survey(tcfg.simulate, seed=1)
     b = simulate_survey(tcfg.simulate, seed=1)
@@ -238,7 +238,7 @@ def test_simulation_is_seeded_and_stores_truth(tcfg):
 
 
 def test_catalogue_fallback_when_file_absent(tcfg, tmp_path):
-    from deeprubin.transits.simulate.catalog import host_table
+    from deeprubin.tasks.transits.simulate.catalog import host_table
 
     cfg = OmegaConf.merge(tcfg.simulate, {"catalog": str(tmp_path / "absent.csv")})
     hosts, report = host_table(cfg, 50, np.random.default_rng(0))
@@ -247,7 +247,7 @@ def test_catalogue_fallback_when_file_absent(tcfg, tmp_path):
 
 
 def test_sampling_caps_ratio_and_hard_negatives(tcfg):
-    from deeprubin.transits.sampling import sample_training_segments
+    from deeprubin.tasks.transits.sampling import sample_training_segments
 
     rng = np.random.default_rng(0)
     table = pd.DataFrame({"object_id": np.repeat([f"s{i}" for i in range(10)], 30),
@@ -296,7 +296,7 @@ def test_threshold_at_fpr():
 
 
 def test_bls_finds_an_injected_box():
-    from deeprubin.transits.bls import bls_search
+    from deeprubin.tasks.transits.bls import bls_search
 
     rng = np.random.default_rng(1)
     t = np.arange(0, 60, 0.0204)
@@ -315,7 +315,7 @@ def test_bls_finds_an_injected_box():
 def test_model_shapes_and_config_errors(tcfg):
     import torch
 
-    from deeprubin.models import build_model
+    from deeprubin.core.models import build_model
 
     model = build_model(tcfg.model, n_inputs=2, n_classes=1).eval()
     with torch.no_grad():
@@ -330,7 +330,7 @@ def test_model_shapes_and_config_errors(tcfg):
 def test_injection_turns_negatives_into_positives_with_planetary_depths(tcfg):
     import torch
 
-    from deeprubin.transits.injection import inject_transits, trapezoid
+    from deeprubin.tasks.transits.injection import inject_transits, trapezoid
 
     shape = trapezoid(torch.arange(100.0), torch.tensor([50.0]), 10.0, 2.0)
     assert shape.max() == 1.0 and shape[50] == 1.0 and shape[45] == 0.0 and 0 < shape[46] < 1
@@ -351,7 +351,7 @@ def test_injection_turns_negatives_into_positives_with_planetary_depths(tcfg):
 # ---- real data helpers ---------------------------------------------------------------------------
 
 def test_rank_true_segments():
-    from deeprubin.transits.real import rank_true_segments
+    from deeprubin.tasks.transits.real import rank_true_segments
 
     table = pd.DataFrame({"label": [1, 0, 1, 0], "score": [0.9, 0.95, 0.2, 0.1]})
     ranks = rank_true_segments(table)
@@ -361,7 +361,7 @@ def test_rank_true_segments():
 
 
 def test_real_k2_csv_reader_bins_and_checks_time_system(tmp_path):
-    from deeprubin.transits.real import RealDataError, read_real_lightcurve
+    from deeprubin.tasks.transits.real import RealDataError, read_real_lightcurve
 
     t = 1980.0 + np.arange(0, 5, 1 / 1440.0)  # 1-min cadence, BKJD (K2)
     path = tmp_path / "k2.csv"
@@ -380,7 +380,7 @@ def test_real_k2_csv_reader_bins_and_checks_time_system(tmp_path):
 
 
 def test_real_ephemeris_from_catalogue_or_literature(tmp_path):
-    from deeprubin.transits.real import RealDataError, real_ephemeris
+    from deeprubin.tasks.transits.real import RealDataError, real_ephemeris
 
     cat = tmp_path / "cat.csv"
     pd.DataFrame({"kepid": [10666592], "koi_tce_plnt_num": [1], "koi_period": [2.204735417],

@@ -62,7 +62,7 @@ def test_transits_second_repro_is_up_to_date(transits_repo):
 @pytest.mark.skipif(not REAL_DATA.exists(), reason="real data folder absent")
 def test_transits_real_planets_are_scored(transits_repo):
     """The trained tiny model scores the real Kepler/TESS/K2 light curves (same code path)."""
-    run_in([sys.executable, "-m", "deeprubin.transits.stages.real", "--config-dir", ".", "--config-name", "params",
+    run_in([sys.executable, "-m", "deeprubin.stages.transits_real", "--config-dir", ".", "--config-name", "params",
             "hydra.run.dir=.", "hydra.output_subdir=null", f"transits.real.root={REAL_DATA}",
             f"transits.simulate.catalog={REAL_DATA / 'catalogs/kepler_confirmed_planets.csv'}"], transits_repo)
     real = json.loads((transits_repo / "reports/transits/real/real_report.json").read_text())

@@ -13,18 +13,13 @@ from deeprubin.core.metrics import (
     one_vs_rest_curves,
     plasticc_log_loss,
 )
-from deeprubin.evaluation.early import first_detection_times, truncate_lightcurves
-from deeprubin.evaluation.uncertainty import (
-    accuracy_rejection_curve,
-    enable_mc_dropout,
-    mc_dropout_probabilities,
-    misclassification_auroc,
-    mutual_information,
-    predictive_entropy,
-)
-from deeprubin.models import build_model
+from deeprubin.tasks.transients.evaluation.early import first_detection_times, truncate_lightcurves
+from deeprubin.tasks.transients.evaluation.uncertainty import (accuracy_rejection_curve, enable_mc_dropout,
+                                                               mc_dropout_probabilities, misclassification_auroc,
+                                                               mutual_information, predictive_entropy)
+from deeprubin.core.models import build_model
 
-TCN = {"_target_": "deeprubin.models.tcn.TCNClassifier", "channels": 8, "kernel_size": 3, "n_blocks": 2}
+TCN = {"_target_": "deeprubin.core.models.tcn.TCNClassifier", "channels": 8, "kernel_size": 3, "n_blocks": 2}
 
 
 def _tcn(dropout: float) -> torch.nn.Module:
@@ -64,7 +59,7 @@ def test_mc_dropout_identical_without_dropout():
 
 
 def test_model_without_dropout_is_an_error_for_mc_dropout():
-    from deeprubin.evaluation.uncertainty import require_dropout
+    from deeprubin.tasks.transients.evaluation.uncertainty import require_dropout
 
     assert require_dropout(_tcn(0.2), "m.ckpt") == pytest.approx(0.2)
     with pytest.raises(ValueError, match="m.ckpt: the model has no dropout"):
@@ -180,7 +175,7 @@ def test_detected_flag_takes_precedence():
 def test_logits_and_probabilities_agree():
     from scipy.special import softmax
 
-    from deeprubin.evaluation.predict import predict_logits, predict_probabilities
+    from deeprubin.tasks.transients.evaluation.predict import predict_logits, predict_probabilities
 
     model = _tcn(0.3)
     np.testing.assert_allclose(softmax(predict_logits(model, X), axis=1), predict_probabilities(model, X), atol=1e-6)

@@ -7,7 +7,7 @@ config, the class and band order, and the fully resolved pipeline config.
 A checkpoint is a file a user may have been handed, so reading one runs no code: it is
 read with ``torch.load(weights_only=True)`` (tensors, numbers, strings, lists and dicts
 only; a pickled object is refused), and the model is rebuilt only from the classes in
-:data:`deeprubin.models.ALLOWED_MODELS` with plain arguments (no ``_target_`` taken from
+:data:`deeprubin.core.models.ALLOWED_MODELS` with plain arguments (no ``_target_`` taken from
 the file is followed). :func:`file_sha256` of the checkpoint binds a calibrator to it.
 """
 from __future__ import annotations
@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from ..models import ModelConfigError, build_model
+from .models import ModelConfigError, build_model
 from . import io
 from .io import atomic_path
 

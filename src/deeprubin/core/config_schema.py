@@ -343,7 +343,7 @@ class TransitsRealSchema:
     segment_cadence_minutes: Dict[str, float] = field(default_factory=dict)
     n_top_segments: int = 4
     control_mask_factor: float = 1.5
-    targets: List[Any] = field(default_factory=list)   # each target checked by deeprubin.transits.real
+    targets: List[Any] = field(default_factory=list)   # each target checked by deeprubin.tasks.transits.real
 
 
 @dataclass
@@ -364,7 +364,7 @@ class TransitsSchema:
 
 #: Node name -> schema. Nodes not listed vary by option and are checked by the code that reads
 #: them: ``source`` (the files source refuses unknown keys, the simulator its own), ``model``
-#: (rebuilt through the allow-list, :func:`deeprubin.models.build_model`, which refuses unknown
+#: (rebuilt through the allow-list, :func:`deeprubin.core.models.build_model`, which refuses unknown
 #: arguments) and ``real_sky`` (its datasets are sources).
 SCHEMAS: dict[str, Any] = {"task": TaskSchema, "preprocess": PreprocessSchema, "split": SplitSchema,
                            "augment": AugmentSchema, "trainer": TrainerSchema, "evaluate": EvaluateSchema,

@@ -1,7 +1,7 @@
 """Augment stage: GP-drawn copies of the training objects, and their GP grid.
 
 Reads the raw tables and the split manifest, draws augmented copies of the
-*training* objects (:mod:`deeprubin.preprocess.augment`), writes them to
+*training* objects (:mod:`deeprubin.tasks.transients.preprocess.augment`), writes them to
 ``paths.augmented`` (``lightcurves.parquet``, ``objects.parquet``) and fits them with
 the same batched GP and parameters as the preprocess stage (``gp_grid.npz``,
 ``gp_fits.parquet``). With ``augment.enabled: false`` (the default, ``augment=none``)
@@ -19,10 +19,10 @@ from omegaconf import DictConfig, OmegaConf
 
 from ..core import io
 from ..core.entry import hydra_entry
-from ..preprocess.augment import augment_training_set, empty_tables, parse_settings
-from ..preprocess.gp import fit_gp_grid, save_gp_grid
-from ..preprocess.inputs import check_preprocess_config, gp_input, gp_kwargs
-from ..training.augmented import check_parents_in_train
+from ..tasks.transients.preprocess.augment import augment_training_set, empty_tables, parse_settings
+from ..tasks.transients.preprocess.gp import fit_gp_grid, save_gp_grid
+from ..tasks.transients.preprocess.inputs import check_preprocess_config, gp_input, gp_kwargs
+from ..tasks.transients.training.augmented import check_parents_in_train
 
 log = logging.getLogger(__name__)
 

@@ -11,10 +11,10 @@ from ..core import io
 from ..core.config import ConfigError
 from ..core.entry import hydra_entry
 from ..core.metrics import confusion_table, row_normalised, text_report
-from ..features.baseline import BRFParams, train_and_score
-from ..features.extract import FeatureConfig, extract_features, feature_names
-from ..features.plots import plot_feature_importances
-from ..plots import plot_confusion_matrix
+from ..tasks.transients.features.baseline import BRFParams, train_and_score
+from ..tasks.transients.features.extract import FeatureConfig, extract_features, feature_names
+from ..tasks.transients.features.plots import plot_feature_importances
+from ..tasks.transients.plots import plot_confusion_matrix
 
 log = logging.getLogger(__name__)
 

@@ -25,9 +25,9 @@ from ..core.calibration import METHODS, apply_calibration, make_calibrator, save
 from ..core.config import ConfigError, require
 from ..core.entry import hydra_entry
 from ..core.reliability import calibration_summary, ece_floor
-from ..evaluation.inputs import load_model_inputs
-from ..evaluation.predict import predict_logits
-from ..plots.calibration import plot_reliability, plot_reliability_per_class
+from ..tasks.transients.evaluation.inputs import load_model_inputs
+from ..tasks.transients.evaluation.predict import predict_logits
+from ..tasks.transients.plots.calibration import plot_reliability, plot_reliability_per_class
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """Calibration check stage: the calibrators scored on a large independent simulated sample.
 
 Writes ``paths.reports/calibration/independent_test.json`` (see
-:func:`deeprubin.evaluation.calibration_check.calibration_check`) and a reliability
+:func:`deeprubin.tasks.transients.evaluation.calibration_check.calibration_check`) and a reliability
 diagram of that sample, ``paths.reports/calibration/independent/reliability_width.png``.
 
 A model trained on real data (``source`` other than ``simulate``) has no simulator to
@@ -18,8 +18,8 @@ from omegaconf import DictConfig
 from ..core import io
 from ..core.config import ConfigError, require
 from ..core.entry import hydra_entry
-from ..evaluation.calibration_check import calibration_check, training_source
-from ..plots.calibration import plot_reliability
+from ..tasks.transients.evaluation.calibration_check import calibration_check, training_source
+from ..tasks.transients.plots.calibration import plot_reliability
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """Early stage: classification scores against days since the first detection.
 
 For each cut in ``evaluate.early.days`` the *raw* test light curves are truncated at
-first detection + cut (:mod:`deeprubin.evaluation.early`), interpolated again by the
+first detection + cut (:mod:`deeprubin.tasks.transients.evaluation.early`), interpolated again by the
 batched GP with the settings the model was trained with (read from the checkpoint's
 resolved config), classified by the trained model and calibrated with the default
 calibrator. Writes ``paths.reports/early_classification.json`` (per cut: objects,
@@ -21,13 +21,13 @@ from ..core.calibration import apply_calibration, load_calibrator
 from ..core.config import ConfigError, require
 from ..core.entry import hydra_entry
 from ..core.metrics import class_weight_vector, headline_metrics
-from ..evaluation.early import first_detection_times, truncate_lightcurves
-from ..evaluation.inputs import load_model_inputs
-from ..evaluation.predict import predict_logits
-from ..plots.early import plot_early_classification
-from ..preprocess.gp import fit_gp_grid
-from ..preprocess.inputs import gp_kwargs
-from ..training.data import grid_features
+from ..tasks.transients.evaluation.early import first_detection_times, truncate_lightcurves
+from ..tasks.transients.evaluation.inputs import load_model_inputs
+from ..tasks.transients.evaluation.predict import predict_logits
+from ..tasks.transients.plots.early import plot_early_classification
+from ..tasks.transients.preprocess.gp import fit_gp_grid
+from ..tasks.transients.preprocess.inputs import gp_kwargs
+from ..tasks.transients.training.data import grid_features
 
 log = logging.getLogger(__name__)
 

@@ -9,8 +9,8 @@ from omegaconf import DictConfig
 
 from ..core import io
 from ..core.entry import hydra_entry
-from ..plots import plot_class_distribution, plot_color_evolution, plot_mean_lightcurves
-from ..preprocess.gp import load_gp_grid
+from ..tasks.transients.plots import plot_class_distribution, plot_color_evolution, plot_mean_lightcurves
+from ..tasks.transients.preprocess.gp import load_gp_grid
 
 log = logging.getLogger(__name__)
 

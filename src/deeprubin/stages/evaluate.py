@@ -29,11 +29,11 @@ from ..core.metrics import (
     row_normalised,
     text_report,
 )
-from ..evaluation.compare import comparison_table, plot_comparison
-from ..evaluation.inputs import load_model_inputs
-from ..evaluation.predict import predict_logits, prediction_table
-from ..plots import plot_confusion_matrix, plot_sample_predictions, plot_training_curves
-from ..plots.curves import plot_roc_pr
+from ..tasks.transients.evaluation.compare import comparison_table, plot_comparison
+from ..tasks.transients.evaluation.inputs import load_model_inputs
+from ..tasks.transients.evaluation.predict import predict_logits, prediction_table
+from ..tasks.transients.plots import plot_confusion_matrix, plot_sample_predictions, plot_training_curves
+from ..tasks.transients.plots.curves import plot_roc_pr
 
 log = logging.getLogger(__name__)
 

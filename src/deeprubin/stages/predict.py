@@ -7,7 +7,7 @@
 
 Composes ``conf/`` like every stage (any ``source=`` group choice and ``source.*`` override
 works); ``checkpoint=X`` is shorthand for ``predict.checkpoint=X``. Preprocessing follows the
-checkpoint's saved config, not the current one (:mod:`deeprubin.evaluation.inference`).
+checkpoint's saved config, not the current one (:mod:`deeprubin.tasks.transients.evaluation.inference`).
 Not a DVC stage: the ``real_sky`` stage is its pipeline use.
 """
 from __future__ import annotations
@@ -22,7 +22,7 @@ from omegaconf import DictConfig
 from ..core import io
 from ..core.config import ConfigError, require
 from ..core.entry import hydra_entry
-from ..evaluation.inference import predict_source_detailed
+from ..tasks.transients.evaluation.inference import predict_source_detailed
 
 log = logging.getLogger(__name__)
 

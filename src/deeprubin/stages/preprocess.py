@@ -9,8 +9,8 @@ from omegaconf import DictConfig
 
 from ..core import io
 from ..core.entry import hydra_entry
-from ..preprocess.gp import fit_gp_grid, save_gp_grid
-from ..preprocess.inputs import check_preprocess_config, gp_input, gp_kwargs
+from ..tasks.transients.preprocess.gp import fit_gp_grid, save_gp_grid
+from ..tasks.transients.preprocess.inputs import check_preprocess_config, gp_input, gp_kwargs
 
 log = logging.getLogger(__name__)
 

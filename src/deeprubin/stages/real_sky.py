@@ -3,9 +3,9 @@
 For every dataset of ``cfg.real_sky.datasets`` (a ``source`` config, e.g. the shipped
 ``files_alerce_30sne`` / ``files_bts_snia``, and a real label -> model class map) the model
 at ``paths.models/model.ckpt`` classifies the objects through the predict path
-(:func:`deeprubin.evaluation.inference.predict_source_detailed`: same readers as a user,
+(:func:`deeprubin.tasks.transients.evaluation.inference.predict_source_detailed`: same readers as a user,
 preprocessing from the checkpoint's config) and the predictions are scored against the
-real labels (:func:`deeprubin.evaluation.real_sky.score_real_sample`).
+real labels (:func:`deeprubin.tasks.transients.evaluation.real_sky.score_real_sample`).
 
 Writes ``paths.reports/real_sky.json`` (per dataset: n objects, per-class recall, confusion,
 predicted fractions, data fingerprint; the ``target`` fraction, e.g. BTS SNe Ia classified
@@ -29,9 +29,9 @@ from ..core.checkpoint import load_checkpoint
 from ..core.config import ConfigError, require
 from ..core.entry import hydra_entry
 from ..core.quality import check_quality_config
-from ..evaluation.inference import predict_source_detailed
-from ..evaluation.real_sky import data_fingerprint, score_real_sample
-from ..plots.real_sky import plot_real_sky
+from ..tasks.transients.evaluation.inference import predict_source_detailed
+from ..tasks.transients.evaluation.real_sky import data_fingerprint, score_real_sample
+from ..tasks.transients.plots.real_sky import plot_real_sky
 
 log = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 from ..core import io
 from ..core.config import ConfigError, require
 from ..core.entry import hydra_entry
-from ..validation import sim_vs_real as svr
+from ..tasks.transients.validation import sim_vs_real as svr
 
 log = logging.getLogger(__name__)
 

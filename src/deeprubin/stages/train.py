@@ -17,13 +17,13 @@ from ..core.config import to_dict
 from ..core.entry import hydra_entry
 from ..core.metrics import classification_metrics
 from ..core.tracking import flatten, log_params, provenance_tags, set_tags, training_run
-from ..evaluation.predict import predict_probabilities
-from ..models import model_class, model_name, resolve_model_config
-from ..preprocess.gp import load_gp_grid
-from ..training.augmented import augmented_train_arrays
-from ..training.data import SplitArrays, grid_features, split_arrays
-from ..training.fit import fit_classifier
-from ..training.log_model import log_classifier
+from ..tasks.transients.evaluation.predict import predict_probabilities
+from ..core.models import model_class, model_name, resolve_model_config
+from ..tasks.transients.preprocess.gp import load_gp_grid
+from ..tasks.transients.training.augmented import augmented_train_arrays
+from ..tasks.transients.training.data import SplitArrays, grid_features, split_arrays
+from ..tasks.transients.training.fit import fit_classifier
+from ..core.registry import log_classifier
 
 log = logging.getLogger(__name__)
 

@@ -18,18 +18,12 @@ from omegaconf import DictConfig
 from ..core import io
 from ..core.config import require
 from ..core.entry import hydra_entry
-from ..evaluation.inputs import load_model_inputs
-from ..evaluation.predict import predict_probabilities
-from ..evaluation.uncertainty import (
-    accuracy_rejection_curve,
-    dropout_rate,
-    mc_dropout_probabilities,
-    misclassification_auroc,
-    mutual_information,
-    predictive_entropy,
-    require_dropout,
-)
-from ..plots.uncertainty import plot_uncertainty
+from ..tasks.transients.evaluation.inputs import load_model_inputs
+from ..tasks.transients.evaluation.predict import predict_probabilities
+from ..tasks.transients.evaluation.uncertainty import (accuracy_rejection_curve, dropout_rate,
+                                                       mc_dropout_probabilities, misclassification_auroc,
+                                                       mutual_information, predictive_entropy, require_dropout)
+from ..tasks.transients.plots.uncertainty import plot_uncertainty
 
 log = logging.getLogger(__name__)
 
