@@ -14,7 +14,7 @@ from deeprubin.tasks.transits.metrics import threshold_at_fpr
 from deeprubin.tasks.transits.preprocess import SkipLightCurve, clean_lightcurve
 from deeprubin.tasks.transits.segments import label_segments, normalise, window_starts
 from deeprubin.tasks.transits.simulate.transit import eclipse_flux, geometry_from_duration, transit_flux
-from deeprubin.tasks.transits.timesys import TimeSystemError, bjd_to_mission, check_time_system, mission_to_bjd
+from deeprubin.sources.missions import TimeSystemError, bjd_to_mission, check_time_system, mission_to_bjd
 
 
 @pytest.fixture(scope="module")

@@ -59,17 +59,15 @@ from omegaconf import DictConfig, OmegaConf
 from ..core.config import ConfigError
 from ..core.schema import SchemaError
 from .fetch import EmptyResult, Fetcher, FetchError, FetchPolicy, safe_name
+from .missions import MISSIONS as MISSION_TABLE
+from .missions import PREFIX_MISSION, read_koi_catalog
 
 log = logging.getLogger(__name__)
 
-#: Mission -> (id prefix, native time system, BJD offset of that system).
-MISSIONS: dict[str, tuple[str, str, float]] = {
-    "kepler": ("KIC", "BKJD", 2454833.0),
-    "k2": ("EPIC", "BKJD", 2454833.0),
-    "tess": ("TIC", "BTJD", 2457000.0),
-}
-PREFIX_MISSION = {"KIC": "kepler", "KPLR": "kepler", "EPIC": "k2", "KTWO": "k2", "TIC": "tess"}
-MISSION_NAMES = {"kepler": "Kepler", "k2": "K2", "tess": "TESS"}   # lightkurve's spelling
+#: Mission -> (id prefix, native time system, BJD offset of that system): from the one table.
+MISSIONS: dict[str, tuple[str, str, float]] = {key: (m.id_prefix, m.time_system, m.bjd_offset)
+                                               for key, m in MISSION_TABLE.items()}
+MISSION_NAMES = {key: m.name for key, m in MISSION_TABLE.items()}   # lightkurve's spelling
 TIME_FORMATS = ("native", "bjd", "mjd")
 FLUX_UNIT = "relative: segment flux / segment median"
 
@@ -352,15 +350,12 @@ def _catalog_targets(cat_cfg: dict, mission: str | None, seed: int) -> tuple[lis
     path = Path(cat_cfg["path"])
     if not path.exists():
         raise ConfigError(f"config key 'source.catalog.path': file {path} does not exist")
-    df = pd.read_csv(path)
     id_col = cat_cfg.get("id_column", "kepid")
-    if id_col not in df.columns:
-        raise SchemaError(f"{path}: missing column '{id_col}' (config 'source.catalog.id_column')")
     prefix = cat_cfg.get("id_prefix", "KIC")
     cols = {k: cat_cfg.get(f"{k}_column") for k in ("period", "t0", "duration", "name")}
-    for key, col in cols.items():
-        if col and col not in df.columns:
-            raise SchemaError(f"{path}: missing column '{col}' (config 'source.catalog.{key}_column')")
+    df = read_koi_catalog(path, {"source.catalog.id_column": id_col,
+                                 **{f"source.catalog.{k}_column": c for k, c in cols.items()}},
+                          where="config key 'source.catalog.path'")
     if cols["period"]:
         df = df.sort_values([id_col, cols["period"]], kind="mergesort")
     n_planets = df.groupby(id_col).size()

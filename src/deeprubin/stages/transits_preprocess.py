@@ -20,7 +20,7 @@ from ..core.entry import hydra_entry
 from ..tasks.transits.dataset import SEGMENT_COLUMNS, segment_lightcurve
 from ..tasks.transits.ephemeris import check_ephemerides
 from ..tasks.transits.preprocess import SkipLightCurve, check_preprocess_config
-from ..tasks.transits.timesys import check_time_system
+from ..sources.missions import check_time_system
 
 log = logging.getLogger(__name__)
 

@@ -26,7 +26,7 @@ from ..tasks.transits.module import predict_scores
 from ..tasks.transits.plots import plot_top_segments
 from ..tasks.transits.preprocess import SkipLightCurve
 from ..tasks.transits.real import RealDataError, rank_true_segments, read_real_lightcurve, real_ephemeris
-from ..tasks.transits.timesys import MISSION_SYSTEMS
+from ..sources.missions import MISSION_SYSTEMS
 
 log = logging.getLogger(__name__)
 

@@ -2,14 +2,14 @@
 
 An ephemeris is a period (days), a mid-transit epoch ``t0`` in BJD_TDB and a full
 duration (first to fourth contact, days). It is converted to a light curve's own time
-system (:mod:`.timesys`) before use.
+system (:mod:`deeprubin.sources.missions`) before use.
 """
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
 
-from .timesys import bjd_to_mission
+from ...sources.missions import bjd_to_mission
 
 EPHEMERIS_COLUMNS = ("target_id", "kind", "period", "t0_bjd", "duration")
 

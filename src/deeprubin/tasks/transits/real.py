@@ -5,13 +5,13 @@ store them), binned to the cadence the model was trained on for that mission.
 """
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from .timesys import MISSION_OFFSETS, check_time_system
+from ...sources.lightkurve_source import read_local
+from ...sources.missions import MISSION_OFFSETS, check_time_system, read_koi_catalog
 
 
 class RealDataError(ValueError):
@@ -31,17 +31,13 @@ def _bin(time: np.ndarray, flux: np.ndarray, flux_err: np.ndarray, cadence_days:
 def read_real_lightcurve(path: Path, fmt: str, mission: str, cadence_days: float) -> dict:
     """Read one file -> ``{"time", "flux", "flux_err", "quality"}`` in the mission's time system.
 
-    ``fmt``: ``fits`` (MAST light-curve file, read with ``lightkurve.read``: PDCSAP flux,
-    default quality mask) or ``k2_csv`` (two columns, no header: time BKJD, normalised flux).
+    ``fmt``: ``fits`` (MAST light-curve file, read by the ``lightkurve`` source's
+    :func:`~deeprubin.sources.lightkurve_source.read_local`: PDCSAP flux, default quality mask) or ``k2_csv`` (two columns, no header: time BKJD, normalised flux).
     """
     if not path.exists():
         raise RealDataError(f"{path}: no such file")
     if fmt == "fits":
-        import lightkurve as lk
-
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            lc = lk.read(str(path))
+        lc = read_local(path)[0]
         time = np.asarray(lc.time.value, dtype=float)
         flux = np.asarray(lc.flux.value, dtype=float)
         flux_err = np.asarray(lc.flux_err.value, dtype=float)
@@ -76,7 +72,8 @@ def real_ephemeris(target, catalog_path: Path | None) -> pd.DataFrame:
     if target.get("from_catalog") is not None:
         if catalog_path is None or not catalog_path.exists():
             raise RealDataError(f"real target {name}: catalogue {catalog_path} absent")
-        cat = pd.read_csv(catalog_path)
+        cat = read_koi_catalog(catalog_path, ["kepid", "koi_tce_plnt_num", "koi_period", "koi_time0bk",
+                                              "duration(days)"], where=f"real target {name}")
         rows = cat[cat["kepid"] == int(target.from_catalog)].sort_values("koi_tce_plnt_num")
         if rows.empty:
             raise RealDataError(f"{catalog_path}: no row with kepid {target.from_catalog} (target {name})")

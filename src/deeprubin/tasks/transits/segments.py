@@ -12,7 +12,7 @@ import pandas as pd
 
 from ...core.config import ConfigError
 from .ephemeris import in_transit, transit_phase
-from .timesys import bjd_to_mission
+from ...sources.missions import bjd_to_mission
 
 
 def window_starts(n: int, length: int, stride: int) -> np.ndarray:

@@ -13,6 +13,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ....sources.missions import read_koi_catalog
+
 log = logging.getLogger(__name__)
 
 #: Catalogue column -> host/planet parameter name.
@@ -27,10 +29,6 @@ CATALOG_COLUMNS = {
 }
 
 
-class CatalogError(ValueError):
-    """A catalogue file that cannot supply host parameters."""
-
-
 def load_catalog(path: str | Path) -> tuple[pd.DataFrame, int]:
     """Read the KOI table; keep rows whose parameters are all finite and physical.
 
@@ -40,11 +38,7 @@ def load_catalog(path: str | Path) -> tuple[pd.DataFrame, int]:
         Rows with columns ``period`` (d), ``duration`` (d), ``stellar_radius`` (R_sun),
         ``stellar_mass`` (M_sun), ``kepmag``, ``u1``, ``u2``; and the number of rows dropped.
     """
-    path = Path(path)
-    table = pd.read_csv(path)
-    missing = [c for c in CATALOG_COLUMNS if c not in table.columns]
-    if missing:
-        raise CatalogError(f"{path}: missing column(s) {missing}")
+    table = read_koi_catalog(path, list(CATALOG_COLUMNS), where="transits.simulate.catalog")
     cat = table[list(CATALOG_COLUMNS)].rename(columns=CATALOG_COLUMNS).apply(pd.to_numeric, errors="coerce")
     ok = cat.notna().all(axis=1) & (cat["period"] > 0) & (cat["duration"] > 0) \
         & (cat["duration"] < 0.25 * cat["period"]) & (cat["stellar_radius"] > 0) & (cat["stellar_mass"] > 0)

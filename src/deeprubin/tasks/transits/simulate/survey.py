@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from ..ephemeris import in_transit, transit_epochs
-from ..timesys import MISSION_OFFSETS, MISSION_SYSTEMS, bjd_to_mission
+from ....sources.missions import MISSION_OFFSETS, MISSION_SYSTEMS, bjd_to_mission
 from . import noise
 from .cadence import kepler_times, tess_times
 from .catalog import host_table
