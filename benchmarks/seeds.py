@@ -45,9 +45,9 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 
 #: (task, stages run once per data seed, stages run per training seed), in DAG order.
 CHAINS = {
-    "transients": (("ingest", "split", "preprocess"),
+    "transients": (("ingest", "split@transients", "preprocess"),
                    ("augment", "train", "calibrate", "baseline", "evaluate", "real_sky")),
-    "transits": (("transits_ingest", "transits_preprocess", "transits_split"),
+    "transits": (("transits_ingest", "transits_preprocess", "split@transits"),
                  ("transits_train", "transits_bls", "transits_evaluate")),
 }
 #: Path keys whose outputs the data-seed stages write (shared by the training seeds).
@@ -77,15 +77,22 @@ class StageFailed(RuntimeError):
 
 
 def module_of(stage: str) -> str:
-    """``train`` -> ``deeprubin.stages.train``; ``transits_train`` -> ``deeprubin.stages.transits_train``."""
-    return f"deeprubin.stages.{stage}"
+    """``train`` -> ``deeprubin.stages.train``; ``split@transits`` (a generic stage, as dvc.yaml's
+    foreach names it) -> ``deeprubin.stages.split``."""
+    return f"deeprubin.stages.{stage.partition('@')[0]}"
+
+
+def stage_args(stage: str) -> list[str]:
+    """The overrides a stage name carries: ``split@transits`` -> ``["task_name=transits"]``."""
+    task = stage.partition("@")[2]
+    return [f"task_name={task}"] if task else []
 
 
 def run_overrides(base: list[str], seed: int, data_seed: int, shared_dir: Path, run_dir: Path) -> list[str]:
     """Hydra overrides of one run: seeds, every transients and transits path, its own MLflow store."""
     cfg = compose_params(base)
     moved = []
-    for prefix, paths in (("paths", cfg.paths), ("transits.paths", cfg.transits.paths)):
+    for prefix, paths in [("paths", cfg.paths)] + [(f"tasks.{t}.paths", cfg.tasks[t].paths) for t in cfg.tasks]:
         for key, value in paths.items():
             root = shared_dir if key in SHARED_PATHS else run_dir
             moved.append(f"{prefix}.{key}={root / str(value)}")
@@ -105,7 +112,7 @@ def run_stage(stage: str, config_dir: Path, log: Path) -> float:
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "a") as out:
         proc = subprocess.run([sys.executable, "-m", module_of(stage), "--config-dir", str(config_dir),
-                               "--config-name", "params", *HYDRA_ARGS], cwd=REPO_ROOT, stdout=out,
+                               "--config-name", "params", *HYDRA_ARGS, *stage_args(stage)], cwd=REPO_ROOT, stdout=out,
                               stderr=subprocess.STDOUT)
     if proc.returncode != 0:
         tail = "\n".join(log.read_text().splitlines()[-15:])
@@ -169,7 +176,7 @@ def run_all(seeds: list[int], data_seed: int, workdir: Path, base: list[str] = (
             run_chain(per_seed, run_dir / task, overrides, code, rerun, progress,
                       f"data {data_seed} seed {seed} {task}")
         cfg = compose_params(overrides)
-        results[seed] = headlines({"transients": Path(cfg.paths.reports), "transits": Path(cfg.transits.paths.reports)})
+        results[seed] = headlines({task: Path(cfg.tasks[task].paths.reports) for task in HEADLINES})
         progress(f"data {data_seed} seed {seed}: {json.dumps(results[seed])}")
     return results
 

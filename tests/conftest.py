@@ -48,21 +48,22 @@ def tables():
 @pytest.fixture(scope="session")
 def base_cfg():
     """The project's composed config (what params.yaml holds)."""
-    from deeprubin.core.config import compose_params
+    from deeprubin.core.config import compose_task
 
-    return compose_params([])
+    return compose_task("transients")
 
 
-def compose_under(root: Path, overrides=()):
-    """The composed config with every ``paths.*`` (and the MLflow store) under ``root``.
+def compose_under(root: Path, overrides=(), task: str = "transients"):
+    """The task's view of the composed config with every ``paths.*`` (the task's and the shared
+    ones) and the MLflow store under ``root``.
 
     The paths go in as Hydra overrides, not by editing the composed config, so that keys
     interpolated from them (``predict.checkpoint``, ``real_sky.calibration``, ...) follow.
     """
-    from deeprubin.core.config import compose_params
+    from deeprubin.core.config import compose_task
 
-    paths = compose_params(list(overrides)).paths
-    cfg = compose_params([*overrides, *(f"paths.{key}={root / value}" for key, value in paths.items())])
+    paths = compose_task(task, list(overrides)).paths
+    cfg = compose_task(task, [*overrides, *(f"paths.{key}={root / value}" for key, value in paths.items())])
     cfg.mlflow.tracking_uri = f"sqlite:///{root / 'mlruns.db'}"
     return cfg
 

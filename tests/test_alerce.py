@@ -264,9 +264,9 @@ class Sleeps(list):
 
 
 def alerce_cfg(tmp_path, *extra):
-    from deeprubin.core.config import compose_params
+    from deeprubin.core.config import compose_task
 
-    return compose_params([
+    return compose_task("transients", [
         "source=alerce", f"paths.raw={tmp_path}", "task.classes=[SNIa,SNII,SNIbc,QSO,Cepheid,RRLyrae]",
         "source.selection.classes=[SNIa,SNIbc]", "source.selection.n_per_class=2",
         "source.selection.page_size=1", "source.fetch.progress=false",

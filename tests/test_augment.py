@@ -10,7 +10,7 @@ import pytest
 from conftest import compose_under
 
 from deeprubin.core import io
-from deeprubin.core.config import ConfigError, compose_params
+from deeprubin.core.config import ConfigError, compose_task
 from deeprubin.core.split import make_split
 from deeprubin.tasks.transients.preprocess.augment import (AugmentSettings, ParentGP, augment_parent,
                                                            augment_training_set, dimming_factor, parse_settings)
@@ -171,12 +171,12 @@ def test_bad_config_names_the_key(override, key):
 def test_disabled_settings():
     assert not parse_settings({"name": "none", "enabled": False}, CLASSES).enabled
     assert not parse_settings(None, CLASSES).enabled
-    assert compose_params(["augment=none"])["augment"]["enabled"] is False
+    assert compose_task("transients", ["augment=none"])["augment"]["enabled"] is False
 
 
 def test_default_augments_every_class_of_the_task():
     """The pipeline default (augment=gp_all) gives copies to every transient class."""
-    cfg = compose_params([])
+    cfg = compose_task("transients")
     settings_ = parse_settings(cfg["augment"], cfg["task"]["classes"])
     assert settings_.enabled and settings_.mode == "copies"
     assert set(settings_.copies) == set(cfg["task"]["classes"]) and min(settings_.copies.values()) >= 1

@@ -272,8 +272,8 @@ CASES = [
         {"paths": {"raw": "data/raw", "reports": "../elsewhere/reports"}}, root=dvc_project(t)),
      r"config key 'paths\.reports' = .*/elsewhere/reports is outside the repository"),
     ("absolute transits output path", lambda t: lambda: check_output_paths(
-        {"transits": {"paths": {"models": "/var/tmp/models"}}}, root=dvc_project(t)),
-     r"config key 'transits\.paths\.models' = /var/tmp/models is outside the repository"),
+        {"tasks": {"transits": {"paths": {"models": "/var/tmp/models"}}}}, root=dvc_project(t)),
+     r"config key 'tasks\.transits\.paths\.models' = /var/tmp/models is outside the repository"),
     # --- data quality: flagged, with the flag named
     *[(f"quality flag {f}", (lambda f: lambda t: lambda: flags_of(*spoil(f, t)))(f), ("flag", f)) for f in FLAGS],
 ]
@@ -331,10 +331,12 @@ def test_stage_process_refuses_an_output_outside_the_repository(tmp_path):
     import sys
 
     root = dvc_project(tmp_path)
-    out = subprocess.run([sys.executable, "-m", "deeprubin.stages.split", f"paths.splits={tmp_path / 'splits'}",
+    out = subprocess.run([sys.executable, "-m", "deeprubin.stages.split", "task_name=transits",
+                          f"paths.splits={tmp_path / 'splits'}",  # a short key: tasks.transits.paths.splits
                           "hydra.run.dir=.", "hydra.output_subdir=null"], cwd=root, capture_output=True, text=True)
     assert out.returncode != 0
-    assert "config key 'paths.splits'" in out.stdout + out.stderr and "is outside the repository" in out.stderr
+    assert ("config key 'tasks.transits.paths.splits'" in out.stdout + out.stderr
+            and "is outside the repository" in out.stderr)
     assert not (tmp_path / "splits").exists()
 
 
@@ -345,20 +347,20 @@ def test_nan_flux_row_is_dropped_and_counted_with_on_invalid_drop(tmp_path):
 
 # ----------------------------------------------------------------------------- structured config schema
 @pytest.mark.parametrize("node,key,value,match", [
-    ("preprocess", "n_gird", 30, r"config key 'preprocess\.n_gird' is not a known key of 'preprocess' \(a typo\?\)"),
-    ("trainer", "max_epochs", "ten", r"config key 'trainer\.max_epochs': Value 'ten' of type 'str' could not be "
+    ("tasks.transients.preprocess", "n_gird", 30, r"config key 'tasks\.transients\.preprocess\.n_gird' is not a known key of 'tasks.transients.preprocess' \(a typo\?\)"),
+    ("tasks.transients.trainer", "max_epochs", "ten", r"config key 'tasks\.transients\.trainer\.max_epochs': Value 'ten' of type 'str' could not be "
                                      r"converted to Integer"),
-    ("split", "fractions", {"train": "most"}, r"config key 'split\.fractions\.train'"),
-    ("quality", "detection_snr", [5], r"config key 'quality\.detection_snr'"),
-    ("predict", "outptu", "x.csv", r"config key 'predict\.outptu' is not a known key"),
-    ("task", "clases", ["SNIa"], r"config key 'task\.clases' is not a known key of 'task'"),
-    ("baseline", "n_estimator", 100, r"config key 'baseline\.n_estimator' is not a known key"),
-    ("augment", "copies", {"SNIa": "four"}, r"config key 'augment\.copies\.SNIa'"),
-    ("evaluate", "bootstrap", {"n_boot": "many"}, r"config key 'evaluate\.bootstrap\.n_boot'"),
-    ("evaluate", "bootstrap", {"n_bot": 10}, r"config key 'evaluate\.bootstrap\.n_bot' is not a known key"),
+    ("tasks.transients.split", "fractions", {"train": "most"}, r"config key 'tasks\.transients\.split\.fractions\.train'"),
+    ("tasks.transients.quality", "detection_snr", [5], r"config key 'tasks\.transients\.quality\.detection_snr'"),
+    ("tasks.transients.predict", "outptu", "x.csv", r"config key 'tasks\.transients\.predict\.outptu' is not a known key"),
+    ("tasks.transients.task", "clases", ["SNIa"], r"config key 'tasks\.transients\.task\.clases' is not a known key of 'tasks.transients.task'"),
+    ("tasks.transients.baseline", "n_estimator", 100, r"config key 'tasks\.transients\.baseline\.n_estimator' is not a known key"),
+    ("tasks.transients.augment", "copies", {"SNIa": "four"}, r"config key 'tasks\.transients\.augment\.copies\.SNIa'"),
+    ("tasks.transients.evaluate", "bootstrap", {"n_boot": "many"}, r"config key 'tasks\.transients\.evaluate\.bootstrap\.n_boot'"),
+    ("tasks.transients.evaluate", "bootstrap", {"n_bot": 10}, r"config key 'tasks\.transients\.evaluate\.bootstrap\.n_bot' is not a known key"),
     ("results", "outptu", "x.md", r"config key 'results\.outptu' is not a known key"),
-    ("transits", "trainer", {"max_epoch": 3}, r"config key 'transits\.trainer\.max_epoch' is not a known key"),
-    ("transits", "simulate", {"n_stars": "many"}, r"config key 'transits\.simulate\.n_stars'"),
+    ("tasks.transits", "trainer", {"max_epoch": 3}, r"config key 'tasks\.transits\.trainer\.max_epoch' is not a known key"),
+    ("tasks.transits", "simulate", {"n_stars": "many"}, r"config key 'tasks\.transits\.simulate\.n_stars'"),
 ])
 def test_typo_or_mistyped_key_in_yaml_fails_naming_it(node, key, value, match):
     from deeprubin.core.config import ConfigError, compose_params
@@ -367,7 +369,7 @@ def test_typo_or_mistyped_key_in_yaml_fails_naming_it(node, key, value, match):
     cfg = compose_params([])
     check_schema(cfg)  # the shipped config passes
     OmegaConf.set_struct(cfg, False)
-    cfg[node][key] = value
+    OmegaConf.select(cfg, node)[key] = value
     with pytest.raises(ConfigError, match=match):
         check_schema(cfg)
 
@@ -378,9 +380,9 @@ def test_stage_process_rejects_a_typo_before_any_work(tmp_path):
     import sys
 
 
-    out = subprocess.run([sys.executable, "-m", "deeprubin.stages.split", f"paths.splits={tmp_path / 'splits'}",
-                          "+preprocess.n_gird=30", "hydra.run.dir=.", "hydra.output_subdir=null"],
+    out = subprocess.run([sys.executable, "-m", "deeprubin.stages.split", "task_name=transients",
+                          f"paths.splits={tmp_path / 'splits'}", "+preprocess.n_gird=30", "hydra.run.dir=.", "hydra.output_subdir=null"],
                          cwd=tmp_path, capture_output=True, text=True)
     assert out.returncode != 0
-    assert "config key 'preprocess.n_gird' is not a known key" in out.stderr + out.stdout
+    assert "config key 'tasks.transients.preprocess.n_gird' is not a known key" in out.stderr + out.stdout
     assert not (tmp_path / "splits").exists()

@@ -16,8 +16,9 @@ def test_conf_composes_to_committed_params_yaml():
 
 
 def test_overrides_change_params(tmp_path):
-    path = write_params(tmp_path / "params.yaml", ["model=gru", "trainer.max_epochs=3", "experiment=tiny"])
-    params = yaml.safe_load(path.read_text())
+    path = write_params(tmp_path / "params.yaml", ["model=gru", "tasks.transients.trainer.max_epochs=3",
+                                                   "experiment=tiny"])
+    params = yaml.safe_load(path.read_text())["tasks"]["transients"]
     assert params["model"]["_target_"].endswith("GRUClassifier")
     assert params["trainer"]["max_epochs"] == 3  # command-line overrides beat the experiment
     assert params["trainer"]["batch_size"] == 16  # from experiment=tiny
@@ -30,6 +31,7 @@ def test_dvc_stages_read_params_yaml():
     hydra_args = dvc["vars"][0]["hydra_args"]
     assert "--config-name params" in hydra_args and "--config-dir ." in hydra_args
     for name, stage in dvc["stages"].items():
+        stage = stage.get("do", stage)  # a generic stage: one body for every task (foreach)
         assert "${hydra_args}" in stage["cmd"], name
         assert stage.get("params"), f"stage {name} declares no params"
         code = f"stages/{name}.py"
@@ -79,4 +81,4 @@ def test_unknown_model_and_missing_key_fail_at_composition():
     with pytest.raises(ConfigCompositionException, match="model/resnet"):
         compose_params(["model=resnet"])
     with pytest.raises(ConfigCompositionException, match="model.n_heads"):
-        compose_params(["model.n_heads=4"])  # the TCN has no attention heads
+        compose_params(["tasks.transients.model.n_heads=4"])  # the TCN has no attention heads

@@ -12,7 +12,7 @@ import pytest
 from conftest import REAL_DATA, REPO_ROOT, build_tiny_repo, run_in
 from omegaconf import OmegaConf
 
-from deeprubin.core.config import ConfigError, compose_params
+from deeprubin.core.config import ConfigError, compose_task
 from deeprubin.core.schema import SchemaError, mag_to_flux, validate_tables
 from deeprubin.sources.files import DEFAULTS, load_files, load_files_report, resolve_options
 
@@ -628,7 +628,7 @@ def test_ingest_stage_runs_the_files_source(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     folder = bts_like(tmp_path)
     write_csv(folder / "ZTF3.csv", "time,mag,magerr,band\n1,19,0.1,g")              # too few points
-    cfg = compose_params(["source=files_bts_snia", f"source.path={folder}", "source.progress_bar=false"])
+    cfg = compose_task("transients", ["source=files_bts_snia", f"source.path={folder}", "source.progress_bar=false"])
     cfg.source.metadata = {"path": None}
     cfg.paths.raw = str(tmp_path / "raw")
     report = ingest.run_ingest(cfg)
@@ -641,7 +641,7 @@ def test_ingest_stage_runs_the_files_source(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("name", SHIPPED)
 def test_shipped_configs_compose_and_resolve(name):
-    cfg = compose_params([f"source={name}"])
+    cfg = compose_task("transients", [f"source={name}"])
     assert cfg.source.name == "files"
     assert OmegaConf.to_container(cfg.source.validation) == {"on_invalid": "drop", "min_points": 3, "min_bands": 1}
     assert cfg.source.path.startswith("../shared/data/real/")
@@ -659,7 +659,7 @@ needs_real = pytest.mark.skipif(not REAL_DATA.exists(), reason=f"shared real dat
 
 def load_shipped(name, monkeypatch, *overrides):
     monkeypatch.chdir(REPO_ROOT)                        # shipped paths are relative to the repo root
-    cfg = compose_params([f"source={name}", "source.progress_bar=false", *overrides])
+    cfg = compose_task("transients", [f"source={name}", "source.progress_bar=false", *overrides])
     lc, obj, report = load_files_report(cfg)
     return cfg, lc, obj, report
 
@@ -705,7 +705,7 @@ def test_real_alerce_30sne(monkeypatch):
 @needs_real
 def test_real_k2_with_a_task_that_has_band_k2(monkeypatch):
     monkeypatch.chdir(REPO_ROOT)
-    cfg = compose_params(["source=files_k2", "source.progress_bar=false"])
+    cfg = compose_task("transients", ["source=files_k2", "source.progress_bar=false"])
     # The transients task rejects band 'k2'; the future transits task will list it.
     cfg.task.classes = ["transit"]
     cfg.task.band_wavelengths = {"k2": 6400.0}
@@ -717,7 +717,7 @@ def test_real_k2_with_a_task_that_has_band_k2(monkeypatch):
     assert set(obj2["time_system"]) == {"BKJD"}
     with pytest.raises(SchemaError, match=r"EPIC201367065\.csv: constant band \(source\.band\), object "
                                           r"'EPIC201367065', line 1: band 'k2' is not a task band \['g', 'r'\]"):
-        load_files(compose_params(["source=files_k2", "source.progress_bar=false"]))
+        load_files(compose_task("transients", ["source=files_k2", "source.progress_bar=false"]))
 
 
 # --------------------------------------------------------------------------- real-data pipeline (slow)

@@ -525,13 +525,13 @@ def test_hyper_max_points_minimum_grows_with_bands():
 def test_invalid_hyper_max_points_in_config_names_the_key():
     from omegaconf import open_dict
 
-    from deeprubin.core.config import ConfigError, compose_params
+    from deeprubin.core.config import ConfigError, compose_task
     from deeprubin.stages.preprocess import check_preprocess_config, gp_kwargs
 
-    cfg = compose_params(["preprocess.hyper_max_points=5"])
+    cfg = compose_task("transients", ["preprocess.hyper_max_points=5"])
     with pytest.raises(ConfigError, match=r"preprocess\.hyper_max_points"):
         check_preprocess_config(cfg)
-    cfg = compose_params(["preprocess.hyper_max_points=40"])
+    cfg = compose_task("transients", ["preprocess.hyper_max_points=40"])
     check_preprocess_config(cfg)
     assert gp_kwargs(cfg)["hyper_max_points"] == 40
     with open_dict(cfg):

@@ -47,10 +47,10 @@ def test_models_overfit_one_batch(cfg):
 
 @pytest.mark.parametrize("name", ["tcn", "gru", "inception", "transformer"])
 def test_shipped_model_configs_build(base_cfg, name):
-    from deeprubin.core.config import compose_params
+    from deeprubin.core.config import compose_task
     from deeprubin.core.models import resolve_model_config
 
-    cfg = compose_params([f"model={name}"])
+    cfg = compose_task("transients", [f"model={name}"])
     model_cfg = resolve_model_config(cfg.model, grid_step_days=2.0)
     model = build_model(model_cfg, n_inputs=4, n_classes=6)
     assert model(torch.randn(2, 4, int(cfg.preprocess.n_grid))).shape == (2, 6)

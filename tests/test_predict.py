@@ -15,7 +15,7 @@ from omegaconf import OmegaConf
 
 from deeprubin.core import io
 from deeprubin.core.calibration import CalibrationMismatchError
-from deeprubin.core.config import ConfigError, compose_params
+from deeprubin.core.config import ConfigError, compose_task
 from deeprubin.core.schema import SchemaError
 from deeprubin.tasks.transients.evaluation.inference import (CheckpointMismatchError, predict_source,
                                                              predict_source_detailed)
@@ -72,8 +72,8 @@ def test_predict_applies_the_saved_calibrator(trained):
 def test_predict_uses_the_checkpoints_preprocessing(trained):
     """The GP grid follows the checkpoint's config (tiny: 20 steps), not the current conf/ (50)."""
     cfg, ckpt = trained
-    assert compose_params([]).preprocess.n_grid != 20
-    result = predict_source_detailed(ckpt, compose_params(["source.n_objects=12"]).source)
+    assert compose_task("transients").preprocess.n_grid != 20
+    result = predict_source_detailed(ckpt, compose_task("transients", ["source.n_objects=12"]).source)
     assert result.grid.mean.shape[1:] == (2, 20)
     assert result.bands == ["g", "r"] and len(result.predictions) == len(result.objects) >= 12
 

@@ -21,15 +21,17 @@ _spec.loader.exec_module(seeds)
 def test_stage_modules():
     assert seeds.module_of("train") == "deeprubin.stages.train"
     assert seeds.module_of("transits_bls") == "deeprubin.stages.transits_bls"
+    assert seeds.module_of("split@transits") == "deeprubin.stages.split"
+    assert seeds.stage_args("split@transits") == ["task_name=transits"] and seeds.stage_args("train") == []
 
 
 def test_every_path_goes_under_the_workdir(tmp_path):
     overrides = seeds.run_overrides([], 7, 42, tmp_path / "shared", tmp_path / "run")
     assert "seed=7" in overrides and "data_seed=42" in overrides
-    paths = [o for o in overrides if o.startswith(("paths.", "transits.paths."))]
+    paths = [o for o in overrides if o.startswith(("paths.", "tasks.transients.paths.", "tasks.transits.paths."))]
     assert paths and all(str(tmp_path) in o for o in paths)
-    assert any(o.startswith("paths.raw=") and str(tmp_path / "shared") in o for o in paths)
-    assert any(o.startswith("transits.paths.models=") and str(tmp_path / "run") in o for o in paths)
+    assert any(o.startswith("tasks.transients.paths.raw=") and str(tmp_path / "shared") in o for o in paths)
+    assert any(o.startswith("tasks.transits.paths.models=") and str(tmp_path / "run") in o for o in paths)
 
 
 def test_summary_is_mean_and_sample_std():
@@ -49,13 +51,13 @@ def fake_stage(calls):
         calls.append((stage, cfg["seed"], cfg["data_seed"]))
         seed = cfg["seed"]
         if stage == "evaluate":
-            reports = Path(cfg["paths"]["reports"])
+            reports = Path(cfg["tasks"]["transients"]["paths"]["reports"])
             (reports / "baseline").mkdir(parents=True, exist_ok=True)
             (reports / "metrics.json").write_text(json.dumps({"macro_f1": 0.6 + seed / 100}))
             (reports / "baseline/metrics.json").write_text(json.dumps({"macro_f1": 0.8}))
             (reports / "real_sky.json").write_text(json.dumps({"target": {"fraction": 0.85}}))
         if stage == "transits_evaluate":
-            reports = Path(cfg["transits"]["paths"]["reports"])
+            reports = Path(cfg["tasks"]["transits"]["paths"]["reports"])
             reports.mkdir(parents=True, exist_ok=True)
             (reports / "metrics.json").write_text(json.dumps(
                 {"star": {"roc_auc": 0.9}, "segment": {"recall_snr_ge_threshold": 0.1},

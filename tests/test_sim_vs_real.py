@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 from conftest import REAL_DATA
 
-from deeprubin.core.config import compose_params
+from deeprubin.core.config import compose_task
 from deeprubin.core.schema import SchemaError
 from deeprubin.tasks.transients.validation import sim_vs_real as svr
 
@@ -139,7 +139,7 @@ def test_catalogue_and_sesar_errors(tmp_path):
 def stage_cfg(tmp_path, real_dir, **extra):
     overrides = [f"paths.reports={tmp_path / 'reports'}", f"sim_vs_real.real_dir={real_dir}",
                  "sim_vs_real.snia.n_objects=40", "sim_vs_real.rrlyrae.n_objects=30"]
-    return compose_params(overrides + [f"{k}={v}" for k, v in extra.items()])
+    return compose_task("transients", overrides + [f"{k}={v}" for k, v in extra.items()])
 
 
 def test_stage_records_skip_when_real_data_absent(tmp_path):

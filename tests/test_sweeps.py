@@ -30,7 +30,7 @@ def test_optuna_sweep_records_failed_trial_and_goes_on(repo):
             "hydra.sweeper.n_trials=4", "model.kernel_size=choice(1,3)", "hydra.sweep.dir=multirun/optuna-tiny"],
            repo)
     results = yaml.safe_load((repo / "multirun/optuna-tiny/optimization_results.yaml").read_text())
-    assert results["best_params"]["model.kernel_size"] == 3
+    assert results["best_params"]["tasks.transients.model.kernel_size"] == 3  # the short key, made full
     runs = _runs(repo, "optuna-tiny")
     statuses = [r.info.status for r in runs if "deeprubin.sweep_parent" not in r.data.tags]
     assert "FAILED" in statuses and "FINISHED" in statuses  # kernel_size=1 is invalid for the TCN
@@ -56,7 +56,7 @@ def test_joblib_multirun_and_summary(repo):
 
 
 def test_summary_from_dvc_experiments(repo):
-    run_in(["dvc", "exp", "run", "-S", "experiment=tiny", "-S", "model.channels=4"], repo)
+    run_in(["dvc", "exp", "run", "-S", "experiment=tiny", "-S", "tasks.transients.model.channels=4"], repo)
     run_in([sys.executable, "-m", "deeprubin.sweeps.summary", "--from", "dvc", "--name", "dvc-tiny"], repo)
     summary = pd.read_csv(repo / "reports/sweeps/dvc-tiny/summary.csv")
     assert len(summary) >= 2 and summary["test_macro_f1"].notna().all()

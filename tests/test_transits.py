@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 from omegaconf import OmegaConf
 
-from deeprubin.core.config import ConfigError, compose_params
+from deeprubin.core.config import ConfigError, compose_task
 from deeprubin.tasks.transits.aggregate import aggregate_scores, star_scores
 from deeprubin.tasks.transits.ephemeris import EphemerisError, check_ephemerides, in_transit
 from deeprubin.tasks.transits.metrics import threshold_at_fpr
@@ -19,7 +19,7 @@ from deeprubin.sources.missions import TimeSystemError, bjd_to_mission, check_ti
 
 @pytest.fixture(scope="module")
 def tcfg():
-    return compose_params(["transits=tiny"]).transits
+    return compose_task("transits", ["transits=tiny"])
 
 
 # ---- transit model -------------------------------------------------------------------------

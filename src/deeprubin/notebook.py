@@ -15,8 +15,13 @@ def project_root(start: str | Path | None = None) -> Path:
     raise FileNotFoundError(f"no dvc.yaml + params.yaml at or above {here}; run the notebook inside the project")
 
 
-def project_paths(start: str | Path | None = None) -> dict[str, Path]:
-    """``params.yaml``'s ``paths:`` node as absolute paths (what ``dvc repro`` wrote)."""
+def project_paths(start: str | Path | None = None, task: str = "transients") -> dict[str, Path]:
+    """``params.yaml``'s shared ``paths:`` and ``tasks.<task>.paths:`` as absolute paths (what
+    ``dvc repro`` wrote)."""
     root = project_root(start)
-    paths = OmegaConf.to_container(OmegaConf.load(root / "params.yaml").paths, resolve=True)
+    params = OmegaConf.load(root / "params.yaml")
+    if task not in (params.get("tasks") or {}):
+        raise KeyError(f"{root / 'params.yaml'}: no task '{task}' under tasks; known: {list(params.get('tasks') or {})}")
+    paths = {**OmegaConf.to_container(params.paths, resolve=True),
+             **OmegaConf.to_container(params.tasks[task].paths, resolve=True)}
     return {"root": root, **{k: root / str(v) for k, v in paths.items()}}

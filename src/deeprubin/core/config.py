@@ -7,6 +7,8 @@ repeats that composition so tests and ``make params`` produce the identical file
 """
 from __future__ import annotations
 
+import functools
+import re
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
@@ -48,6 +50,70 @@ def write_params(path: str | Path, overrides: Sequence[str] = (), conf_dir: str 
     return write_text(OmegaConf.to_yaml(cfg), path)
 
 
+def task_names(cfg: DictConfig | dict) -> list[str]:
+    """The tasks of a composed config (the keys of ``tasks``), in config order."""
+    node = cfg.get("tasks") if isinstance(cfg, (DictConfig, dict)) else None
+    return [str(name) for name in (node or {})]
+
+
+def task_view(cfg: DictConfig, task: str) -> DictConfig:
+    """One task's config: ``tasks.<task>`` merged over the shared keys, plus ``task_name``.
+
+    Every stage of a task reads this view, so its code names ``cfg.paths.raw`` or
+    ``cfg.model`` whichever task it serves; the shared keys (``seed``, ``data_seed``,
+    ``mlflow.tracking_uri``, ``paths.figures``...) are visible, a task's own key of the
+    same name wins. Raises :class:`ConfigError` naming the task when it is not in ``tasks``.
+    """
+    names = task_names(cfg)
+    if task not in names:
+        raise ConfigError(f"config key 'task_name' = {task!r} is not a task of this config; known: {names}")
+    shared = {key: value for key, value in OmegaConf.to_container(cfg, resolve=True).items() if key != "tasks"}
+    view = OmegaConf.merge(shared, OmegaConf.to_container(cfg.tasks[task], resolve=True))
+    view.task_name = task
+    return view
+
+
+@functools.lru_cache(maxsize=8)
+def _layout(task: str, conf_dir: str) -> tuple[frozenset, frozenset]:
+    """(the task's top-level node names, the dotted leaf keys of the shared config)."""
+    cfg = OmegaConf.to_container(compose_params([], conf_dir), resolve=False)
+    if task not in (cfg.get("tasks") or {}):
+        raise ConfigError(f"config key 'task_name' = {task!r} is not a task of {conf_dir}; "
+                          f"known: {list(cfg.get('tasks') or {})}")
+    shared: set[str] = set()
+
+    def leaves(node: Any, prefix: str) -> None:
+        if isinstance(node, dict) and node:
+            for key, value in node.items():
+                leaves(value, f"{prefix}.{key}" if prefix else str(key))
+        else:
+            shared.add(prefix)
+    leaves({k: v for k, v in cfg.items() if k != "tasks"}, "")
+    return frozenset(cfg["tasks"][task]), frozenset(shared)
+
+
+def task_overrides(task: str, overrides: Sequence[str], conf_dir: str | Path = CONF_DIR) -> list[str]:
+    """Hydra overrides with a task's short keys made full: ``source.n_objects=12`` ->
+    ``tasks.<task>.source.n_objects=12`` when ``source`` is a node of the task and the key is not
+    a shared one (``paths.figures``, ``mlflow.tracking_uri``). Group choices (``model=gru``), shared
+    keys (``seed=1``), ``tasks.*`` and ``hydra.*`` pass unchanged."""
+    nodes, shared = _layout(task, str(Path(conf_dir).resolve()))
+    out = []
+    for override in overrides:
+        sign = re.match(r"^(\+\+|\+|~)?", override).group(0)
+        key = override[len(sign):].split("=", 1)[0]
+        if "." in key and key.split(".")[0] in nodes and key not in shared:
+            override = f"{sign}tasks.{task}.{override[len(sign):]}"
+        out.append(override)
+    return out
+
+
+def compose_task(task: str, overrides: Sequence[str] = (), conf_dir: str | Path = CONF_DIR) -> DictConfig:
+    """:func:`compose_params` (short keys made full, :func:`task_overrides`) then
+    :func:`task_view`: the config one stage of ``task`` reads."""
+    return task_view(compose_params(task_overrides(task, overrides, conf_dir), conf_dir), task)
+
+
 def require(cfg: DictConfig | dict, key: str, *, positive: bool = False, at_least: float | None = None,
             choices: Iterable[Any] | None = None) -> Any:
     """Fetch ``cfg[key]`` (dotted) and check it, raising :class:`ConfigError` naming the key."""
@@ -75,14 +141,16 @@ def check_seeds(cfg: DictConfig | dict) -> None:
             raise ConfigError(f"config key '{key}' must be an integer >= 0, got {value!r}")
 
 
-#: Config nodes whose string values are output paths of the pipeline.
-PATH_NODES = ("paths", "transits.paths")
+def path_nodes(cfg: DictConfig | dict) -> list[str]:
+    """Config nodes whose string values are output paths: ``paths`` and every ``tasks.<name>.paths``."""
+    return ["paths"] + [f"tasks.{name}.paths" for name in task_names(cfg)]
+
 #: The key that lets a run write its outputs outside the repository (the seeds runner does).
 OUTSIDE_KEY = "outputs_outside_repo"
 
 
 def check_output_paths(cfg: DictConfig | dict, root: str | Path | None = None) -> dict[str, Path]:
-    """Resolve every ``paths.*`` (and ``transits.paths.*``); each must lie inside the repository.
+    """Resolve every ``paths.*`` (and ``tasks.<name>.paths.*``); each must lie inside the repository.
 
     ``root`` is the repository (default: the working directory, where DVC runs every stage).
     Outside a DVC project (no ``dvc.yaml`` in ``root``) and with ``outputs_outside_repo: true``
@@ -95,7 +163,7 @@ def check_output_paths(cfg: DictConfig | dict, root: str | Path | None = None) -
     """
     root = Path(root or Path.cwd()).resolve()
     resolved: dict[str, Path] = {}
-    for node_key in PATH_NODES:
+    for node_key in path_nodes(cfg):
         node = OmegaConf.select(cfg, node_key) if isinstance(cfg, DictConfig) else _select(cfg, node_key)
         for key, value in (node or {}).items():
             if isinstance(value, str) and value:

@@ -126,11 +126,17 @@ def load(path: Path):
     return yaml, yaml.load(path.read_text())
 
 
+def stage_bodies(spec) -> list[tuple[str, dict]]:
+    """``(name, body)`` of every stage: a plain stage, or the ``do`` body of a ``foreach``/``matrix``
+    stage (one body shared by each task it runs for, so one set of code deps)."""
+    return [(name, stage["do"] if "do" in stage else stage) for name, stage in spec["stages"].items()]
+
+
 def check(dvc_yaml: Path = REPO / "dvc.yaml") -> dict[str, list[str]]:
     """``{stage: files its deps miss}`` for every stage whose command is ``python -m deeprubin...``."""
     _, spec = load(dvc_yaml)
     problems = {}
-    for name, stage in spec["stages"].items():
+    for name, stage in stage_bodies(spec):
         module = stage_module(stage.get("cmd", ""))
         if module and module.startswith(PACKAGE):
             miss = missing(module, [dep_name(d) for d in stage.get("deps", [])], dvc_yaml.parent)
@@ -143,7 +149,7 @@ def write(dvc_yaml: Path = REPO / "dvc.yaml") -> list[str]:
     """Rewrite every stage's ``src/`` deps to :func:`code_deps` (other deps kept, in order, after them)."""
     yaml, spec = load(dvc_yaml)
     changed = []
-    for name, stage in spec["stages"].items():
+    for name, stage in stage_bodies(spec):
         module = stage_module(stage.get("cmd", ""))
         if not (module and module.startswith(PACKAGE)):
             continue

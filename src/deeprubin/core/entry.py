@@ -10,7 +10,7 @@ import hydra
 from omegaconf import DictConfig
 
 from . import numerics
-from .config import CONF_DIR, check_output_paths, check_seeds
+from .config import CONF_DIR, ConfigError, check_output_paths, check_seeds, task_overrides, task_view
 from .config_schema import check_schema
 
 
@@ -22,13 +22,28 @@ def _conf_dir() -> str:
     return str(local if (local / "config.yaml").exists() else CONF_DIR)
 
 
+def stage_config(cfg: DictConfig, task: str | None = None, generic: bool = False) -> DictConfig:
+    """What a stage reads: the task view of ``task`` (a task's own stage), of ``cfg.task_name``
+    (a generic stage, which serves every task) or, with neither, the whole config (the stages
+    that read all tasks: index, results)."""
+    if generic:
+        task = cfg.get("task_name")
+        if not task:
+            raise ConfigError("config key 'task_name' is missing: a generic stage serves every task, "
+                              "name one (task_name=<task>; dvc.yaml's foreach does)")
+    return task_view(cfg, str(task)) if task else cfg
+
+
 def hydra_entry(run_stage: Callable[[DictConfig], Any],
-                objective: Callable[[Any], float] | None = None) -> Callable[[], None]:
+                objective: Callable[[Any], float] | None = None, *,
+                task: str | None = None, generic: bool = False) -> Callable[[], None]:
     """Turn ``run_stage(cfg)`` into a Hydra application rooted at ``conf/config.yaml``.
 
     The Hydra job is named after the stage (``run_train`` -> ``train``) so that logs
     and multirun folders say which stage wrote them. ``objective`` maps the stage's
-    result to the float a Hydra sweeper (e.g. Optuna) optimises.
+    result to the float a Hydra sweeper (e.g. Optuna) optimises. ``task`` names the task
+    whose view (:func:`deeprubin.core.config.task_view`) the stage reads; ``generic=True``
+    takes it from ``task_name`` (see :func:`stage_config`).
     """
     stage = run_stage.__name__.removeprefix("run_")
 
@@ -40,10 +55,16 @@ def hydra_entry(run_stage: Callable[[DictConfig], Any],
         check_seeds(cfg)
         check_schema(cfg)  # unknown or mistyped keys fail here, naming the key, before any work
         check_output_paths(cfg)  # every output inside the repository (or outputs_outside_repo=true)
-        result = run_stage(cfg)
+        result = run_stage(stage_config(cfg, task, generic))
         return objective(result) if objective is not None else None
 
     def main() -> None:
+        args = [a for a in sys.argv[1:] if "=" in a and not a.startswith("-")]
+        named = task or (next((a.split("=", 1)[1] for a in args if a.startswith("task_name=")), None)
+                         if generic else None)
+        if named:  # a task's short keys: `trainer.max_epochs=5` means tasks.<task>.trainer.max_epochs=5
+            full = dict(zip(args, task_overrides(named, args, _conf_dir())))
+            sys.argv[1:] = [full.get(a, a) for a in sys.argv[1:]]
         if not any(arg.startswith("hydra.job.name=") for arg in sys.argv[1:]):
             sys.argv.append(f"hydra.job.name={stage}")
         _hydra_main()

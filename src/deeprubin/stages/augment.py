@@ -60,7 +60,7 @@ def run_augment(cfg: DictConfig) -> dict:
     return report
 
 
-main = hydra_entry(run_augment)
+main = hydra_entry(run_augment, task="transients")
 
 if __name__ == "__main__":
     main()

@@ -84,7 +84,7 @@ def run_baseline(cfg: DictConfig) -> dict:
     return result.metrics
 
 
-main = hydra_entry(run_baseline)
+main = hydra_entry(run_baseline, task="transients")
 
 if __name__ == "__main__":
     main()

@@ -116,7 +116,7 @@ def run_calibrate(cfg: DictConfig) -> dict:
     return metrics
 
 
-main = hydra_entry(run_calibrate)
+main = hydra_entry(run_calibrate, task="transients")
 
 if __name__ == "__main__":
     main()

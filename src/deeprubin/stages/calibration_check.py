@@ -57,7 +57,7 @@ def run_calibration_check(cfg: DictConfig) -> dict:
     return report
 
 
-main = hydra_entry(run_calibration_check)
+main = hydra_entry(run_calibration_check, task="transients")
 
 if __name__ == "__main__":
     main()

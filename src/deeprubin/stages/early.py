@@ -96,7 +96,7 @@ def run_early(cfg: DictConfig) -> dict:
     return report
 
 
-main = hydra_entry(run_early)
+main = hydra_entry(run_early, task="transients")
 
 if __name__ == "__main__":
     main()

@@ -39,7 +39,7 @@ def run_eda(cfg: DictConfig) -> list[Path]:
     return written
 
 
-main = hydra_entry(run_eda)
+main = hydra_entry(run_eda, task="transients")
 
 if __name__ == "__main__":
     main()

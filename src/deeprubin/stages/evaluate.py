@@ -120,7 +120,7 @@ def run_evaluate(cfg: DictConfig) -> dict:
     return metrics
 
 
-main = hydra_entry(run_evaluate)
+main = hydra_entry(run_evaluate, task="transients")
 
 if __name__ == "__main__":
     main()

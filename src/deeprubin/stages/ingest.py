@@ -59,7 +59,7 @@ def run_ingest(cfg: DictConfig) -> dict:
     return report
 
 
-main = hydra_entry(run_ingest)
+main = hydra_entry(run_ingest, task="transients")
 
 if __name__ == "__main__":
     main()

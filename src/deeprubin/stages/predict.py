@@ -67,11 +67,12 @@ def run_predict(cfg: DictConfig) -> dict:
     return summary
 
 
-_main = hydra_entry(run_predict)
+_main = hydra_entry(run_predict, task="transients")
 
 
 def main() -> None:
-    """Hydra entry; ``checkpoint=X`` on the command line means ``predict.checkpoint=X``."""
+    """Hydra entry; ``checkpoint=X`` on the command line means ``predict.checkpoint=X``
+    (``tasks.transients.predict.checkpoint``, as every short key of the task)."""
     sys.argv[1:] = [f"predict.{a}" if a.startswith("checkpoint=") else a for a in sys.argv[1:]]
     _main()
 

@@ -47,7 +47,7 @@ def run_preprocess(cfg: DictConfig) -> dict:
     return report
 
 
-main = hydra_entry(run_preprocess)
+main = hydra_entry(run_preprocess, task="transients")
 
 if __name__ == "__main__":
     main()

@@ -144,7 +144,7 @@ def run_real_sky(cfg: DictConfig) -> dict:
     return report
 
 
-main = hydra_entry(run_real_sky)
+main = hydra_entry(run_real_sky, task="transients")
 
 if __name__ == "__main__":
     main()

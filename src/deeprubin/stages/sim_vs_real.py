@@ -101,7 +101,7 @@ def run_sim_vs_real(cfg: DictConfig) -> dict:
     return report
 
 
-main = hydra_entry(run_sim_vs_real)
+main = hydra_entry(run_sim_vs_real, task="transients")
 
 if __name__ == "__main__":
     main()

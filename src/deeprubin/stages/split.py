@@ -1,4 +1,10 @@
-"""Split stage: grouped, stratified, deterministic train/val/test manifest + leakage check."""
+"""Split stage, generic: grouped, stratified, deterministic train/val/test manifest + leakage check.
+
+It serves every task (``task_name=<task>``; dvc.yaml runs it once per task with ``foreach``):
+the task's ``split.group_column`` of ``objects.parquet`` is the group that never straddles two
+splits (``group_id`` for transients: an object and its copies; ``target_id`` for transits: a
+star, whose Kepler and TESS light curves stay together).
+"""
 from __future__ import annotations
 
 import logging
@@ -19,7 +25,13 @@ def run_split(cfg: DictConfig) -> dict:
     Raises :class:`deeprubin.core.split.LeakageError` (failing the DVC pipeline) if any
     group would straddle two splits.
     """
-    objects = io.read_parquet(Path(cfg.paths.raw) / "objects.parquet")
+    path = Path(cfg.paths.raw) / "objects.parquet"
+    objects = io.read_parquet(path)
+    column = str(cfg.split.get("group_column", "group_id"))
+    if column not in objects.columns:
+        raise ValueError(f"{path}: no column '{column}' (config key 'tasks.{cfg.task_name}.split.group_column'); "
+                         f"columns: {sorted(objects.columns)}")
+    objects = objects.assign(group_id=objects[column])
     fractions = OmegaConf.to_container(cfg.split.fractions, resolve=True)
     manifest = make_split(objects, fractions, seed=int(cfg.data_seed))
     check_no_leakage(manifest)
@@ -27,12 +39,12 @@ def run_split(cfg: DictConfig) -> dict:
     io.write_parquet(manifest, out / "manifest.parquet")
     report = split_summary(manifest)
     io.write_json(report, out / "split_report.json")
-    log.info("split: train %d / val %d / test %d objects; no group in two splits",
-             report["train"]["n_objects"], report["val"]["n_objects"], report["test"]["n_objects"])
+    log.info("split %s: train %d / val %d / test %d objects; no group in two splits",
+             cfg.task_name, report["train"]["n_objects"], report["val"]["n_objects"], report["test"]["n_objects"])
     return report
 
 
-main = hydra_entry(run_split)
+main = hydra_entry(run_split, generic=True)
 
 if __name__ == "__main__":
     main()

@@ -116,7 +116,7 @@ def _train_and_write(cfg, run, data, grid, features, classes, model_config, out,
     return summary
 
 
-main = hydra_entry(run_train, objective=lambda summary: summary["val_macro_f1"])
+main = hydra_entry(run_train, objective=lambda summary: summary["val_macro_f1"], task="transients")
 
 if __name__ == "__main__":
     main()

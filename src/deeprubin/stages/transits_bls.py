@@ -21,7 +21,7 @@ def run_transits_bls(cfg: DictConfig) -> dict:
     Columns: object_id, target_id, mission, split, label (1 = planet), sde, period,
     t0, duration, depth, power_max.
     """
-    tc = cfg.transits
+    tc = cfg
     bls_cfg = tc.evaluate.bls
     require(bls_cfg, "n_periods", at_least=10)
     require(bls_cfg, "min_period_days", positive=True)
@@ -47,7 +47,7 @@ def run_transits_bls(cfg: DictConfig) -> dict:
     return {"n_searched": len(table)}
 
 
-main = hydra_entry(run_transits_bls)
+main = hydra_entry(run_transits_bls, task="transits")
 
 if __name__ == "__main__":
     main()

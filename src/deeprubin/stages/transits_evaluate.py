@@ -37,7 +37,7 @@ def _nan_to_none(node):
 def run_transits_evaluate(cfg: DictConfig) -> dict:
     """Write ``metrics.json``, ``star_scores.csv``, ``segment_scores.csv``, ``comparison.csv``,
     ``injection_recovery.csv`` and the figures under ``reports/transits/``."""
-    tc = cfg.transits
+    tc = cfg
     ev = tc.evaluate
     target_fpr = float(require(ev, "target_fpr", positive=True))
     snr_cut = float(require(ev, "snr_threshold", positive=True))
@@ -94,7 +94,7 @@ def run_transits_evaluate(cfg: DictConfig) -> dict:
     return metrics
 
 
-main = hydra_entry(run_transits_evaluate)
+main = hydra_entry(run_transits_evaluate, task="transits")
 
 if __name__ == "__main__":
     main()

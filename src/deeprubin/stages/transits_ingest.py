@@ -27,10 +27,10 @@ def check_simulate_config(cfg) -> None:
 
 def run_transits_ingest(cfg: DictConfig) -> dict:
     """Write ``lightcurves.parquet``, ``objects.parquet``, ``ephemerides.parquet`` and a report."""
-    sim = cfg.transits.simulate
+    sim = cfg.simulate
     check_simulate_config(sim)
     survey = simulate_survey(sim, seed=int(cfg.data_seed))
-    out = Path(cfg.transits.paths.raw)
+    out = Path(cfg.paths.raw)
     io.write_parquet(survey.lightcurves, out / "lightcurves.parquet")
     io.write_parquet(survey.objects, out / "objects.parquet")
     io.write_parquet(survey.ephemerides, out / "ephemerides.parquet")
@@ -40,7 +40,7 @@ def run_transits_ingest(cfg: DictConfig) -> dict:
     return survey.report
 
 
-main = hydra_entry(run_transits_ingest)
+main = hydra_entry(run_transits_ingest, task="transits")
 
 if __name__ == "__main__":
     main()

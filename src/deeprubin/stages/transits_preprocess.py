@@ -91,11 +91,11 @@ def preprocess_tables(lightcurves: pd.DataFrame, objects: pd.DataFrame, ephemeri
 
 def run_transits_preprocess(cfg: DictConfig) -> dict:
     """Write ``segments.npz`` (x), ``segments.parquet``, ``flat.parquet`` and the report."""
-    raw = Path(cfg.transits.paths.raw)
+    raw = Path(cfg.paths.raw)
     x, segments, flat, report = preprocess_tables(
         io.read_parquet(raw / "lightcurves.parquet"), io.read_parquet(raw / "objects.parquet"),
-        io.read_parquet(raw / "ephemerides.parquet"), cfg.transits.preprocess, raw_dir=str(raw))
-    out = Path(cfg.transits.paths.processed)
+        io.read_parquet(raw / "ephemerides.parquet"), cfg.preprocess, raw_dir=str(raw))
+    out = Path(cfg.paths.processed)
     io.write_npz(out / "segments.npz", x=x)
     io.write_parquet(segments, out / "segments.parquet")
     io.write_parquet(flat, out / "flat.parquet")
@@ -105,7 +105,7 @@ def run_transits_preprocess(cfg: DictConfig) -> dict:
     return report
 
 
-main = hydra_entry(run_transits_preprocess)
+main = hydra_entry(run_transits_preprocess, task="transits")
 
 if __name__ == "__main__":
     main()

@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 
 def run_transits_real(cfg: DictConfig) -> dict:
     """Write ``reports/transits/real/real_report.json`` and ``top_segments.png``."""
-    tc = cfg.transits
+    tc = cfg
     rc = tc.real
     root = Path(str(rc.root))
     out = Path(tc.paths.reports) / "real"
@@ -98,7 +98,7 @@ def run_transits_real(cfg: DictConfig) -> dict:
     return report
 
 
-main = hydra_entry(run_transits_real)
+main = hydra_entry(run_transits_real, task="transits")
 
 if __name__ == "__main__":
     main()

@@ -26,7 +26,7 @@ def run_transits_train(cfg: DictConfig) -> dict:
     Validation uses every validation segment (no sampling), so the validation metrics
     measure the operating condition of evaluation.
     """
-    tc = cfg.transits
+    tc = cfg
     processed = Path(tc.paths.processed)
     x = io.read_npz(processed / "segments.npz")["x"]
     segments = io.read_parquet(processed / "segments.parquet")
@@ -82,7 +82,7 @@ def _train_and_write(tc, run, train, val, seed, model_config, out, data_hash) ->
     return summary
 
 
-main = hydra_entry(run_transits_train)
+main = hydra_entry(run_transits_train, task="transits")
 
 if __name__ == "__main__":
     main()

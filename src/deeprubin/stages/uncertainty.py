@@ -76,7 +76,7 @@ def run_uncertainty(cfg: DictConfig) -> dict:
     return metrics
 
 
-main = hydra_entry(run_uncertainty)
+main = hydra_entry(run_uncertainty, task="transients")
 
 if __name__ == "__main__":
     main()

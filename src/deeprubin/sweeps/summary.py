@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from ..core import io
-from ..core.config import compose_params
+from ..core.config import compose_task
 from ..core.plot_style import figure_style, new_figure
 from .collect import runs_from_dvc, runs_from_mlflow, varying_params
 
@@ -119,7 +119,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--sweep-id", help="MLflow tag sweep_id (a Hydra multirun's folder name)")
     parser.add_argument("--name", help="report folder name (default: the sweep id, or 'dvc')")
     args = parser.parse_args(argv)
-    cfg = compose_params([])
+    cfg = compose_task("transients")
     if args.source == "mlflow":
         if not args.sweep_id:
             parser.error("--sweep-id is required with --from mlflow")

@@ -62,7 +62,7 @@ def split_segments(x: np.ndarray, segments: pd.DataFrame, manifest: pd.DataFrame
     missing = table["split"].isna()
     if missing.any():
         raise ValueError(f"split manifest: {int(missing.sum())} segment(s) of light curves absent from the "
-                         f"manifest (e.g. {table.loc[missing, 'object_id'].iloc[0]!r}); rerun transits_split")
+                         f"manifest (e.g. {table.loc[missing, 'object_id'].iloc[0]!r}); rerun split@transits")
     return {name: part.reset_index(drop=True) for name, part in table.groupby("split", sort=True)}
 
 

@@ -258,7 +258,7 @@ def predict_source(checkpoint_path: str | Path, source: Mapping | DictConfig, *,
     checkpoint_path : path
         A ``model.ckpt`` written by the train stage.
     source : mapping or omegaconf.DictConfig
-        A ``source`` config node (e.g. ``compose_params(["source=files_bts_snia"]).source``);
+        A ``source`` config node (e.g. ``compose_task("transients", ["source=files_bts_snia"]).source``);
         it must have ``name`` (a key of :data:`deeprubin.sources.SOURCES`).
     label_classes : sequence of str
         Labels the source may carry besides the model's classes (kept, not classified into).

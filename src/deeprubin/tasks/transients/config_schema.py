@@ -1,0 +1,184 @@
+"""Typed schemas of the transients task's config nodes (``tasks.transients.*``).
+
+:func:`deeprubin.core.config_schema.check_schema` merges each node into its dataclass in
+OmegaConf's struct mode, so a typo'd or mistyped key fails naming the key before any work.
+Nodes not listed vary by option and are checked by the code that reads them: ``source`` (the
+files source refuses unknown keys, the simulator its own), ``model`` (rebuilt through the
+allow-list, :func:`deeprubin.core.models.build_model`, which refuses unknown arguments),
+``real_sky`` (its datasets are sources) and ``sim_vs_real``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional
+
+from ...core.config_schema import SplitSchema
+
+
+@dataclass
+class PathsSchema:
+    raw: str = "data/raw/transients"
+    processed: str = "data/processed/transients"
+    splits: str = "data/splits/transients"
+    augmented: str = "data/augmented/transients"
+    models: str = "models/transients"
+    reports: str = "reports/transients"
+
+
+@dataclass
+class MlflowSchema:
+    experiment: str = "deeprubin-transients"
+
+
+@dataclass
+class PreprocessSchema:
+    name: str = "gp"
+    window_before_days: float = 30.0
+    window_after_days: float = 70.0
+    n_grid: int = 50
+    fit_margin_days: float = 20.0
+    max_points: int = 256
+    n_iter: int = 60
+    optimizer: str = "newton"
+    learning_rate: float = 0.1
+    tol: float = 1e-4
+    hyper_max_points: Optional[int] = None
+    batch_size: int = 256
+    wavelength_length_scale: Optional[float] = 6000.0
+    device: str = "cpu"
+    detections_only: bool = True
+
+
+@dataclass
+class TrainerSchema:
+    max_epochs: int = 40
+    batch_size: int = 64
+    learning_rate: float = 3e-3
+    weight_decay: float = 1e-4
+    class_weighted_loss: bool = True
+    noise_resampling: bool = False
+    early_stopping_patience: int = 8
+    accelerator: str = "cpu"
+    num_workers: int = 0
+    deterministic: bool = True
+    progress_bar: bool = True
+
+
+@dataclass
+class QualitySchema:
+    detection_snr: float = 5.0
+    sentinel_mag: float = 90.0
+    jd_min: float = 2_400_000.0
+    mjd_max: float = 100_000.0
+    max_abs_flux_ujy: float = 1e9
+    duplicate_conflict_sigma: float = 5.0
+    unusable: List[str] = field(default_factory=list)
+
+
+@dataclass
+class PredictSchema:
+    checkpoint: Optional[str] = None
+    calibration: Optional[str] = "auto"
+    output: Optional[str] = None
+    label_classes: List[str] = field(default_factory=list)
+    progress_bar: bool = True
+
+
+@dataclass
+class TaskSchema:
+    name: str = "transients"
+    classes: List[str] = field(default_factory=list)
+    band_wavelengths: Dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class CalibrationCheckSchema:
+    n_objects: int = 6000
+    seed: int = 20261121
+
+
+@dataclass
+class CalibrationSchema:
+    method: str = "temperature"
+    n_bins: int = 15
+    per_class_bins: int = 10
+    isotonic_floor: float = 1e-4
+    floor_draws: int = 200
+    check: CalibrationCheckSchema = field(default_factory=CalibrationCheckSchema)
+
+
+@dataclass
+class BootstrapSchema:
+    n_boot: int = 1000
+    confidence: float = 0.95
+    seed: int = 0
+
+
+@dataclass
+class UncertaintySchema:
+    mc_passes: int = 50
+    seed: int = 0
+    rejection_max_fraction: float = 0.5
+    rejection_steps: int = 26
+
+
+@dataclass
+class EarlySchema:
+    days: List[float] = field(default_factory=lambda: [3, 5, 10, 20, 50])
+    detection_snr: float = 5.0
+
+
+@dataclass
+class EvaluateSchema:
+    n_sample_predictions: int = 4
+    calibration: CalibrationSchema = field(default_factory=CalibrationSchema)
+    plasticc_weights: Optional[Dict[str, float]] = None
+    bootstrap: BootstrapSchema = field(default_factory=BootstrapSchema)
+    uncertainty: UncertaintySchema = field(default_factory=UncertaintySchema)
+    early: EarlySchema = field(default_factory=EarlySchema)
+
+
+@dataclass
+class FeaturesSchema:
+    set: str = "full"
+    min_points: int = 5
+    periodogram_min_period: float = 0.1
+    periodogram_log2_n_freq: int = 14
+    sn_fit_algorithm: str = "mcmc-lmsder"
+
+
+@dataclass
+class BaselineSchema:
+    name: str = "brf"
+    n_estimators: int = 500
+    max_depth: Optional[int] = None
+    min_samples_leaf: int = 1
+    max_features: Any = "sqrt"          # "sqrt", "log2", a fraction or a count (scikit-learn)
+    sampling_strategy: Any = "all"      # imbalanced-learn: a name, a fraction or a per-class dict
+    replacement: bool = True
+    bootstrap: bool = False
+    n_jobs: int = 2
+    features: FeaturesSchema = field(default_factory=FeaturesSchema)
+
+
+@dataclass
+class AugmentSchema:
+    name: str = "gp"
+    enabled: bool = True
+    seed: int = 0
+    mode: str = "balance"
+    copies: Dict[str, int] = field(default_factory=dict)
+    max_copies_per_object: int = 10
+    redshift_classes: List[str] = field(default_factory=list)
+    redshift_scale: List[float] = field(default_factory=lambda: [0.8, 1.5])
+    time_shift_days: float = 10.0
+    time_jitter_days: float = 0.5
+    drop_fraction: List[float] = field(default_factory=lambda: [0.1, 0.5])
+    min_points: int = 5
+
+
+#: Node of ``tasks.transients`` -> schema.
+SCHEMAS: dict[str, Any] = {"task": TaskSchema, "paths": PathsSchema, "mlflow": MlflowSchema,
+                           "preprocess": PreprocessSchema, "split": SplitSchema, "augment": AugmentSchema,
+                           "trainer": TrainerSchema, "evaluate": EvaluateSchema, "baseline": BaselineSchema,
+                           "quality": QualitySchema, "predict": PredictSchema}
