@@ -642,14 +642,14 @@ def test_ingest_stage_runs_the_files_source(tmp_path, monkeypatch):
 @pytest.mark.parametrize("name", SHIPPED)
 def test_shipped_configs_compose_and_resolve(name):
     cfg = compose_task("transients", [f"source={name}"])
-    assert cfg.source.name == "files"
+    assert cfg.source.name == "files" and cfg.source._target_ == "deeprubin.sources.files.load_files"
     assert OmegaConf.to_container(cfg.source.validation) == {"on_invalid": "drop", "min_points": 3, "min_bands": 1}
     assert cfg.source.path.startswith("../shared/data/real/")
     opts = resolve_options(cfg.source)
     # every shipped config spells out every option (the comments explain them)
-    assert set(cfg.source) - {"name", "validation"} <= set(DEFAULTS)
+    assert set(cfg.source) - {"name", "_target_", "validation"} <= set(DEFAULTS)
     if opts["layout"] != "alerce_csv":
-        assert set(cfg.source) - {"name", "validation"} == set(DEFAULTS)
+        assert set(cfg.source) - {"name", "_target_", "validation"} == set(DEFAULTS)
     text = (REPO_ROOT / "conf/source" / f"{name}.yaml").read_text()
     assert text.count("#") >= 20
 

@@ -303,3 +303,26 @@ def test_registered_model_is_the_checkpoint_and_loads_safely(tmp_path):
     with torch.no_grad():
         np.testing.assert_array_equal(model(x).numpy(), original(x).numpy())
     assert meta["classes"] == CLASSES
+
+
+def test_a_source_loader_comes_from_its_target_and_only_from_the_allow_list():
+    """conf/source/*.yaml name their loader by ``_target_``; only the loaders of
+    deeprubin.sources.SOURCES may run, whatever a config says."""
+    from omegaconf import OmegaConf
+
+    from deeprubin.core.config import ConfigError, compose_task
+    from deeprubin.sources import resolve_loader
+    from deeprubin.sources.files import load_files
+    from deeprubin.sources.simulate import load_simulated
+
+    assert resolve_loader(compose_task("transients").source) is load_simulated
+    assert resolve_loader(compose_task("transients", ["source=files_bts_snia"]).source) is load_files
+    assert resolve_loader(OmegaConf.create({"name": "files"})) is load_files  # a node saved before _target_
+    for target in ("os.system", "deeprubin.sources.files.read_table", "deeprubin.stages.ingest.run_ingest"):
+        with pytest.raises(ConfigError, match=rf"'source._target_' = '{target}' is not a registered source loader"):
+            resolve_loader(OmegaConf.create({"name": "files", "_target_": target}))
+    with pytest.raises(ConfigError, match=r"'source.name' = 'custom' and 'source._target_' = "
+                                          r"'deeprubin.sources.simulate.load_simulated' disagree"):
+        resolve_loader(OmegaConf.create({"name": "custom", "_target_": "deeprubin.sources.simulate.load_simulated"}))
+    with pytest.raises(ConfigError, match=r"'source.name' must be one of .* got 'ftp'"):
+        resolve_loader(OmegaConf.create({"name": "ftp"}))

@@ -389,7 +389,7 @@ def test_unusable_objects_are_listed_not_classified(trained, tmp_path, monkeypat
     assert "obj002" in set(predict_source(ckpt, {"name": "custom"})["object_id"])
     # the predict stage lists it with no prediction, and names the calibrator on every row
     out = tmp_path / "pred.csv"
-    run_cfg = OmegaConf.merge(cfg, {"source": {"name": "custom"},
+    run_cfg = OmegaConf.merge(cfg, {"source": {"name": "custom", "_target_": None},
                                     "predict": {"checkpoint": str(ckpt), "output": str(out), "progress_bar": False}})
     summary = run_predict(run_cfg)
     table = pd.read_csv(out, keep_default_na=False)

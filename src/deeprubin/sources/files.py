@@ -134,7 +134,7 @@ COLUMN_KEYS = ("object_id", "time", "band", "flux", "flux_err", "mag", "mag_err"
 _RESERVED_OBJECT_COLUMNS = ("object_id", "label", "group_id", "source", "label_raw", "dataset",
                             "time_system")
 #: Keys of the source node that belong to the ingest stage, not to this loader.
-_STAGE_KEYS = ("name", "validation")
+_STAGE_KEYS = ("name", "_target_", "validation")
 
 #: Every option of ``source`` with its default (see the module docstring).
 DEFAULTS: dict[str, Any] = {

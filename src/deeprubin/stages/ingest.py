@@ -31,7 +31,7 @@ def run_ingest(cfg: DictConfig) -> dict:
                           f"{len(cfg.task.band_wavelengths)} bands of task.band_wavelengths")
     quality_cfg = check_quality_config(cfg.get("quality"))  # before the source is read
     out = io.check_writable(Path(cfg.paths.raw), "paths.raw folder")
-    lightcurves, objects = resolve_loader(source_name)(cfg)
+    lightcurves, objects = resolve_loader(cfg.source)(cfg)  # its _target_, checked against SOURCES
     lightcurves, objects, validation = validate_tables(
         lightcurves, objects, classes=list(cfg.task.classes), bands=list(cfg.task.band_wavelengths),
         min_points=min_points, min_bands=min_bands, on_invalid=on_invalid, table=f"source '{source_name}'",

@@ -157,7 +157,7 @@ def load_source_tables(cfg: DictConfig) -> tuple[pd.DataFrame, pd.DataFrame, dic
     if name not in SOURCES:
         raise ConfigError(f"config key 'source.name' must be one of {sorted(SOURCES)}, got {name!r}")
     validation = cfg.source.get("validation") or {}
-    lightcurves, objects = resolve_loader(name)(cfg)
+    lightcurves, objects = resolve_loader(cfg.source)(cfg)
     classes = list(cfg.task.classes)
     if "label" not in objects.columns:  # a loader for unlabeled data
         objects = objects.assign(label=UNLABELED)
