@@ -96,15 +96,62 @@ class FitResult:
     epochs_run: int
 
 
+#: Where a ``trainer.callbacks`` entry's ``_target_`` may point: Lightning's own callbacks.
+CALLBACK_MODULE = "lightning.pytorch.callbacks"
+
+
+def extra_callbacks(trainer_cfg) -> list[Callback]:
+    """The callbacks of ``trainer.callbacks`` (a mapping name -> ``_target_`` node), built as
+    ``cls(**arguments)`` in name order (not ``hydra.utils.instantiate``: no recursion, no directives). Only classes of :data:`CALLBACK_MODULE` that are
+    Lightning ``Callback``s may be named (a config names code to run), and no nested ``_target_``.
+
+    Raises
+    ------
+    ConfigError
+        Naming the key ``trainer.callbacks.<name>`` and what is wrong, before any training.
+    """
+    from omegaconf import DictConfig, OmegaConf
+
+    from .config import ConfigError
+
+    node = trainer_cfg.get("callbacks") if hasattr(trainer_cfg, "get") else None
+    node = OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else (node or {})
+    built = []
+    for name in sorted(node):
+        spec = dict(node[name] or {})
+        key = f"trainer.callbacks.{name}"
+        target = str(spec.get("_target_", ""))
+        module, _, cls_name = target.rpartition(".")
+        if module != CALLBACK_MODULE:
+            raise ConfigError(f"config key '{key}._target_' = {target!r}: only {CALLBACK_MODULE}.<Callback> "
+                              "classes may be named")
+        import lightning.pytorch.callbacks as callbacks
+
+        cls = getattr(callbacks, cls_name, None)
+        if not (isinstance(cls, type) and issubclass(cls, Callback)):
+            raise ConfigError(f"config key '{key}._target_' = {target!r} is not a Lightning Callback class")
+        arguments = {k: v for k, v in spec.items() if k != "_target_"}
+        if any(isinstance(v, dict) and "_target_" in v for v in arguments.values()) or any(
+                str(k).startswith("_") for k in arguments):
+            raise ConfigError(f"config key '{key}': nested _target_ nodes and Hydra directives are not allowed")
+        try:
+            built.append(cls(**arguments))
+        except Exception as err:  # a wrong argument: name the key
+            raise ConfigError(f"config key '{key}': {target} could not be built: {err}") from None
+    return built
+
+
 def fit_module(trainer_cfg, module: L.LightningModule, train_loader: DataLoader, val_loader: DataLoader,
                history: EpochHistory, monitor: str = "val_loss", mode: str = "min", logger=None) -> FitResult:
     """Fit ``module`` (whose network is ``module.model``), early-stopping on ``monitor``.
 
     ``trainer_cfg`` supplies ``max_epochs``, ``accelerator``, ``deterministic``,
-    ``early_stopping_patience`` and ``progress_bar``. Returns the best epoch's weights
+    ``early_stopping_patience``, ``progress_bar`` and optional extra ``callbacks``
+    (:func:`extra_callbacks`; built before the trainer, so a bad one fails before any work). Returns the best epoch's weights
     (by ``monitor``), not the last ones; checkpoints live in a temporary folder.
     """
     t = trainer_cfg
+    extra = extra_callbacks(t)
     with temp_checkpoint_dir() as ckpt_dir:
         best = ModelCheckpoint(dirpath=ckpt_dir, monitor=monitor, mode=mode, save_top_k=1, save_weights_only=True)
         trainer = L.Trainer(
@@ -113,7 +160,8 @@ def fit_module(trainer_cfg, module: L.LightningModule, train_loader: DataLoader,
             devices=1,
             deterministic=bool(t.deterministic),
             logger=logger if logger is not None else False,
-            callbacks=[best, EarlyStopping(monitor, mode=mode, patience=int(t.early_stopping_patience)), history],
+            callbacks=[best, EarlyStopping(monitor, mode=mode, patience=int(t.early_stopping_patience)), history,
+                       *extra],
             enable_progress_bar=bool(t.progress_bar),
             enable_model_summary=False,
             log_every_n_steps=1,

@@ -62,6 +62,7 @@ class TrainerSchema:
     num_workers: int = 0
     deterministic: bool = True
     progress_bar: bool = True
+    callbacks: Dict[str, Any] = field(default_factory=dict)   # name -> _target_ node (core.training.extra_callbacks)
 
 
 @dataclass

@@ -138,6 +138,7 @@ class TransitsTrainerSchema:
     num_workers: int = 0
     deterministic: bool = True
     progress_bar: bool = False
+    callbacks: Dict[str, Any] = field(default_factory=dict)   # name -> _target_ node (core.training.extra_callbacks)
 
 
 @dataclass
