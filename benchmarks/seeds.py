@@ -45,10 +45,10 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 
 #: (task, stages run once per data seed, stages run per training seed), in DAG order.
 CHAINS = {
-    "transients": (("ingest", "split@transients", "preprocess"),
-                   ("augment", "train", "calibrate", "baseline", "evaluate", "real_sky")),
-    "transits": (("transits_ingest", "transits_preprocess", "split@transits"),
-                 ("transits_train", "transits_bls", "transits_evaluate")),
+    "transients": (("ingest@transients", "split@transients", "preprocess@transients"),
+                   ("augment", "train@transients", "calibrate", "baseline", "evaluate@transients", "real_sky")),
+    "transits": (("ingest@transits", "preprocess@transits", "split@transits"),
+                 ("train@transits", "transits_bls", "evaluate@transits")),
 }
 #: Path keys whose outputs the data-seed stages write (shared by the training seeds).
 SHARED_PATHS = ("raw", "processed", "splits")

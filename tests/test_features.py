@@ -189,7 +189,7 @@ def test_baseline_stage_in_process(tmp_path):
     assert set(metrics["per_class"]) == set(cfg.task.classes)
     manifest = io.read_parquet(Path(cfg.paths.splits) / "manifest.parquet")
     assert metrics["n_test"] == (manifest["split"] == "test").sum()
-    features = io.read_parquet(Path(cfg.paths.processed) / "features.parquet")
+    features = io.read_parquet(Path(cfg.paths.baseline) / "features.parquet")
     assert len(features) == len(manifest)
     assert list(features.columns) == ["object_id"] + feature_names(list(cfg.task.band_wavelengths))
     importances = pd.read_csv(out / "feature_importances.csv")

@@ -526,7 +526,7 @@ def test_invalid_hyper_max_points_in_config_names_the_key():
     from omegaconf import open_dict
 
     from deeprubin.core.config import ConfigError, compose_task
-    from deeprubin.stages.preprocess import check_preprocess_config, gp_kwargs
+    from deeprubin.tasks.transients.preprocess.inputs import check_preprocess_config, gp_kwargs
 
     cfg = compose_task("transients", ["preprocess.hyper_max_points=5"])
     with pytest.raises(ConfigError, match=r"preprocess\.hyper_max_points"):

@@ -44,7 +44,7 @@ def test_predict_matches_the_evaluate_path(trained):
     assert list(table.columns[:3]) == ["object_id", "label", "predicted"]
     classes = list(cfg.task.classes)
     assert [c for c in table.columns if c.startswith("prob_")] == [f"prob_{c}" for c in classes]
-    evaluated = pd.read_csv(Path(cfg.paths.reports) / "predictions.csv")
+    evaluated = pd.read_csv(Path(cfg.paths.reports) / "evaluation" / "predictions.csv")
     joined = evaluated.merge(table, on="object_id", suffixes=("_eval", ""))
     assert len(joined) == len(evaluated) > 0
     assert (joined["label_eval"] == joined["label"]).all()

@@ -50,13 +50,13 @@ def fake_stage(calls):
         cfg = yaml.safe_load((Path(config_dir) / "params.yaml").read_text())
         calls.append((stage, cfg["seed"], cfg["data_seed"]))
         seed = cfg["seed"]
-        if stage == "evaluate":
+        if stage == "evaluate@transients":
             reports = Path(cfg["tasks"]["transients"]["paths"]["reports"])
             (reports / "baseline").mkdir(parents=True, exist_ok=True)
             (reports / "metrics.json").write_text(json.dumps({"macro_f1": 0.6 + seed / 100}))
             (reports / "baseline/metrics.json").write_text(json.dumps({"macro_f1": 0.8}))
             (reports / "real_sky.json").write_text(json.dumps({"target": {"fraction": 0.85}}))
-        if stage == "transits_evaluate":
+        if stage == "evaluate@transits":
             reports = Path(cfg["tasks"]["transits"]["paths"]["reports"])
             reports.mkdir(parents=True, exist_ok=True)
             (reports / "metrics.json").write_text(json.dumps(

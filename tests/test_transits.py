@@ -187,7 +187,7 @@ def test_preprocess_config_errors(tcfg):
 
 
 def test_preprocess_tables_counts_skips_and_stops_on_bad_time_system(tcfg):
-    from deeprubin.stages.transits_preprocess import preprocess_tables
+    from deeprubin.tasks.transits.steps.preprocess import preprocess_tables
 
     n = 2 * tcfg.preprocess.segment_length
     rows = []
@@ -213,7 +213,7 @@ def test_grouped_split_keeps_a_star_and_its_two_missions_together(tcfg):
     from deeprubin.core.split import make_split
     from deeprubin.tasks.transits.simulate import simulate_survey
 
-    sim = OmegaConf.merge(tcfg.simulate, {"both_missions_fraction": 0.5, "n_stars": 30})
+    sim = OmegaConf.merge(tcfg.source, {"both_missions_fraction": 0.5, "n_stars": 30})
     survey = simulate_survey(sim, seed=3)
     objects = survey.objects
     assert (objects.groupby("target_id")["mission"].nunique() == 2).sum() >= 5
@@ -226,8 +226,8 @@ def test_grouped_split_keeps_a_star_and_its_two_missions_together(tcfg):
 def test_simulation_is_seeded_and_stores_truth(tcfg):
     from deeprubin.tasks.transits.simulate import simulate_survey
 
-    a = simulate_survey(tcfg.simulate, seed=1)
-    b = simulate_survey(tcfg.simulate, seed=1)
+    a = simulate_survey(tcfg.source, seed=1)
+    b = simulate_survey(tcfg.source, seed=1)
     pd.testing.assert_frame_equal(a.lightcurves, b.lightcurves)
     planets = a.ephemerides[a.ephemerides["kind"] == "planet"]
     assert len(planets) and (planets["snr_transit"] > 0).all() and (planets["n_transits"] >= 1).all()
@@ -240,7 +240,7 @@ def test_simulation_is_seeded_and_stores_truth(tcfg):
 def test_catalogue_fallback_when_file_absent(tcfg, tmp_path):
     from deeprubin.tasks.transits.simulate.catalog import host_table
 
-    cfg = OmegaConf.merge(tcfg.simulate, {"catalog": str(tmp_path / "absent.csv")})
+    cfg = OmegaConf.merge(tcfg.source, {"catalog": str(tmp_path / "absent.csv")})
     hosts, report = host_table(cfg, 50, np.random.default_rng(0))
     assert report["source"] == "fallback" and len(hosts) == 50
     assert (hosts["duration"] < hosts["period"]).all()

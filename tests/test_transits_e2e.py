@@ -13,7 +13,7 @@ from conftest import REAL_DATA, build_tiny_repo, run_in
 
 pytestmark = pytest.mark.e2e
 
-TRANSITS_STAGES = ("transits_evaluate", "transits_real")
+TRANSITS_STAGES = ("evaluate@transits", "transits_real")
 
 
 @pytest.fixture(scope="module")
@@ -28,13 +28,14 @@ def test_transits_repro_writes_report(transits_repo):
         assert {"roc_auc", "pr_auc", "recall", "fpr", "threshold"} <= set(metrics[level])
     assert metrics["target_fpr"] == 0.01 and metrics["snr_threshold"] == 7.1
     assert "recall_snr_ge_threshold" in metrics["segment"]
-    stars = pd.read_csv(reports / "star_scores.csv")
+    tables = reports / "evaluation"
+    stars = pd.read_csv(tables / "star_scores.csv")
     assert list(stars.columns) == ["target_id", "mission", "num_segments", "star_score", "label"]
     assert stars["star_score"].between(0, 1).all() and set(stars["label"]) <= {0, 1}
-    comparison = pd.read_csv(reports / "comparison.csv")
+    comparison = pd.read_csv(tables / "comparison.csv")
     assert comparison["method"].tolist()[:2] == ["cnn_star_score", "bls_sde"]
     assert set(comparison["negatives_for_threshold"]) <= {"all", "not_eclipsing_binary"}
-    assert (reports / "injection_recovery.csv").exists()
+    assert (tables / "injection_recovery.csv").exists()
     for fig in ("figures/roc_pr.png", "figures/injection_recovery.png", "figures/cnn_vs_bls.png",
                 "real/top_segments.png"):
         assert (reports / fig).stat().st_size > 5_000, fig

@@ -14,10 +14,27 @@ import importlib
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, ValidationError
 
 from .config import ConfigError, task_names
+
+
+@dataclass
+class PathsSchema:
+    """The paths every task has: what the generic stages read and write (``tasks.<task>.paths``)."""
+    raw: str = MISSING           # ingest: the canonical tables
+    processed: str = MISSING     # preprocess: the examples
+    splits: str = MISSING        # split: manifest.parquet
+    train_inputs: str = MISSING  # what train reads besides the split (a task's own stage output, or processed)
+    models: str = MISSING        # train: model.ckpt, config.yaml, history.csv
+    reports: str = MISSING       # evaluate: metrics.json, figures/, evaluation/
+    baseline: str = MISSING      # the task's classical baseline, which evaluate compares against
+
+
+@dataclass
+class MlflowSchema:
+    experiment: str = MISSING
 
 
 @dataclass
@@ -39,7 +56,7 @@ class ResultsSchema:
 SCHEMAS: dict[str, Any] = {"results": ResultsSchema}
 
 #: The shared building blocks a task's schema module may reuse.
-__all__ = ["SCHEMAS", "SplitSchema", "check_schema", "task_schemas"]
+__all__ = ["SCHEMAS", "MlflowSchema", "PathsSchema", "SplitSchema", "check_schema", "task_schemas"]
 
 
 def task_schemas(task: str) -> dict[str, Any]:

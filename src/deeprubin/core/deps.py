@@ -8,6 +8,12 @@ parent package, and string constants naming a module, as registries for ``import
 ``src/`` entries of every stage's ``deps`` in ``dvc.yaml`` to it, leaving data deps,
 comments and layout alone. ``--check`` exits 1 listing what a stage misses
 (``tests/test_dvc_deps.py`` runs the same check).
+
+A generic stage (``foreach: ${tasks}``, ``${key}`` in its command) runs, for each task, its
+own module and, when that module calls :func:`deeprubin.tasks.load_task`, the task's module of
+that step (``deeprubin.tasks.<task>.steps.<step>``, the step named like the stage module): its
+deps are the union over the tasks of params.yaml (one list serves every task), and the check
+runs once per task.
 """
 from __future__ import annotations
 
@@ -80,6 +86,39 @@ def closure(module: str, src: Path = REPO / "src") -> set[Path]:
     return seen
 
 
+#: The module of a task's step that a generic stage runs (:meth:`deeprubin.tasks.Task.step`).
+TASK_STEP = PACKAGE + ".tasks.{task}.steps.{step}"
+KEY = "${key}"
+
+
+def loads_task_steps(module: str, src: Path) -> bool:
+    """Whether ``module`` imports :func:`deeprubin.tasks.load_task` (and so runs a task's steps)."""
+    path = module_file(module, src)
+    return path is not None and any(
+        isinstance(node, ast.ImportFrom) and any(alias.name == "load_task" for alias in node.names)
+        for node in ast.walk(ast.parse(path.read_text(), str(path))))
+
+
+def task_list(repo: Path) -> list[str]:
+    """The tasks of ``params.yaml`` (what ``foreach: ${tasks}`` runs over)."""
+    import yaml
+
+    params = repo / "params.yaml"
+    return [str(k) for k in ((yaml.safe_load(params.read_text()) or {}).get("tasks") or {})] if params.exists() else []
+
+
+def stage_closures(module: str, cmd: str, repo: Path) -> dict[str | None, set[Path]]:
+    """``{task: files}`` a stage's command imports: one entry per task for a generic stage
+    (``${key}`` in its command), else ``{None: closure}``."""
+    src = repo / "src"
+    files = closure(module, src)
+    if KEY not in str(cmd):
+        return {None: files}
+    step = module.rsplit(".", 1)[-1] if loads_task_steps(module, src) else None
+    return {task: files | (closure(TASK_STEP.format(task=task, step=step), src) if step else set())
+            for task in task_list(repo)}
+
+
 def stage_module(cmd: str) -> str | None:
     match = re.search(r"python -m ([\w.]+)", str(cmd))
     return match.group(1) if match else None
@@ -89,16 +128,26 @@ def dep_name(dep) -> str:
     return dep if isinstance(dep, str) else next(iter(dep))
 
 
-def missing(module: str, deps: list[str], repo: Path = REPO) -> list[str]:
-    """Files of ``module``'s closure that no ``src/`` entry of ``deps`` covers (a folder covers its files)."""
+def uncovered(files: set[Path], deps: list[str], repo: Path) -> list[str]:
+    """``files`` that no ``src/`` entry of ``deps`` covers (a folder covers its files)."""
     covered = [repo / d for d in deps if d.startswith("src/")]
-    return sorted(str(f.relative_to(repo)) for f in closure(module, repo / "src")
-                  if not any(f == c or c in f.parents for c in covered))
+    return sorted(str(f.relative_to(repo)) for f in files if not any(f == c or c in f.parents for c in covered))
 
 
-def code_deps(module: str, repo: Path = REPO) -> list[str]:
-    """The ``src/`` deps of a stage running ``module``: its closure, a whole folder where all of it is used."""
-    files = closure(module, repo / "src")
+def missing(module: str, deps: list[str], repo: Path = REPO, cmd: str = "") -> list[str]:
+    """Files of ``module``'s closure that ``deps`` misses; for a generic stage (``${key}`` in
+    ``cmd``), for each task with ``${key}`` read as that task (``"<file> (task <name>)"``)."""
+    problems: list[str] = []
+    for task, files in stage_closures(module, cmd, repo).items():
+        named = [d.replace(KEY, task) for d in deps] if task else deps
+        problems += [f"{f} (task {task})" if task else f for f in uncovered(files, named, repo)]
+    return problems
+
+
+def code_deps(module: str, repo: Path = REPO, cmd: str = "") -> list[str]:
+    """The ``src/`` deps of a stage running ``module``: its closure (for a generic stage the union
+    over the tasks), a whole folder where all of it is used."""
+    files = set().union(*stage_closures(module, cmd, repo).values())
     out: list[str] = []
     folders = sorted({f.parent for f in files}, key=lambda p: (len(p.parts), str(p)))
     whole: list[Path] = []
@@ -139,7 +188,7 @@ def check(dvc_yaml: Path = REPO / "dvc.yaml") -> dict[str, list[str]]:
     for name, stage in stage_bodies(spec):
         module = stage_module(stage.get("cmd", ""))
         if module and module.startswith(PACKAGE):
-            miss = missing(module, [dep_name(d) for d in stage.get("deps", [])], dvc_yaml.parent)
+            miss = missing(module, [dep_name(d) for d in stage.get("deps", [])], dvc_yaml.parent, stage["cmd"])
             if miss:
                 problems[name] = miss
     return problems
@@ -155,7 +204,7 @@ def write(dvc_yaml: Path = REPO / "dvc.yaml") -> list[str]:
             continue
         deps = stage.get("deps", [])
         others = [d for d in deps if not dep_name(d).startswith("src/")]
-        wanted = code_deps(module, dvc_yaml.parent)
+        wanted = code_deps(module, dvc_yaml.parent, stage["cmd"])
         if [dep_name(d) for d in deps] != wanted + [dep_name(d) for d in others]:
             changed.append(name)
             deps.clear()

@@ -22,6 +22,14 @@ def _conf_dir() -> str:
     return str(local if (local / "config.yaml").exists() else CONF_DIR)
 
 
+def _default_task() -> str | None:
+    """``task_name`` of ``conf/config.yaml``: the task a generic stage runs when not told."""
+    from omegaconf import OmegaConf
+
+    root = Path(_conf_dir()) / "config.yaml"
+    return OmegaConf.load(root).get("task_name") if root.exists() else None
+
+
 def stage_config(cfg: DictConfig, task: str | None = None, generic: bool = False) -> DictConfig:
     """What a stage reads: the task view of ``task`` (a task's own stage), of ``cfg.task_name``
     (a generic stage, which serves every task) or, with neither, the whole config (the stages
@@ -61,7 +69,7 @@ def hydra_entry(run_stage: Callable[[DictConfig], Any],
     def main() -> None:
         args = [a for a in sys.argv[1:] if "=" in a and not a.startswith("-")]
         named = task or (next((a.split("=", 1)[1] for a in args if a.startswith("task_name=")), None)
-                         if generic else None)
+                         or _default_task() if generic else None)
         if named:  # a task's short keys: `trainer.max_epochs=5` means tasks.<task>.trainer.max_epochs=5
             full = dict(zip(args, task_overrides(named, args, _conf_dir())))
             sys.argv[1:] = [full.get(a, a) for a in sys.argv[1:]]

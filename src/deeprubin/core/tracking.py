@@ -25,6 +25,8 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from filelock import FileLock
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from lightning.pytorch.loggers import MLFlowLogger
 from mlflow.entities import Param, RunTag
 from mlflow.tracking import MlflowClient
@@ -141,6 +143,16 @@ def git_state(repo: str | Path = ".") -> tuple[str, bool]:
         return sha, bool(dirty)
     except (OSError, subprocess.CalledProcessError):
         return "unknown", False
+
+
+def hydra_sweep() -> tuple[str | None, Path | None, Path | None]:
+    """(sweep id, sweep folder, this job's folder) in a Hydra multirun, else Nones: a training
+    step in a sweep writes its model into the job's folder and groups its run under the sweep's."""
+    if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
+        hc = HydraConfig.get()
+        sweep_dir = Path(hc.sweep.dir)
+        return sweep_dir.name, sweep_dir, Path(hc.runtime.output_dir)
+    return None, None, None
 
 
 def flatten(prefix: str, node) -> dict[str, object]:

@@ -278,7 +278,7 @@ def load_alerce(cfg: DictConfig, *, client=None, sleep: Callable[[float], None] 
         policy = FetchPolicy.from_config(fetch_cfg, other_keys=("cache_dir", "refresh", "refresh_selection"))
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"config key 'source.fetch': {exc}") from exc
-    cache_dir = fetch_cfg.get("cache_dir") or str(Path(cfg.paths.raw) / "cache" / "alerce")
+    cache_dir = fetch_cfg.get("cache_dir") or str(Path(cfg.paths.get("cache", "data/cache")) / "alerce")
     bands = list(cfg.task.band_wavelengths)
     task_classes = list(cfg.task.classes)
     client = client or make_client(_src(cfg, "api_url"), timeout=policy.timeout)

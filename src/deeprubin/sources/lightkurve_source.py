@@ -471,7 +471,7 @@ def load_lightkurve(cfg: DictConfig, *, sleep: Callable[[float], None] | None = 
             policy = FetchPolicy.from_config(fetch_cfg, other_keys=("cache_dir", "refresh", "keep_downloads"))
         except (TypeError, ValueError) as exc:
             raise ConfigError(f"config key 'source.fetch': {exc}") from exc
-        root = Path(fetch_cfg.get("cache_dir") or Path(cfg.paths.raw) / "cache" / "lightkurve")
+        root = Path(fetch_cfg.get("cache_dir") or Path(cfg.paths.get("cache", "data/cache")) / "lightkurve")
         _set_mast_timeout(policy.timeout)
         product = {"search": search, "flux_column": flux_column, "quality_bitmask": quality_bitmask,
                    "mission": mission}

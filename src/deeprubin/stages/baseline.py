@@ -35,7 +35,7 @@ def check_baseline_config(cfg: DictConfig) -> tuple[FeatureConfig, BRFParams]:
 def run_baseline(cfg: DictConfig) -> dict:
     """Extract features of every object, fit the forest on ``train``, write the test report.
 
-    Writes ``paths.processed/features.parquet`` and, under ``paths.reports/baseline/``:
+    Writes, under ``paths.baseline``, ``features.parquet`` and:
     ``metrics.json`` (test split, the structure of the deep model's ``metrics.json``),
     ``val_metrics.json`` (same structure, val split; for choosing settings without the test
     split), ``classification_report.txt``, ``predictions.csv``,
@@ -52,7 +52,7 @@ def run_baseline(cfg: DictConfig) -> dict:
     start = time.perf_counter()
     features = extract_features(lightcurves, bands, feature_cfg)
     extract_s = time.perf_counter() - start
-    io.write_parquet(features, Path(cfg.paths.processed) / "features.parquet")
+    io.write_parquet(features, Path(cfg.paths.baseline) / "features.parquet")
     log.info("baseline: %d features of %d objects in %.1f s", features.shape[1] - 1, len(features), extract_s)
 
     start = time.perf_counter()
@@ -60,7 +60,7 @@ def run_baseline(cfg: DictConfig) -> dict:
                           feature_columns=feature_names(bands, feature_cfg.set))
     fit_s = time.perf_counter() - start
 
-    out = Path(cfg.paths.reports) / "baseline"
+    out = Path(cfg.paths.baseline)
     truth, predicted = result.predictions["label"], result.predictions["predicted"]
     io.write_json(result.metrics, out / "metrics.json")
     # Always written (DVC declares it): empty when the manifest has no val split.

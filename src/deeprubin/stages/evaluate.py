@@ -1,126 +1,24 @@
-"""Evaluate stage: test-set metrics, confusion matrices, predictions and report figures.
+"""Evaluate stage: the task's test-set scores, tables and figures in ``paths.reports``.
 
-Probabilities are the model's, calibrated with the default calibrator of
-``paths.models/calibration.json`` (calibrate stage); ``metrics.json`` adds to accuracy,
-macro-F1 and per-class precision/recall/F1 the weighted F1, Matthews correlation,
-one-vs-rest ROC-AUC and average precision, the PLAsTiCC weighted log-loss and
-group-bootstrap confidence intervals on the headline scores.
+Generic: it serves every task (``task_name=<task>``; dvc.yaml runs it once per task with
+``foreach``, as ``evaluate@<task>``) by calling the task's ``evaluate`` step
+(:func:`deeprubin.tasks.load_task`): ``metrics.json``, ``figures/`` and the tables in
+``evaluation/`` (one folder whatever the task writes, so one stage block fits every task).
 """
 from __future__ import annotations
 
-import logging
-from pathlib import Path
-
-import numpy as np
-import pandas as pd
 from omegaconf import DictConfig
 
-from ..core import io
-from ..core.calibration import apply_calibration, load_calibrator
-from ..core.config import require
 from ..core.entry import hydra_entry
-from ..core.metrics import (
-    bootstrap_intervals,
-    class_weight_vector,
-    classification_metrics,
-    confusion_table,
-    headline_metrics,
-    one_vs_rest_curves,
-    row_normalised,
-    text_report,
-)
-from ..tasks.transients.evaluation.compare import comparison_table, plot_comparison
-from ..tasks.transients.evaluation.inputs import load_model_inputs
-from ..tasks.transients.evaluation.predict import predict_logits, prediction_table
-from ..tasks.transients.plots import plot_confusion_matrix, plot_sample_predictions, plot_training_curves
-from ..tasks.transients.plots.curves import plot_roc_pr
-
-log = logging.getLogger(__name__)
-
-
-def _pick_examples(predictions: pd.DataFrame, n: int, seed: int) -> pd.DataFrame:
-    """Up to ``n`` test objects, each of a different true class where possible (seeded)."""
-    rng = np.random.default_rng(seed)
-    picks = [part.iloc[rng.integers(len(part))] for _, part in predictions.groupby("label", sort=True)]
-    chosen = pd.DataFrame(picks)
-    if len(chosen) > n:
-        chosen = chosen.iloc[np.sort(rng.choice(len(chosen), size=n, replace=False))]
-    return chosen
+from ..tasks import load_task
 
 
 def run_evaluate(cfg: DictConfig) -> dict:
-    """Score the trained model on the test split and write every report artefact."""
-    n_examples = int(require(cfg, "evaluate.n_sample_predictions", at_least=1))
-    n_boot = int(require(cfg, "evaluate.bootstrap.n_boot", at_least=1))
-    inputs = load_model_inputs(cfg)
-    model, meta, classes, grid = inputs.model, inputs.meta, inputs.classes, inputs.grid
-    test = inputs.split("test")
-    calibrator = load_calibrator(Path(cfg.paths.models) / "calibration.json", classes=classes,
-                                 checkpoint=inputs.checkpoint)
-    probabilities = apply_calibration(predict_logits(model, test.x), calibrator, kind="logits")
-    true_labels = np.asarray(classes)[test.y]
-    predictions = prediction_table(test.object_ids, probabilities, classes, true_labels)
-    metrics = classification_metrics(true_labels, predictions["predicted"], classes)
-    confusion = confusion_table(true_labels, predictions["predicted"], classes)
-    weights = class_weight_vector(cfg.evaluate.get("plasticc_weights"), classes)
-    metrics.update(headline_metrics(test.y, probabilities, classes, weights))
-    metrics["calibration"] = calibrator.method
-    curves = one_vs_rest_curves(test.y, probabilities, classes)
-    for c, cv in curves.items():
-        metrics["per_class"][c].update(roc_auc=cv["auc"], average_precision=cv["ap"])
-    metrics["confidence_intervals"] = bootstrap_intervals(
-        test.y, probabilities, inputs.groups(test.object_ids),
-        lambda y, p: headline_metrics(y, p, classes, weights), n_boot=n_boot,
-        seed=int(cfg.evaluate.bootstrap.seed), confidence=float(cfg.evaluate.bootstrap.confidence))
-    metrics["confidence_intervals"]["n_boot"] = n_boot
-
-    out = Path(cfg.paths.reports)
-    io.write_json(metrics, out / "metrics.json")
-    io.write_text(text_report(true_labels, predictions["predicted"], classes), out / "classification_report.txt")
-    io.write_text(predictions.to_csv(index=False, float_format="%.6f"), out / "predictions.csv")
-    plots_data = pd.DataFrame({"actual": true_labels, "predicted": predictions["predicted"]})
-    io.write_text(plots_data.to_csv(index=False), out / "plots" / "confusion.csv")
-    io.write_text(confusion.to_csv(), out / "confusion_counts.csv")
-    io.write_text(row_normalised(confusion).to_csv(float_format="%.4f"), out / "confusion_normalised.csv")
-
-    figures = out / "figures"
-    for normalize, name, what in ((False, "confusion_counts.png", "object counts"),
-                                  (True, "confusion_normalised.png", "fractions of each true class")):
-        io.save_figure(plot_confusion_matrix(true_labels, predictions["predicted"], classes, normalize=normalize),
-                       figures / name, caption=f"Test-set confusion matrix of the deep classifier ({what}).")
-    io.save_figure(plot_roc_pr(curves, classes), figures / "roc_pr.png",
-                   caption="One-vs-rest ROC and precision-recall curves per class on the test set "
-                           f"({calibrator.method}-calibrated probabilities).")
-    baseline_path = out / "baseline" / "metrics.json"
-    if baseline_path.exists():  # the feature baseline, scored on the same test split
-        table = comparison_table(metrics, io.read_json(baseline_path), deep_name=str(meta["model_config"]["name"]))
-        io.write_text(table.to_csv(index=False, float_format="%.4f"), out / "comparison.csv")
-        io.save_figure(plot_comparison(table), figures / "model_vs_baseline.png",
-                       caption="Per-class and macro F1 of the deep model and the feature + balanced random forest "
-                               "baseline on the same test split.")
-    history = pd.read_csv(Path(cfg.paths.models) / "history.csv")
-    io.save_figure(plot_training_curves(history), figures / "training_curves.png",
-                   caption="Training and validation loss and accuracy per epoch.")
-
-    examples = _pick_examples(predictions, n_examples, int(cfg.seed))
-    rows = np.array([np.flatnonzero(grid.object_ids == oid)[0] for oid in examples["object_id"]])
-    lightcurves = io.read_parquet(Path(cfg.paths.raw) / "lightcurves.parquet")
-    io.save_figure(plot_sample_predictions(
-        lightcurves[lightcurves["object_id"].isin(examples["object_id"])], grid.grid_time, grid.mean[rows],
-        grid.std[rows], grid.flux_scale[rows], grid.t_ref[rows], list(grid.bands),
-        examples["object_id"].to_numpy(), examples["label"].to_numpy(),
-        examples[[f"prob_{c}" for c in classes]].to_numpy(), classes), figures / "sample_predictions.png",
-        caption="Example test light curves (one per class) with their GP interpolation and the classifier's "
-                "class probabilities.")
-    ci = metrics["confidence_intervals"]
-    log.info("evaluate: accuracy %.3f [%.3f, %.3f], macro-F1 %.3f [%.3f, %.3f], MCC %.3f, PLAsTiCC log-loss %.3f "
-             "on %d test objects -> %s", metrics["accuracy"], ci["accuracy"]["low"], ci["accuracy"]["high"],
-             metrics["macro_f1"], ci["macro_f1"]["low"], ci["macro_f1"]["high"], metrics["mcc"],
-             metrics["plasticc_log_loss"], metrics["n_test"], out)
-    return metrics
+    """Run the task's evaluate step; returns its metrics (also written as ``metrics.json``)."""
+    return load_task(cfg.task_name).step("evaluate")(cfg)
 
 
-main = hydra_entry(run_evaluate, task="transients")
+main = hydra_entry(run_evaluate, generic=True)
 
 if __name__ == "__main__":
     main()

@@ -41,7 +41,7 @@ def run_transits_bls(cfg: DictConfig) -> dict:
         rows.append({"object_id": object_id, "target_id": obj["target_id"], "mission": obj["mission"],
                      "split": split_of[object_id], "label": int(obj["label"] == "planet"), **result})
     table = pd.DataFrame(rows)
-    out = Path(tc.paths.reports) / "bls"
+    out = Path(tc.paths.baseline)
     io.write_text(table.to_csv(index=False, float_format="%.6g"), out / "bls_scores.csv")
     log.info("transits_bls: searched %d light curves", len(table))
     return {"n_searched": len(table)}

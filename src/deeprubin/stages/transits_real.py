@@ -44,7 +44,7 @@ def run_transits_real(cfg: DictConfig) -> dict:
         log.warning("transits_real: %s absent; skipped", root)
         return report
     model, _ = load_checkpoint(Path(tc.paths.models) / "model.ckpt")
-    catalog = Path(str(tc.simulate.catalog)) if tc.simulate.get("catalog") else None
+    catalog = Path(str(tc.source.catalog)) if tc.source.get("catalog") else None
     report: dict = {"skipped": False, "targets": {}}
     items = []
     for target in rc.targets:

@@ -127,7 +127,7 @@ def main(argv: list[str] | None = None) -> None:
     else:
         runs = runs_from_dvc(f"{cfg.paths.reports}/metrics.json")
     name = args.name or args.sweep_id or "dvc"
-    baseline_path = Path(cfg.paths.reports) / "baseline" / "metrics.json"
+    baseline_path = Path(cfg.paths.baseline) / "metrics.json"
     baseline = io.read_json(baseline_path) if baseline_path.exists() else None
     table = summarise(runs, Path("reports/sweeps") / name, baseline)
     print(table.to_string(index=False, float_format=lambda v: f"{v:.4f}"))

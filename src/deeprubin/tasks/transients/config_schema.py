@@ -12,22 +12,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
-from ...core.config_schema import SplitSchema
+from ...core.config_schema import MlflowSchema, SplitSchema
+from ...core.config_schema import PathsSchema as TaskPathsSchema
 
 
 @dataclass
-class PathsSchema:
-    raw: str = "data/raw/transients"
-    processed: str = "data/processed/transients"
-    splits: str = "data/splits/transients"
-    augmented: str = "data/augmented/transients"
-    models: str = "models/transients"
-    reports: str = "reports/transients"
-
-
-@dataclass
-class MlflowSchema:
-    experiment: str = "deeprubin-transients"
+class PathsSchema(TaskPathsSchema):
+    augmented: str = "data/augmented/transients"   # the augment stage's GP copies
+    cache: str = "data/cache/transients"           # the fetching sources' downloads
 
 
 @dataclass

@@ -5,16 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
-from ...core.config_schema import SplitSchema
-
-
-@dataclass
-class TransitsPathsSchema:
-    raw: str = "data/raw/transits"
-    processed: str = "data/processed/transits"
-    splits: str = "data/splits/transits"
-    models: str = "models/transits"
-    reports: str = "reports/transits"
+from ...core.config_schema import MlflowSchema, PathsSchema, SplitSchema
 
 
 @dataclass
@@ -71,7 +62,14 @@ class FallbackPlanetSchema:
 
 
 @dataclass
+class TransitsTaskSchema:
+    name: str = "transits"
+    classes: List[str] = field(default_factory=lambda: ["transit"])
+
+
+@dataclass
 class TransitsSimulateSchema:
+    name: str = "simulate"
     n_stars: int = 260
     planet_fraction: float = 0.45
     eb_fraction: float = 0.15
@@ -139,6 +137,7 @@ class TransitsTrainerSchema:
     deterministic: bool = True
     progress_bar: bool = False
     callbacks: Dict[str, Any] = field(default_factory=dict)   # name -> _target_ node (core.training.extra_callbacks)
+    sampling: SamplingSchema = field(default_factory=SamplingSchema)
 
 
 @dataclass
@@ -164,6 +163,7 @@ class TransitsEvaluateSchema:
     n_bins_period: int = 6
     n_bins_depth: int = 6
     bls: BlsSchema = field(default_factory=BlsSchema)
+    aggregate: AggregateSchema = field(default_factory=AggregateSchema)
 
 
 @dataclass
@@ -177,16 +177,15 @@ class TransitsRealSchema:
 
 @dataclass
 class TransitsSchema:
-    name: str = "transits"
-    mlflow_experiment: str = "deeprubin-transits"
-    paths: TransitsPathsSchema = field(default_factory=TransitsPathsSchema)
-    simulate: TransitsSimulateSchema = field(default_factory=TransitsSimulateSchema)
+    task: TransitsTaskSchema = field(default_factory=TransitsTaskSchema)
+    paths: PathsSchema = field(default_factory=PathsSchema)
+    mlflow: MlflowSchema = field(default_factory=MlflowSchema)
+    quality: Dict[str, Any] = field(default_factory=dict)   # none read by the transits ingest yet
+    source: TransitsSimulateSchema = field(default_factory=TransitsSimulateSchema)
     preprocess: TransitsPreprocessSchema = field(default_factory=TransitsPreprocessSchema)
-    sampling: SamplingSchema = field(default_factory=SamplingSchema)
     split: SplitSchema = field(default_factory=lambda: SplitSchema(group_column="target_id"))
     model: Dict[str, Any] = field(default_factory=dict)   # rebuilt through the allow-list (build_model)
     trainer: TransitsTrainerSchema = field(default_factory=TransitsTrainerSchema)
-    aggregate: AggregateSchema = field(default_factory=AggregateSchema)
     evaluate: TransitsEvaluateSchema = field(default_factory=TransitsEvaluateSchema)
     real: TransitsRealSchema = field(default_factory=TransitsRealSchema)
 

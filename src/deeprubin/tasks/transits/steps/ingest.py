@@ -1,4 +1,4 @@
-"""transits_ingest: simulate the Kepler/TESS survey (light curves, objects, truth ephemerides)."""
+"""The transits task's ``ingest`` step (see :mod:`deeprubin.tasks.transits.steps`)."""
 from __future__ import annotations
 
 import logging
@@ -6,28 +6,33 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from ..core import io
-from ..core.config import ConfigError, require
-from ..core.entry import hydra_entry
-from ..tasks.transits.simulate import simulate_survey
+from ....core import io
+from ....core.config import ConfigError, require
+from ..simulate import simulate_survey
 
 log = logging.getLogger(__name__)
 
 
+#: The sources this task reads so far.
+SOURCES = ("simulate",)
+
+
 def check_simulate_config(cfg) -> None:
+    """Raise :class:`ConfigError` naming the first impossible ``tasks.transits.source`` key."""
     require(cfg, "n_stars", at_least=3)
     for key in ("planet_fraction", "eb_fraction", "both_missions_fraction", "tess_fraction"):
         value = require(cfg, key, at_least=0)
         if value > 1:
-            raise ConfigError(f"config key 'transits.simulate.{key}' must be <= 1, got {value}")
+            raise ConfigError(f"config key 'tasks.transits.source.{key}' must be <= 1, got {value}")
     if float(cfg.planet_fraction) + float(cfg.eb_fraction) > 1:
-        raise ConfigError("config keys 'transits.simulate.planet_fraction' + 'eb_fraction' must be <= 1")
+        raise ConfigError("config keys 'tasks.transits.source.planet_fraction' + 'eb_fraction' must be <= 1")
     require(cfg, "min_transits", at_least=1)
 
 
-def run_transits_ingest(cfg: DictConfig) -> dict:
+def ingest(cfg: DictConfig) -> dict:
     """Write ``lightcurves.parquet``, ``objects.parquet``, ``ephemerides.parquet`` and a report."""
-    sim = cfg.simulate
+    sim = cfg.source
+    require(sim, "name", choices=SOURCES)
     check_simulate_config(sim)
     survey = simulate_survey(sim, seed=int(cfg.data_seed))
     out = Path(cfg.paths.raw)
@@ -35,12 +40,6 @@ def run_transits_ingest(cfg: DictConfig) -> dict:
     io.write_parquet(survey.objects, out / "objects.parquet")
     io.write_parquet(survey.ephemerides, out / "ephemerides.parquet")
     io.write_json(survey.report, out / "ingest_report.json")
-    log.info("transits_ingest: %d light curves of %d stars (%s)", len(survey.objects), int(sim.n_stars),
+    log.info("ingest transits: %d light curves of %d stars (%s)", len(survey.objects), int(sim.n_stars),
              survey.report["per_label"])
     return survey.report
-
-
-main = hydra_entry(run_transits_ingest, task="transits")
-
-if __name__ == "__main__":
-    main()

@@ -1,30 +1,25 @@
-"""transits_preprocess: clean, flatten, segment and label every light curve.
-
-Light curves that cannot be used (no valid cadences, every chunk NaN, shorter than one
-segment) are skipped and counted in ``preprocess_report.json``; ephemerides that cannot
-be right (period <= 0, duration >= period) and times outside the mission's time system
-stop the stage with an error naming the file, the object and the field.
-"""
+"""The transits task's ``preprocess`` step (see :mod:`deeprubin.tasks.transits.steps`)."""
 from __future__ import annotations
 
-import logging
 from collections import Counter
+import logging
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from omegaconf import DictConfig
 
-from ..core import io
-from ..core.entry import hydra_entry
-from ..tasks.transits.dataset import SEGMENT_COLUMNS, segment_lightcurve
-from ..tasks.transits.ephemeris import check_ephemerides
-from ..tasks.transits.preprocess import SkipLightCurve, check_preprocess_config
-from ..sources.missions import check_time_system
+from ....core import io
+from ....sources.missions import check_time_system
+from ..dataset import SEGMENT_COLUMNS, segment_lightcurve
+from ..ephemeris import check_ephemerides
+from ..preprocess import SkipLightCurve, check_preprocess_config
 
 log = logging.getLogger(__name__)
 
+
 OBJECT_COLUMNS = ("object_id", "target_id", "mission", "cadence_days")
+
 LIGHTCURVE_COLUMNS = ("object_id", "time", "flux", "flux_err", "quality")
 
 
@@ -69,7 +64,7 @@ def preprocess_tables(lightcurves: pd.DataFrame, objects: pd.DataFrame, ephemeri
         except SkipLightCurve as skip:
             skipped[skip.reason] += 1
             skipped_objects.append({"object_id": obj.object_id, "reason": skip.reason, "message": str(skip)})
-            log.warning("transits_preprocess: skipped %s", skip)
+            log.warning("preprocess transits: skipped %s", skip)
             continue
         counts.update(seg.clean.counts)
         n_short_chunks += seg.n_short_chunks
@@ -89,7 +84,7 @@ def preprocess_tables(lightcurves: pd.DataFrame, objects: pd.DataFrame, ephemeri
     return x, segments, pd.concat(flats, ignore_index=True), report
 
 
-def run_transits_preprocess(cfg: DictConfig) -> dict:
+def preprocess(cfg: DictConfig) -> dict:
     """Write ``segments.npz`` (x), ``segments.parquet``, ``flat.parquet`` and the report."""
     raw = Path(cfg.paths.raw)
     x, segments, flat, report = preprocess_tables(
@@ -100,12 +95,6 @@ def run_transits_preprocess(cfg: DictConfig) -> dict:
     io.write_parquet(segments, out / "segments.parquet")
     io.write_parquet(flat, out / "flat.parquet")
     io.write_json(report, out / "preprocess_report.json")
-    log.info("transits_preprocess: %d segments (%d positive) from %d light curves; skipped %s",
+    log.info("preprocess transits: %d segments (%d positive) from %d light curves; skipped %s",
              report["n_segments"], report["n_positive_segments"], report["n_lightcurves_used"], report["skipped"])
     return report
-
-
-main = hydra_entry(run_transits_preprocess, task="transits")
-
-if __name__ == "__main__":
-    main()

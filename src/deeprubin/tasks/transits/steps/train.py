@@ -1,4 +1,4 @@
-"""transits_train: segments + split manifest -> segment classifier checkpoint, tracked in MLflow."""
+"""The transits task's ``train`` step (see :mod:`deeprubin.tasks.transits.steps`)."""
 from __future__ import annotations
 
 import logging
@@ -6,21 +6,20 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from ..core import io
-from ..core.checkpoint import write_model_outputs
-from ..core.config import to_dict
-from ..core.entry import hydra_entry
-from ..core.tracking import flatten, log_params, provenance_tags, set_tags, training_run
-from ..core.models import model_class, model_name, resolve_model_config
-from ..tasks.transits.fit import arrays, fit_segment_classifier, split_segments
-from ..tasks.transits.metrics import detection_summary
-from ..tasks.transits.module import predict_scores
-from ..tasks.transits.sampling import sample_training_segments
+from ....core import io
+from ....core.checkpoint import write_model_outputs
+from ....core.config import to_dict
+from ....core.models import model_class, model_name, resolve_model_config
+from ....core.tracking import flatten, hydra_sweep, log_params, provenance_tags, set_tags, training_run
+from ..fit import arrays, fit_segment_classifier, split_segments
+from ..metrics import detection_summary
+from ..module import predict_scores
+from ..sampling import sample_training_segments
 
 log = logging.getLogger(__name__)
 
 
-def run_transits_train(cfg: DictConfig) -> dict:
+def train(cfg: DictConfig) -> dict:
     """Sample training segments, train, write ``model.ckpt``, ``config.yaml``, ``history.csv``.
 
     Validation uses every validation segment (no sampling), so the validation metrics
@@ -32,30 +31,31 @@ def run_transits_train(cfg: DictConfig) -> dict:
     segments = io.read_parquet(processed / "segments.parquet")
     if len(segments) != len(x):
         raise ValueError(f"{processed}: segments.parquet has {len(segments)} rows but segments.npz "
-                         f"{len(x)}; rerun transits_preprocess")
+                         f"{len(x)}; rerun preprocess@transits")
     manifest = io.read_parquet(Path(tc.paths.splits) / "manifest.parquet")
     parts = split_segments(x, segments, manifest)
     for name in ("train", "val"):
         if name not in parts:
             raise ValueError(f"{tc.paths.splits}/manifest.parquet: no segments in the '{name}' split")
     seed = int(cfg.seed)
-    chosen = parts["train"].iloc[sample_training_segments(parts["train"], tc.sampling, seed)]
+    chosen = parts["train"].iloc[sample_training_segments(parts["train"], tc.trainer.sampling, seed)]
     train, val = arrays(x, chosen), arrays(x, parts["val"])
     data_hash = io.file_sha256(processed / "segments.npz")
 
-    out = io.check_writable(Path(tc.paths.models), "transits models folder")
+    sweep_id, sweep_dir, job_dir = hydra_sweep()
+    out = io.check_writable(job_dir / "model" if job_dir is not None else Path(tc.paths.models), "models folder")
     model_config = resolve_model_config(tc.model)
     built = model_class(model_config)  # the allow-list, checked before any work; its name is the logged one
-    with training_run(cfg.mlflow.tracking_uri, str(tc.mlflow_experiment), run_name=f"{built.__name__}-seed{seed}",
-                      tags=provenance_tags(built, data_hash, "transits_train", task="transits")
-                      ) as run:  # FINISHED only after the outputs below are written
+    with training_run(cfg.mlflow.tracking_uri, str(tc.mlflow.experiment), run_name=f"{built.__name__}-seed{seed}",
+                      tags=provenance_tags(built, data_hash, "train", task="transits"), sweep_id=sweep_id,
+                      sweep_dir=sweep_dir) as run:  # FINISHED only after the outputs below are written
         return _train_and_write(tc, run, train, val, seed, model_config, out, data_hash)
 
 
 def _train_and_write(tc, run, train, val, seed, model_config, out, data_hash) -> dict:
     client, run_id, logger = run
     resolved = to_dict(tc)
-    params = flatten("", {k: resolved[k] for k in ("trainer", "sampling", "preprocess", "simulate")})
+    params = flatten("", {k: resolved[k] for k in ("trainer", "preprocess", "source")})
     params.update(flatten("model", model_config))
     params.update({"seed": seed, "data.n_train": len(train.y), "data.n_train_positive": int(train.y.sum()),
                    "data.n_val": len(val.y), "data.n_val_positive": int(val.y.sum())})
@@ -76,13 +76,7 @@ def _train_and_write(tc, run, train, val, seed, model_config, out, data_hash) ->
     client.log_artifact(run_id, str(out / "config.yaml"))
     client.log_artifact(run_id, str(out / "history.csv"))
     set_tags(client, run_id, {"val_roc_auc": f"{val_summary['roc_auc']:.4f}", "model": model_name(result.model)})
-    log.info("transits_train: %d training segments (%d positive); val ROC-AUC %.3f PR-AUC %.3f after %d epochs "
+    log.info("train transits: %d training segments (%d positive); val ROC-AUC %.3f PR-AUC %.3f after %d epochs "
              "(MLflow run %s)", len(train.y), int(train.y.sum()), val_summary["roc_auc"], val_summary["pr_auc"],
              result.epochs_run, run_id)
     return summary
-
-
-main = hydra_entry(run_transits_train, task="transits")
-
-if __name__ == "__main__":
-    main()

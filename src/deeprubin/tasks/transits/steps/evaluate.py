@@ -1,9 +1,4 @@
-"""transits_evaluate: segment and star-level metrics, injection-recovery, BLS comparison.
-
-Scores the validation and test segments with the trained model, then
-:func:`deeprubin.tasks.transits.evaluation.evaluate_transit_scores` does the rest (thresholds at
-``evaluate.target_fpr`` on validation, applied to test); this stage reads and writes.
-"""
+"""The transits task's ``evaluate`` step (see :mod:`deeprubin.tasks.transits.steps`)."""
 from __future__ import annotations
 
 import logging
@@ -13,14 +8,13 @@ import numpy as np
 import pandas as pd
 from omegaconf import DictConfig
 
-from ..core import io
-from ..core.checkpoint import load_checkpoint
-from ..core.config import require
-from ..core.entry import hydra_entry
-from ..tasks.transits.evaluation import evaluate_transit_scores
-from ..tasks.transits.fit import split_segments
-from ..tasks.transits.module import predict_scores
-from ..tasks.transits.plots import plot_comparison, plot_injection_recovery, plot_roc_pr
+from ....core import io
+from ....core.checkpoint import load_checkpoint
+from ....core.config import require
+from ..evaluation import evaluate_transit_scores
+from ..fit import split_segments
+from ..module import predict_scores
+from ..plots import plot_comparison, plot_injection_recovery, plot_roc_pr
 
 log = logging.getLogger(__name__)
 
@@ -34,9 +28,9 @@ def _nan_to_none(node):
     return node
 
 
-def run_transits_evaluate(cfg: DictConfig) -> dict:
-    """Write ``metrics.json``, ``star_scores.csv``, ``segment_scores.csv``, ``comparison.csv``,
-    ``injection_recovery.csv`` and the figures under ``reports/transits/``."""
+def evaluate(cfg: DictConfig) -> dict:
+    """Write ``metrics.json``, the figures and, under ``evaluation/``, ``star_scores.csv``,
+    ``segment_scores.csv``, ``comparison.csv`` and ``injection_recovery.csv`` (in ``paths.reports``)."""
     tc = cfg
     ev = tc.evaluate
     target_fpr = float(require(ev, "target_fpr", positive=True))
@@ -47,7 +41,7 @@ def run_transits_evaluate(cfg: DictConfig) -> dict:
     manifest = io.read_parquet(Path(tc.paths.splits) / "manifest.parquet")
     objects = io.read_parquet(Path(tc.paths.raw) / "objects.parquet")
     ephemerides = io.read_parquet(Path(tc.paths.raw) / "ephemerides.parquet")
-    bls_path = Path(tc.paths.reports) / "bls" / "bls_scores.csv"
+    bls_path = Path(tc.paths.baseline) / "bls_scores.csv"
     if not bls_path.exists():
         raise FileNotFoundError(f"{bls_path}: no such file; run transits_bls first")
     bls_sde = pd.read_csv(bls_path).set_index("object_id")["sde"]
@@ -61,20 +55,21 @@ def run_transits_evaluate(cfg: DictConfig) -> dict:
     test = parts["test"]
 
     result = evaluate_transit_scores(parts["val"], test, objects, ephemerides[ephemerides["kind"] == "planet"],
-                                     bls_sde, ev, tc.aggregate, bls_source=str(bls_path))
+                                     bls_sde, ev, ev.aggregate, bls_source=str(bls_path))
     metrics = {**result.metrics,
                "model": {k: meta["metadata"].get(k) for k in ("epochs_run", "val_roc_auc", "val_pr_auc")}}
     stars_test, thresholds = result.stars_test, result.thresholds
     out = Path(tc.paths.reports)
+    tables = out / "evaluation"  # the step's tables: one folder, whatever the task writes
     io.write_json(_nan_to_none(metrics), out / "metrics.json")
     io.write_text(stars_test[["target_id", "mission", "num_segments", "star_score", "label"]]
-                  .to_csv(index=False, float_format="%.6f"), out / "star_scores.csv")
+                  .to_csv(index=False, float_format="%.6f"), tables / "star_scores.csv")
     io.write_text(test[["segment_id", "object_id", "target_id", "mission", "t_start", "t_end", "label", "snr",
-                        "has_eclipse", "score"]].to_csv(index=False, float_format="%.6g"), out / "segment_scores.csv")
-    io.write_text(result.comparison.to_csv(index=False, float_format="%.4f"), out / "comparison.csv")
+                        "has_eclipse", "score"]].to_csv(index=False, float_format="%.6g"), tables / "segment_scores.csv")
+    io.write_text(result.comparison.to_csv(index=False, float_format="%.4f"), tables / "comparison.csv")
     io.write_text(pd.concat({(series, var): table for series, tables in result.curves.items()
                              for var, table in tables.items()}, names=["threshold", "variable", "bin"]).reset_index()
-                  .to_csv(index=False, float_format="%.6g"), out / "injection_recovery.csv")
+                  .to_csv(index=False, float_format="%.6g"), tables / "injection_recovery.csv")
     figures = out / "figures"
     io.save_figure(plot_roc_pr(test, stars_test, thresholds), figures / "roc_pr.png",
                    caption="Transit detection on simulated test stars: segment and star-level ROC and "
@@ -88,13 +83,7 @@ def run_transits_evaluate(cfg: DictConfig) -> dict:
                    caption="Star-level recall of the CNN and of the BoxLeastSquares baseline against SNR, "
                            "at equal false-positive rate")
     seg, star, bls = metrics["segment"], metrics["star"], metrics["bls"]
-    log.info("transits_evaluate: segment ROC-AUC %.3f, recall(SNR>=%.1f) %.3f at FPR %.3f; star ROC-AUC %.3f, "
+    log.info("evaluate transits: segment ROC-AUC %.3f, recall(SNR>=%.1f) %.3f at FPR %.3f; star ROC-AUC %.3f, "
              "recall %.3f vs BLS %.3f", seg["roc_auc"], snr_cut, seg["recall_snr_ge_threshold"],
              seg["fpr"], star["roc_auc"], star["recall"], bls["recall"])
     return metrics
-
-
-main = hydra_entry(run_transits_evaluate, task="transits")
-
-if __name__ == "__main__":
-    main()
