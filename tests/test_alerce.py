@@ -267,7 +267,7 @@ def alerce_cfg(tmp_path, *extra):
     from deeprubin.core.config import compose_task
 
     return compose_task("transients", [
-        "source=alerce", f"paths.raw={tmp_path}", "task.classes=[SNIa,SNII,SNIbc,QSO,Cepheid,RRLyrae]",
+        "source=alerce", f"paths.raw={tmp_path}", f"paths.cache={tmp_path}/cache", "task.classes=[SNIa,SNII,SNIbc,QSO,Cepheid,RRLyrae]",
         "source.selection.classes=[SNIa,SNIbc]", "source.selection.n_per_class=2",
         "source.selection.page_size=1", "source.fetch.progress=false",
         "source.fetch.requests_per_second=null", "source.fetch.max_retries=3", *extra])

@@ -1,5 +1,4 @@
 """conf/ -> params.yaml: one source of truth, and every stage reads params.yaml."""
-from pathlib import Path
 
 import pytest
 import yaml

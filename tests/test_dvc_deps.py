@@ -28,12 +28,27 @@ def test_stage_depends_on_its_import_closure(stage, module, stage_deps):
 
 
 def test_closure_follows_relative_function_level_and_package_imports():
-    names = {str(f.relative_to(ROOT / "src")) for f in deps.closure("deeprubin.stages.train", ROOT / "src")}
-    assert {"deeprubin/stages/__init__.py", "deeprubin/core/checkpoint.py", "deeprubin/core/numerics.py",
+    src = ROOT / "src"
+    names = {str(f.relative_to(src)) for f in deps.closure("deeprubin.tasks.transients.steps.train", src)}
+    assert {"deeprubin/tasks/__init__.py", "deeprubin/core/checkpoint.py",
             "deeprubin/core/models/__init__.py", "deeprubin/core/models/tcn.py"} <= names
-    # the check can fail: a stage that lists only its own module misses the rest
-    assert "src/deeprubin/core/checkpoint.py" in deps.missing("deeprubin.stages.train",
-                                                                  ["src/deeprubin/stages/train.py"], ROOT)
+    # the check can fail: a step that lists only its own module misses the rest
+    assert "src/deeprubin/core/checkpoint.py" in deps.missing(
+        "deeprubin.tasks.transients.steps.train", ["src/deeprubin/tasks/transients/steps/train.py"], ROOT)
+
+
+def test_generic_stage_closure_includes_every_task_step():
+    """A generic stage (``${key}`` in its cmd) loads ``tasks/<task>/steps/<stage>.py`` by name, which
+    no import statement shows: its deps are checked per task, and a missing step file is named
+    with its task."""
+    cmd = "python -m deeprubin.stages.train task_name=${key}"
+    closures = deps.stage_closures("deeprubin.stages.train", cmd, ROOT)
+    assert set(closures) == set(deps.task_list(ROOT))
+    src = ROOT / "src"
+    for task, files in closures.items():
+        assert src / f"deeprubin/tasks/{task}/steps/train.py" in files
+    gaps = deps.missing("deeprubin.stages.train", ["src/deeprubin/stages", "src/deeprubin/core"], ROOT, cmd)
+    assert "src/deeprubin/tasks/transits/steps/train.py (task transits)" in gaps
 
 
 def test_make_deps_rewrites_a_stale_dvc_yaml_and_keeps_data_deps(tmp_path):

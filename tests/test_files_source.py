@@ -623,8 +623,6 @@ def test_table_layout_requires_object_id_column():
 def test_ingest_stage_runs_the_files_source(tmp_path, monkeypatch):
     from deeprubin.stages import ingest
 
-    if "files" not in ingest.SOURCES:
-        pytest.skip("source 'files' not registered in deeprubin.stages.ingest.SOURCES yet")
     monkeypatch.chdir(tmp_path)
     folder = bts_like(tmp_path)
     write_csv(folder / "ZTF3.csv", "time,mag,magerr,band\n1,19,0.1,g")              # too few points

@@ -38,7 +38,7 @@ warnings.filterwarnings("ignore", message=".*oktopus.*")
 def lk_cfg(tmp_path, *extra):
     from deeprubin.core.config import compose_task
 
-    return compose_task("transients", ["source=lightkurve", f"paths.raw={tmp_path}", "source.fetch.progress=false",
+    return compose_task("transients", ["source=lightkurve", f"paths.raw={tmp_path}", f"paths.cache={tmp_path}/cache", "source.fetch.progress=false",
                            "source.fetch.requests_per_second=null", "source.fetch.max_retries=2", *extra])
 
 

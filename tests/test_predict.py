@@ -17,6 +17,7 @@ from deeprubin.core import io
 from deeprubin.core.calibration import CalibrationMismatchError
 from deeprubin.core.config import ConfigError, compose_task
 from deeprubin.core.schema import SchemaError
+from deeprubin.sources import SOURCES
 from deeprubin.tasks.transients.evaluation.inference import (CheckpointMismatchError, predict_source,
                                                              predict_source_detailed)
 from deeprubin.tasks.transients.evaluation.real_sky import data_fingerprint, score_real_sample
@@ -131,11 +132,9 @@ def test_predict_checkpoint_errors(trained, tmp_path):
 def test_predict_source_bands_not_in_the_checkpoint(trained, tmp_path, monkeypatch):
     """A band the model was not trained on: a clear error from the checkpoint check (any loader) or,
     for source=files, from the reader naming the file and column."""
-    from deeprubin.stages import ingest
-
     cfg, ckpt = trained
     lc, objects = make_tables(n_objects=3, bands=("g", "i"), labels=("SNIa",))
-    monkeypatch.setitem(ingest.SOURCES, "custom", lambda _cfg: (lc, objects))
+    monkeypatch.setitem(SOURCES, "custom", lambda _cfg: (lc, objects))
     with pytest.raises(CheckpointMismatchError, match=r"source 'custom': column 'band' has band\(s\) \['i'\] "
                                                       r"\(first in object 'obj000'\).*bands are \['g', 'r'\]"):
         predict_source(ckpt, {"name": "custom"})
@@ -151,11 +150,9 @@ def test_predict_source_bands_not_in_the_checkpoint(trained, tmp_path, monkeypat
 
 
 def test_label_classes_keep_labels_outside_the_model(trained, tmp_path, monkeypatch):
-    from deeprubin.stages import ingest
-
     cfg, ckpt = trained
     lc, objects = make_tables(n_objects=4, labels=("SNIa", "TDE"))
-    monkeypatch.setitem(ingest.SOURCES, "custom", lambda _cfg: (lc, objects))
+    monkeypatch.setitem(SOURCES, "custom", lambda _cfg: (lc, objects))
     with pytest.raises(SchemaError, match="TDE"):
         predict_source(ckpt, {"name": "custom"})
     table = predict_source(ckpt, {"name": "custom"}, label_classes=["TDE"])
@@ -372,14 +369,13 @@ def test_calibration_check_of_a_real_data_model_is_recorded_as_skipped(trained, 
 # --------------------------------------------------------------------------- data quality (issue 19.3)
 
 def test_unusable_objects_are_listed_not_classified(trained, tmp_path, monkeypatch):
-    from deeprubin.stages import ingest
     from deeprubin.stages.predict import run_predict
 
     cfg, ckpt = trained
     lc, objects = make_tables(n_objects=4, labels=("SNIa",))
     one = lc["object_id"] == "obj002"
     lc.loc[one, "flux"] = -lc.loc[one, "flux"].abs()      # flux sign flipped: no detection
-    monkeypatch.setitem(ingest.SOURCES, "custom", lambda _cfg: (lc, objects))
+    monkeypatch.setitem(SOURCES, "custom", lambda _cfg: (lc, objects))
     quality = OmegaConf.to_container(cfg.quality)
     result = predict_source_detailed(ckpt, {"name": "custom"}, quality=quality)
     assert "obj002" not in set(result.predictions["object_id"])
@@ -421,8 +417,6 @@ def test_calibrator_of_another_model_is_refused_by_predict(trained, tmp_path):
 
 def test_unlabeled_files_are_predicted_without_inventing_labels(trained, tmp_path, monkeypatch):
     from deeprubin.tasks.transients.evaluation.inference import UNLABELED
-    from deeprubin.stages import ingest
-
     cfg, ckpt = trained
     folder = tmp_path / "lc"
     folder.mkdir()
@@ -438,5 +432,5 @@ def test_unlabeled_files_are_predicted_without_inventing_labels(trained, tmp_pat
     assert set(table["predicted"]) <= set(cfg.task.classes)
     # a loader that returns no label column at all
     lc, objects = make_tables(n_objects=2)
-    monkeypatch.setitem(ingest.SOURCES, "custom", lambda _cfg: (lc, objects.drop(columns="label")))
+    monkeypatch.setitem(SOURCES, "custom", lambda _cfg: (lc, objects.drop(columns="label")))
     assert predict_source(ckpt, {"name": "custom"})["label"].tolist() == [UNLABELED, UNLABELED]

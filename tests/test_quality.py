@@ -8,6 +8,7 @@ from omegaconf import OmegaConf
 
 from deeprubin.core.config import ConfigError
 from deeprubin.core.quality import FLAGS, check_quality_config, quality_table, summary, unusable_mask
+from deeprubin.sources import SOURCES
 
 QUALITY = {"detection_snr": 5.0, "sentinel_mag": 90.0, "jd_min": 2_400_000.0, "mjd_max": 100_000.0,
            "max_abs_flux_ujy": 1e9, "duplicate_conflict_sigma": 5.0, "unusable": list(FLAGS)}
@@ -95,7 +96,7 @@ def test_ingest_report_lists_flagged_objects(tmp_path, monkeypatch):
 
     lc, objects = make_tables(n_objects=4)
     spoiled = _spoil(lc, "no_detection")
-    monkeypatch.setitem(ingest.SOURCES, "simulate", lambda _cfg: (spoiled, objects))
+    monkeypatch.setitem(SOURCES, "simulate", lambda _cfg: (spoiled, objects))
     cfg = compose_under(tmp_path, ["experiment=tiny", "task.classes=[SNIa,QSO]", "source.validation.min_points=3"])
     report = ingest.run_ingest(cfg)
     assert report["quality"]["flagged_objects"] == {"obj001": "no_detection"}

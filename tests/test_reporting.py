@@ -17,7 +17,8 @@ def test_index_stage_depends_on_every_indexed_output():
     assert "index" in deps, "dvc.yaml has no 'index' stage"
     assert uncovered_outputs(outputs, deps["index"]) == []
     stages = {o.stage for o in outputs}
-    assert {"calibrate", "evaluate", "uncertainty", "early", "eda", "baseline"} <= stages
+    assert {"calibrate", "evaluate@transients", "evaluate@transits", "uncertainty", "early", "eda",
+            "baseline"} <= stages
 
 
 def _figure(path: Path, caption: str | None) -> None:

@@ -72,9 +72,10 @@ def test_runs_share_the_data_stages_resume_and_summarise(tmp_path, monkeypatch):
     out = tmp_path / "seeds.json"
     result = seeds.main(["--seeds", "1", "2", "--data-seeds", "5", "--workdir", str(tmp_path / "w"),
                          "--out", str(out), "--base", "experiment=tiny"])
-    ingests = [c for c in calls if c[0] == "ingest"]
-    assert ingests == [("ingest", 1, 42), ("ingest", 1, 5)]  # once per data seed
-    assert [c for c in calls if c[0] == "train"] == [("train", 1, 42), ("train", 2, 42), ("train", 1, 5)]
+    ingests = [c for c in calls if c[0] == "ingest@transients"]
+    assert ingests == [("ingest@transients", 1, 42), ("ingest@transients", 1, 5)]  # once per data seed
+    assert [c[1:] for c in calls if c[0] == "train@transients"] == [(1, 42), (2, 42), (1, 5)]
+    assert [c[1:] for c in calls if c[0] == "train@transits"] == [(1, 42), (2, 42), (1, 5)]
     written = json.loads(out.read_text())
     assert written["seeds"] == [1, 2] and written["data_seed"] == 42
     f1 = written["transients"]["deep_macro_f1"]

@@ -14,6 +14,7 @@ from deeprubin.core import io
 from deeprubin.core.config import ConfigError
 from deeprubin.core.schema import SchemaError
 from deeprubin.core.split import LeakageError
+from deeprubin.sources import SOURCES
 
 
 def tiny_cfg(tmp_path: Path, *overrides: str):
@@ -85,16 +86,17 @@ def test_mlflow_run_has_params_metrics_and_model(tiny_pipeline):
 
 
 def test_ingest_drop_mode_reports_dropped_objects(tmp_path, monkeypatch):
+    from deeprubin.sources import resolve_loader
     from deeprubin.stages import ingest
 
-    real = ingest.resolve_loader("simulate")
+    real = resolve_loader("simulate")
 
     def corrupted(cfg):
         lc, obj = real(cfg)
         lc.loc[lc["object_id"] == obj["object_id"].iloc[0], "flux_err"] = -1.0
         return lc, obj
 
-    monkeypatch.setitem(ingest.SOURCES, "simulate", corrupted)
+    monkeypatch.setitem(SOURCES, "simulate", corrupted)
     cfg = tiny_cfg(tmp_path, "source.validation.on_invalid=drop")
     report = ingest.run_ingest(cfg)
     assert report["validation"]["dropped_by_reason"] == {"non_positive_error": 1}

@@ -17,14 +17,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from omegaconf import OmegaConf
 
 from deeprubin.core import io
 from deeprubin.core.config import (ConfigError, compose_params, compose_task, task_names, task_overrides,
                                    task_view, write_params)
 from deeprubin.core.config_schema import check_schema
 from deeprubin.core.entry import stage_config
-from deeprubin.core.split import LeakageError
 from deeprubin.stages.split import run_split
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
