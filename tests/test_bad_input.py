@@ -360,7 +360,7 @@ def test_nan_flux_row_is_dropped_and_counted_with_on_invalid_drop(tmp_path):
     ("tasks.transients.evaluate", "bootstrap", {"n_bot": 10}, r"config key 'tasks\.transients\.evaluate\.bootstrap\.n_bot' is not a known key"),
     ("results", "outptu", "x.md", r"config key 'results\.outptu' is not a known key"),
     ("tasks.transits", "trainer", {"max_epoch": 3}, r"config key 'tasks\.transits\.trainer\.max_epoch' is not a known key"),
-    ("tasks.transits", "source", {"n_stars": "many"}, r"config key 'tasks\.transits\.source\.n_stars'"),
+    ("tasks.transits", "source", {"name": "simulate", "n_stars": "many"}, r"config key 'tasks\.transits\.source\.n_stars'"),
 ])
 def test_typo_or_mistyped_key_in_yaml_fails_naming_it(node, key, value, match):
     from deeprubin.core.config import ConfigError, compose_params

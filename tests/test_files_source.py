@@ -18,7 +18,9 @@ from deeprubin.sources.files import DEFAULTS, load_files, load_files_report, res
 
 CLASSES = ["SNIa", "SNII", "SNIbc", "QSO", "Cepheid", "RRLyrae"]
 BANDS = {"g": 4746.48, "r": 6366.38}
-SHIPPED = ["files_bts_snia", "files_sdss_rrlyrae", "files_alerce_30sne", "files_k2"]
+#: (task, config group, option): the shipped files-source configs.
+SHIPPED = [("transients", "source", "files_bts_snia"), ("transients", "source", "files_sdss_rrlyrae"),
+           ("transients", "source", "files_alerce_30sne"), ("transits", "tasks/transits/source", "files_k2")]
 
 
 # --------------------------------------------------------------------------- helpers
@@ -637,9 +639,9 @@ def test_ingest_stage_runs_the_files_source(tmp_path, monkeypatch):
 
 # --------------------------------------------------------------------------- shipped configs
 
-@pytest.mark.parametrize("name", SHIPPED)
-def test_shipped_configs_compose_and_resolve(name):
-    cfg = compose_task("transients", [f"source={name}"])
+@pytest.mark.parametrize("task,group,name", SHIPPED, ids=[s[2] for s in SHIPPED])
+def test_shipped_configs_compose_and_resolve(task, group, name):
+    cfg = compose_task(task, [f"{group}={name}"])
     assert cfg.source.name == "files" and cfg.source._target_ == "deeprubin.sources.files.load_files"
     assert OmegaConf.to_container(cfg.source.validation) == {"on_invalid": "drop", "min_points": 3, "min_bands": 1}
     assert cfg.source.path.startswith("../shared/data/real/")
@@ -648,7 +650,7 @@ def test_shipped_configs_compose_and_resolve(name):
     assert set(cfg.source) - {"name", "_target_", "validation"} <= set(DEFAULTS)
     if opts["layout"] != "alerce_csv":
         assert set(cfg.source) - {"name", "_target_", "validation"} == set(DEFAULTS)
-    text = (REPO_ROOT / "conf/source" / f"{name}.yaml").read_text()
+    text = (REPO_ROOT / "conf" / group / f"{name}.yaml").read_text()
     assert text.count("#") >= 20
 
 
@@ -701,21 +703,21 @@ def test_real_alerce_30sne(monkeypatch):
 
 
 @needs_real
-def test_real_k2_with_a_task_that_has_band_k2(monkeypatch):
+def test_real_k2_through_the_transits_task(monkeypatch):
     monkeypatch.chdir(REPO_ROOT)
-    cfg = compose_task("transients", ["source=files_k2", "source.progress_bar=false"])
-    # The transients task rejects band 'k2'; the future transits task will list it.
-    cfg.task.classes = ["transit"]
-    cfg.task.band_wavelengths = {"k2": 6400.0}
+    cfg = compose_task("transits", ["tasks/transits/source=files_k2", "source.progress_bar=false"])
     lc, obj = load_files(cfg)
     lc2, obj2, vr = validate_shipped(cfg, lc, obj)
     assert sorted(obj2["object_id"]) == ["EPIC201367065", "EPIC201367065_detrended", "EPIC206154641"]
     assert obj2.set_index("object_id")["group_id"].to_dict()["EPIC201367065_detrended"] == "EPIC201367065"
     assert len(lc2) > 10000 and (lc2["flux_err"] > 0).all() and lc2["flux"].between(0.9, 1.1).all()
-    assert set(obj2["time_system"]) == {"BKJD"}
+    assert set(obj2["time_system"]) == {"BKJD"} and set(obj2["label"]) == {"planet"}
+    # the transients task has no band 'k2': the same files are refused, naming file, object and band
+    transients = compose_task("transients")
+    transients.source = cfg.source
     with pytest.raises(SchemaError, match=r"EPIC201367065\.csv: constant band \(source\.band\), object "
                                           r"'EPIC201367065', line 1: band 'k2' is not a task band \['g', 'r'\]"):
-        load_files(compose_task("transients", ["source=files_k2", "source.progress_bar=false"]))
+        load_files(transients)
 
 
 # --------------------------------------------------------------------------- real-data pipeline (slow)

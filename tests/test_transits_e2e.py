@@ -65,7 +65,7 @@ def test_transits_real_planets_are_scored(transits_repo):
     """The trained tiny model scores the real Kepler/TESS/K2 light curves (same code path)."""
     run_in([sys.executable, "-m", "deeprubin.stages.transits_real", "--config-dir", ".", "--config-name", "params",
             "hydra.run.dir=.", "hydra.output_subdir=null", f"real.root={REAL_DATA}",  # short keys of the task: tasks.transits.real.root
-            f"simulate.catalog={REAL_DATA / 'catalogs/kepler_confirmed_planets.csv'}"], transits_repo)
+            f"real.catalog={REAL_DATA / 'catalogs/kepler_confirmed_planets.csv'}"], transits_repo)
     real = json.loads((transits_repo / "reports/transits/real/real_report.json").read_text())
     assert real["skipped"] is False
     for name in ("HAT-P-7", "WASP-126", "K2-3"):

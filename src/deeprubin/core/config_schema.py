@@ -56,7 +56,7 @@ class ResultsSchema:
 SCHEMAS: dict[str, Any] = {"results": ResultsSchema}
 
 #: The shared building blocks a task's schema module may reuse.
-__all__ = ["SCHEMAS", "MlflowSchema", "PathsSchema", "SplitSchema", "check_schema", "task_schemas"]
+__all__ = ["SCHEMAS", "MlflowSchema", "PathsSchema", "SplitSchema", "check_node", "check_schema", "task_schemas"]
 
 
 def task_schemas(task: str) -> dict[str, Any]:
@@ -79,17 +79,28 @@ def check_schema(cfg: DictConfig) -> None:
     for task in task_names(cfg):
         node = cfg.tasks[task]
         for name, schema in task_schemas(task).items():
-            checks.append((f"tasks.{task}" + (f".{name}" if name else ""), schema, node.get(name) if name else node))
+            part = OmegaConf.select(node, name) if name else node
+            if not isinstance(schema, type):      # a function of the node: its schema by option, or None
+                schema = schema(part) if part is not None else None
+            if schema is not None:
+                checks.append((f"tasks.{task}" + (f".{name}" if name else ""), schema, part))
     for name, schema, node in checks:
-        if node is None:
-            continue
-        try:
-            OmegaConf.merge(OmegaConf.structured(schema), OmegaConf.to_container(node, resolve=True))
-        except ConfigKeyError as err:
-            key = getattr(err, "full_key", None) or getattr(err, "key", "?")
-            known = sorted(f.name for f in schema.__dataclass_fields__.values())
-            raise ConfigError(f"config key '{name}.{key}' is not a known key of '{name}' (a typo?); "
-                              f"known: {known}") from None
-        except ValidationError as err:
-            key = getattr(err, "full_key", None) or getattr(err, "key", "?")
-            raise ConfigError(f"config key '{name}.{key}': {str(err).splitlines()[0]}") from None
+        check_node(name, schema, node)
+
+
+def check_node(name: str, schema: Any, node: DictConfig | dict | None) -> None:
+    """Raise :class:`ConfigError` naming ``name.<key>`` for an unknown or mistyped key of ``node``
+    against the dataclass ``schema`` (nothing for ``None``)."""
+    if node is None:
+        return
+    container = OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else node
+    try:
+        OmegaConf.merge(OmegaConf.structured(schema), container)
+    except ConfigKeyError as err:
+        key = getattr(err, "full_key", None) or getattr(err, "key", "?")
+        known = sorted(f.name for f in schema.__dataclass_fields__.values())
+        raise ConfigError(f"config key '{name}.{key}' is not a known key of '{name}' (a typo?); "
+                          f"known: {known}") from None
+    except ValidationError as err:
+        key = getattr(err, "full_key", None) or getattr(err, "key", "?")
+        raise ConfigError(f"config key '{name}.{key}': {str(err).splitlines()[0]}") from None

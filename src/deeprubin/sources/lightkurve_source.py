@@ -28,7 +28,9 @@ Units -- an exception to the canonical schema
     written. ``band`` is the mission name in lower case (``kepler``, ``k2``, ``tess``).
 
 Time
-    ``time_format: native`` (default) keeps each mission's own barycentric day count: BKJD =
+    ``time_format: native`` (default) keeps each mission's own barycentric day count (all objects
+    in one system; ``per_mission`` allows several, for tasks that never put two objects on one time
+    axis, such as transits): BKJD =
     BJD_TDB - 2454833 (Kepler, K2), BTJD = BJD_TDB - 2457000 (TESS). ``bjd`` / ``mjd`` convert
     with astropy to BJD_TDB / BJD_TDB - 2400000.5 (needed to mix missions). ``objects`` records
     ``time_system`` (BKJD | BTJD | BJD_TDB | BMJD_TDB) and ``bjd_offset`` (BJD_TDB = time +
@@ -68,7 +70,7 @@ log = logging.getLogger(__name__)
 MISSIONS: dict[str, tuple[str, str, float]] = {key: (m.id_prefix, m.time_system, m.bjd_offset)
                                                for key, m in MISSION_TABLE.items()}
 MISSION_NAMES = {key: m.name for key, m in MISSION_TABLE.items()}   # lightkurve's spelling
-TIME_FORMATS = ("native", "bjd", "mjd")
+TIME_FORMATS = ("native", "per_mission", "bjd", "mjd")
 FLUX_UNIT = "relative: segment flux / segment median"
 
 
@@ -265,7 +267,7 @@ def process_segments(segments: Sequence, object_id: str) -> tuple[pd.DataFrame, 
 
 def convert_time(t: np.ndarray, time_system: str, bjd_offset: float, time_format: str) -> tuple[np.ndarray, str, float]:
     """Native BKJD/BTJD -> ``time_format`` via astropy; returns (time, time_system, bjd_offset)."""
-    if time_format == "native":
+    if time_format in ("native", "per_mission"):
         return np.asarray(t, dtype=float), time_system, bjd_offset
     from astropy.time import Time
 

@@ -44,13 +44,13 @@ def run_transits_real(cfg: DictConfig) -> dict:
         log.warning("transits_real: %s absent; skipped", root)
         return report
     model, _ = load_checkpoint(Path(tc.paths.models) / "model.ckpt")
-    catalog = Path(str(tc.source.catalog)) if tc.source.get("catalog") else None
+    catalog = Path(str(rc.catalog)) if rc.get("catalog") else None
     report: dict = {"skipped": False, "targets": {}}
     items = []
     for target in rc.targets:
         name, mission = str(target.name), str(target.mission)
         path = root / str(target.file)
-        minutes = target.get("cadence_minutes") or rc.segment_cadence_minutes[mission]
+        minutes = target.get("cadence_minutes") or tc.cadence_minutes[mission]
         cadence = float(minutes) / 1440.0
         try:
             eph = real_ephemeris(target, catalog)

@@ -64,7 +64,18 @@ class FallbackPlanetSchema:
 @dataclass
 class TransitsTaskSchema:
     name: str = "transits"
-    classes: List[str] = field(default_factory=lambda: ["transit"])
+    classes: List[str] = field(default_factory=lambda: ["planet", "eclipsing_binary", "no_planet"])
+    band_wavelengths: Dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class TransitsPathsSchema(PathsSchema):
+    cache: str = "data/cache/transits"             # the fetching sources' downloads
+
+
+@dataclass
+class EphemeridesSchema:
+    path: Optional[str] = None
 
 
 @dataclass
@@ -169,7 +180,7 @@ class TransitsEvaluateSchema:
 @dataclass
 class TransitsRealSchema:
     root: str = "../shared/data/real"
-    segment_cadence_minutes: Dict[str, float] = field(default_factory=dict)
+    catalog: Optional[str] = None
     n_top_segments: int = 4
     control_mask_factor: float = 1.5
     targets: List[Any] = field(default_factory=list)   # each target checked by deeprubin.tasks.transits.real
@@ -178,10 +189,14 @@ class TransitsRealSchema:
 @dataclass
 class TransitsSchema:
     task: TransitsTaskSchema = field(default_factory=TransitsTaskSchema)
-    paths: PathsSchema = field(default_factory=PathsSchema)
+    paths: TransitsPathsSchema = field(default_factory=TransitsPathsSchema)
     mlflow: MlflowSchema = field(default_factory=MlflowSchema)
     quality: Dict[str, Any] = field(default_factory=dict)   # none read by the transits ingest yet
-    source: TransitsSimulateSchema = field(default_factory=TransitsSimulateSchema)
+    # by option: the simulator's keys are checked against TransitsSimulateSchema by the ingest
+    # step; the registry sources check their own (the files source refuses unknown keys)
+    source: Dict[str, Any] = field(default_factory=dict)
+    cadence_minutes: Dict[str, float] = field(default_factory=dict)
+    ephemerides: EphemeridesSchema = field(default_factory=EphemeridesSchema)
     preprocess: TransitsPreprocessSchema = field(default_factory=TransitsPreprocessSchema)
     split: SplitSchema = field(default_factory=lambda: SplitSchema(group_column="target_id"))
     model: Dict[str, Any] = field(default_factory=dict)   # rebuilt through the allow-list (build_model)
@@ -190,5 +205,11 @@ class TransitsSchema:
     real: TransitsRealSchema = field(default_factory=TransitsRealSchema)
 
 
-#: ``""``: the whole ``tasks.transits`` node.
-SCHEMAS: dict[str, Any] = {"": TransitsSchema}
+def source_schema(node) -> Any:
+    """The simulator's schema for ``source.name: simulate``; None for a registry source (those
+    check their own keys: the files source refuses unknown ones)."""
+    return TransitsSimulateSchema if node.get("name") == "simulate" else None
+
+
+#: ``""``: the whole ``tasks.transits`` node; ``source``: by option.
+SCHEMAS: dict[str, Any] = {"": TransitsSchema, "source": source_schema}

@@ -2,6 +2,8 @@
 
 Readers return mission-time arrays (BKJD for Kepler/K2, BTJD for TESS, as the files
 store them), binned to the cadence the model was trained on for that mission.
+:func:`to_transit_tables` turns the canonical tables of a registry source (``lightkurve``,
+``files``) into the task's raw tables, as its ingest step writes them.
 """
 from __future__ import annotations
 
@@ -10,8 +12,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ...core.schema import SchemaError
 from ...sources.lightkurve_source import read_local
-from ...sources.missions import MISSION_OFFSETS, check_time_system, read_koi_catalog
+from ...sources.missions import MISSION_OFFSETS, MISSIONS, check_time_system, read_koi_catalog
+from .ephemeris import EPHEMERIS_COLUMNS
 
 
 class RealDataError(ValueError):
@@ -26,6 +30,124 @@ def _bin(time: np.ndarray, flux: np.ndarray, flux_err: np.ndarray, cadence_days:
     g = df.groupby("i")
     n = g.size()
     return (g["t"].mean().to_numpy(), g["f"].mean().to_numpy(), (np.sqrt(g["e2"].sum()) / n).to_numpy())
+
+
+def bin_to_cadence(time: np.ndarray, flux: np.ndarray, flux_err: np.ndarray, cadence_days: float):
+    """``(time, flux, flux_err, cadence_days)``: binned to ``cadence_days`` when the light curve's own
+    cadence is more than 1.5 times shorter (short cadence -> the model's cadence), else unchanged
+    with its own median cadence."""
+    native = float(np.median(np.diff(time))) if time.size > 1 else cadence_days
+    if cadence_days > 1.5 * native:
+        time, flux, flux_err = _bin(time, flux, flux_err, cadence_days)
+        return time, flux, flux_err, cadence_days
+    return time, flux, flux_err, native
+
+
+def _fill_errors(flux: np.ndarray, flux_err: np.ndarray) -> np.ndarray:
+    """Missing errors -> the light curve's median point-to-point difference."""
+    fallback = np.nanmedian(np.abs(np.diff(flux))) if flux.size > 1 else np.nan
+    return np.where(np.isfinite(flux_err) & (flux_err > 0), flux_err, fallback)
+
+
+def to_transit_tables(lightcurves: pd.DataFrame, objects: pd.DataFrame, cadence_minutes: dict,
+                      ephemerides: pd.DataFrame | None = None, *, where: str = "source"
+                      ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """Canonical (validated) tables of a space-photometry source -> the transits task's raw tables.
+
+    Parameters
+    ----------
+    lightcurves, objects : pandas.DataFrame
+        The canonical tables (:mod:`deeprubin.core.schema`) with ``band`` = mission in lower
+        case (``kepler``, ``k2``, ``tess``), times in the mission's own system (BKJD, BTJD) and
+        relative fluxes, as the ``lightkurve`` source (``time_format: native``) and the ``files``
+        source with ``relative_flux: true`` write them. ``objects`` may carry ``target_id`` (else
+        ``group_id`` is the star) and a catalogue ephemeris (``ephemeris_period``, ``ephemeris_t0``
+        in the light curve's system, ``ephemeris_duration``; the ``lightkurve`` source's catalogue).
+    cadence_minutes : dict
+        Mission name -> the model's cadence; shorter cadences are binned to it.
+    ephemerides : pandas.DataFrame, optional
+        Known planets (``target_id``, ``period`` [d], ``t0_bjd``, ``duration`` [d]), matched to the
+        objects by ``target_id``.
+
+    Returns
+    -------
+    (lightcurves, objects, ephemerides)
+        ``object_id, time, flux, flux_err, quality`` (quality 0: the sources drop flagged
+        cadences); ``object_id, target_id, group_id, mission, time_system, cadence_days, label``;
+        one ephemeris row per (object, planet) with ``kind`` = planet.
+
+    Raises
+    ------
+    SchemaError
+        Naming ``where``, the object and the field: a band that is no mission, a time system
+        other than the mission's own, times outside the mission's range.
+    """
+    lc_by_object = dict(tuple(lightcurves.groupby("object_id", sort=False)))
+    known = ephemerides if ephemerides is not None else pd.DataFrame(columns=["target_id", "period", "t0_bjd",
+                                                                             "duration"])
+    lc_rows, obj_rows, eph_rows = [], [], []
+    for obj in objects.sort_values("object_id", kind="mergesort").to_dict("records"):
+        oid = str(obj["object_id"])
+        lc = lc_by_object[oid].sort_values("time", kind="mergesort")
+        bands = sorted(set(lc["band"].astype(str)))
+        if len(bands) != 1 or bands[0] not in MISSIONS:
+            raise SchemaError(f"{where}: object {oid!r}: column 'band' must be one mission of "
+                              f"{sorted(MISSIONS)}, got {bands}")
+        mission = MISSIONS[bands[0]]
+        system = obj.get("time_system")
+        if isinstance(system, str) and system != mission.time_system:
+            raise SchemaError(f"{where}: object {oid!r}: field 'time_system' is {system!r}, the transits task "
+                              f"works in {mission.name}'s own {mission.time_system} (lightkurve: "
+                              "source.time_format=per_mission)")
+        time = lc["time"].to_numpy(dtype=float)
+        check_time_system(time, mission.name, f"{where}: object {oid!r}")
+        flux = lc["flux"].to_numpy(dtype=float)
+        flux_err = _fill_errors(flux, lc["flux_err"].to_numpy(dtype=float))
+        time, flux, flux_err, cadence = bin_to_cadence(time, flux, flux_err,
+                                                       float(cadence_minutes[mission.name]) / 1440.0)
+        target = obj.get("target_id")
+        target = str(target) if isinstance(target, str) and target else str(obj.get("group_id") or oid)
+        lc_rows.append(pd.DataFrame({"object_id": oid, "time": time, "flux": flux, "flux_err": flux_err,
+                                     "quality": np.zeros(time.size, dtype=np.int64)}))
+        obj_rows.append({"object_id": oid, "target_id": target, "group_id": str(obj.get("group_id") or target),
+                         "mission": mission.name, "time_system": mission.time_system, "cadence_days": cadence,
+                         "label": str(obj["label"])})
+        period = obj.get("ephemeris_period")
+        if period is not None and np.isfinite(float(period)):
+            eph_rows.append({"object_id": oid, "target_id": target, "mission": mission.name, "kind": "planet",
+                             "period": float(period), "t0_bjd": float(obj["ephemeris_t0"]) + mission.bjd_offset,
+                             "duration": float(obj["ephemeris_duration"])})
+        for row in known[known["target_id"].astype(str) == target].itertuples(index=False):
+            eph_rows.append({"object_id": oid, "target_id": target, "mission": mission.name, "kind": "planet",
+                             "period": float(row.period), "t0_bjd": float(row.t0_bjd), "duration": float(row.duration)})
+    eph = pd.DataFrame(eph_rows, columns=["object_id", "mission", *EPHEMERIS_COLUMNS])
+    return (pd.concat(lc_rows, ignore_index=True), pd.DataFrame(obj_rows),
+            eph.drop_duplicates(["object_id", "period", "t0_bjd"]).reset_index(drop=True))
+
+
+def read_ephemerides(path: str | Path) -> pd.DataFrame:
+    """A CSV of known planets (``target_id, period, t0_bjd, duration``; days, BJD_TDB).
+
+    Raises
+    ------
+    SchemaError
+        Naming the file, the column and the line of a missing column or a non-numeric value.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise SchemaError(f"{path}: no such ephemerides file (config key 'ephemerides.path')")
+    table = pd.read_csv(path, dtype={"target_id": str})
+    missing = [c for c in ("target_id", "period", "t0_bjd", "duration") if c not in table.columns]
+    if missing:
+        raise SchemaError(f"{path}: missing column(s) {missing}; found {list(table.columns)}")
+    for col in ("period", "t0_bjd", "duration"):
+        values = pd.to_numeric(table[col], errors="coerce")
+        bad = values.isna()
+        if bad.any():
+            line = int(np.flatnonzero(bad.to_numpy())[0]) + 2   # header is line 1
+            raise SchemaError(f"{path}: column '{col}', line {line}: not a number: {table[col].iloc[line - 2]!r}")
+        table[col] = values.astype(float)
+    return table[["target_id", "period", "t0_bjd", "duration"]]
 
 
 def read_real_lightcurve(path: Path, fmt: str, mission: str, cadence_days: float) -> dict:
@@ -56,9 +178,7 @@ def read_real_lightcurve(path: Path, fmt: str, mission: str, cadence_days: float
     if time.size == 0:
         raise RealDataError(f"{path}: no finite (time, flux) pair")
     flux_err = np.where(np.isfinite(flux_err), flux_err, np.nanmedian(np.abs(np.diff(flux))))
-    native = float(np.median(np.diff(time)))
-    if cadence_days > 1.5 * native:  # bin short cadence to the training cadence of this mission
-        time, flux, flux_err = _bin(time, flux, flux_err, cadence_days)
+    time, flux, flux_err, _ = bin_to_cadence(time, flux, flux_err, cadence_days)
     return {"time": time, "flux": flux, "flux_err": flux_err, "quality": np.zeros(time.size, int)}
 
 
