@@ -1,6 +1,7 @@
-"""The report index: discovery from dvc.yaml, figure collection, provenance from dvc.lock."""
+"""The report index: discovery from dvc.yaml, figure collection, provenance by each file's own checksum."""
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import yaml
@@ -8,7 +9,7 @@ from conftest import REPO_ROOT, run_in
 
 from deeprubin.core import io
 from deeprubin.core.plot_style import figure_style, new_figure
-from deeprubin.reporting import lock_digests, pipeline_outputs, uncovered_outputs, write_report_index
+from deeprubin.reporting import file_md5, pipeline_outputs, uncovered_outputs, write_report_index
 
 
 def test_index_stage_depends_on_every_indexed_output():
@@ -53,9 +54,8 @@ def test_index_lists_figures_metrics_captions_and_provenance(tmp_path):
     for rel in ("make/sub/a.png", "make/sub/a.pdf", "make/one.png", "make/one.pdf"):
         assert (tmp_path / "reports/figures" / rel).stat().st_size > 1000, rel
     text = (tmp_path / "reports/index.md").read_text()
-    digest = lock_digests(tmp_path / "dvc.lock")["make"]
-    assert f"[a](figures/make/sub/a.png) ([PDF](figures/make/sub/a.pdf)) | Caption of a. | `make` | " \
-           f"`{digest['deps']}` | `{digest['params']}` |" in text
+    md5 = hashlib.md5((tmp_path / "reports/t/figures/sub/a.png").read_bytes()).hexdigest()[:12]
+    assert f"[a](figures/make/sub/a.png) ([PDF](figures/make/sub/a.pdf)) | Caption of a. | `make` | `{md5}` |" in text
     assert "Caption of one." in text
     assert "[reports/t/metrics.json](t/metrics.json) | metric | The scores | `make`" in text
 
@@ -65,16 +65,27 @@ def test_index_lists_figures_metrics_captions_and_provenance(tmp_path):
     assert not (tmp_path / "reports/figures/make/one.png").exists()
 
 
-def test_provenance_digest_changes_with_params(tmp_path):
-    lock = {"schema": "2.0", "stages": {"s": {"cmd": "c", "deps": [{"path": "a", "md5": "1"}],
-                                              "params": {"params.yaml": {"x": 1}}}}}
-    (tmp_path / "dvc.lock").write_text(yaml.safe_dump(lock))
-    first = lock_digests(tmp_path / "dvc.lock")["s"]
-    lock["stages"]["s"]["params"]["params.yaml"]["x"] = 2
-    (tmp_path / "dvc.lock").write_text(yaml.safe_dump(lock))
-    second = lock_digests(tmp_path / "dvc.lock")["s"]
-    assert first["deps"] == second["deps"] and first["params"] != second["params"]
-    assert lock_digests(tmp_path / "missing.lock") == {}
+def test_provenance_is_the_files_own_checksum_not_the_lock(tmp_path):
+    """The md5 column changes with the file and only with it: a stage rerun that changes its
+    lock entry (code, params) but not its outputs leaves the index as it is, as DVC does."""
+    (tmp_path / "dvc.yaml").write_text(yaml.safe_dump({"stages": {
+        "s": {"cmd": "true", "metrics": [{"reports/m.json": {"cache": False}}]},
+        "index": {"cmd": "true", "deps": ["reports/m.json"], "outs": [{"reports/index.md": {"cache": False}}]},
+    }}))
+    run_in(["git", "init", "-q"], tmp_path)
+    run_in(["dvc", "init", "-q"], tmp_path)
+    io.write_json({"f1": 0.5}, tmp_path / "reports/m.json")
+    (tmp_path / "dvc.lock").write_text(yaml.safe_dump({"schema": "2.0", "stages": {"s": {"cmd": "a"}}}))
+    write_report_index(tmp_path, "reports/figures", "reports/index.md")
+    first = (tmp_path / "reports/index.md").read_text()
+    assert f"`{file_md5(tmp_path / 'reports/m.json')}` |" in first
+    (tmp_path / "dvc.lock").write_text(yaml.safe_dump({"schema": "2.0", "stages": {"s": {"cmd": "b"}}}))
+    write_report_index(tmp_path, "reports/figures", "reports/index.md")
+    assert (tmp_path / "reports/index.md").read_text() == first
+    io.write_json({"f1": 0.6}, tmp_path / "reports/m.json")
+    write_report_index(tmp_path, "reports/figures", "reports/index.md")
+    assert (tmp_path / "reports/index.md").read_text() != first
+    assert file_md5(tmp_path / "missing.json") == "absent"
 
 
 def test_every_png_output_declares_its_pdf_twin():

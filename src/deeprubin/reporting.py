@@ -12,23 +12,22 @@ so a stage added to ``dvc.yaml`` shows up in the index without touching this mod
 * **Tables**: other uncached outputs under ``reports/`` (reports, CSV tables).
 
 Captions of metrics and tables come from the stage's ``meta: {captions: {<file name>:
-<caption>}}`` in ``dvc.yaml``, else from the stage's ``desc``. The provenance columns
-are short SHA-256 digests of the stage's dependency checksums and of its parameter
-values as recorded in ``dvc.lock``: two rows with the same digests came from the same
-data, code and parameters. dvc.lock is read, not declared as a dependency (DVC rewrites
-it while it runs); the upstream stages are already locked when the index stage runs.
+<caption>}}`` in ``dvc.yaml``, else from the stage's ``desc``. The provenance column is
+the MD5 of the file itself (its first 12 hex digits), the checksum DVC records for it in
+``dvc.lock`` (or in its folder's ``.dir`` listing): the lock of the same commit names the
+code, data and parameters that made it. Only the files are read, which are the index
+stage's dependencies, so the index is rebuilt exactly when one of them changes. (It once
+recorded digests of the making stages' lock entries, which DVC does not see as dependencies
+of the index: a stage rerun with identical outputs left them stale.)
 """
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import yaml
 
 from .core import io
 
@@ -87,19 +86,16 @@ def pipeline_outputs(root: str | Path) -> tuple[list[Output], dict[str, list[str
     return outputs, deps
 
 
-def lock_digests(lock_path: str | Path) -> dict[str, dict[str, str]]:
-    """Per stage in ``dvc.lock``: 12-hex SHA-256 digests of its dependency checksums and its params."""
-    lock_path = Path(lock_path)
-    if not lock_path.exists():
-        return {}
-    stages = (yaml.safe_load(lock_path.read_text()) or {}).get("stages", {})
-    out = {}
-    for name, entry in stages.items():
-        deps = sorted((d["path"], d.get("md5") or d.get("hash") or d.get("etag") or "") for d in entry.get("deps", []))
-        params = entry.get("params", {})
-        out[name] = {key: hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()[:12]
-                     for key, value in (("deps", deps), ("params", params))}
-    return out
+def file_md5(path: str | Path) -> str:
+    """The first 12 hex digits of a file's MD5 (DVC's checksum of a file output), ``absent`` if none."""
+    path = Path(path)
+    if not path.is_file():
+        return "absent"
+    digest = hashlib.md5()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()[:12]
 
 
 def _figures_of(output: Output, root: Path) -> list[tuple[Path, str]]:
@@ -193,31 +189,30 @@ def _cell(text: str) -> str:
     return " ".join(str(text).split()).replace("|", "\\|") or "—"
 
 
-def render_index(figures: list[Entry], metrics: list[Entry], digests: dict[str, dict[str, str]],
-                 index_path: str) -> str:
-    """The Markdown of ``reports/index.md`` (links relative to the index file)."""
+def render_index(figures: list[Entry], metrics: list[Entry], root: str | Path, index_path: str) -> str:
+    """The Markdown of ``reports/index.md`` (links relative to the index file); ``root`` is the
+    repository, where the files' checksums are read."""
     base = Path(index_path).parent
+    root = Path(root)
 
     def link(path: str, label: str) -> str:
         return f"[{label}]({os.path.relpath(path, base)})"
 
-    def provenance(stage: str) -> str:
-        d = digests.get(stage)
-        return f"`{d['deps']}` | `{d['params']}`" if d else "not in dvc.lock | —"
-
     lines = ["# Report index", "",
-             "Written by the `index` stage of `dvc repro` from `dvc.yaml` and `dvc.lock`; do not edit by hand.",
-             "Every figure is in `reports/figures/<stage>/` as PNG and PDF. *deps* and *params* are short "
-             "SHA-256 digests of the making stage's dependency checksums and parameter values in `dvc.lock`.", "",
+             "Written by the `index` stage of `dvc repro` from `dvc.yaml`; do not edit by hand.",
+             "Every figure is in `reports/figures/<stage>/` as PNG and PDF. *md5* is the first 12 hex digits of "
+             "the file's MD5, the checksum `dvc.lock` records for it: the lock of the same commit names the code, "
+             "data and parameters that made it.", "",
              f"## Figures ({len(figures)})", "",
-             "| figure | caption | stage | deps | params |", "|---|---|---|---|---|"]
+             "| figure | caption | stage | md5 |", "|---|---|---|---|"]
     for e in sorted(figures, key=lambda e: (e.stage, e.path)):
         name = link(e.path, Path(e.path).stem) + (f" ({link(e.pdf, 'PDF')})" if e.pdf else " (no PDF)")
-        lines.append(f"| {name} | {_cell(e.caption)} | `{e.stage}` | {provenance(e.stage)} |")
+        lines.append(f"| {name} | {_cell(e.caption)} | `{e.stage}` | `{file_md5(root / e.source)}` |")
     lines += ["", f"## Metrics and tables ({len(metrics)})", "",
-              "| file | kind | caption | stage | deps | params |", "|---|---|---|---|---|---|"]
+              "| file | kind | caption | stage | md5 |", "|---|---|---|---|---|"]
     for e in sorted(metrics, key=lambda e: (e.stage, e.kind, e.path)):
-        lines.append(f"| {link(e.path, e.path)} | {e.kind} | {_cell(e.caption)} | `{e.stage}` | {provenance(e.stage)} |")
+        lines.append(f"| {link(e.path, e.path)} | {e.kind} | {_cell(e.caption)} | `{e.stage}` | "
+                     f"`{file_md5(root / e.path)}` |")
     return "\n".join(lines) + "\n"
 
 
@@ -234,7 +229,7 @@ def write_report_index(root: str | Path, figures_dir: str | Path, index_path: st
                     "or the index will not be refreshed when it changes", path, index_stage)
     index_path = Path(index_path)
     rel_index = os.path.relpath(index_path if index_path.is_absolute() else root / index_path, root)
-    text = render_index(figures, metrics, lock_digests(root / "dvc.lock"), rel_index)
+    text = render_index(figures, metrics, root, rel_index)
     io.write_text(text, root / rel_index)
     return {"n_figures": len(figures), "n_metrics": len(metrics), "uncovered": uncovered,
             "no_caption": [e.source for e in figures if not e.caption]}
