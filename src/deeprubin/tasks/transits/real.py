@@ -18,6 +18,10 @@ from ...sources.missions import MISSION_OFFSETS, MISSIONS, check_time_system, re
 from .ephemeris import EPHEMERIS_COLUMNS
 
 
+#: Columns of a known-planets table (``ephemerides.path``): days, BJD_TDB.
+KNOWN_EPHEMERIS_COLUMNS = ("target_id", "period", "t0_bjd", "duration")
+
+
 class RealDataError(ValueError):
     """A real light-curve file or target entry that cannot be used."""
 
@@ -83,8 +87,7 @@ def to_transit_tables(lightcurves: pd.DataFrame, objects: pd.DataFrame, cadence_
         other than the mission's own, times outside the mission's range.
     """
     lc_by_object = dict(tuple(lightcurves.groupby("object_id", sort=False)))
-    known = ephemerides if ephemerides is not None else pd.DataFrame(columns=["target_id", "period", "t0_bjd",
-                                                                             "duration"])
+    known = ephemerides if ephemerides is not None else pd.DataFrame(columns=list(KNOWN_EPHEMERIS_COLUMNS))
     lc_rows, obj_rows, eph_rows = [], [], []
     for obj in objects.sort_values("object_id", kind="mergesort").to_dict("records"):
         oid = str(obj["object_id"])
@@ -137,17 +140,17 @@ def read_ephemerides(path: str | Path) -> pd.DataFrame:
     if not path.exists():
         raise SchemaError(f"{path}: no such ephemerides file (config key 'ephemerides.path')")
     table = pd.read_csv(path, dtype={"target_id": str})
-    missing = [c for c in ("target_id", "period", "t0_bjd", "duration") if c not in table.columns]
+    missing = [c for c in KNOWN_EPHEMERIS_COLUMNS if c not in table.columns]
     if missing:
         raise SchemaError(f"{path}: missing column(s) {missing}; found {list(table.columns)}")
-    for col in ("period", "t0_bjd", "duration"):
+    for col in KNOWN_EPHEMERIS_COLUMNS[1:]:
         values = pd.to_numeric(table[col], errors="coerce")
         bad = values.isna()
         if bad.any():
             line = int(np.flatnonzero(bad.to_numpy())[0]) + 2   # header is line 1
             raise SchemaError(f"{path}: column '{col}', line {line}: not a number: {table[col].iloc[line - 2]!r}")
         table[col] = values.astype(float)
-    return table[["target_id", "period", "t0_bjd", "duration"]]
+    return table[list(KNOWN_EPHEMERIS_COLUMNS)]
 
 
 def read_real_lightcurve(path: Path, fmt: str, mission: str, cadence_days: float) -> dict:
