@@ -84,7 +84,7 @@ def test_index_lists_every_figure_as_png_and_pdf_with_caption(tiny_repo):
     for png in collected:
         assert png.with_suffix(".pdf").stat().st_size > 1000, png
         assert str(png.relative_to(tiny_repo / "reports")) in index, png
-    assert "figures/calibrate/reliability_width.png" in index
+    assert "figures/calibrate@transients/reliability_width.png" in index
     assert "figures/early/early_classification.png" in index
     assert "(no PDF)" not in index and "| — | `" not in index, "a figure without caption or PDF"
     assert "reports/transients/metrics.json" in index and "`absent`" not in index   # every listed file exists

@@ -18,7 +18,7 @@ def test_index_stage_depends_on_every_indexed_output():
     assert "index" in deps, "dvc.yaml has no 'index' stage"
     assert uncovered_outputs(outputs, deps["index"]) == []
     stages = {o.stage for o in outputs}
-    assert {"calibrate", "evaluate@transients", "evaluate@transits", "uncertainty", "early", "eda",
+    assert {"calibrate@transients", "calibrate@transits", "evaluate@transients", "evaluate@transits", "uncertainty", "early", "eda",
             "baseline"} <= stages
 
 

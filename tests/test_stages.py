@@ -163,7 +163,7 @@ def test_missing_input_names_file(tmp_path):
 
 
 def test_bad_evaluation_config_names_the_key(tmp_path):
-    from deeprubin.stages.calibrate import check_calibration_config
+    from deeprubin.core.calibration_report import check_calibration_config
     from deeprubin.stages.early import run_early
 
     cfg = tiny_cfg(tmp_path, "evaluate.calibration.method=platt")

@@ -50,7 +50,11 @@ split:
   fractions: {train: 0.5, val: 0.25, test: 0.25}
 model: {}
 trainer: {}
-evaluate: {}
+evaluate:
+  calibration: {method: temperature, n_bins: 5, per_class_bins: 5, isotonic_floor: 1.0e-4, floor_draws: 20}
+predict:
+  checkpoint: ${..paths.models}/model.json
+  output: null
 """
 
 #: The toy task's package: ``steps/`` with one module per step, as docs/extending.md describes.
@@ -139,6 +143,52 @@ def evaluate(cfg):
     io.write_json(metrics, out / "metrics.json")
     io.write_text(pd.DataFrame({"label": y, "predicted": pred}).to_csv(index=False), out / "evaluation" / "predictions.csv")
     return metrics
+''',
+    "steps/calibrate.py": '''
+from pathlib import Path
+
+import numpy as np
+
+from deeprubin.core import io
+from deeprubin.core.calibration_report import calibrate_and_report, check_calibration_config
+from deeprubin.tasks.toy.steps.train import data
+
+
+def logits(centroids, x):
+    return -np.stack([((x - np.asarray(centroids[c])) ** 2).sum(1) for c in centroids], axis=1)
+
+
+def calibrate(cfg):
+    node = check_calibration_config(cfg)
+    model = Path(cfg.paths.models) / "model.json"
+    centroids = io.read_json(model)["centroids"]
+    names = list(centroids)
+    parts = {s: data(cfg, s) for s in ("val", "test")}
+    return calibrate_and_report({s: logits(centroids, x) for s, (x, _) in parts.items()},
+                                {s: np.array([names.index(v) for v in y]) for s, (_, y) in parts.items()},
+                                names, node, seed=int(cfg.seed), checkpoint=model, models_dir=cfg.paths.models,
+                                reports_dir=cfg.paths.reports)
+''',
+    "steps/predict.py": '''
+from pathlib import Path
+
+import pandas as pd
+
+from deeprubin.core import io
+from deeprubin.core.calibration import apply_calibration, load_calibrator
+from deeprubin.tasks.toy.steps.calibrate import logits
+
+
+def predict(cfg):
+    checkpoint = Path(cfg.predict.checkpoint)
+    centroids = io.read_json(checkpoint)["centroids"]
+    calibrator = load_calibrator(checkpoint.parent / "calibration.json", checkpoint=checkpoint)
+    objects = io.read_parquet(Path(cfg.paths.raw) / "objects.parquet")
+    p = apply_calibration(logits(centroids, objects[["x0", "x1"]].to_numpy()), calibrator, kind="logits")
+    table = pd.DataFrame({"object_id": objects["object_id"], **{f"prob_{c}": p[:, i] for i, c in enumerate(centroids)}})
+    table["predicted"] = [list(centroids)[i] for i in p.argmax(1)]
+    io.write_table(table, cfg.predict.output)
+    return {"n_objects": len(table)}
 ''',
 }
 
@@ -247,7 +297,7 @@ def test_dvc_runs_the_generic_split_once_per_task(toy_conf, tmp_path):
     listed = subprocess.run([dvc, "stage", "list", "--all"], cwd=repo, capture_output=True, text=True, check=True)
     names = [line.split()[0] for line in listed.stdout.splitlines() if line.strip()]
     assert {"split@transients", "split@transits", "split@toy"} <= set(names)
-    assert {f"{step}@toy" for step in ("ingest", "preprocess", "train", "evaluate")} <= set(names)
+    assert {f"{step}@toy" for step in ("ingest", "preprocess", "train", "calibrate", "evaluate")} <= set(names)
     assert not any(name.startswith("transits_split") for name in names)  # no per-task copy of the stage
     from dvc.repo import Repo
 
@@ -260,8 +310,10 @@ def test_dvc_runs_the_generic_split_once_per_task(toy_conf, tmp_path):
 
 
 def test_the_toy_task_runs_through_every_generic_stage(toy_conf, toy_package, tmp_path):
+    from deeprubin.stages.calibrate import run_calibrate
     from deeprubin.stages.evaluate import run_evaluate
     from deeprubin.stages.ingest import run_ingest
+    from deeprubin.stages.predict import run_predict
     from deeprubin.stages.preprocess import run_preprocess
     from deeprubin.stages.train import run_train
 
@@ -273,9 +325,17 @@ def test_the_toy_task_runs_through_every_generic_stage(toy_conf, toy_package, tm
     run_split(cfg)
     summary = run_train(cfg)
     assert summary["objective"] == summary["val_accuracy"] > 0.8  # the task's OBJECTIVE, for sweepers
+    calibration = run_calibrate(cfg)
+    assert calibration["default_method"] == "temperature" and calibration["temperature"] > 0
+    assert (tmp_path / "models/toy/calibration.json").exists()
+    assert (tmp_path / "reports/toy/calibration/figures/reliability_width.png").exists()
     metrics = run_evaluate(cfg)
     assert metrics["accuracy"] > metrics["baseline_accuracy"]
     assert (tmp_path / "reports/toy/evaluation/predictions.csv").exists()
+    cfg.predict.output = str(tmp_path / "predictions" / "toy.parquet")
+    assert run_predict(cfg) == {"n_objects": 80}
+    table = io.read_parquet(tmp_path / "predictions" / "toy.parquet")
+    assert set(table["predicted"]) <= {"a", "b"} and table[["prob_a", "prob_b"]].sum(1).round(6).eq(1).all()
     assert not (tmp_path / "data/raw/transients").exists()  # only the toy task's paths were written
 
 

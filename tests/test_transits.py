@@ -187,7 +187,7 @@ def test_preprocess_config_errors(tcfg):
 
 
 def test_preprocess_tables_counts_skips_and_stops_on_bad_time_system(tcfg):
-    from deeprubin.tasks.transits.steps.preprocess import preprocess_tables
+    from deeprubin.tasks.transits.dataset import preprocess_tables
 
     n = 2 * tcfg.preprocess.segment_length
     rows = []

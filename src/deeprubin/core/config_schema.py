@@ -45,6 +45,24 @@ class SplitSchema:
 
 
 @dataclass
+class CalibrationSchema:
+    """``evaluate.calibration`` of every task (:mod:`deeprubin.core.calibration_report`)."""
+    method: str = "temperature"
+    n_bins: int = 15
+    per_class_bins: int = 10
+    isotonic_floor: float = 1e-4
+    floor_draws: int = 200
+
+
+@dataclass
+class PredictSchema:
+    """``predict`` of every task (the predict entry point, :mod:`deeprubin.stages.predict`)."""
+    checkpoint: Optional[str] = None
+    calibration: Optional[str] = "auto"
+    output: Optional[str] = None
+
+
+@dataclass
 class ResultsSchema:
     output: str = "docs/results.md"
     seeds_file: Optional[str] = None

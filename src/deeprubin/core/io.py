@@ -237,3 +237,17 @@ def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
         for block in iter(lambda: fh.read(chunk), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+#: Formats of a table a user asks for (``predict.output``), by file suffix.
+TABLE_SUFFIXES = (".csv", ".parquet")
+
+
+def write_table(table: pd.DataFrame, path: str | os.PathLike, float_format: str = "%.6f") -> Path:
+    """Write ``table`` atomically as CSV or parquet, by the suffix of ``path`` (:data:`TABLE_SUFFIXES`)."""
+    path = Path(path)
+    if path.suffix not in TABLE_SUFFIXES:
+        raise ValueError(f"{path}: a table is written as one of {list(TABLE_SUFFIXES)}, not {path.suffix!r}")
+    if path.suffix == ".parquet":
+        return write_parquet(table, path)
+    return write_text(table.to_csv(index=False, float_format=float_format), path)

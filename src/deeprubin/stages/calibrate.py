@@ -1,122 +1,26 @@
-"""Calibrate stage: fit temperature scaling and isotonic calibrators on the validation split.
+"""Calibrate stage: the task's post-hoc calibrators, fitted on its validation split.
 
-Writes ``paths.models/calibration.json`` (every fitted calibrator and the configured
-default, read back by :func:`deeprubin.core.calibration.load_calibrator`), and
-under ``paths.reports/calibration/``: ``metrics.json`` (accuracy, ECE with equal-width
-and equal-mass bins, class-wise ECE, Brier, NLL on the validation and test splits, for
-the uncalibrated model and each calibrator; ``test_ece_floor``: the ECE a perfectly
-calibrated model would score on a test set of this size) and ``figures/`` (reliability diagrams
-overall, both bin schemes, and per class, before and after calibration).
-
-A validation split holding a single class (a one-class real sample such as
-``source=files_bts_snia``) cannot be calibrated: the stage then fits nothing, saves
-only the identity calibrator as the default, and records the reason under
-``skipped`` in both files.
+Generic: it serves every task (``task_name=<task>``; dvc.yaml runs it once per task with
+``foreach``, as ``calibrate@<task>``) by calling the task's ``calibrate`` step
+(:func:`deeprubin.tasks.load_task`). Every task writes ``calibration.json`` beside its
+checkpoint (bound to it by sha256; :func:`deeprubin.core.calibration.save_calibration`) and,
+under ``paths.reports/calibration/``, ``metrics.json`` and ``figures/`` (reliability diagrams):
+the transients classes, the transits segments' transit probability.
 """
 from __future__ import annotations
 
-import logging
-from pathlib import Path
-
 from omegaconf import DictConfig
 
-from ..core import io
-from ..core.calibration import METHODS, apply_calibration, make_calibrator, save_calibration, single_class_reason
-from ..core.config import ConfigError, require
 from ..core.entry import hydra_entry
-from ..core.reliability import calibration_summary, ece_floor
-from ..tasks.transients.evaluation.inputs import load_model_inputs
-from ..tasks.transients.evaluation.predict import predict_logits
-from ..tasks.transients.plots.calibration import plot_reliability, plot_reliability_per_class
-
-log = logging.getLogger(__name__)
-
-
-def check_calibration_config(cfg: DictConfig) -> DictConfig:
-    node = cfg.evaluate.get("calibration")
-    if node is None:
-        raise ConfigError("config key 'evaluate.calibration' is missing")
-    if node.method not in METHODS:
-        raise ConfigError(f"config key 'evaluate.calibration.method' must be one of {list(METHODS)}, "
-                          f"got {node.method!r}")
-    require(cfg, "evaluate.calibration.n_bins", at_least=1)
-    require(cfg, "evaluate.calibration.per_class_bins", at_least=1)
-    require(cfg, "evaluate.calibration.isotonic_floor", at_least=0)
-    require(cfg, "evaluate.calibration.floor_draws", at_least=1)
-    return node
+from ..tasks import load_task
 
 
 def run_calibrate(cfg: DictConfig) -> dict:
-    """Fit every calibrator on ``val``, score them on ``val`` and ``test``, write file, metrics, figures."""
-    node = check_calibration_config(cfg)
-    n_bins = int(node.n_bins)
-    inputs = load_model_inputs(cfg)
-    classes = inputs.classes
-    val, test = inputs.split("val"), inputs.split("test")
-    logits = {"val": predict_logits(inputs.model, val.x), "test": predict_logits(inputs.model, test.x)}
-    labels = {"val": val.y, "test": test.y}
-
-    # A one-class validation split (a one-class real sample) has nothing to calibrate:
-    # keep the raw probabilities, say why, and let the rest of the pipeline run.
-    skipped = single_class_reason(val.y)
-    if skipped:
-        log.warning("calibrate: %s; no calibrator fitted, the default method is 'none'", skipped)
-    default = "none" if skipped else str(node.method)
-    calibrators = {m: make_calibrator(m, classes, float(node.isotonic_floor)).fit(logits["val"], val.y)
-                   for m in ([] if skipped else ["temperature", "isotonic"])}
-    probabilities = {split: {"uncalibrated": apply_calibration(z, make_calibrator("none", classes), kind="logits"),
-                             **{m: apply_calibration(z, c, kind="logits") for m, c in calibrators.items()}}
-                     for split, z in logits.items()}
-    metrics = {
-        "default_method": default,
-        "temperature": calibrators["temperature"].temperature if "temperature" in calibrators else None,
-        "n_bins": n_bins,
-        **({"skipped": skipped, "configured_method": str(node.method)} if skipped else {}),
-        **{split: {name: calibration_summary(p, labels[split], n_bins) for name, p in sets.items()}
-           for split, sets in probabilities.items()},
-    }
-    # What a perfectly calibrated model would score on a test set of this size (sampling noise).
-    default_test = probabilities["test"]["uncalibrated" if default == "none" else default]
-    metrics["test_ece_floor"] = {scheme: ece_floor(default_test, n_bins, scheme, int(node.floor_draws), int(cfg.seed))
-                                 for scheme in ("width", "mass")}
-    calibrators["none"] = make_calibrator("none", classes)
-    save_calibration(Path(cfg.paths.models) / "calibration.json", calibrators, default=default,
-                     fitted_on={"split": "val", "n_objects": int(len(val.y)), **({"skipped": skipped} if skipped else {})},
-                     checkpoint=inputs.checkpoint)
-
-    out = Path(cfg.paths.reports) / "calibration"
-    io.write_json(metrics, out / "metrics.json")
-    figures = out / "figures"
-    test_sets = probabilities["test"]
-    for scheme in ("width", "mass"):
-        io.save_figure(plot_reliability(test_sets, test.y, n_bins, scheme), figures / f"reliability_{scheme}.png",
-                       caption=f"Top-label reliability diagram of the test set ({n_bins} equal-{scheme} bins) "
-                               + (f"without calibration ({skipped})." if skipped else
-                                  "before and after temperature scaling and isotonic calibration fitted on the "
-                                  "validation split."))
-    shown = {"uncalibrated": test_sets["uncalibrated"]}
-    if default != "none":
-        shown[default] = test_sets[default]
-    io.save_figure(plot_reliability_per_class(shown, test.y, classes, int(node.per_class_bins)),
-                   figures / "reliability_per_class.png",
-                   caption=f"One-vs-rest reliability per class on the test set, before and after the default "
-                           f"calibration ({default}).")
-    t = metrics["test"]
-    floor = metrics["test_ece_floor"]["width"]
-    if skipped:
-        log.info("calibrate: test ECE(width) %.4f, NLL %.4f uncalibrated; a perfectly calibrated model would score "
-                 "ECE %.4f [%.4f, %.4f] on these %d objects", t["uncalibrated"]["ece_width"],
-                 t["uncalibrated"]["nll"], floor["mean"], floor["p05"], floor["p95"], len(test.y))
-        return metrics
-    log.info("calibrate: T=%.3f; test ECE(width) %.4f -> %.4f (temperature), %.4f (isotonic); NLL %.4f -> %.4f; "
-             "a perfectly calibrated model would score ECE %.4f [%.4f, %.4f] on these %d objects",
-             metrics["temperature"], t["uncalibrated"]["ece_width"], t["temperature"]["ece_width"],
-             t["isotonic"]["ece_width"], t["uncalibrated"]["nll"], t["temperature"]["nll"], floor["mean"],
-             floor["p05"], floor["p95"], len(test.y))
-    return metrics
+    """Run the task's calibrate step; returns its metrics (also written as ``calibration/metrics.json``)."""
+    return load_task(cfg.task_name).step("calibrate")(cfg)
 
 
-main = hydra_entry(run_calibrate, task="transients")
+main = hydra_entry(run_calibrate, generic=True)
 
 if __name__ == "__main__":
     main()

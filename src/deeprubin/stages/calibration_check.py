@@ -19,7 +19,7 @@ from ..core import io
 from ..core.config import ConfigError, require
 from ..core.entry import hydra_entry
 from ..tasks.transients.evaluation.calibration_check import calibration_check, training_source
-from ..tasks.transients.plots.calibration import plot_reliability
+from ..core.plot_calibration import plot_reliability
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """Task packages, and the task interface the generic stages call.
 
 A task is a package ``deeprubin.tasks.<name>`` with a ``steps`` subpackage: one module per
-step of the generic stages (``steps/ingest.py`` ... ``steps/evaluate.py``), each defining a
+step of the generic stages (``steps/ingest.py`` ... ``steps/predict.py``, :data:`STEPS`), each defining a
 function of the step's name that reads the task's view of the config and writes under the
 task's paths, and ``steps/__init__.py`` naming the sweep objective (``OBJECTIVE``, a key of the
 ``train`` summary). One module per step keeps a stage's code dependencies to its own step.
@@ -13,8 +13,10 @@ import importlib
 from dataclasses import dataclass
 from typing import Any, Callable
 
-#: The steps a task implements, one module each.
-STEPS = ("ingest", "preprocess", "train", "evaluate")
+#: The steps a task implements, one module each: the DVC stages ``ingest`` ... ``evaluate`` run
+#: them per task (``foreach``); ``predict`` is the entry point that applies a trained model to
+#: any source (:mod:`deeprubin.stages.predict`).
+STEPS = ("ingest", "preprocess", "train", "calibrate", "evaluate", "predict")
 
 
 class TaskError(ValueError):

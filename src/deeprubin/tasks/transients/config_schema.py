@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
-from ...core.config_schema import MlflowSchema, SplitSchema
+from ...core.config_schema import CalibrationSchema, MlflowSchema, PredictSchema, SplitSchema
 from ...core.config_schema import PathsSchema as TaskPathsSchema
 
 
@@ -69,10 +69,7 @@ class QualitySchema:
 
 
 @dataclass
-class PredictSchema:
-    checkpoint: Optional[str] = None
-    calibration: Optional[str] = "auto"
-    output: Optional[str] = None
+class TransientsPredictSchema(PredictSchema):
     label_classes: List[str] = field(default_factory=list)
     progress_bar: bool = True
 
@@ -91,12 +88,7 @@ class CalibrationCheckSchema:
 
 
 @dataclass
-class CalibrationSchema:
-    method: str = "temperature"
-    n_bins: int = 15
-    per_class_bins: int = 10
-    isotonic_floor: float = 1e-4
-    floor_draws: int = 200
+class TransientsCalibrationSchema(CalibrationSchema):
     check: CalibrationCheckSchema = field(default_factory=CalibrationCheckSchema)
 
 
@@ -124,7 +116,7 @@ class EarlySchema:
 @dataclass
 class EvaluateSchema:
     n_sample_predictions: int = 4
-    calibration: CalibrationSchema = field(default_factory=CalibrationSchema)
+    calibration: TransientsCalibrationSchema = field(default_factory=TransientsCalibrationSchema)
     plasticc_weights: Optional[Dict[str, float]] = None
     bootstrap: BootstrapSchema = field(default_factory=BootstrapSchema)
     uncertainty: UncertaintySchema = field(default_factory=UncertaintySchema)
@@ -174,4 +166,4 @@ class AugmentSchema:
 SCHEMAS: dict[str, Any] = {"task": TaskSchema, "paths": PathsSchema, "mlflow": MlflowSchema,
                            "preprocess": PreprocessSchema, "split": SplitSchema, "augment": AugmentSchema,
                            "trainer": TrainerSchema, "evaluate": EvaluateSchema, "baseline": BaselineSchema,
-                           "quality": QualitySchema, "predict": PredictSchema}
+                           "quality": QualitySchema, "predict": TransientsPredictSchema}

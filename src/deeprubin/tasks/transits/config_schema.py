@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
-from ...core.config_schema import MlflowSchema, PathsSchema, SplitSchema
+from ...core.config_schema import CalibrationSchema, MlflowSchema, PathsSchema, PredictSchema, SplitSchema
 
 
 @dataclass
@@ -175,6 +175,7 @@ class TransitsEvaluateSchema:
     n_bins_depth: int = 6
     bls: BlsSchema = field(default_factory=BlsSchema)
     aggregate: AggregateSchema = field(default_factory=AggregateSchema)
+    calibration: CalibrationSchema = field(default_factory=CalibrationSchema)
 
 
 @dataclass
@@ -203,6 +204,7 @@ class TransitsSchema:
     trainer: TransitsTrainerSchema = field(default_factory=TransitsTrainerSchema)
     evaluate: TransitsEvaluateSchema = field(default_factory=TransitsEvaluateSchema)
     real: TransitsRealSchema = field(default_factory=TransitsRealSchema)
+    predict: PredictSchema = field(default_factory=PredictSchema)
 
 
 def source_schema(node) -> Any:

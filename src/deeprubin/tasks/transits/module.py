@@ -89,9 +89,12 @@ class BinarySegmentClassifier(L.LightningModule):
         return torch.optim.AdamW(self.parameters(), lr=self.learning_rate, weight_decay=self.weight_decay)
 
 
+#: The classes of a segment, in the order of :func:`class_logits`' columns.
+SEGMENT_CLASSES = ("no_transit", "transit")
+
+
 @torch.no_grad()
-def predict_scores(model: nn.Module, x, batch_size: int = 256) -> np.ndarray:
-    """Transit probabilities, shape (n,), for segments ``x`` of shape (n, n_channels, length)."""
+def _batched(model: nn.Module, x, batch_size: int, link) -> np.ndarray:
     model.eval()
     x = np.asarray(x, dtype=np.float32)
     if x.ndim == 2:
@@ -99,5 +102,17 @@ def predict_scores(model: nn.Module, x, batch_size: int = 256) -> np.ndarray:
     out = []
     for start in range(0, len(x), batch_size):
         logits = model(torch.from_numpy(x[start:start + batch_size]))
-        out.append(torch.sigmoid(logits.reshape(-1)).numpy())
+        out.append(link(logits.reshape(-1)).numpy())
     return np.concatenate(out) if out else np.zeros(0, dtype=np.float32)
+
+
+def predict_scores(model: nn.Module, x, batch_size: int = 256) -> np.ndarray:
+    """Transit probabilities, shape (n,), for segments ``x`` of shape (n, n_channels, length)."""
+    return _batched(model, x, batch_size, torch.sigmoid)
+
+
+def class_logits(model: nn.Module, x, batch_size: int = 256) -> np.ndarray:
+    """Logits of :data:`SEGMENT_CLASSES`, shape (n, 2) float64: ``[0, z]`` for the model's transit
+    logit ``z`` (a softmax over them is the sigmoid of ``z``), the form the calibrators take."""
+    z = _batched(model, x, batch_size, lambda t: t).astype(np.float64)
+    return np.stack([np.zeros_like(z), z], axis=1)

@@ -6,8 +6,8 @@ from typing import Mapping, Sequence
 import numpy as np
 from matplotlib.figure import Figure
 
-from ....core.plot_style import NEUTRAL_COLOR, OKABE_ITO, figure_style, new_figure
-from ....core.reliability import ece_from_bins, reliability_bins, top_label
+from .plot_style import NEUTRAL_COLOR, OKABE_ITO, figure_style, new_figure
+from .reliability import ece_from_bins, reliability_bins, top_label
 
 #: One colour per calibration state, the same in every reliability figure.
 METHOD_COLORS = {"uncalibrated": OKABE_ITO["vermillion"], "temperature": OKABE_ITO["blue"],
