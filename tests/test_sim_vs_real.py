@@ -75,8 +75,10 @@ def write_bts(folder, objects=("ZTF1", "ZTF2", "ZTF3")):
         m = m + 0.1 * k
         pd.DataFrame({"time": 59000 + t, "mag": m, "magerr": 0.05, "band": np.where(b == "r", "R", "g")}
                      ).to_csv(folder / "light-curves" / f"{oid}.csv", index=False)
-        rows.append({"ZTFID": oid, "peakmag": 18.0 + 0.1 * k, "rise": 9 + k, "fade": "-" if k == 2 else 15 + k,
-                     "duration": 24 + 2 * k, "redshift": "-" if k == 1 else 0.04 + 0.01 * k})
+        rows.append({"ZTFID": oid, "IAUID": f"SN2020a{k}", "RA": "08:29:47.59", "Dec": "+33:54:22.8",
+                     "peakmag": 18.0 + 0.1 * k, "peakabs": -19.3, "rise": 9 + k, "fade": "-" if k == 2 else 15 + k,
+                     "duration": 24 + 2 * k, "type": "SN Ia", "redshift": "-" if k == 1 else 0.04 + 0.01 * k,
+                     "A_V": 0.1})
     pd.DataFrame(rows).to_csv(folder / "bts.csv", index=False)
 
 
@@ -90,42 +92,60 @@ def write_sesar(path):
     path.write_text("\n".join(lines) + "\n")
 
 
-def test_bts_readers(tmp_path):
-    write_bts(tmp_path)
-    lc = svr.read_bts_lightcurve(tmp_path / "light-curves" / "ZTF1.csv")
-    assert set(lc["band"]) == {"g", "r"} and (lc["object_id"] == "ZTF1").all()
-    cat = svr.read_bts_catalogue(tmp_path / "bts.csv")
-    assert np.isnan(cat.loc["ZTF3", "fade"]) and cat.loc["ZTF2", "rise"] == 10
+def bts_cfg(real_dir, *overrides, **extra):
+    """What load_real_bts reads: the sim_vs_real BTS source (conf/source/files_bts_snia.yaml under real_dir)."""
+    from omegaconf import OmegaConf
+
+    cfg = compose_task("transients", [f"sim_vs_real.real_dir={real_dir}", *overrides,
+                                      *(f"{k}={v}" for k, v in extra.items())])
+    return OmegaConf.create({"source": cfg.sim_vs_real.snia.source, "task": cfg.task})
+
+
+def test_bts_is_read_by_the_files_source(tmp_path):
+    write_bts(tmp_path / "ztf_bts_snia")
+    measured, cat = svr.load_real_bts(bts_cfg(tmp_path))
+    assert list(measured.index) == ["ZTF1", "ZTF2", "ZTF3"] and list(cat.index) == ["ZTF1", "ZTF2", "ZTF3"]
+    assert np.isnan(cat.loc["ZTF3", "fade"]) and cat.loc["ZTF2", "rise"] == 10          # BTS '-' -> NaN
     assert np.isnan(cat.loc["ZTF2", "redshift"]) and cat.loc["ZTF3", "redshift"] == pytest.approx(0.06)
+    assert measured.loc["ZTF1", "peakmag"] == pytest.approx(18.0, abs=0.05)
+    bright, _ = svr.load_real_bts(bts_cfg(tmp_path), peak_mag_limit=18.05)
+    assert list(bright.index) == ["ZTF1"]                                                  # the BTS cut
 
 
-@pytest.mark.parametrize("change, column", [
-    (lambda d: d.drop(columns="magerr"), "magerr"),
-    (lambda d: d.assign(band="V"), "band"),
-    (lambda d: d.assign(mag=["bright"] + list(d["mag"].iloc[1:])), "mag"),
-    (lambda d: d.assign(time=["soon"] + list(d["time"].iloc[1:])), "time"),
+@pytest.mark.parametrize("change, match", [
+    (lambda d: d.drop(columns="magerr"), r"ZTF1\.csv.*magerr"),
+    (lambda d: d.assign(band="V"), r"ZTF1\.csv.*'V'"),
+    (lambda d: d.assign(mag=["bright"] + list(d["mag"].iloc[1:])), r"ZTF1\.csv.*mag.*'bright'"),
+    (lambda d: d.assign(time=["soon"] + list(d["time"].iloc[1:])), r"ZTF1\.csv.*time.*'soon'"),
 ])
-def test_bad_bts_files_name_file_and_column(tmp_path, change, column):
-    write_bts(tmp_path)
-    path = tmp_path / "light-curves" / "ZTF1.csv"
+def test_bad_bts_files_name_file_and_column(tmp_path, change, match):
+    write_bts(tmp_path / "ztf_bts_snia")
+    path = tmp_path / "ztf_bts_snia" / "light-curves" / "ZTF1.csv"
     change(pd.read_csv(path)).to_csv(path, index=False)
-    with pytest.raises(SchemaError, match=rf"ZTF1\.csv.*{column}"):
-        svr.read_bts_lightcurve(path)
+    with pytest.raises(SchemaError, match=match):
+        svr.load_real_bts(bts_cfg(tmp_path))
 
 
 def test_bts_i_band_rows_are_dropped(tmp_path):
-    write_bts(tmp_path)
-    path = tmp_path / "light-curves" / "ZTF1.csv"
+    write_bts(tmp_path / "ztf_bts_snia")
+    before, _ = svr.load_real_bts(bts_cfg(tmp_path))
+    path = tmp_path / "ztf_bts_snia" / "light-curves" / "ZTF1.csv"
     d = pd.read_csv(path)
-    d.loc[:4, "band"] = "i"
+    d.loc[d.index[len(d) // 2 - 2:len(d) // 2 + 3], "band"] = "i"   # five points near the peak
     d.to_csv(path, index=False)
-    assert len(svr.read_bts_lightcurve(path)) == len(d) - 5
+    after, _ = svr.load_real_bts(bts_cfg(tmp_path))
+    assert after.loc["ZTF1", "n_detections"] < before.loc["ZTF1", "n_detections"]
+    assert after.loc["ZTF2"].equals(before.loc["ZTF2"])
 
 
 def test_catalogue_and_sesar_errors(tmp_path):
-    pd.DataFrame({"ZTFID": ["a"], "peakmag": [18.0]}).to_csv(tmp_path / "bts.csv", index=False)
-    with pytest.raises(SchemaError, match=r"bts\.csv.*rise"):
-        svr.read_bts_catalogue(tmp_path / "bts.csv")
+    write_bts(tmp_path / "ztf_bts_snia")
+    pd.read_csv(tmp_path / "ztf_bts_snia" / "bts.csv").drop(columns="rise").to_csv(
+        tmp_path / "ztf_bts_snia" / "bts.csv", index=False)
+    with pytest.raises(SchemaError, match=r"bts\.csv: missing column 'rise'"):
+        svr.load_real_bts(bts_cfg(tmp_path))
+    with pytest.raises(SchemaError, match=r"objects have no column\(s\) \['rise_days'\]"):
+        svr.load_real_bts(bts_cfg(tmp_path, "~sim_vs_real.snia.source.metadata.columns.rise_days"))
     (tmp_path / "t.txt").write_text("no table here\n")
     with pytest.raises(SchemaError, match=r"t\.txt"):
         svr.parse_sesar_table(tmp_path / "t.txt")
@@ -182,11 +202,8 @@ def test_stage_rejects_sampler_fainter_limit(tmp_path):
 
 @pytest.mark.skipif(not (REAL_DATA / "ztf_bts_snia").exists(), reason="real data folder absent")
 def test_measurement_reproduces_bts_peak_magnitudes():
-    folder = REAL_DATA / "ztf_bts_snia"
-    cat = svr.read_bts_catalogue(folder / "bts.csv").iloc[:40]
-    lc = pd.concat([svr.read_bts_lightcurve(folder / "light-curves" / f"{oid}.csv") for oid in cat.index
-                    if (folder / "light-curves" / f"{oid}.csv").exists()])
-    got = svr.measure_lightcurves(lc)
+    got, cat = svr.load_real_bts(bts_cfg(REAL_DATA, **{"sim_vs_real.snia.source.glob": "ZTF18aa*.csv"}))
+    assert len(got) > 40
     diff = (got["peakmag"] - cat.loc[got.index, "peakmag"]).abs()
     # BTS peakmag is the brightest detection for most objects (not all: their own photometry).
     assert diff.median() < 0.01

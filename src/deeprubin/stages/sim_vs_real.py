@@ -21,15 +21,16 @@ log = logging.getLogger(__name__)
 
 def _snia_part(cfg: DictConfig, real_dir: Path, panels: list) -> dict:
     node = cfg.sim_vs_real.snia
-    folder = real_dir / str(require(cfg, "sim_vs_real.snia.folder"))
-    if not (folder / "bts.csv").exists():
-        return {"skipped": True, "reason": f"{folder / 'bts.csv'} not found"}
+    source = require(cfg, "sim_vs_real.snia.source")
+    catalogue_path = Path(str(require(source, "metadata.path")))
+    if not catalogue_path.exists():
+        return {"skipped": True, "reason": f"{catalogue_path} not found"}
     limit = float(require(cfg, "sim_vs_real.snia.peak_mag_limit"))
     sampler = node.get("sampler_peak_mag")
     if sampler is not None and float(sampler) < limit:
         raise ConfigError(f"config key 'sim_vs_real.snia.sampler_peak_mag' = {sampler} must be >= "
                           f"sim_vs_real.snia.peak_mag_limit = {limit} (or null)")
-    real, catalogue = svr.load_real_bts(folder, limit)
+    real, catalogue = svr.load_real_bts(OmegaConf.create({"source": source, "task": cfg.task}), limit)
     sim, truth = svr.simulate_bts_snia(
         OmegaConf.to_container(cfg.source, resolve=True), n_objects=int(require(cfg, "sim_vs_real.snia.n_objects",
                                                                                  positive=True)),

@@ -32,6 +32,7 @@ import pandas as pd
 from scipy import stats
 
 from deeprubin.core.schema import SchemaError
+from deeprubin.sources.files import load_files
 
 #: BTS brightness limit (peak magnitude) of the spectroscopically complete sample.
 BTS_PEAK_MAG_LIMIT = 18.5
@@ -45,15 +46,6 @@ PEAK_FIT_WINDOW_DAYS = (-8.0, 8.0)
 COLOUR_MAX_GAP_DAYS = 10.0
 #: SN Ia statistics compared, in report order.
 SNIA_STATISTICS = ("peakmag", "rise", "fade", "duration", "n_detections", "g_minus_r_peak")
-#: Required columns of a real BTS light-curve file and of ``bts.csv``.
-BTS_LC_COLUMNS = ("time", "mag", "magerr", "band")
-BTS_CATALOGUE_COLUMNS = ("ZTFID", "peakmag", "rise", "fade", "duration")
-#: Optional ``bts.csv`` columns: the redshift (host or SN-template; compared with the simulated
-#: redshifts as a diagnostic of the luminosity function, not one of the six statistics).
-BTS_OPTIONAL_COLUMNS = ("redshift",)
-#: Band names of the BTS files -> survey bands (``R`` is ZTF r). ZTF i (a few partnership
-#: epochs) is a known band but not simulated: its rows are dropped.
-BTS_BANDS = {"g": "g", "r": "r", "R": "r", "i": None}
 
 
 def _crossing(t: np.ndarray, m: np.ndarray, level: float, k: int, direction: int) -> float:
@@ -173,52 +165,6 @@ def measure_lightcurves(lightcurves: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame.from_dict(rows, orient="index").rename_axis("object_id")
 
 
-def read_bts_lightcurve(path: str | Path) -> pd.DataFrame:
-    """One BTS light-curve CSV (``time, mag, magerr, band``) -> ``time, mag, band`` with bands g/r.
-
-    Raises
-    ------
-    SchemaError
-        Naming the file and column for a missing column, an unknown band or a
-        non-numeric time/magnitude.
-    """
-    path = Path(path)
-    raw = pd.read_csv(path)
-    missing = [c for c in BTS_LC_COLUMNS if c not in raw.columns]
-    if missing:
-        raise SchemaError(f"{path}: missing column(s) {missing}; found {list(raw.columns)}")
-    out = pd.DataFrame(index=raw.index)
-    for col in ("time", "mag"):
-        values = pd.to_numeric(raw[col], errors="coerce")
-        bad = values.isna() & raw[col].notna()
-        if bad.any():
-            raise SchemaError(f"{path}: column '{col}' has non-numeric value {raw.loc[bad, col].iloc[0]!r}")
-        out[col] = values.to_numpy(dtype=float)
-    bands = raw["band"].astype(str)
-    unknown = sorted(set(bands) - set(BTS_BANDS))
-    if unknown:
-        raise SchemaError(f"{path}: column 'band' has unknown value(s) {unknown}; expected {sorted(BTS_BANDS)}")
-    out["object_id"] = path.stem
-    out["band"] = bands.map(BTS_BANDS).to_numpy()
-    return out.loc[out["band"].notna(), ["object_id", "time", "mag", "band"]].reset_index(drop=True)
-
-
-def read_bts_catalogue(path: str | Path) -> pd.DataFrame:
-    """``bts.csv`` -> numeric ``peakmag, rise, fade, duration`` (and ``redshift`` when the file has
-    it) indexed by ZTFID (missing -> NaN)."""
-    path = Path(path)
-    raw = pd.read_csv(path)
-    missing = [c for c in BTS_CATALOGUE_COLUMNS if c not in raw.columns]
-    if missing:
-        raise SchemaError(f"{path}: missing column(s) {missing}; found {list(raw.columns)}")
-    optional = [c for c in BTS_OPTIONAL_COLUMNS if c in raw.columns]
-    out = raw[list(BTS_CATALOGUE_COLUMNS) + optional].set_index("ZTFID")
-    for col in ("peakmag", "rise", "fade", "duration", *optional):
-        # BTS writes '-' (or leaves blank) where a quantity is undefined.
-        out[col] = pd.to_numeric(out[col].replace({"-": np.nan}), errors="coerce")
-    return out
-
-
 @dataclass(frozen=True)
 class Comparison:
     """Two-sample KS comparison of one statistic."""
@@ -270,31 +216,54 @@ def parse_sesar_table(path: str | Path) -> pd.DataFrame:
 
 # --------------------------------------------------------------------------- samples
 
-def load_real_bts(folder: str | Path, peak_mag_limit: float = BTS_PEAK_MAG_LIMIT
-                  ) -> tuple[pd.DataFrame, pd.DataFrame]:
+#: ``bts.csv`` quantities as the files source joins them into ``objects`` (the ``metadata.columns``
+#: of ``conf/source/files_bts_snia.yaml``) -> the names of :data:`SNIA_STATISTICS`.
+BTS_CATALOGUE_COLUMNS = {"peak_mag": "peakmag", "rise_days": "rise", "fade_days": "fade",
+                         "duration_days": "duration", "redshift": "redshift"}
+
+
+def load_real_bts(cfg, peak_mag_limit: float = BTS_PEAK_MAG_LIMIT) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Real BTS SNe Ia brighter than ``peak_mag_limit``: (measured statistics, catalogue values).
+
+    Read by the shared ``files`` source (:func:`deeprubin.sources.files.load_files`), as
+    ``source=files_bts_snia`` reads them for ingest and the real-sky check: one BTS reader.
 
     Parameters
     ----------
-    folder : path
-        ``ztf_bts_snia/`` with ``bts.csv`` and ``light-curves/<ZTFID>.csv``.
+    cfg : DictConfig
+        ``source`` (a ``files`` source config such as ``conf/source/files_bts_snia.yaml``, with
+        the ``bts.csv`` quantities among its ``metadata.columns``: ``peak_mag``, ``rise_days``,
+        ``fade_days``, ``duration_days`` and optionally ``redshift``) and ``task`` (bands, classes).
 
     Returns
     -------
     measured : pandas.DataFrame
-        :func:`measure_transient` of each light curve (objects of the catalogue
-        with ``peakmag <= peak_mag_limit`` that have a light-curve file).
+        :func:`measure_transient` of each light curve with a catalogue ``peakmag <=
+        peak_mag_limit``, over all its points (BTS light curves are alert detections).
     catalogue : pandas.DataFrame
-        The same objects' ``bts.csv`` values (peakmag, rise, fade, duration).
+        The same objects' catalogue values (peakmag, rise, fade, duration, redshift; BTS's
+        ``-`` for undefined -> NaN), indexed by object id.
+
+    Raises
+    ------
+    SchemaError
+        From the files source (naming file, column and row), or when ``metadata.columns`` lacks
+        one of the quantities.
     """
-    folder = Path(folder)
-    catalogue = read_bts_catalogue(folder / "bts.csv")
+    lightcurves, objects = load_files(cfg)
+    missing = [c for c in list(BTS_CATALOGUE_COLUMNS)[:4] if c not in objects.columns]
+    if missing:
+        raise SchemaError(f"source '{cfg.source.get('dataset')}': objects have no column(s) {missing}: add them to "
+                          f"source.metadata.columns (bts.csv peakmag, rise, fade, duration)")
+    catalogue = pd.DataFrame({new: pd.to_numeric(objects[old], errors="coerce").to_numpy()  # BTS writes '-'
+                              for old, new in BTS_CATALOGUE_COLUMNS.items() if old in objects.columns},
+                             index=pd.Index(objects["object_id"].astype(str), name="ZTFID"))
     catalogue = catalogue[catalogue["peakmag"] <= peak_mag_limit]
-    files = [folder / "light-curves" / f"{oid}.csv" for oid in catalogue.index]
-    files = [f for f in files if f.exists()]
-    if not files:
-        raise SchemaError(f"{folder / 'light-curves'}: no light-curve file for any object of bts.csv")
-    measured = measure_lightcurves(pd.concat([read_bts_lightcurve(f) for f in files], ignore_index=True))
+    if catalogue.empty:
+        raise SchemaError(f"{cfg.source.get('path')}: no light curve of an object with a catalogue peak magnitude "
+                          f"<= {peak_mag_limit}")
+    chosen = lightcurves[lightcurves["object_id"].astype(str).isin(catalogue.index)]
+    measured = measure_lightcurves(chosen.drop(columns=["detected"]))
     return measured, catalogue.loc[measured.index]
 
 
