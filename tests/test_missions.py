@@ -51,10 +51,15 @@ def test_every_koi_consumer_goes_through_the_reader(tmp_path):
                                             "t0_column": "koi_time0bk"}, None, 0)
 
 
-def test_transits_real_fits_goes_through_the_lightkurve_reader(tmp_path):
-    from deeprubin.tasks.transits.real import read_real_lightcurve
+def test_transits_real_fits_goes_through_the_lightkurve_source(tmp_path):
+    from omegaconf import OmegaConf
+
+    from deeprubin.core.config import compose_task
+    from deeprubin.tasks.transits.source import read_target
 
     bad = tmp_path / "kplr000000001-2009131110544_llc.fits"
     bad.write_bytes(b"SIMPLE  =                    T" + b" " * 50)   # a header cut short
+    target = OmegaConf.create({"name": "x", "target_id": "KIC 1", "mission": "Kepler", "file": bad.name,
+                               "format": "fits"})
     with pytest.raises(lightkurve_source.LightCurveFileError, match=r"llc\.fits: cannot be read as a Kepler"):
-        read_real_lightcurve(bad, "fits", "Kepler", 30 / 1440.0)
+        read_target(compose_task("transits", ["transits=tiny"]), target, tmp_path, 30.0)

@@ -360,23 +360,37 @@ def test_rank_true_segments():
     assert ranks["roc_auc_transit_vs_no_transit"] == pytest.approx(0.5)
 
 
-def test_real_k2_csv_reader_bins_and_checks_time_system(tmp_path):
-    from deeprubin.tasks.transits.real import RealDataError, read_real_lightcurve
+def k2_target(fmt="k2_csv", file="k2/EPIC1.csv"):
+    return OmegaConf.create({"name": "K2-x", "target_id": "EPIC 1", "mission": "K2", "file": file, "format": fmt})
+
+
+def test_real_k2_csv_target_is_read_by_the_files_source_binned_and_checked(tcfg, tmp_path):
+    """transits_real reads a K2 CSV through the registry's files source (real.sources.k2_csv),
+    as ingest would: binned to the target's cadence, errors filled, times checked as BKJD."""
+    from deeprubin.tasks.transits.real import RealDataError
+    from deeprubin.tasks.transits.source import read_target
 
     t = 1980.0 + np.arange(0, 5, 1 / 1440.0)  # 1-min cadence, BKJD (K2)
-    path = tmp_path / "k2.csv"
+    (tmp_path / "k2").mkdir()
+    path = tmp_path / "k2" / "EPIC1.csv"
     pd.DataFrame({"t": t, "f": 1 + 1e-4 * np.random.default_rng(0).standard_normal(t.size)}).to_csv(
         path, header=False, index=False)
-    lc = read_real_lightcurve(path, "k2_csv", "K2", 30 / 1440.0)
+    lc = read_target(tcfg, k2_target(), tmp_path, 30.0)
     assert 230 <= lc["time"].size <= 250  # binned to 30 min
-    assert np.all(np.isfinite(lc["flux_err"]))
-    pd.DataFrame({"t": t + 2454833.0, "f": 1.0}).to_csv(path, header=False, index=False)  # BJD, not BKJD
-    with pytest.raises(TimeSystemError, match="k2.csv: field 'time'"):
-        read_real_lightcurve(path, "k2_csv", "K2", 30 / 1440.0)
-    with pytest.raises(RealDataError, match="no such file"):
-        read_real_lightcurve(tmp_path / "absent.csv", "k2_csv", "K2", 0.02)
-    with pytest.raises(RealDataError, match="unknown format"):
-        read_real_lightcurve(path, "ascii", "K2", 0.02)
+    assert np.all(np.isfinite(lc["flux_err"]) & (lc["flux_err"] > 0)) and (lc["quality"] == 0).all()
+    pd.DataFrame({"t": t + 2454833.0, "f": 1 + 1e-4 * np.random.default_rng(0).standard_normal(t.size)}).to_csv(
+        path, header=False, index=False)  # BJD, not BKJD
+    with pytest.raises(TimeSystemError, match=r"object 'EPIC1': field 'time'"):
+        read_target(tcfg, k2_target(), tmp_path, 30.0)
+    with pytest.raises(RealDataError, match=r"absent\.csv: no such file \(real target K2-x\)"):
+        read_target(tcfg, k2_target(file="k2/absent.csv"), tmp_path, 30.0)
+    with pytest.raises(RealDataError, match=r"format 'ascii' has no source config in tasks\.transits\.real\.sources"):
+        read_target(tcfg, k2_target(fmt="ascii"), tmp_path, 30.0)
+    kepler = OmegaConf.merge(k2_target(), {"mission": "Kepler"})
+    pd.DataFrame({"t": t, "f": 1 + 1e-4 * np.random.default_rng(0).standard_normal(t.size)}).to_csv(
+        path, header=False, index=False)
+    with pytest.raises(RealDataError, match=r"K2-x is a Kepler target but the file is K2's"):
+        read_target(tcfg, kepler, tmp_path, 30.0)
 
 
 def test_real_ephemeris_from_catalogue_or_literature(tmp_path):

@@ -1,6 +1,8 @@
 """transits_real: score real Kepler, TESS and K2 planets with the trained model.
 
-Each light curve goes through the code path of the simulated ones (clean, flatten,
+Each light curve is read by the task's registry source (``real.sources``: the lightkurve
+source for MAST FITS, the files source for K2 CSVs; :func:`deeprubin.tasks.transits.source.read_target`),
+as ``ingest@transits`` reads them, then goes through the code path of the simulated ones (clean, flatten,
 segment, normalise, label from the ephemeris) and the model scores every segment. With
 periods shorter than a segment every segment holds a transit, so each star also gets
 control segments: the same light curve with the predicted in-transit cadences (x
@@ -25,7 +27,8 @@ from ..tasks.transits.ephemeris import check_ephemerides, in_transit
 from ..tasks.transits.module import predict_scores
 from ..tasks.transits.plots import plot_top_segments
 from ..tasks.transits.preprocess import SkipLightCurve
-from ..tasks.transits.real import RealDataError, rank_true_segments, read_real_lightcurve, real_ephemeris
+from ..tasks.transits.real import RealDataError, rank_true_segments, real_ephemeris
+from ..tasks.transits.source import read_target
 from ..sources.missions import MISSION_SYSTEMS
 
 log = logging.getLogger(__name__)
@@ -49,13 +52,12 @@ def run_transits_real(cfg: DictConfig) -> dict:
     items = []
     for target in rc.targets:
         name, mission = str(target.name), str(target.mission)
-        path = root / str(target.file)
         minutes = target.get("cadence_minutes") or tc.cadence_minutes[mission]
         cadence = float(minutes) / 1440.0
         try:
             eph = real_ephemeris(target, catalog)
             check_ephemerides(eph, f"transits.real.targets[{name}]")
-            lc = read_real_lightcurve(path, str(target.format), mission, cadence)
+            lc = read_target(tc, target, root, float(minutes))
             seg = segment_lightcurve(lc["time"], lc["flux"], lc["flux_err"], lc["quality"], object_id=name,
                                      target_id=str(target.target_id), mission=mission, cadence_days=cadence,
                                      ephemerides=eph, cfg=tc.preprocess)

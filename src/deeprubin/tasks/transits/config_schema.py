@@ -185,6 +185,7 @@ class TransitsRealSchema:
     n_top_segments: int = 4
     control_mask_factor: float = 1.5
     targets: List[Any] = field(default_factory=list)   # each target checked by deeprubin.tasks.transits.real
+    sources: Dict[str, Any] = field(default_factory=dict)   # format -> registry source config (checked by its loader)
 
 
 @dataclass

@@ -13,7 +13,6 @@ import numpy as np
 import pandas as pd
 
 from ...core.schema import SchemaError
-from ...sources.lightkurve_source import read_local
 from ...sources.missions import MISSION_OFFSETS, MISSIONS, check_time_system, read_koi_catalog
 from .ephemeris import EPHEMERIS_COLUMNS
 
@@ -151,38 +150,6 @@ def read_ephemerides(path: str | Path) -> pd.DataFrame:
             raise SchemaError(f"{path}: column '{col}', line {line}: not a number: {table[col].iloc[line - 2]!r}")
         table[col] = values.astype(float)
     return table[list(KNOWN_EPHEMERIS_COLUMNS)]
-
-
-def read_real_lightcurve(path: Path, fmt: str, mission: str, cadence_days: float) -> dict:
-    """Read one file -> ``{"time", "flux", "flux_err", "quality"}`` in the mission's time system.
-
-    ``fmt``: ``fits`` (MAST light-curve file, read by the ``lightkurve`` source's
-    :func:`~deeprubin.sources.lightkurve_source.read_local`: PDCSAP flux, default quality mask) or ``k2_csv`` (two columns, no header: time BKJD, normalised flux).
-    """
-    if not path.exists():
-        raise RealDataError(f"{path}: no such file")
-    if fmt == "fits":
-        lc = read_local(path)[0]
-        time = np.asarray(lc.time.value, dtype=float)
-        flux = np.asarray(lc.flux.value, dtype=float)
-        flux_err = np.asarray(lc.flux_err.value, dtype=float)
-    elif fmt == "k2_csv":
-        table = pd.read_csv(path, header=None)
-        if table.shape[1] < 2:
-            raise RealDataError(f"{path}: expected two columns (time BKJD, flux), found {table.shape[1]}")
-        time = pd.to_numeric(table.iloc[:, 0], errors="coerce").to_numpy(dtype=float)
-        flux = pd.to_numeric(table.iloc[:, 1], errors="coerce").to_numpy(dtype=float)
-        flux_err = np.full(time.size, np.nan)
-    else:
-        raise RealDataError(f"{path}: unknown format {fmt!r}; use 'fits' or 'k2_csv'")
-    check_time_system(time, mission, str(path))
-    ok = np.isfinite(time) & np.isfinite(flux)
-    time, flux, flux_err = time[ok], flux[ok], flux_err[ok]
-    if time.size == 0:
-        raise RealDataError(f"{path}: no finite (time, flux) pair")
-    flux_err = np.where(np.isfinite(flux_err), flux_err, np.nanmedian(np.abs(np.diff(flux))))
-    time, flux, flux_err, _ = bin_to_cadence(time, flux, flux_err, cadence_days)
-    return {"time": time, "flux": flux, "flux_err": flux_err, "quality": np.zeros(time.size, int)}
 
 
 def real_ephemeris(target, catalog_path: Path | None) -> pd.DataFrame:

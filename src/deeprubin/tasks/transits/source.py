@@ -13,15 +13,17 @@ names. The ingest step writes them; the predict step scores them.
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
-from omegaconf import DictConfig
+import numpy as np
+from omegaconf import DictConfig, OmegaConf
 
 from ...core.config import ConfigError, require
 from ...core.config_schema import check_node
 from ...core.schema import validate_tables
 from ...sources import SOURCES, resolve_loader
 from .config_schema import TransitsSimulateSchema
-from .real import read_ephemerides, to_transit_tables
+from .real import RealDataError, read_ephemerides, to_transit_tables
 from .simulate import simulate_survey
 
 log = logging.getLogger(__name__)
@@ -80,3 +82,53 @@ def load_source_tables(cfg: DictConfig):
     """``(lightcurves, objects, ephemerides, report)`` of the task's ``source`` (simulator or registry)."""
     name = require(cfg, "source.name", choices=("simulate", *SOURCES))
     return simulate_tables(cfg) if name == "simulate" else registry_tables(cfg)
+
+
+#: How a real target's file goes into its source config (``real.sources.<format>``), by source name.
+FILE_KEYS = {"lightkurve": lambda path: {"local": {"paths": [str(path)], "pattern": path.name}},
+             "files": lambda path: {"path": str(path.parent), "glob": path.name}}
+
+
+def read_target(cfg: DictConfig, target, root: Path, cadence_minutes: float) -> dict:
+    """One real target's light curve read through the task's registry source, as ingest reads it.
+
+    ``target.format`` names the source config in ``real.sources`` (an option of
+    ``tasks/transits/source``: ``lightkurve`` in local-file mode for MAST FITS, ``files_k2`` for
+    the header-less K2 CSVs); the target's ``file`` (under ``root``) is given to it, and
+    :func:`registry_tables` validates the light curve and bins it to ``cadence_minutes``.
+
+    Returns
+    -------
+    dict
+        ``time`` (the mission's own system), ``flux``, ``flux_err``, ``quality`` arrays.
+
+    Raises
+    ------
+    RealDataError
+        Naming the target: a missing file, a format without a source config, a source whose
+        file key is unknown, another mission than the target's, not exactly one light curve.
+    """
+    name, mission = str(target.name), str(target.mission)
+    path = root / str(target.file)
+    if not path.exists():
+        raise RealDataError(f"{path}: no such file (real target {name})")
+    formats = cfg.real.get("sources") or {}
+    fmt = str(target.format)
+    if fmt not in formats:
+        raise RealDataError(f"real target {name}: format {fmt!r} has no source config in "
+                            f"tasks.transits.real.sources (known: {sorted(formats)})")
+    source = formats[fmt]
+    if str(source.get("name")) not in FILE_KEYS:
+        raise RealDataError(f"real target {name}: tasks.transits.real.sources.{fmt} is source "
+                            f"{source.get('name')!r}, which takes no single file; use one of {sorted(FILE_KEYS)}")
+    view = OmegaConf.merge(cfg, {"cadence_minutes": {mission: float(cadence_minutes)}, "ephemerides": {"path": None}})
+    view.source = OmegaConf.merge(source, FILE_KEYS[str(source.name)](path))   # replaces the task's own source
+    lightcurves, objects, _, _ = registry_tables(view)
+    if len(objects) != 1:
+        raise RealDataError(f"{path}: real target {name}: the source read {len(objects)} light curves, expected one")
+    if objects["mission"].iloc[0] != mission:
+        raise RealDataError(f"{path}: real target {name} is a {mission} target but the file is "
+                            f"{objects['mission'].iloc[0]}'s")
+    return {"time": lightcurves["time"].to_numpy(dtype=float), "flux": lightcurves["flux"].to_numpy(dtype=float),
+            "flux_err": lightcurves["flux_err"].to_numpy(dtype=float),
+            "quality": lightcurves["quality"].to_numpy(dtype=np.int64)}
