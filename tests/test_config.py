@@ -37,6 +37,31 @@ def test_dvc_stages_read_params_yaml():
         assert any(code in d for d in stage["deps"]), f"stage {name} does not depend on its code"
 
 
+def test_train_declares_every_config_node_its_checkpoint_saves():
+    """A node saved in model.ckpt but not a param of train would change the checkpoint's bytes
+    without DVC rerunning train (the lock would go stale on a config edit)."""
+    from deeprubin.core.checkpoint import SAVED_CONFIG
+
+    params = set(yaml.safe_load((REPO_ROOT / "dvc.yaml").read_text())["stages"]["train"]["do"]["params"])
+    shared = {"seed", "data_seed"}
+    wanted = {key if key in shared else f"tasks.${{key}}.{key}" for key in SAVED_CONFIG if key != "task_name"}
+    assert wanted <= params, f"train does not declare {sorted(wanted - params)}"
+
+
+def test_the_checkpoint_saves_only_its_nodes(tmp_path):
+    import pandas as pd
+    import torch
+
+    from deeprubin.core.checkpoint import SAVED_CONFIG, write_model_outputs
+
+    config = {key: {"k": 1} for key in SAVED_CONFIG} | {"evaluate": {"n_boot": 5}, "real": {"root": "x"}}
+    write_model_outputs(tmp_path, torch.nn.Linear(1, 1), config=config, history=pd.DataFrame({"epoch": [0]}),
+                        model_config={}, classes=["a"], bands=["g"], n_inputs=1, metadata={})
+    saved = torch.load(tmp_path / "model.ckpt", weights_only=True)["config"]
+    assert set(saved) == set(SAVED_CONFIG)
+    assert set(yaml.safe_load((tmp_path / "config.yaml").read_text())) == set(SAVED_CONFIG)
+
+
 def test_dvc_config_enables_hydra():
     text = (REPO_ROOT / ".dvc" / "config").read_text()
     assert "[hydra]" in text and "enabled = true" in text

@@ -83,7 +83,7 @@ def test_predict_scores_every_light_curve_of_a_registry_source(trained, tmp_path
 
 
 def test_predict_star_scores_match_the_evaluate_aggregation(trained, tmp_path):
-    """The star score of predict is the evaluate step's: the checkpoint's aggregation of raw scores."""
+    """The star score of predict is the evaluate step's: evaluate.aggregate of the raw segment scores."""
     from deeprubin.core.checkpoint import load_checkpoint
     from deeprubin.stages.predict import run_predict
     from deeprubin.tasks.transits.aggregate import aggregate_scores
@@ -157,6 +157,5 @@ def test_predict_refuses_a_checkpoint_without_the_transits_config(trained, tmp_p
 
     with pytest.raises(ConfigError, match=r"m\.ckpt: field 'config' is missing"):
         trained_config({}, tmp_path / "m.ckpt")
-    with pytest.raises(ConfigError, match=r"field 'config\.cadence_minutes' is missing; not a transits checkpoint"):
-        trained_config({"config": {"preprocess": {"stride": 1}, "evaluate": {"aggregate": {"k": 1}}}},
-                       tmp_path / "m.ckpt")
+    with pytest.raises(ConfigError, match=r"field 'config\.task\.cadence_minutes' is missing; not a transits checkpoint"):
+        trained_config({"config": {"preprocess": {"stride": 1}, "task": {"name": "transits"}}}, tmp_path / "m.ckpt")

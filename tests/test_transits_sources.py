@@ -153,7 +153,7 @@ def test_real_kepler_and_tess_fits_through_the_lightkurve_source(tmp_path, monke
         "source.catalog.path=null", "source.labels.label=planet", "source.fetch.progress=false",
         f"paths.cache={tmp_path / 'cache'}", f"ephemerides.path={tmp_path / 'eph.csv'}",
         f"paths.raw={tmp_path / 'raw'}", f"paths.processed={tmp_path / 'processed'}",
-        "cadence_minutes.Kepler=10.0"])           # the Kepler file holds ~10 days (as transits_real)
+        "task.cadence_minutes.Kepler=10.0"])           # the Kepler file holds ~10 days (as transits_real)
     report = run_ingest(cfg)
     assert report["per_mission"] == {"Kepler": 1, "TESS": 1} and report["n_ephemerides"] == 2
     processed = run_preprocess(cfg)

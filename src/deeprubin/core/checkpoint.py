@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from omegaconf import OmegaConf
 
 from .models import ModelConfigError, build_model
 from . import io
@@ -107,12 +108,27 @@ def load_checkpoint(path: str | Path) -> tuple[torch.nn.Module, dict]:
     return model, meta
 
 
-def write_model_outputs(out: Path, model: torch.nn.Module, *, config_yaml: str, history, **checkpoint) -> Path:
+#: The config nodes a checkpoint (and ``config.yaml`` beside it) keeps of the task's resolved
+#: config: what defines the model and its training data, each a DVC param of the train stage
+#: (``seed``, ``data_seed``, ``tasks.<task>.task/source/preprocess/model/trainer``; ``task_name`` is
+#: the stage's own). Nothing else: a node the stage does not declare (evaluation settings, the
+#: real-data checks) would change the checkpoint's bytes without DVC rerunning the stage.
+SAVED_CONFIG = ("seed", "data_seed", "task_name", "task", "source", "preprocess", "model", "trainer")
+
+
+def saved_config(config: dict) -> dict:
+    """The :data:`SAVED_CONFIG` nodes of a resolved task config (those it has)."""
+    return {key: config[key] for key in SAVED_CONFIG if key in config}
+
+
+def write_model_outputs(out: Path, model: torch.nn.Module, *, config: dict, history, **checkpoint) -> Path:
     """A train stage's three outputs in ``out``: ``model.ckpt`` (:func:`save_checkpoint` with
-    ``checkpoint``), ``config.yaml`` (the run's config as YAML) and ``history.csv`` (one row per
-    epoch, 6 significant digits, so a rerun writes the same bytes). Returns the checkpoint path."""
-    ckpt = save_checkpoint(out / "model.ckpt", model, **checkpoint)
-    io.write_text(config_yaml, out / "config.yaml")
+    ``checkpoint`` and the :func:`saved_config` of the resolved task ``config``), ``config.yaml``
+    (the same nodes as YAML) and ``history.csv`` (one row per epoch, 6 significant digits, so a
+    rerun writes the same bytes). Returns the checkpoint path."""
+    kept = saved_config(config)
+    ckpt = save_checkpoint(out / "model.ckpt", model, config=kept, **checkpoint)
+    io.write_text(OmegaConf.to_yaml(OmegaConf.create(kept)), out / "config.yaml")
     io.write_text(history.to_csv(index=False, float_format="%.6g"), out / "history.csv")
     return ckpt
 

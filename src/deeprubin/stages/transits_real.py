@@ -52,7 +52,7 @@ def run_transits_real(cfg: DictConfig) -> dict:
     items = []
     for target in rc.targets:
         name, mission = str(target.name), str(target.mission)
-        minutes = target.get("cadence_minutes") or tc.cadence_minutes[mission]
+        minutes = target.get("cadence_minutes") or tc.task.cadence_minutes[mission]
         cadence = float(minutes) / 1440.0
         try:
             eph = real_ephemeris(target, catalog)

@@ -66,6 +66,7 @@ class TransitsTaskSchema:
     name: str = "transits"
     classes: List[str] = field(default_factory=lambda: ["planet", "eclipsing_binary", "no_planet"])
     band_wavelengths: Dict[str, float] = field(default_factory=dict)
+    cadence_minutes: Dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -197,7 +198,6 @@ class TransitsSchema:
     # by option: the simulator's keys are checked against TransitsSimulateSchema by the ingest
     # step; the registry sources check their own (the files source refuses unknown keys)
     source: Dict[str, Any] = field(default_factory=dict)
-    cadence_minutes: Dict[str, float] = field(default_factory=dict)
     ephemerides: EphemeridesSchema = field(default_factory=EphemeridesSchema)
     preprocess: TransitsPreprocessSchema = field(default_factory=TransitsPreprocessSchema)
     split: SplitSchema = field(default_factory=lambda: SplitSchema(group_column="target_id"))

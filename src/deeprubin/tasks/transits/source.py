@@ -54,7 +54,7 @@ def simulate_tables(cfg: DictConfig):
 
 def registry_tables(cfg: DictConfig):
     """A registry source (its ``_target_``), validated, turned into the task's tables at the task's
-    ``cadence_minutes`` with the ephemerides the source carries or ``ephemerides.path`` names."""
+    ``task.cadence_minutes`` with the ephemerides the source carries or ``ephemerides.path`` names."""
     name = str(cfg.source.name)
     validation = cfg.source.get("validation") or {}
     lightcurves, objects = resolve_loader(cfg.source)(cfg)   # its _target_, checked against SOURCES
@@ -66,7 +66,7 @@ def registry_tables(cfg: DictConfig):
         raise ValueError(f"source '{name}': no valid objects left after validation")
     path = (cfg.get("ephemerides") or {}).get("path")
     known = read_ephemerides(path) if path else None
-    lc, obj, eph = to_transit_tables(lightcurves, objects, dict(cfg.cadence_minutes), known,
+    lc, obj, eph = to_transit_tables(lightcurves, objects, dict(cfg.task.cadence_minutes), known,
                                      where=f"source '{name}'")
     summary = {"source": name, "n_lightcurves": int(len(obj)), "n_stars": int(obj["target_id"].nunique()),
                "n_observations": int(len(lc)), "n_ephemerides": int(len(eph)),
@@ -121,7 +121,8 @@ def read_target(cfg: DictConfig, target, root: Path, cadence_minutes: float) -> 
     if str(source.get("name")) not in FILE_KEYS:
         raise RealDataError(f"real target {name}: tasks.transits.real.sources.{fmt} is source "
                             f"{source.get('name')!r}, which takes no single file; use one of {sorted(FILE_KEYS)}")
-    view = OmegaConf.merge(cfg, {"cadence_minutes": {mission: float(cadence_minutes)}, "ephemerides": {"path": None}})
+    view = OmegaConf.merge(cfg, {"task": {"cadence_minutes": {mission: float(cadence_minutes)}},
+                                 "ephemerides": {"path": None}})
     view.source = OmegaConf.merge(source, FILE_KEYS[str(source.name)](path))   # replaces the task's own source
     lightcurves, objects, _, _ = registry_tables(view)
     if len(objects) != 1:

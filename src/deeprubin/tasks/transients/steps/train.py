@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from ....core import io
 from ....core.checkpoint import write_model_outputs
@@ -89,7 +89,7 @@ def _train_and_write(cfg, run, data, grid, features, classes, model_config, out,
 
     # No git commit, run id or timestamp in the checkpoint: the same params and data give
     # the same bytes, so dvc.lock does not change on a rerun. Provenance lives in MLflow.
-    ckpt = write_model_outputs(out, result.model, config_yaml=OmegaConf.to_yaml(cfg), history=result.history,
+    ckpt = write_model_outputs(out, result.model, history=result.history,
                                model_config=model_config, classes=classes, bands=[str(b) for b in grid.bands],
                                n_inputs=features.shape[1], config=resolved, metadata=summary)
     client.log_artifact(run_id, str(out / "config.yaml"))

@@ -9,11 +9,11 @@ the task, one row per light curve (see :mod:`deeprubin.tasks.transits.steps`).
 
 The source's light curves go through the task's source path (:mod:`..source`: validated, binned
 to the model's cadence) and the model's own segmenting (both from the config saved in the
-checkpoint, never from the current one), and each light curve gets:
+checkpoint, ``task.cadence_minutes`` and ``preprocess``, never from the current one), and each
+light curve gets:
 
-- ``star_score``: its segments' scores aggregated as the evaluate step does (the checkpoint's
-  ``evaluate.aggregate``), a rank score whose thresholds the evaluate report sets at a validation
-  false-positive rate;
+- ``star_score``: its segments' scores aggregated as the evaluate step does (``evaluate.aggregate``),
+  a rank score whose thresholds the evaluate report sets at a validation false-positive rate;
 - ``max_transit_probability``: the highest calibrated segment probability (``predict.calibration``:
   the calibrate step's ``calibration.json`` beside the checkpoint by default) and the time span of
   that segment (``best_t_start``, ``best_t_end``, mission time system);
@@ -47,12 +47,12 @@ COLUMNS = ("object_id", "target_id", "mission", "label", "num_segments", "star_s
 
 
 def trained_config(meta: dict, checkpoint: Path) -> DictConfig:
-    """The task config saved in the checkpoint: the segmenting, cadences and aggregation it was trained with."""
+    """The task config saved in the checkpoint: the segmenting and cadences it was trained with."""
     config = meta.get("config")
     if not isinstance(config, dict):
         raise ConfigError(f"{checkpoint}: field 'config' is missing; not a checkpoint of the train step")
     trained = OmegaConf.create(config)
-    for key in ("preprocess", "cadence_minutes", "evaluate.aggregate"):
+    for key in ("preprocess", "task.cadence_minutes"):
         if OmegaConf.select(trained, key) is None:
             raise ConfigError(f"{checkpoint}: field 'config.{key}' is missing; not a transits checkpoint")
     return trained
@@ -67,7 +67,7 @@ def predict(cfg: DictConfig) -> dict:
     output = Path(str(require(cfg, "predict.output")))  # checked by the entry point (stages.predict)
     model, meta = load_checkpoint(checkpoint)
     trained = trained_config(meta, checkpoint)
-    source_cfg = OmegaConf.merge(cfg, {"cadence_minutes": trained.cadence_minutes})  # the model's cadence
+    source_cfg = OmegaConf.merge(cfg, {"task": {"cadence_minutes": trained.task.cadence_minutes}})  # the model's
     lightcurves, objects, ephemerides, source_report = load_source_tables(source_cfg)
     name = str(cfg.source.name)
     x, segments, _, report = preprocess_tables(lightcurves, objects, ephemerides, trained.preprocess,
@@ -78,7 +78,7 @@ def predict(cfg: DictConfig) -> dict:
     segments = segments.assign(score=predict_scores(model, x))
     segments["probability"] = (segments["score"].to_numpy(dtype=float) if calibrator is None else
                                apply_calibration(class_logits(model, x), calibrator, kind="logits")[:, 1])
-    agg = trained.evaluate.aggregate
+    agg = cfg.evaluate.aggregate
     stars = star_scores(segments, str(agg.method), int(agg.k)).set_index("object_id")
     best = segments.sort_values(["object_id", "probability"], ascending=[True, False], kind="mergesort") \
         .groupby("object_id", sort=True).head(1).set_index("object_id")

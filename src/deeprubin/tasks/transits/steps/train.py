@@ -4,7 +4,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from ....core import io
 from ....core.checkpoint import write_model_outputs
@@ -70,7 +70,7 @@ def _train_and_write(tc, run, train, val, seed, model_config, out, data_hash) ->
                "n_val": int(len(val.y)), "best_monitor": result.best_score, "monitor": str(tc.trainer.monitor),
                "epochs_run": result.epochs_run, "val_roc_auc": val_summary["roc_auc"],
                "val_pr_auc": val_summary["pr_auc"]}
-    write_model_outputs(out, result.model, config_yaml=OmegaConf.to_yaml(tc), history=result.history,
+    write_model_outputs(out, result.model, history=result.history,
                         model_config=model_config, classes=["transit"], bands=list(tc.preprocess.channels),
                         n_inputs=int(train.x.shape[1]), config=resolved, metadata=summary)
     client.log_artifact(run_id, str(out / "config.yaml"))
