@@ -45,10 +45,10 @@ GP_CODE = """
 import deeprubin.stages, json, time
 from deeprubin.core import numerics
 numerics.check()
-from deeprubin.core.config import compose_params
+from deeprubin.core.config import compose_task
 from deeprubin.sources.simulate import load_simulated
 from deeprubin.tasks.transients.preprocess.gp import fit_gp_grid
-cfg = compose_params([])
+cfg = compose_task("transients")
 lc, _ = load_simulated(cfg)
 lc = lc[lc["detected"]]
 p = cfg.preprocess
