@@ -156,6 +156,8 @@ def test_time_shift_moves_the_event():
     ({"copies": {"SNIa": -1}}, "augment.copies.SNIa"),
     ({"copies": {"Nova": 2}}, "augment.copies.Nova"),
     ({"copies": {"SNIa": 1.5}}, "augment.copies.SNIa"),
+    ({"copies": -3}, "augment.copies.SNIa"),
+    ({"copies": "4"}, "augment.copies"),
     ({"mode": "oversample"}, "augment.mode"),
     ({"redshift_classes": ["SNIa", "Kilonova"]}, "augment.redshift_classes"),
     ({"redshift_scale": [1.5, 0.8]}, "augment.redshift_scale"),
@@ -166,6 +168,15 @@ def test_time_shift_moves_the_event():
 def test_bad_config_names_the_key(override, key):
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
         settings(**override)
+
+
+def test_one_number_of_copies_is_every_class_of_the_task():
+    """`copies: 4` (augment=gp_all) is 4 for each class the task has, whatever they are, so a data
+    set with other classes needs no class list in the augment config."""
+    assert settings(mode="copies", copies=4).copies == {c: 4 for c in CLASSES}
+    other = parse_settings({**compose_task("transients")["augment"], "redshift_classes": []}, ["A", "B"])
+    assert other.copies == {"A": 4, "B": 4}
+    assert compose_task("transients")["augment"]["copies"] == 4
 
 
 def test_disabled_settings():
