@@ -4,7 +4,7 @@
 
     python -m deeprubin.stages.predict checkpoint=models/transients/model.ckpt \
         source=files_bts_snia predict.output=predictions/bts_snia.csv
-    python -m deeprubin.stages.predict task_name=transits tasks/transits/source@tasks.transits.source=lightkurve \
+    python -m deeprubin.stages.predict task_name=transits tasks/transits/source=lightkurve \
         'source.targets=[HAT-P-7]' predict.output=predictions/hat-p-7.csv
 
 Generic: ``task_name`` (default: the config's, transients) picks the task, whose ``predict`` step

@@ -4,8 +4,8 @@ the task, one row per light curve (see :mod:`deeprubin.tasks.transits.steps`).
 ::
 
     python -m deeprubin.stages.predict task_name=transits \\
-        tasks/transits/source@tasks.transits.source=lightkurve source.mode=local \\
-        'source.paths=[../shared/data/real/kepler_tess_fits]' predict.output=predictions/hosts.csv
+        tasks/transits/source=lightkurve 'source.local.paths=[../shared/data/real/kepler_tess_fits]' \\
+        source.catalog.path=null source.labels.label=planet predict.output=predictions/hosts.csv
 
 The source's light curves go through the task's source path (:mod:`..source`: validated, binned
 to the model's cadence) and the model's own segmenting (both from the config saved in the
@@ -95,6 +95,8 @@ def predict(cfg: DictConfig) -> dict:
                                    label=lambda t: t["object_id"].map(labels), num_segments=0)
     table = pd.concat([scored, unusable], ignore_index=True).assign(calibration=calibration)
     table = table.reindex(columns=list(COLUMNS))
+    for column in ("num_segments", "n_known_transit_segments"):   # counts stay integers beside skipped rows
+        table[column] = table[column].astype("Int64")
     written = io.write_table(table, output)
     summary = {"source": name, "n_scored": int(len(scored)), "n_skipped": int(len(unusable)),
                "n_segments": int(len(segments)), "calibration": calibration, "output": str(written),
