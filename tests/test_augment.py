@@ -156,8 +156,8 @@ def test_time_shift_moves_the_event():
     ({"copies": {"SNIa": -1}}, "augment.copies.SNIa"),
     ({"copies": {"Nova": 2}}, "augment.copies.Nova"),
     ({"copies": {"SNIa": 1.5}}, "augment.copies.SNIa"),
-    ({"copies": -3}, "augment.copies.SNIa"),
-    ({"copies": "4"}, "augment.copies"),
+    ({"copies_all": -3}, "augment.copies_all"),
+    ({"copies": 4}, "augment.copies"),
     ({"mode": "oversample"}, "augment.mode"),
     ({"redshift_classes": ["SNIa", "Kilonova"]}, "augment.redshift_classes"),
     ({"redshift_scale": [1.5, 0.8]}, "augment.redshift_scale"),
@@ -170,13 +170,14 @@ def test_bad_config_names_the_key(override, key):
         settings(**override)
 
 
-def test_one_number_of_copies_is_every_class_of_the_task():
-    """`copies: 4` (augment=gp_all) is 4 for each class the task has, whatever they are, so a data
-    set with other classes needs no class list in the augment config."""
-    assert settings(mode="copies", copies=4).copies == {c: 4 for c in CLASSES}
+def test_copies_all_is_every_class_of_the_task():
+    """`copies_all: 4` (augment=gp_all) is 4 for each class the task has, whatever they are, so a
+    data set with other classes needs no class list in the augment config; `copies` overrides it."""
+    assert settings(mode="copies", copies_all=4).copies == {c: 4 for c in CLASSES}
+    assert settings(mode="copies", copies_all=4, copies={"SNIa": 1}).copies == {**{c: 4 for c in CLASSES}, "SNIa": 1}
     other = parse_settings({**compose_task("transients")["augment"], "redshift_classes": []}, ["A", "B"])
     assert other.copies == {"A": 4, "B": 4}
-    assert compose_task("transients")["augment"]["copies"] == 4
+    assert compose_task("transients")["augment"]["copies_all"] == 4
 
 
 def test_disabled_settings():

@@ -152,7 +152,8 @@ class AugmentSchema:
     enabled: bool = True
     seed: int = 0
     mode: str = "balance"
-    copies: Any = field(default_factory=dict)   # copies per object: one number (every class) or {class: n}
+    copies: Dict[str, int] = field(default_factory=dict)
+    copies_all: Optional[int] = None   # copies of every class `copies` does not list
     max_copies_per_object: int = 10
     redshift_classes: List[str] = field(default_factory=list)
     redshift_scale: List[float] = field(default_factory=lambda: [0.8, 1.5])

@@ -34,7 +34,8 @@ A copy needs ``min_points`` observations; otherwise it is redrawn (up to
 :data:`MAX_ATTEMPTS` times) and, failing that, skipped and counted in the report.
 
 How many copies: ``mode: copies`` gives each training object of class ``c``
-``copies[c]`` copies (0 for classes not listed; ``copies: 4``: 4 for every class of the task); ``mode: balance`` tops every class
+``copies[c]`` copies (classes not listed: ``copies_all``, default 0; ``copies_all: 4`` gives 4 to
+every class of the task, whatever its classes); ``mode: balance`` tops every class
 up to the largest training class, spreading the missing number evenly over the
 class's usable parents (some get one more, chosen at random), at most
 ``max_copies_per_object`` each.
@@ -136,11 +137,12 @@ def parse_settings(node: Mapping | None, classes: Sequence[str]) -> AugmentSetti
     if mode not in MODES:
         raise _error("mode", f"must be one of {list(MODES)}, got {mode!r}")
     copies_node = node.get("copies") or {}
-    if isinstance(copies_node, (int, np.integer)) and not isinstance(copies_node, bool):
-        copies_node = {c: copies_node for c in classes}   # one number: every class of the task
     if not isinstance(copies_node, Mapping):
-        raise _error("copies", f"must be a number of copies per training object (every class) or a mapping "
-                               f"class -> copies, got {copies_node!r}")
+        raise _error("copies", f"must be a mapping class -> copies per training object, got {copies_node!r}")
+    every = node.get("copies_all")
+    if every is not None:  # the classes `copies` does not list, whatever the task's classes are
+        every = _copies_value(every, "copies_all")
+        copies_node = {**{c: every for c in classes}, **copies_node}
     copies = {}
     for label, value in copies_node.items():
         if str(label) not in classes:
