@@ -2,7 +2,9 @@
 
 A plain ``torch.save`` dictionary rather than a Lightning checkpoint, so a user can
 rebuild the classifier with nothing but this file: it carries the architecture's
-config, the class and band order, and the fully resolved pipeline config.
+config, the class and band order, and the config nodes that define the model
+(:data:`SAVED_CONFIG`). A deep ensemble (:class:`deeprubin.core.models.ensemble.DeepEnsemble`)
+is one checkpoint too: its members' shared model config, ``n_members`` and their weights.
 
 A checkpoint is a file a user may have been handed, so reading one runs no code: it is
 read with ``torch.load(weights_only=True)`` (tensors, numbers, strings, lists and dicts
@@ -19,6 +21,7 @@ import torch
 from omegaconf import OmegaConf
 
 from .models import ModelConfigError, build_model
+from .models.ensemble import MAX_MEMBERS, DeepEnsemble
 from . import io
 from .io import atomic_path
 
@@ -31,7 +34,11 @@ CHECKPOINT_VERSION = 1
 
 def save_checkpoint(path: str | Path, model: torch.nn.Module, *, model_config: dict, classes: list[str],
                     bands: list[str], n_inputs: int, config: dict, metadata: dict[str, Any]) -> Path:
-    """Write the classifier and everything needed to rebuild and apply it (atomically)."""
+    """Write the classifier and everything needed to rebuild and apply it (atomically).
+
+    ``model`` may be a :class:`DeepEnsemble`; ``model_config`` is then its members' config and the
+    payload records ``n_members`` (absent for a single network, whose file is as before).
+    """
     payload = {
         "version": CHECKPOINT_VERSION,
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
@@ -42,6 +49,8 @@ def save_checkpoint(path: str | Path, model: torch.nn.Module, *, model_config: d
         "config": config,
         "metadata": metadata,
     }
+    if isinstance(model, DeepEnsemble):
+        payload["n_members"] = len(model.members)
     with atomic_path(path) as tmp, open(tmp, "wb") as fh:
         # A file object, not a path: torch names the zip's root folder after a path,
         # and the temporary name would make identical checkpoints differ in bytes.
@@ -93,10 +102,16 @@ def load_checkpoint(path: str | Path) -> tuple[torch.nn.Module, dict]:
         raise CheckpointError(f"{path}: field 'classes' must be a list of class names")
     if isinstance(payload["n_inputs"], bool) or not isinstance(payload["n_inputs"], int) or payload["n_inputs"] < 1:
         raise CheckpointError(f"{path}: field 'n_inputs' must be a positive integer, got {payload['n_inputs']!r}")
+    n_members = payload.get("n_members", 1)
+    if isinstance(n_members, bool) or not isinstance(n_members, int) or not 1 <= n_members <= MAX_MEMBERS:
+        raise CheckpointError(f"{path}: field 'n_members' must be an integer from 1 to {MAX_MEMBERS} (members of an ensemble) "
+                              f"or absent, got {n_members!r}")
     try:
-        model = build_model(payload["model_config"], n_inputs=payload["n_inputs"], n_classes=len(payload["classes"]))
+        members = [build_model(payload["model_config"], n_inputs=payload["n_inputs"],
+                               n_classes=len(payload["classes"])) for _ in range(n_members)]
     except ModelConfigError as err:
         raise CheckpointError(f"{path}: field 'model_config': {err}") from None
+    model = members[0] if n_members == 1 else DeepEnsemble(members)
     try:
         model.load_state_dict(payload["state_dict"])
     except (RuntimeError, TypeError, AttributeError) as err:
