@@ -410,3 +410,23 @@ def test_real_ephemeris_from_catalogue_or_literature(tmp_path):
     assert lit["duration"].iloc[0] == pytest.approx(2.6 / 24)
     with pytest.raises(RealDataError, match="no row with kepid 1"):
         real_ephemeris(OmegaConf.create({"name": "x", "target_id": "x", "mission": "Kepler", "from_catalog": 1}), cat)
+
+
+def test_split_segments_are_read_once_for_every_step_and_errors_name_the_file(tmp_path):
+    """train, calibrate and evaluate read the segments through fit.read_split_segments."""
+    from deeprubin.core import io
+    from deeprubin.tasks.transits.fit import read_split_segments
+
+    paths = OmegaConf.create({"processed": str(tmp_path / "p"), "splits": str(tmp_path / "s")})
+    segments = pd.DataFrame({"segment_id": ["a0", "a1", "b0"], "object_id": ["a", "a", "b"], "label": [0, 1, 0]})
+    io.write_npz(tmp_path / "p" / "segments.npz", x=np.zeros((3, 2, 8), dtype=np.float32))
+    io.write_parquet(segments, tmp_path / "p" / "segments.parquet")
+    io.write_parquet(pd.DataFrame({"object_id": ["a", "b"], "split": ["train", "val"]}),
+                     tmp_path / "s" / "manifest.parquet")
+    x, parts = read_split_segments(paths, ("train", "val"))
+    assert x.shape == (3, 2, 8) and parts["train"]["row"].tolist() == [0, 1] and parts["val"]["row"].tolist() == [2]
+    with pytest.raises(ValueError, match=r"manifest\.parquet: no segments in the 'test' split"):
+        read_split_segments(paths, ("val", "test"))
+    io.write_parquet(segments.iloc[:2], tmp_path / "p" / "segments.parquet")
+    with pytest.raises(ValueError, match=r"segments\.parquet has 2 rows but segments\.npz 3; rerun preprocess@transits"):
+        read_split_segments(paths, ("train",))

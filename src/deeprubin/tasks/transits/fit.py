@@ -1,11 +1,14 @@
 """Fit the segment classifier: seeded, early-stopped on a validation metric."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import lightning as L
 import numpy as np
 import pandas as pd
 import torch
 
+from ...core import io
 from ...core.config import require
 from ...core.training import EpochHistory, FitResult, SplitArrays, fit_module, make_loader
 from ...core.models import build_model
@@ -64,6 +67,24 @@ def split_segments(x: np.ndarray, segments: pd.DataFrame, manifest: pd.DataFrame
         raise ValueError(f"split manifest: {int(missing.sum())} segment(s) of light curves absent from the "
                          f"manifest (e.g. {table.loc[missing, 'object_id'].iloc[0]!r}); rerun split@transits")
     return {name: part.reset_index(drop=True) for name, part in table.groupby("split", sort=True)}
+
+
+def read_split_segments(paths, splits) -> tuple[np.ndarray, dict[str, pd.DataFrame]]:
+    """``(x, parts)``: the preprocessed segments (``paths.processed``) and :func:`split_segments` of
+    them by ``paths.splits``' manifest, each of ``splits`` required (the train, calibrate and
+    evaluate steps read them so). :class:`ValueError` names the file: segment table and array of
+    different lengths, or a required split without segments."""
+    processed = Path(paths.processed)
+    x = io.read_npz(processed / "segments.npz")["x"]
+    segments = io.read_parquet(processed / "segments.parquet")
+    if len(segments) != len(x):
+        raise ValueError(f"{processed}: segments.parquet has {len(segments)} rows but segments.npz "
+                         f"{len(x)}; rerun preprocess@transits")
+    parts = split_segments(x, segments, io.read_parquet(Path(paths.splits) / "manifest.parquet"))
+    for name in splits:
+        if name not in parts:
+            raise ValueError(f"{paths.splits}/manifest.parquet: no segments in the '{name}' split")
+    return x, parts
 
 
 def arrays(x: np.ndarray, table: pd.DataFrame) -> SplitArrays:

@@ -15,10 +15,9 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from ....core import io
 from ....core.calibration_report import calibrate_and_report, check_calibration_config
 from ....core.checkpoint import load_checkpoint
-from ..fit import split_segments
+from ..fit import read_split_segments
 from ..module import SEGMENT_CLASSES, class_logits
 
 
@@ -26,13 +25,7 @@ def calibrate(cfg: DictConfig) -> dict:
     """Fit every calibrator on the validation segments, score them on validation and test, write
     file, metrics and figures."""
     node = check_calibration_config(cfg)
-    processed = Path(cfg.paths.processed)
-    x = io.read_npz(processed / "segments.npz")["x"]
-    parts = split_segments(x, io.read_parquet(processed / "segments.parquet"),
-                           io.read_parquet(Path(cfg.paths.splits) / "manifest.parquet"))
-    for name in ("val", "test"):
-        if name not in parts:
-            raise ValueError(f"{cfg.paths.splits}/manifest.parquet: no segments in the '{name}' split")
+    x, parts = read_split_segments(cfg.paths, ("val", "test"))
     checkpoint = Path(cfg.paths.models) / "model.ckpt"
     model, _ = load_checkpoint(checkpoint)
     logits = {name: class_logits(model, x[parts[name]["row"].to_numpy()]) for name in ("val", "test")}

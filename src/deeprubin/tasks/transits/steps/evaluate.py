@@ -12,7 +12,7 @@ from ....core import io
 from ....core.checkpoint import load_checkpoint
 from ....core.config import require
 from ..evaluation import evaluate_transit_scores
-from ..fit import split_segments
+from ..fit import read_split_segments
 from ..module import predict_scores
 from ..plots import plot_comparison, plot_injection_recovery, plot_roc_pr
 
@@ -35,10 +35,6 @@ def evaluate(cfg: DictConfig) -> dict:
     ev = tc.evaluate
     target_fpr = float(require(ev, "target_fpr", positive=True))
     snr_cut = float(require(ev, "snr_threshold", positive=True))
-    processed = Path(tc.paths.processed)
-    x = io.read_npz(processed / "segments.npz")["x"]
-    segments = io.read_parquet(processed / "segments.parquet")
-    manifest = io.read_parquet(Path(tc.paths.splits) / "manifest.parquet")
     objects = io.read_parquet(Path(tc.paths.raw) / "objects.parquet")
     ephemerides = io.read_parquet(Path(tc.paths.raw) / "ephemerides.parquet")
     bls_path = Path(tc.paths.baseline) / "bls_scores.csv"
@@ -46,10 +42,7 @@ def evaluate(cfg: DictConfig) -> dict:
         raise FileNotFoundError(f"{bls_path}: no such file; run transits_bls first")
     bls_sde = pd.read_csv(bls_path).set_index("object_id")["sde"]
     model, meta = load_checkpoint(Path(tc.paths.models) / "model.ckpt")
-    parts = split_segments(x, segments, manifest)
-    for name in ("val", "test"):
-        if name not in parts:
-            raise ValueError(f"{tc.paths.splits}/manifest.parquet: no segments in the '{name}' split")
+    x, parts = read_split_segments(tc.paths, ("val", "test"))
     for name in ("val", "test"):
         parts[name]["score"] = predict_scores(model, x[parts[name]["row"].to_numpy()])
     test = parts["test"]

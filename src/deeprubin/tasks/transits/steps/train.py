@@ -11,7 +11,7 @@ from ....core.checkpoint import write_model_outputs
 from ....core.config import to_dict
 from ....core.models import model_class, model_name, resolve_model_config
 from ....core.tracking import flatten, hydra_sweep, log_params, provenance_tags, set_tags, training_run
-from ..fit import arrays, fit_segment_classifier, split_segments
+from ..fit import arrays, fit_segment_classifier, read_split_segments
 from ..metrics import detection_summary
 from ..module import predict_scores
 from ..sampling import sample_training_segments
@@ -27,16 +27,7 @@ def train(cfg: DictConfig) -> dict:
     """
     tc = cfg
     processed = Path(tc.paths.processed)
-    x = io.read_npz(processed / "segments.npz")["x"]
-    segments = io.read_parquet(processed / "segments.parquet")
-    if len(segments) != len(x):
-        raise ValueError(f"{processed}: segments.parquet has {len(segments)} rows but segments.npz "
-                         f"{len(x)}; rerun preprocess@transits")
-    manifest = io.read_parquet(Path(tc.paths.splits) / "manifest.parquet")
-    parts = split_segments(x, segments, manifest)
-    for name in ("train", "val"):
-        if name not in parts:
-            raise ValueError(f"{tc.paths.splits}/manifest.parquet: no segments in the '{name}' split")
+    x, parts = read_split_segments(tc.paths, ("train", "val"))
     seed = int(cfg.seed)
     chosen = parts["train"].iloc[sample_training_segments(parts["train"], tc.trainer.sampling, seed)]
     train, val = arrays(x, chosen), arrays(x, parts["val"])
