@@ -211,3 +211,53 @@ def test_ece_floor_shrinks_with_more_objects():
     small, large = ece_floor(p[:300], n_draws=50), ece_floor(p, n_draws=50)
     assert small["p05"] <= small["mean"] <= small["p95"]
     assert large["mean"] < 0.6 * small["mean"]  # ~1/sqrt(n)
+
+
+# ------------------------------------------------------------------ choosing the default calibrator
+
+def _sampled(n: int, sharpen: float, seed: int = 0):
+    """Labels drawn from softmax(z); the model reports ``sharpen * z`` (1: calibrated; > 1: overconfident)."""
+    rng = np.random.default_rng(seed)
+    z = rng.normal(scale=1.5, size=(n, 4))
+    p = np.exp(z) / np.exp(z).sum(1, keepdims=True)
+    y = np.array([rng.choice(4, p=row) for row in p])
+    return sharpen * z, y
+
+
+def _node(**select):
+    from omegaconf import OmegaConf
+
+    return OmegaConf.create({"method": "select", "isotonic_floor": 1e-4, "select": {"folds": 5, "min_z": 2.0, **select}})
+
+
+def test_selection_keeps_a_calibrated_model_uncalibrated():
+    from deeprubin.core.calibration_report import select_method
+
+    z, y = _sampled(600, 1.0)
+    chosen = select_method(z, y, list("abcd"), _node(), seed=0)
+    assert chosen["chosen"] == "none"
+    assert chosen["candidates"]["temperature"]["gain_z"] <= 2.0      # within noise: not worth a calibrator
+
+
+def test_selection_calibrates_an_overconfident_model():
+    from deeprubin.core.calibration_report import select_method
+
+    z, y = _sampled(600, 4.0)
+    chosen = select_method(z, y, list("abcd"), _node(), seed=0)
+    assert chosen["chosen"] in ("temperature", "isotonic") and chosen["candidates"][chosen["chosen"]]["gain_z"] > 2
+    assert chosen["candidates"]["none"]["cv_nll"] > chosen["candidates"][chosen["chosen"]]["cv_nll"]
+
+
+def test_selection_config_errors_name_the_key():
+    from omegaconf import OmegaConf
+
+    from deeprubin.core.calibration_report import check_calibration_config
+    from deeprubin.core.config import ConfigError
+
+    base = {"method": "select", "n_bins": 15, "per_class_bins": 10, "isotonic_floor": 1e-4, "floor_draws": 10,
+            "select": {"folds": 5, "min_z": 2.0}}
+    with pytest.raises(ConfigError, match=r"'evaluate\.calibration\.method' must be one of .*'select'\], got 'auto'"):
+        check_calibration_config(OmegaConf.create({"evaluate": {"calibration": {**base, "method": "auto"}}}))
+    with pytest.raises(ConfigError, match=r"'evaluate\.calibration\.select\.folds' must be >= 2"):
+        check_calibration_config(OmegaConf.create({"evaluate": {"calibration": {**base, "select": {"folds": 1,
+                                                                                                    "min_z": 2}}}}))

@@ -33,19 +33,71 @@ from .reliability import calibration_summary, ece_floor
 log = logging.getLogger(__name__)
 
 
+#: ``evaluate.calibration.method``: one calibrator, or ``select`` (chosen on validation, :func:`select_method`).
+SELECT = "select"
+
+
 def check_calibration_config(cfg):
     """The task's ``evaluate.calibration`` node, checked; :class:`ConfigError` names the key."""
     node = cfg.evaluate.get("calibration")
     if node is None:
         raise ConfigError("config key 'evaluate.calibration' is missing")
-    if node.method not in METHODS:
-        raise ConfigError(f"config key 'evaluate.calibration.method' must be one of {list(METHODS)}, "
+    if node.method not in (*METHODS, SELECT):
+        raise ConfigError(f"config key 'evaluate.calibration.method' must be one of {[*METHODS, SELECT]}, "
                           f"got {node.method!r}")
+    if node.method == SELECT:
+        require(cfg, "evaluate.calibration.select.folds", at_least=2)
+        require(cfg, "evaluate.calibration.select.min_z", at_least=0)
     require(cfg, "evaluate.calibration.n_bins", at_least=1)
     require(cfg, "evaluate.calibration.per_class_bins", at_least=1)
     require(cfg, "evaluate.calibration.isotonic_floor", at_least=0)
     require(cfg, "evaluate.calibration.floor_draws", at_least=1)
     return node
+
+
+def select_method(logits: np.ndarray, labels: np.ndarray, classes: Sequence[str], node, seed: int) -> dict:
+    """Choose the default calibrator on the validation split by cross-validated log-loss.
+
+    Each candidate (``none``, ``temperature``, ``isotonic``) is fitted on ``folds - 1`` stratified
+    folds of the validation objects and scored on the held-out fold, so every object gets one
+    held-out negative log-likelihood per candidate. A calibrator is chosen only if its mean gain
+    over ``none`` exceeds ``min_z`` standard errors of the paired per-object gains (the best such
+    one); otherwise ``none``. This resists the small validation split: an in-sample fit always
+    "improves" the log-loss, and a gain within noise is not worth a calibrator that can make
+    fresh data worse (the ``calibration_check`` stage measures that).
+
+    Returns
+    -------
+    dict
+        ``chosen``, ``rule`` and, per candidate, ``cv_nll`` and ``gain_z`` (its gain over none in
+        standard errors).
+    """
+    from sklearn.model_selection import StratifiedKFold
+
+    folds, min_z = int(node.select.folds), float(node.select.min_z)
+    y = np.asarray(labels, dtype=np.int64)
+    held = {m: np.zeros(len(y)) for m in METHODS}
+    counts = np.bincount(y, minlength=len(classes))
+    n_splits = int(min(folds, counts[counts > 0].min())) if counts.any() else 0
+    if n_splits < 2:
+        return {"chosen": "none", "rule": f"fewer than 2 validation objects in a class: no {folds}-fold selection",
+                "candidates": {}}
+    for fit_rows, out_rows in StratifiedKFold(n_splits, shuffle=True, random_state=int(seed)).split(logits, y):
+        for method in METHODS:
+            calibrator = make_calibrator(method, classes, float(node.isotonic_floor)).fit(logits[fit_rows], y[fit_rows])
+            p = apply_calibration(logits[out_rows], calibrator, kind="logits")
+            held[method][out_rows] = -np.log(np.maximum(p[np.arange(len(out_rows)), y[out_rows]], 1e-15))
+    candidates = {}
+    for method in METHODS:
+        gain = held["none"] - held[method]
+        se = float(gain.std(ddof=1) / np.sqrt(len(gain))) if method != "none" else 0.0
+        candidates[method] = {"cv_nll": float(held[method].mean()),
+                              "gain_z": float(gain.mean() / se) if se > 0 else 0.0}
+    passing = [m for m in METHODS if m != "none" and candidates[m]["gain_z"] > min_z]
+    chosen = min(passing, key=lambda m: candidates[m]["cv_nll"]) if passing else "none"
+    return {"chosen": chosen, "candidates": candidates, "folds": n_splits,
+            "rule": f"lowest {n_splits}-fold cross-validated NLL on validation among the calibrators whose gain "
+                    f"over none exceeds {min_z:g} standard errors; none if no calibrator does"}
 
 
 def calibrate_and_report(logits: Mapping[str, np.ndarray], labels: Mapping[str, np.ndarray],
@@ -76,7 +128,11 @@ def calibrate_and_report(logits: Mapping[str, np.ndarray], labels: Mapping[str, 
     skipped = single_class_reason(val_y)
     if skipped:
         log.warning("calibrate: %s; no calibrator fitted, the default method is 'none'", skipped)
-    default = "none" if skipped else str(node.method)
+    selection = None
+    if not skipped and str(node.method) == SELECT:
+        selection = select_method(logits["val"], val_y, classes, node, seed)
+        log.info("calibrate: selected '%s' on validation (%s)", selection["chosen"], selection["candidates"])
+    default = "none" if skipped else (selection["chosen"] if selection else str(node.method))
     calibrators = {m: make_calibrator(m, classes, float(node.isotonic_floor)).fit(logits["val"], val_y)
                    for m in ([] if skipped else ["temperature", "isotonic"])}
     probabilities = {split: {"uncalibrated": apply_calibration(z, make_calibrator("none", classes), kind="logits"),
@@ -87,6 +143,7 @@ def calibrate_and_report(logits: Mapping[str, np.ndarray], labels: Mapping[str, 
         "temperature": calibrators["temperature"].temperature if "temperature" in calibrators else None,
         "n_bins": n_bins,
         **({"skipped": skipped, "configured_method": str(node.method)} if skipped else {}),
+        **({"selection": selection} if selection else {}),
         **{split: {name: calibration_summary(p, labels[split], n_bins) for name, p in sets.items()}
            for split, sets in probabilities.items()},
     }

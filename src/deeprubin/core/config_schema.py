@@ -45,6 +45,13 @@ class SplitSchema:
 
 
 @dataclass
+class CalibratorSelectionSchema:
+    """``evaluate.calibration.select``: the rule of ``method: select`` (:func:`deeprubin.core.calibration_report.select_method`)."""
+    folds: int = 5
+    min_z: float = 2.0
+
+
+@dataclass
 class CalibrationSchema:
     """``evaluate.calibration`` of every task (:mod:`deeprubin.core.calibration_report`)."""
     method: str = "temperature"
@@ -52,6 +59,7 @@ class CalibrationSchema:
     per_class_bins: int = 10
     isotonic_floor: float = 1e-4
     floor_draws: int = 200
+    select: CalibratorSelectionSchema = field(default_factory=CalibratorSelectionSchema)
 
 
 @dataclass
