@@ -14,7 +14,7 @@ from conftest import REAL_DATA, compose_under, make_tables
 from omegaconf import OmegaConf
 
 from deeprubin.core import io
-from deeprubin.core.calibration import CalibrationMismatchError
+from deeprubin.core.calibration import CalibrationMismatchError, load_calibrator
 from deeprubin.core.config import ConfigError, compose_task
 from deeprubin.core.schema import SchemaError
 from deeprubin.sources import SOURCES
@@ -392,7 +392,8 @@ def test_unusable_objects_are_listed_not_classified(trained, tmp_path, monkeypat
     assert summary["n_unusable"] == 1 and len(table) == 4
     row = table.set_index("object_id").loc["obj002"]
     assert row["predicted"] == "" and row["quality_flags"] == "no_detection"
-    assert table["calibration"].str.startswith("temperature from").all()
+    chosen = load_calibrator(ckpt.parent / "calibration.json", classes=list(cfg.task.classes)).method
+    assert table["calibration"].str.startswith(f"{chosen} from").all()   # the method calibrate selected
     lc["flux"] = -lc["flux"].abs()
     with pytest.raises(SchemaError, match=r"source 'custom': every object is flagged unusable"):
         predict_source_detailed(ckpt, {"name": "custom"}, quality=quality)
@@ -412,7 +413,8 @@ def test_calibrator_of_another_model_is_refused_by_predict(trained, tmp_path):
 
     src = OmegaConf.merge(cfg.source, {"n_objects": 6})
     assert detailed(other, src, calibration="auto").calibration == "none (raw softmax)"
-    assert detailed(ckpt, src, calibration="auto").calibration.startswith("temperature from")
+    chosen = load_calibrator(ckpt.parent / "calibration.json", classes=list(cfg.task.classes)).method
+    assert detailed(ckpt, src, calibration="auto").calibration.startswith(f"{chosen} from")
 
 
 def test_unlabeled_files_are_predicted_without_inventing_labels(trained, tmp_path, monkeypatch):
