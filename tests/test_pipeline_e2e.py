@@ -64,7 +64,9 @@ def test_evaluation_reports_calibration_uncertainty_and_early_scores(tiny_repo):
     for method in ("uncalibrated", "temperature", "isotonic"):
         assert {"ece_width", "ece_mass", "brier", "nll"} <= set(calibration["test"][method])
     saved = json.loads((tiny_repo / "models/transients/calibration.json").read_text())
-    assert saved["default"] == "temperature" and saved["fitted_on"]["split"] == "val"
+    # the calibrator the validation-set selection chose (method: select) is the saved default
+    assert saved["default"] == calibration["selection"]["chosen"] == calibration["default_method"]
+    assert saved["fitted_on"]["split"] == "val"
     metrics = json.loads((reports / "metrics.json").read_text())
     assert {"weighted_f1", "mcc", "roc_auc_macro", "plasticc_log_loss"} <= set(metrics)
     ci = metrics["confidence_intervals"]["macro_f1"]
