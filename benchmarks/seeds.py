@@ -56,6 +56,7 @@ SHARED_PATHS = ("raw", "processed", "splits")
 HEADLINES = {
     "transients": {
         "deep_macro_f1": ("metrics.json", "macro_f1"),
+        "deep_val_macro_f1": ("metrics.json", "validation.macro_f1"),   # what model selection compares
         "baseline_macro_f1": ("baseline/metrics.json", "macro_f1"),
         "real_sky_fraction": ("real_sky.json", "target.fraction"),
     },
@@ -137,9 +138,12 @@ def run_chain(stages, run_dir: Path, overrides: list[str], code: str, rerun: boo
 
 
 def headlines(cfg_reports: dict[str, Path]) -> dict[str, dict[str, float | None]]:
-    """The :data:`HEADLINES` of one finished run (None where absent, e.g. real data missing)."""
+    """The :data:`HEADLINES` of one finished run's tasks (the keys of ``cfg_reports``; None where
+    absent, e.g. real data missing)."""
     out = {}
     for task, keys in HEADLINES.items():
+        if task not in cfg_reports:
+            continue
         out[task] = {}
         for name, (file, dotted) in keys.items():
             path = cfg_reports[task] / file
@@ -148,6 +152,8 @@ def headlines(cfg_reports: dict[str, Path]) -> dict[str, dict[str, float | None]
                 node = node.get(part) if isinstance(node, dict) else None
             out[task][name] = node if isinstance(node, (int, float)) and not isinstance(node, bool) else None
     for name, (task, a, b) in DIFFERENCES.items():
+        if task not in out:
+            continue
         x, y = out[task][a], out[task][b]
         out[task][name] = None if x is None or y is None else x - y
     return out
@@ -161,8 +167,10 @@ def summarise(values: list[float | None]) -> dict:
 
 
 def run_all(seeds: list[int], data_seed: int, workdir: Path, base: list[str] = (), rerun: bool = False,
-            progress=print) -> dict[int, dict]:
-    """Run every training seed at ``data_seed``; ``{seed: headlines}``."""
+            progress=print, tasks: list[str] | None = None) -> dict[int, dict]:
+    """Run every training seed at ``data_seed`` for ``tasks`` (default: every task of :data:`CHAINS`);
+    ``{seed: headlines}``."""
+    tasks = list(CHAINS) if tasks is None else list(tasks)
     base = list(base)
     code = tree_hash(REPO_ROOT / "src", REPO_ROOT / "conf")
     shared_dir = workdir / f"data{data_seed}" / "shared"
@@ -170,13 +178,14 @@ def run_all(seeds: list[int], data_seed: int, workdir: Path, base: list[str] = (
     for i, seed in enumerate(seeds):
         run_dir = workdir / f"data{data_seed}" / f"seed{seed}"
         overrides = run_overrides(base, seed, data_seed, shared_dir, run_dir)
-        for task, (shared, per_seed) in CHAINS.items():
+        for task in tasks:
+            shared, per_seed = CHAINS[task]
             if i == 0:  # the data-seed stages: the first seed's run writes them
                 run_chain(shared, shared_dir / task, overrides, code, rerun, progress, f"data {data_seed} {task}")
             run_chain(per_seed, run_dir / task, overrides, code, rerun, progress,
                       f"data {data_seed} seed {seed} {task}")
         cfg = compose_params(overrides)
-        results[seed] = headlines({task: Path(cfg.tasks[task].paths.reports) for task in HEADLINES})
+        results[seed] = headlines({task: Path(cfg.tasks[task].paths.reports) for task in tasks})
         progress(f"data {data_seed} seed {seed}: {json.dumps(results[seed])}")
     return results
 
@@ -184,7 +193,26 @@ def run_all(seeds: list[int], data_seed: int, workdir: Path, base: list[str] = (
 def summary(results: dict[int, dict], seeds: list[int]) -> dict:
     """Per task and key: the per-seed values in ``seeds`` order, their mean and std."""
     return {task: {key: summarise([results[s][task][key] for s in seeds]) for key in results[seeds[0]][task]}
-            for task in HEADLINES}
+            for task in results[seeds[0]]}
+
+
+def carry_over(out: dict, previous_file: Path, tasks: list[str]) -> None:
+    """Keep, from ``previous_file`` (the seeds.json being replaced), the sections of the tasks this
+    run did not run, with the command, code hash and seeds that made them (``carried_over``), so a
+    ``--tasks`` run replaces only its own tasks' numbers."""
+    if not previous_file.exists():
+        return
+    previous = io.read_json(previous_file)
+    out["carried_over"] = {}
+    for task in CHAINS:
+        if task in tasks or task not in previous:
+            continue
+        origin = (previous.get("carried_over") or {}).get(task) or {
+            "command": previous.get("command"), "code_hash": previous.get("code_hash"),
+            "seeds": previous.get("seeds"), "data_seeds": (previous.get("data_seeds") or {}).get("seeds")}
+        out[task] = previous[task]
+        out["data_seeds"][task] = (previous.get("data_seeds") or {}).get(task)
+        out["carried_over"][task] = origin
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -196,6 +224,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--base", nargs="+", default=[], help="Hydra overrides for every run (e.g. experiment=tiny)")
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/deeprubin_seeds"))
     parser.add_argument("--rerun", action="store_true", help="rerun runs that already finished")
+    parser.add_argument("--tasks", nargs="+", choices=list(CHAINS), default=list(CHAINS),
+                        help="the tasks to run (e.g. --tasks transients to compare transients configs)")
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "reports/benchmarks/seeds.json")
     args = parser.parse_args(argv)
     if len(set(args.seeds)) != len(args.seeds):
@@ -203,21 +233,26 @@ def main(argv: list[str] | None = None) -> dict:
     started = time.perf_counter()
     say = lambda line: print(line, flush=True)  # noqa: E731
     workdir = args.workdir.resolve()
-    results = run_all(args.seeds, args.data_seed, workdir, args.base, args.rerun, say)
+    results = run_all(args.seeds, args.data_seed, workdir, args.base, args.rerun, say, args.tasks)
     out = {"seeds": args.seeds, "data_seed": args.data_seed, **summary(results, args.seeds)}
     data_runs = {args.data_seed: results[args.seeds[0]]}
     for d in args.data_seeds:
         if d != args.data_seed:
-            data_runs[d] = run_all(args.seeds[:1], d, workdir, args.base, args.rerun, say)[args.seeds[0]]
+            data_runs[d] = run_all(args.seeds[:1], d, workdir, args.base, args.rerun, say, args.tasks)[args.seeds[0]]
     data_seeds = list(data_runs)
     out["data_seeds"] = {"seeds": data_seeds, "training_seed": args.seeds[0], **summary(data_runs, data_seeds)}
     out["base"] = args.base
+    carry_over(out, args.out, args.tasks)
+    cfg = compose_params(args.base)
+    out["models"] = {task: str(cfg.tasks[task].model.get("name", cfg.tasks[task].model.get("_target_")))
+                     for task in args.tasks}
+    out["ensemble_members"] = int(cfg.tasks.transients.trainer.get("ensemble_members", 1))
     out["command"] = command("seeds", argv)
     out["code_hash"] = tree_hash(REPO_ROOT / "src", REPO_ROOT / "conf")
     out["machine"] = machine()
     out["seconds"] = round(time.perf_counter() - started, 1)
     io.write_json(out, args.out)
-    for task in HEADLINES:
+    for task in args.tasks:
         for key, s in out[task].items():
             cell = "-" if s["mean"] is None else f"{s['mean']:.3f} +- {s['std'] or 0:.3f}"
             say(f"{task:11s} {key:42s} {cell}")

@@ -105,4 +105,4 @@ def test_unknown_model_and_missing_key_fail_at_composition():
     with pytest.raises(ConfigCompositionException, match="model/resnet"):
         compose_params(["model=resnet"])
     with pytest.raises(ConfigCompositionException, match="model.n_heads"):
-        compose_params(["tasks.transients.model.n_heads=4"])  # the TCN has no attention heads
+        compose_params(["tasks.transients.model.n_heads=4"])  # the default (fusion) model has no attention heads

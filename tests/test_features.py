@@ -170,17 +170,20 @@ def test_comparison_table():
 
 def tiny_cfg(tmp_path: Path, *overrides: str):
     return compose_under(tmp_path, ["experiment=tiny", "source.n_objects=60", "baseline.n_estimators=50",
-                                    "baseline.n_jobs=1", "baseline.features.periodogram_log2_n_freq=10",
-                                    "baseline.features.sn_fit_algorithm=lmsder", *overrides])
+                                    "baseline.n_jobs=1", "preprocess.features.n_jobs=1",
+                                    "preprocess.features.periodogram_log2_n_freq=10",
+                                    "preprocess.features.sn_fit_algorithm=lmsder", *overrides])
 
 
 def test_baseline_stage_in_process(tmp_path):
     from deeprubin.stages.baseline import run_baseline
     from deeprubin.stages.ingest import run_ingest
+    from deeprubin.stages.preprocess import run_preprocess
     from deeprubin.stages.split import run_split
 
     cfg = tiny_cfg(tmp_path)
     run_ingest(cfg)
+    run_preprocess(cfg)   # the features come from the preprocess step, beside the GP grid
     run_split(cfg)
     metrics = run_baseline(cfg)
     out = Path(cfg.paths.reports) / "baseline"
@@ -189,7 +192,8 @@ def test_baseline_stage_in_process(tmp_path):
     assert set(metrics["per_class"]) == set(cfg.task.classes)
     manifest = io.read_parquet(Path(cfg.paths.splits) / "manifest.parquet")
     assert metrics["n_test"] == (manifest["split"] == "test").sum()
-    features = io.read_parquet(Path(cfg.paths.baseline) / "features.parquet")
+    features_path = Path(cfg.paths.processed) / "features.parquet"
+    features = io.read_parquet(features_path)
     assert len(features) == len(manifest)
     assert list(features.columns) == ["object_id"] + feature_names(list(cfg.task.band_wavelengths))
     importances = pd.read_csv(out / "feature_importances.csv")
@@ -199,16 +203,22 @@ def test_baseline_stage_in_process(tmp_path):
         assert (out / "figures" / name).stat().st_size > 10_000, name
     assert json.loads((out / "val_metrics.json").read_text())["n_test"] == (manifest["split"] == "val").sum()
     assert not list(Path(tmp_path).glob("**/.*.tmp"))
+    # features written with another feature set (a stale file): named, before any fit
+    before = (out / "metrics.json").read_bytes()
+    io.write_parquet(features.drop(columns=features.columns[-1]), features_path)
+    with pytest.raises(ValueError, match=r"features\.parquet: columns are not those of feature set 'full'"):
+        run_baseline(cfg)
+    assert (out / "metrics.json").read_bytes() == before
 
 
 @pytest.mark.parametrize("override, key", [
     ("baseline.n_estimators=0", "baseline.n_estimators"),
     ("baseline.n_estimators=-3", "baseline.n_estimators"),
-    ("baseline.features.set=everything", "baseline.features.set"),
+    ("preprocess.features.set=everything", "preprocess.features.set"),
     ("baseline.sampling_strategy=some", "baseline.sampling_strategy"),
     ("baseline.min_samples_leaf=0", "baseline.min_samples_leaf"),
-    ("baseline.features.min_points=1", "baseline.features.min_points"),
-    ("+baseline.features.colour=true", "baseline.features.colour"),
+    ("preprocess.features.min_points=1", "preprocess.features.min_points"),
+    ("+preprocess.features.colour=true", "preprocess.features.colour"),
 ])
 def test_baseline_config_errors_name_the_key(tmp_path, override, key):
     from deeprubin.stages.baseline import run_baseline

@@ -42,7 +42,7 @@ def test_stage_writes_the_page(tmp_path, monkeypatch):
     cfg.results.output = str(tmp_path / "docs/results.md")
     summary = run_results(cfg)
     text = (tmp_path / "docs/results.md").read_text()
-    assert "| deep model (TCN) test macro-F1 | 0.500 |" in text
+    assert "| deep model (fusion) test macro-F1 | 0.500 |" in text
     assert f"{cfg.paths.reports}/baseline/metrics.json" in summary["missing"]
 
 

@@ -105,3 +105,34 @@ def test_repeated_seed_is_refused(capsys):
     with pytest.raises(SystemExit):
         seeds.main(["--seeds", "1", "1"])
     assert "repeats a seed" in capsys.readouterr().err
+
+
+def test_tasks_option_runs_only_those_tasks(tmp_path, monkeypatch):
+    calls = []
+    monkeypatch.setattr(seeds, "run_stage", fake_stage(calls))
+    out = tmp_path / "seeds.json"
+    written = seeds.main(["--seeds", "1", "--data-seeds", "--tasks", "transients", "--workdir", str(tmp_path / "w"),
+                          "--out", str(out), "--base", "experiment=tiny"])
+    assert calls and all(c[0] != "train@transits" and not c[0].endswith("@transits") for c in calls)
+    assert "transits" not in written and written["transients"]["deep_macro_f1"]["per_seed"] == pytest.approx([0.61])
+    assert written["models"] == {"transients": "fusion"}
+    assert written["transients"]["deep_val_macro_f1"]["per_seed"] == [None]   # the fake run wrote no validation scores
+
+
+def test_a_tasks_run_carries_the_other_tasks_over_with_their_origin(tmp_path, monkeypatch):
+    from deeprubin.results_doc import seeds_section
+
+    monkeypatch.setattr(seeds, "run_stage", fake_stage([]))
+    out = tmp_path / "seeds.json"
+    args = ["--seeds", "1", "--data-seeds", "--workdir", str(tmp_path / "w"), "--out", str(out),
+            "--base", "experiment=tiny"]
+    first = seeds.main(args)
+    second = seeds.main([*args, "--tasks", "transients", "--rerun"])
+    assert second["transits"] == first["transits"]
+    origin = second["carried_over"]["transits"]
+    assert origin["code_hash"] == first["code_hash"] and origin["command"] == first["command"]
+    assert "carried_over" not in first   # nothing to carry on a first run
+    third = seeds.main([*args, "--tasks", "transients", "--rerun"])
+    assert third["carried_over"]["transits"] == origin   # the first origin, not the intermediate run
+    text = "\n".join(seeds_section(third, "seeds.json", {"transits": {"star_roc_auc": "AUC"}}))
+    assert "The transits rows are carried over from an earlier run" in text and "| transits | AUC | 0.900 |" in text

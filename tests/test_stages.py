@@ -47,10 +47,12 @@ def test_same_params_same_metrics(tmp_path, tiny_pipeline):
     for key in weights[0]:
         torch.testing.assert_close(weights[0][key], weights[1][key], rtol=0, atol=0)
     history = pd.read_csv(tmp_path / "a/models/transients/history.csv")
-    assert list(history.columns) == ["epoch", "train_loss", "train_acc", "val_loss", "val_acc"]
+    # the default trainer.ensemble_members (3): one history row per member and epoch
+    assert list(history.columns) == ["member", "epoch", "train_loss", "train_acc", "val_loss", "val_acc"]
+    assert sorted(history["member"].unique()) == [0, 1, 2]
     assert history[["train_loss", "val_loss"]].notna().all().all()
     model_cfg = (tmp_path / "a/models/transients/config.yaml").read_text()
-    assert "TCNClassifier" in model_cfg
+    assert "FusionClassifier" in model_cfg
 
 
 def test_mlflow_run_has_params_metrics_and_model(tiny_pipeline):
@@ -60,14 +62,18 @@ def test_mlflow_run_has_params_metrics_and_model(tiny_pipeline):
     client = mlflow.tracking.MlflowClient(cfg.mlflow.tracking_uri)
     exp = client.get_experiment_by_name(cfg.mlflow.experiment)
     (run,) = client.search_runs([exp.experiment_id])
-    assert run.data.params["model.name"] == "tcn"
+    assert run.data.params["model.name"] == "fusion"
     assert "dataset_sha256" in run.data.tags and "git_commit" in run.data.tags
-    assert {"train_loss", "val_loss", "train_acc", "val_acc"} <= set(run.data.metrics)
-    assert len(client.get_metric_history(run.info.run_id, "val_loss")) == cfg.trainer.max_epochs
+    # one curve per ensemble member (trainer.ensemble_members: 3), each with one point per epoch
+    for member in range(cfg.trainer.ensemble_members):
+        assert {f"member{member}-{k}" for k in ("train_loss", "val_loss", "train_acc", "val_acc")} \
+            <= set(run.data.metrics)
+        assert len(client.get_metric_history(run.info.run_id, f"member{member}-val_loss")) == cfg.trainer.max_epochs
     assert {"val_macro_f1", "test_macro_f1"} <= set(run.data.metrics)
     # named after the class actually built, not the free-text model.name; FINISHED after the outputs
-    assert run.info.run_name == "TCNClassifier-seed42" and run.data.tags["dvc_stage"] == "train"
-    assert run.data.tags["model"] == "deeprubin.core.models.tcn.TCNClassifier" and run.info.status == "FINISHED"
+    assert run.info.run_name == "FusionClassifier-seed42" and run.data.tags["dvc_stage"] == "train"
+    # the registered predictor: the members averaged as one DeepEnsemble
+    assert run.data.tags["model"] == "deeprubin.core.models.ensemble.DeepEnsemble" and run.info.status == "FINISHED"
     assert run.data.tags["git_dirty"] in ("true", "false")
     assert any(a.path == "class_distribution_train.json" for a in client.list_artifacts(run.info.run_id))
     versions = client.search_model_versions("name='transients-classifier'")
@@ -77,7 +83,8 @@ def test_mlflow_run_has_params_metrics_and_model(tiny_pipeline):
 
     model, meta = load_registered(f"models:/transients-classifier/{versions[0].version}",
                                   tracking_uri=cfg.mlflow.tracking_uri)
-    x = torch.zeros((2, 4, int(cfg.preprocess.n_grid)))
+    assert len(model.members) == cfg.trainer.ensemble_members
+    x = torch.zeros((2, model.members[0].n_values))   # the fusion model's flat inputs (grid, features, fold)
     with torch.no_grad():
         probs = torch.softmax(model(x), dim=-1).numpy()
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-5)

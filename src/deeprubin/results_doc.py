@@ -47,6 +47,11 @@ def seeds_section(seeds: Mapping | None, seeds_file: str, labels: Mapping[str, M
               f"varies the simulated data and split, at training seed "
               f"{(seeds.get('data_seeds') or {}).get('training_seed')}, data seeds "
               f"{(seeds.get('data_seeds') or {}).get('seeds')}.", "",
+              *[f"The {task} rows are carried over from an earlier run (`{o.get('command')}`, code "
+                f"{str(o.get('code_hash', ''))[:12]}; training seeds {o.get('seeds')}, data seeds "
+                f"{o.get('data_seeds')}): the latest run did not rerun that task." for task, o in
+                (seeds.get("carried_over") or {}).items()],
+              *([""] if seeds.get("carried_over") else []),
               "| task | headline | over training seeds | over data seeds |", "|---|---|---|---|"]
     for task, keys in labels.items():
         for key, label in keys.items():

@@ -56,6 +56,10 @@ class OpenRunMLFlowLogger(MLFlowLogger):
             return
         super().finalize(status)
 
+    def set_prefix(self, prefix: str) -> None:
+        """Prefix the metric keys logged from now on (``"member1"`` -> ``member1-val_loss``)."""
+        self._prefix = prefix
+
 
 def _alive(pid: int) -> bool:
     try:

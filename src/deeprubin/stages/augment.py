@@ -15,20 +15,26 @@ import logging
 import time
 from pathlib import Path
 
+import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
 from ..core import io
 from ..core.entry import hydra_entry
 from ..tasks.transients.preprocess.augment import augment_training_set, empty_tables, parse_settings
 from ..tasks.transients.preprocess.gp import fit_gp_grid, save_gp_grid
-from ..tasks.transients.preprocess.inputs import check_preprocess_config, gp_input, gp_kwargs
+from ..tasks.transients.features.extract import extract_features, feature_names
+from ..tasks.transients.preprocess.inputs import check_preprocess_config, feature_config, gp_input, gp_kwargs
 from ..tasks.transients.training.augmented import check_parents_in_train
 
 log = logging.getLogger(__name__)
 
 
 def run_augment(cfg: DictConfig) -> dict:
-    """Write augmented light curves, objects, their GP grid and ``augment_report.json``."""
+    """Write augmented light curves, objects, their GP grid, their features and ``augment_report.json``.
+
+    The features (``preprocess.features``, as the preprocess step extracts them for the real
+    objects) feed the fusion model's feature and folded-view branches.
+    """
     node = cfg.get("augment")
     settings = parse_settings(None if node is None else OmegaConf.to_container(node, resolve=True),
                               list(cfg.task.classes))
@@ -51,6 +57,12 @@ def run_augment(cfg: DictConfig) -> dict:
     io.write_parquet(aug_lc, out / "lightcurves.parquet")
     io.write_parquet(aug_obj, out / "objects.parquet")
     save_gp_grid(grid, out / "gp_grid.npz", out / "gp_fits.parquet")
+    bands = [str(b) for b in band_wavelengths]
+    features_cfg = feature_config(cfg)
+    features = (extract_features(aug_lc, bands, features_cfg) if len(aug_lc) else
+                pd.DataFrame({c: pd.Series(dtype=object if c == "object_id" else float)
+                              for c in ["object_id", *feature_names(bands, features_cfg.set)]}))
+    io.write_parquet(features, out / "features.parquet")
     diag = grid.diagnostics
     # No timing in the report: a DVC output must not change when nothing else did.
     report.update({"n_objects": int(len(diag)), "n_fit_ok": int(diag["fit_ok"].sum())})

@@ -12,8 +12,9 @@ from ..core.config import ConfigError
 from ..core.entry import hydra_entry
 from ..core.metrics import confusion_table, row_normalised, text_report
 from ..tasks.transients.features.baseline import BRFParams, train_and_score
-from ..tasks.transients.features.extract import FeatureConfig, extract_features, feature_names
+from ..tasks.transients.features.extract import FeatureConfig, feature_names
 from ..tasks.transients.features.plots import plot_feature_importances
+from ..tasks.transients.preprocess.inputs import feature_config
 from ..tasks.transients.plots import plot_confusion_matrix
 
 log = logging.getLogger(__name__)
@@ -23,19 +24,18 @@ TOP_FEATURES = 20
 
 
 def check_baseline_config(cfg: DictConfig) -> tuple[FeatureConfig, BRFParams]:
-    """Validate ``baseline.*`` before any work; errors name the key."""
+    """Validate ``baseline.*`` and ``preprocess.features`` before any work; errors name the key."""
     node = cfg.get("baseline")
     if node is None:
         raise ConfigError("config key 'baseline' is missing (add `- baseline: brf` to the defaults)")
     params = BRFParams.from_config(node)
-    features = FeatureConfig.from_config(node.get("features"), n_jobs=params.n_jobs)
-    return features, params
+    return feature_config(cfg), params
 
 
 def run_baseline(cfg: DictConfig) -> dict:
-    """Extract features of every object, fit the forest on ``train``, write the test report.
+    """Fit the forest on the ``train`` features (the preprocess step's), write the test report.
 
-    Writes, under ``paths.baseline``, ``features.parquet`` and:
+    Writes, under ``paths.baseline``:
     ``metrics.json`` (test split, the structure of the deep model's ``metrics.json``),
     ``val_metrics.json`` (same structure, val split; for choosing settings without the test
     split), ``classification_report.txt``, ``predictions.csv``,
@@ -46,14 +46,14 @@ def run_baseline(cfg: DictConfig) -> dict:
     classes = [str(c) for c in cfg.task.classes]
     bands = [str(b) for b in cfg.task.band_wavelengths]
     seed = int(cfg.seed)
-    lightcurves = io.read_parquet(Path(cfg.paths.raw) / "lightcurves.parquet")
+    features_path = Path(cfg.paths.processed) / "features.parquet"
+    features = io.read_parquet(features_path)
+    expected = ["object_id", *feature_names(bands, feature_cfg.set)]
+    if list(features.columns) != expected:
+        raise ValueError(f"{features_path}: columns are not those of feature set '{feature_cfg.set}' for bands "
+                         f"{bands} (rerun the preprocess stage); first difference at column "
+                         f"{next((i for i, (a, b) in enumerate(zip(features.columns, expected)) if a != b), len(expected))}")
     manifest = io.read_parquet(Path(cfg.paths.splits) / "manifest.parquet")
-
-    start = time.perf_counter()
-    features = extract_features(lightcurves, bands, feature_cfg)
-    extract_s = time.perf_counter() - start
-    io.write_parquet(features, Path(cfg.paths.baseline) / "features.parquet")
-    log.info("baseline: %d features of %d objects in %.1f s", features.shape[1] - 1, len(features), extract_s)
 
     start = time.perf_counter()
     result = train_and_score(features, manifest, classes, params, seed,
@@ -78,9 +78,8 @@ def run_baseline(cfg: DictConfig) -> dict:
     io.save_figure(plot_feature_importances(result.importances, top=TOP_FEATURES),
                    figures / "feature_importances.png",
                    caption=f"The {TOP_FEATURES} most important light-curve features of the baseline random forest.")
-    log.info("baseline: test accuracy %.3f, macro-F1 %.3f on %d objects (features %.1f s, forest %.1f s) -> %s",
-             result.metrics["accuracy"], result.metrics["macro_f1"], result.metrics["n_test"],
-             extract_s, fit_s, out)
+    log.info("baseline: test accuracy %.3f, macro-F1 %.3f on %d objects (forest %.1f s) -> %s",
+             result.metrics["accuracy"], result.metrics["macro_f1"], result.metrics["n_test"], fit_s, out)
     return result.metrics
 
 

@@ -26,8 +26,8 @@ from ..tasks.transients.evaluation.inputs import load_model_inputs
 from ..tasks.transients.evaluation.predict import predict_logits
 from ..tasks.transients.plots.early import plot_early_classification
 from ..tasks.transients.preprocess.gp import fit_gp_grid
-from ..tasks.transients.preprocess.inputs import gp_kwargs
-from ..tasks.transients.training.data import grid_features
+from ..tasks.transients.preprocess.inputs import gp_input, gp_kwargs
+from ..tasks.transients.training.inputs import checkpoint_feature_config, model_inputs, uses_features
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +55,9 @@ def run_early(cfg: DictConfig) -> dict:
     if list(bands) != list(inputs.meta.get("bands", bands)):
         raise ValueError(f"{cfg.paths.models}/model.ckpt: band order {inputs.meta['bands']} != its config's {list(bands)}")
 
+    model_config = inputs.meta["model_config"]
+    fusion = uses_features(model_config)   # features and folded views of the truncated curves, too
+    features_cfg = checkpoint_feature_config(inputs.meta, str(inputs.checkpoint)) if fusion else None
     test = inputs.split("test")
     label_of = dict(zip(test.object_ids, test.y))
     lightcurves = io.read_parquet(Path(cfg.paths.raw) / "lightcurves.parquet")
@@ -71,11 +74,12 @@ def run_early(cfg: DictConfig) -> dict:
     epochs = []
     for d in days:
         cut = truncate_lightcurves(lightcurves, first, d)
-        grid = fit_gp_grid(cut, band_wavelengths=bands, progress=False, **gp_kwargs(train_cfg))
+        grid = fit_gp_grid(gp_input(cut, train_cfg), band_wavelengths=bands, progress=False, **gp_kwargs(train_cfg))
         ids = grid.object_ids.astype(str)
         y = np.array([label_of[o] for o in ids])
-        p = apply_calibration(predict_logits(inputs.model, grid_features(grid.mean, grid.std)), calibrator,
-                              kind="logits")
+        x = model_inputs(model_config, grid, lightcurves=cut, feature_config=features_cfg) if fusion else \
+            model_inputs(model_config, grid)
+        p = apply_calibration(predict_logits(inputs.model, x), calibrator, kind="logits")
         n_points = cut.groupby("object_id").size()
         epochs.append({"days": d, **_scores(y, p, classes, weights),
                        "median_points": float(n_points.median()), "n_gp_failed": int((~grid.diagnostics["fit_ok"]).sum())})

@@ -23,6 +23,16 @@ class PathsSchema(TaskPathsSchema):
 
 
 @dataclass
+class FeaturesSchema:
+    n_jobs: int = 2
+    set: str = "full"
+    min_points: int = 5
+    periodogram_min_period: float = 0.1
+    periodogram_log2_n_freq: int = 14
+    sn_fit_algorithm: str = "mcmc-lmsder"
+
+
+@dataclass
 class PreprocessSchema:
     name: str = "gp"
     window_before_days: float = 30.0
@@ -39,6 +49,7 @@ class PreprocessSchema:
     wavelength_length_scale: Optional[float] = 6000.0
     device: str = "cpu"
     detections_only: bool = True
+    features: FeaturesSchema = field(default_factory=FeaturesSchema)
 
 
 @dataclass
@@ -50,6 +61,7 @@ class TrainerSchema:
     class_weighted_loss: bool = True
     noise_resampling: bool = False
     early_stopping_patience: int = 8
+    ensemble_members: int = 1
     accelerator: str = "cpu"
     num_workers: int = 0
     deterministic: bool = True
@@ -124,15 +136,6 @@ class EvaluateSchema:
 
 
 @dataclass
-class FeaturesSchema:
-    set: str = "full"
-    min_points: int = 5
-    periodogram_min_period: float = 0.1
-    periodogram_log2_n_freq: int = 14
-    sn_fit_algorithm: str = "mcmc-lmsder"
-
-
-@dataclass
 class BaselineSchema:
     name: str = "brf"
     n_estimators: int = 500
@@ -143,7 +146,6 @@ class BaselineSchema:
     replacement: bool = True
     bootstrap: bool = False
     n_jobs: int = 2
-    features: FeaturesSchema = field(default_factory=FeaturesSchema)
 
 
 @dataclass

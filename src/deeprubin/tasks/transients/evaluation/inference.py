@@ -16,7 +16,9 @@ Steps (each one the same code the pipeline runs):
 3. :func:`deeprubin.tasks.transients.preprocess.gp.fit_gp_grid` with :func:`deeprubin.tasks.transients.preprocess.inputs.gp_kwargs`
    of the *checkpoint's* config (and its optional ``preprocess.detections_only`` row filter,
    :func:`deeprubin.tasks.transients.preprocess.inputs.gp_input`);
-4. :func:`deeprubin.tasks.transients.training.data.grid_features` (GP mean and std channels);
+4. :func:`deeprubin.tasks.transients.training.inputs.model_inputs`: GP mean and std channels, and for
+   the fusion model the light-curve features (extracted with the checkpoint's
+   ``preprocess.features``) and folded views of the same light curves;
 5. :func:`deeprubin.tasks.transients.evaluation.predict.class_probabilities`, the single place where class
    probabilities are produced: the softmax, calibrated by the calibrator the ``calibrate``
    stage saved beside the model when a calibration file is given;
@@ -39,7 +41,7 @@ from ....core.config import ConfigError
 from ....core.quality import check_quality_config, quality_table, unusable_mask
 from ....core.schema import SchemaError, validate_tables
 from ..preprocess.gp import GPGrid, fit_gp_grid
-from ..training.data import grid_features
+from ..training.inputs import checkpoint_feature_config, model_inputs, uses_features
 from .predict import class_probabilities, prediction_table
 
 log = logging.getLogger(__name__)
@@ -207,8 +209,13 @@ def predict_source_detailed(checkpoint_path: str | Path, source: Mapping | DictC
                        progress=progress, **gp_kwargs(train_cfg))
     if list(map(str, grid.bands)) != bands:
         raise CheckpointMismatchError(f"{checkpoint_path}: GP grid bands {list(grid.bands)} != checkpoint bands {bands}")
-    x = grid_features(grid.mean, grid.std)
-    if x.shape[1] != int(meta["n_inputs"]):
+    model_config = meta["model_config"]
+    if uses_features(model_config):   # the fusion model: features and folded views of the same light curves
+        x = model_inputs(model_config, grid, lightcurves=lightcurves,
+                         feature_config=checkpoint_feature_config(meta, str(checkpoint_path)))
+    else:
+        x = model_inputs(model_config, grid)
+    if x.ndim == 3 and x.shape[1] != int(meta["n_inputs"]):
         raise CheckpointMismatchError(f"{checkpoint_path}: features have {x.shape[1]} channels, the model "
                                       f"expects {meta['n_inputs']}")
     probabilities = class_probabilities(model, x, calibrator)

@@ -12,12 +12,13 @@ from omegaconf import DictConfig
 from ....core import io
 from ....core.checkpoint import load_checkpoint
 from ..preprocess.gp import GPGrid, load_gp_grid
-from ..training.data import SplitArrays, grid_features, split_arrays
+from ..training.data import SplitArrays, split_arrays
+from ..training.inputs import checkpoint_feature_config, model_inputs, uses_features
 
 
 @dataclass
 class ModelInputs:
-    """The checkpointed model, its metadata and the GP-grid inputs of every split."""
+    """The checkpointed model, its metadata and its inputs (:func:`~deeprubin.tasks.transients.training.inputs.model_inputs`) of every split."""
 
     model: torch.nn.Module
     meta: dict
@@ -48,5 +49,13 @@ def load_model_inputs(cfg: DictConfig) -> ModelInputs:
     processed = Path(cfg.paths.processed)
     grid = load_gp_grid(processed / "gp_grid.npz", processed / "gp_fits.parquet")
     manifest = io.read_parquet(Path(cfg.paths.splits) / "manifest.parquet")
-    splits = split_arrays(grid.object_ids, grid_features(grid.mean, grid.std), manifest, classes)
+    model_config = meta["model_config"]
+    if uses_features(model_config):
+        x = model_inputs(model_config, grid, lightcurves=io.read_parquet(Path(cfg.paths.raw) / "lightcurves.parquet"),
+                         features=io.read_parquet(processed / "features.parquet"),
+                         feature_config=checkpoint_feature_config(meta, str(checkpoint)),
+                         features_name=str(processed / "features.parquet"))
+    else:
+        x = model_inputs(model_config, grid)
+    splits = split_arrays(grid.object_ids, x, manifest, classes)
     return ModelInputs(model, meta, classes, grid, manifest, splits, checkpoint)

@@ -102,7 +102,7 @@ DETECTION_SNR = 5.0
 #: Feature groups, in column order.
 GROUP_ORDER = ("counts", "magnitude", "flux", "periodogram", "sn_model", "colour")
 
-#: Named feature sets -> the groups they contain (``baseline.features.set``).
+#: Named feature sets -> the groups they contain (``preprocess.features.set``).
 FEATURE_SETS: dict[str, tuple[str, ...]] = {
     # ALeRCE-like shape statistics of detections, counts and colours: no fits.
     "basic": ("counts", "magnitude", "colour"),
@@ -123,7 +123,7 @@ _FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 @dataclass(frozen=True)
 class FeatureConfig:
-    """Options of the feature extraction (``baseline.features`` in the config).
+    """Options of the feature extraction (``preprocess.features`` in the config).
 
     Attributes
     ----------
@@ -160,7 +160,7 @@ class FeatureConfig:
 
     def validate(self) -> None:
         """Raise :class:`~deeprubin.core.config.ConfigError` naming the offending key."""
-        prefix = "baseline.features"
+        prefix = "preprocess.features"
         if self.set not in FEATURE_SETS:
             raise ConfigError(f"config key '{prefix}.set' must be one of {sorted(FEATURE_SETS)}, "
                               f"got {self.set!r}")
@@ -185,7 +185,7 @@ class FeatureConfig:
 
     @classmethod
     def from_config(cls, node: Any, **defaults: Any) -> "FeatureConfig":
-        """Build from the ``baseline.features`` mapping (``defaults`` fill keys it leaves out).
+        """Build from the ``preprocess.features`` mapping (``defaults`` fill keys it leaves out).
 
         Unknown keys and bad values raise :class:`~deeprubin.core.config.ConfigError` naming the key.
         """
@@ -193,7 +193,7 @@ class FeatureConfig:
         known = set(cls.__dataclass_fields__)
         unknown = sorted(set(values) - known)
         if unknown:
-            raise ConfigError(f"config key 'baseline.features.{unknown[0]}' is not a feature option; "
+            raise ConfigError(f"config key 'preprocess.features.{unknown[0]}' is not a feature option; "
                               f"known: {sorted(known)}")
         return cls(**{**defaults, **{k: v for k, v in values.items() if v is not None}})
 
@@ -245,7 +245,7 @@ def _colour_pairs(bands: Sequence[str]) -> list[tuple[str, str]]:
 def feature_names(bands: Sequence[str], feature_set: str = "full") -> list[str]:
     """The feature columns, in order, for ``bands`` (bluest first) and a feature set."""
     if feature_set not in FEATURE_SETS:
-        raise ConfigError(f"config key 'baseline.features.set' must be one of {sorted(FEATURE_SETS)}, "
+        raise ConfigError(f"config key 'preprocess.features.set' must be one of {sorted(FEATURE_SETS)}, "
                           f"got {feature_set!r}")
     bands = [str(b) for b in bands]
     names: list[str] = []

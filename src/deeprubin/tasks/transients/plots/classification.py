@@ -211,19 +211,24 @@ def plot_training_curves(history: pd.DataFrame) -> Figure:
     """Loss and accuracy per epoch for the training and validation sets.
 
     ``history`` has columns ``epoch``, ``train_loss``, ``val_loss``, ``train_acc``,
-    ``val_acc``; missing columns or NaN entries are skipped. The epoch of the
-    lowest validation loss is marked in both panels.
+    ``val_acc``, and ``member`` for a deep ensemble (one curve per member); missing columns or
+    NaN entries are skipped. For one network, the epoch of the lowest validation loss is marked in
+    both panels.
     """
     hist = history.copy()
     if "epoch" not in hist.columns:
         hist["epoch"] = np.arange(len(hist))
-    hist = hist.sort_values("epoch", kind="mergesort")
-    epoch = hist["epoch"].to_numpy(dtype=float)
+    if "member" not in hist.columns:   # a deep ensemble's history has one block of epochs per member
+        hist["member"] = 0
+    hist = hist.sort_values(["member", "epoch"], kind="mergesort")
+    members = list(pd.unique(hist["member"]))
 
-    def series(name: str) -> tuple[np.ndarray, np.ndarray]:
-        if name not in hist.columns:
+    def series(name: str, member=None) -> tuple[np.ndarray, np.ndarray]:
+        part = hist if member is None else hist[hist["member"] == member]
+        epoch = part["epoch"].to_numpy(dtype=float)
+        if name not in part.columns:
             return epoch[:0], epoch[:0]
-        values = pd.to_numeric(hist[name], errors="coerce").to_numpy(dtype=float)
+        values = pd.to_numeric(part[name], errors="coerce").to_numpy(dtype=float)
         ok = np.isfinite(values)
         return epoch[ok], values[ok]
 
@@ -235,21 +240,26 @@ def plot_training_curves(history: pd.DataFrame) -> Figure:
         "train": dict(color=TRAIN_COLOR, linestyle="-", marker="o", label="training"),
         "val": dict(color=VAL_COLOR, linestyle="--", marker="s", label="validation"),
     }
-    val_ep, val_loss = series("val_loss")
-    best_epoch = val_ep[int(np.argmin(val_loss))] if val_loss.size else None
+    val_ep, val_loss = series("val_loss", members[0] if members else None)
+    best_epoch = val_ep[int(np.argmin(val_loss))] if val_loss.size and len(members) == 1 else None
 
     with figure_style():
         fig = new_figure((10.0, 4.0))
         axes = fig.subplots(1, 2, sharex=True)
         for ax, (ylabel, title, names) in zip(axes, panels):
             for name in names:
-                x, y = series(name)
-                if not x.size:
-                    continue
-                style = dict(styles[name.split("_")[0]])
-                if x.size > 30:
-                    style.pop("marker")
-                ax.plot(x, y, markersize=4, **style)
+                for k, member in enumerate(members):
+                    x, y = series(name, member)
+                    if not x.size:
+                        continue
+                    style = dict(styles[name.split("_")[0]])
+                    if x.size > 30 or len(members) > 1:
+                        style.pop("marker")
+                    if k:
+                        style.pop("label")
+                    elif len(members) > 1:
+                        style["label"] += f" ({len(members)} ensemble members)"
+                    ax.plot(x, y, markersize=4, alpha=1.0 if len(members) == 1 else 0.6, **style)
             if best_epoch is not None:
                 ax.axvline(best_epoch, color="0.4", linestyle=":", linewidth=1.2,
                            label=f"lowest val. loss (epoch {best_epoch:g})")

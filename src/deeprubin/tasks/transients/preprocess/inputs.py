@@ -37,6 +37,17 @@ def check_preprocess_config(cfg: DictConfig) -> None:
     for band, wavelength in cfg.task.band_wavelengths.items():
         if not wavelength > 0:
             raise ConfigError(f"config key 'task.band_wavelengths.{band}' must be > 0 Angstrom, got {wavelength!r}")
+    feature_config(cfg)
+
+
+def feature_config(cfg: DictConfig):
+    """The light-curve feature options, ``cfg.preprocess.features`` (checked; errors name the key).
+
+    A checkpoint written before the features moved into ``preprocess`` has none: the defaults.
+    """
+    from ..features.extract import FeatureConfig
+
+    return FeatureConfig.from_config(cfg.preprocess.get("features"))
 
 
 def gp_kwargs(cfg: DictConfig) -> dict:

@@ -40,6 +40,14 @@ def _pick_examples(predictions: pd.DataFrame, n: int, seed: int) -> pd.DataFrame
     return chosen
 
 
+def _validation_scores(model, val, calibrator, classes: list[str]) -> dict:
+    """Macro-F1 and accuracy on the validation split: what model selection compares (the test
+    split stays for the final report)."""
+    probabilities = apply_calibration(predict_logits(model, val.x), calibrator, kind="logits")
+    scores = classification_metrics(np.asarray(classes)[val.y], np.asarray(classes)[probabilities.argmax(1)], classes)
+    return {"macro_f1": scores["macro_f1"], "accuracy": scores["accuracy"], "n": int(len(val.y))}
+
+
 def evaluate(cfg: DictConfig) -> dict:
     """Score the trained model on the test split and write every report artefact."""
     n_examples = int(require(cfg, "evaluate.n_sample_predictions", at_least=1))
@@ -57,6 +65,7 @@ def evaluate(cfg: DictConfig) -> dict:
     weights = class_weight_vector(cfg.evaluate.get("plasticc_weights"), classes)
     metrics.update(headline_metrics(test.y, probabilities, classes, weights))
     metrics["calibration"] = calibrator.method
+    metrics["validation"] = _validation_scores(model, inputs.split("val"), calibrator, classes)
     curves = one_vs_rest_curves(test.y, probabilities, classes)
     for c, cv in curves.items():
         metrics["per_class"][c].update(roc_auc=cv["auc"], average_precision=cv["ap"])

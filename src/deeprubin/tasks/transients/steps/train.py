@@ -19,8 +19,10 @@ from ....core.tracking import flatten, hydra_sweep, log_params, provenance_tags,
 from ..evaluation.predict import predict_probabilities
 from ..preprocess.gp import load_gp_grid
 from ..training.augmented import augmented_train_arrays
-from ..training.data import SplitArrays, grid_features, split_arrays
-from ..training.fit import fit_classifier
+from ..preprocess.inputs import feature_config
+from ..training.data import SplitArrays, split_arrays
+from ..training.inputs import feature_count, model_inputs, uses_features
+from ..training.fit import fit_ensemble
 
 log = logging.getLogger(__name__)
 
@@ -35,33 +37,51 @@ def train(cfg: DictConfig) -> dict:
     grid_path = Path(cfg.paths.processed) / "gp_grid.npz"
     grid = load_gp_grid(grid_path, Path(cfg.paths.processed) / "gp_fits.parquet")
     manifest = io.read_parquet(Path(cfg.paths.splits) / "manifest.parquet")
-    features = grid_features(grid.mean, grid.std)
-    data = split_arrays(grid.object_ids, features, manifest, classes)
+    features_cfg = feature_config(cfg)
+    model_config = resolve_model_config(cfg.model, grid_step_days=float(np.diff(grid.grid_time).mean()),
+                                        grid_length=int(grid.mean.shape[-1]),
+                                        n_features=feature_count([str(b) for b in grid.bands], features_cfg))
+    built = model_class(model_config)  # the allow-list, checked before any work; its name is the logged one
+    x = _inputs(model_config, grid, Path(cfg.paths.raw), Path(cfg.paths.processed), features_cfg)
+    data = split_arrays(grid.object_ids, x, manifest, classes)
     for name in ("train", "val"):
         if name not in data or len(data[name].y) == 0:
             raise ValueError(f"{cfg.paths.splits}/manifest.parquet: the '{name}' split is empty")
     data_hash = io.file_sha256(grid_path)
+    if uses_features(model_config):
+        data_hash = hashlib.sha256((data_hash + io.file_sha256(Path(cfg.paths.processed) / "features.parquet")
+                                    + io.file_sha256(Path(cfg.paths.raw) / "lightcurves.parquet")).encode()).hexdigest()
     n_augmented = 0
     if cfg.get("augment") is not None and cfg.augment.enabled:  # GP copies of training objects: train only
-        extra = augmented_train_arrays(cfg, classes, manifest)
+        extra = augmented_train_arrays(cfg, classes, manifest,
+                                       lambda g, folder: _inputs(model_config, g, folder, folder, features_cfg))
         n_augmented = len(extra.y)
-        data["train"] = SplitArrays(np.concatenate([data["train"].object_ids, extra.object_ids]),
-                                    np.concatenate([data["train"].x, extra.x]),
-                                    np.concatenate([data["train"].y, extra.y]))
+        if n_augmented:
+            data["train"] = SplitArrays(np.concatenate([data["train"].object_ids, extra.object_ids]),
+                                        np.concatenate([data["train"].x, extra.x]),
+                                        np.concatenate([data["train"].y, extra.y]))
         data_hash = hashlib.sha256(
             (data_hash + io.file_sha256(Path(cfg.paths.augmented) / "gp_grid.npz")).encode()).hexdigest()
 
     sweep_id, sweep_dir, job_dir = hydra_sweep()
     out = io.check_writable(job_dir / "model" if job_dir is not None else Path(cfg.paths.models), "models folder")
-    model_config = resolve_model_config(cfg.model, grid_step_days=float(np.diff(grid.grid_time).mean()))
-    built = model_class(model_config)  # the allow-list, checked before any work; its name is the logged one
     with training_run(cfg.mlflow.tracking_uri, cfg.mlflow.experiment, run_name=f"{built.__name__}-seed{cfg.seed}",
                       tags=provenance_tags(built, data_hash, "train"), sweep_id=sweep_id,
                       sweep_dir=sweep_dir) as run:  # FINISHED only after the outputs below are written
-        return _train_and_write(cfg, run, data, grid, features, classes, model_config, out, data_hash, n_augmented)
+        return _train_and_write(cfg, run, data, grid, classes, model_config, out, data_hash, n_augmented)
 
 
-def _train_and_write(cfg, run, data, grid, features, classes, model_config, out, data_hash, n_augmented) -> dict:
+def _inputs(model_config: dict, grid, raw: Path, processed: Path, features_cfg) -> np.ndarray:
+    """The model's inputs for the objects of ``grid``: the light curves and features of ``raw``/``processed``
+    are read only when the model takes them (the fusion model)."""
+    if not uses_features(model_config):
+        return model_inputs(model_config, grid)
+    return model_inputs(model_config, grid, lightcurves=io.read_parquet(raw / "lightcurves.parquet"),
+                        features=io.read_parquet(processed / "features.parquet"), feature_config=features_cfg,
+                        features_name=str(processed / "features.parquet"))
+
+
+def _train_and_write(cfg, run, data, grid, classes, model_config, out, data_hash, n_augmented) -> dict:
     client, run_id, logger = run
     resolved = to_dict(cfg)
     params = flatten("", {k: resolved[k] for k in ("seed", "trainer", "preprocess", "source", "augment")
@@ -73,7 +93,8 @@ def _train_and_write(cfg, run, data, grid, features, classes, model_config, out,
     client.log_dict(run_id, {c: int(n) for c, n in zip(classes, np.bincount(data["train"].y, minlength=len(classes)))},
                     "class_distribution_train.json")
 
-    result = fit_classifier(cfg, data, model_config, n_inputs=features.shape[1], classes=classes, logger=logger)
+    n_inputs = 2 * len(grid.bands)   # GP mean and std channels per band (a fusion model's grid part too)
+    result = fit_ensemble(cfg, data, model_config, n_inputs=n_inputs, classes=classes, logger=logger)
 
     summary = {"data_sha256": data_hash, "n_train": int(len(data["train"].y)), "n_val": int(len(data["val"].y)),
                "best_val_loss": result.best_score, "epochs_run": result.epochs_run}
@@ -91,7 +112,7 @@ def _train_and_write(cfg, run, data, grid, features, classes, model_config, out,
     # the same bytes, so dvc.lock does not change on a rerun. Provenance lives in MLflow.
     ckpt = write_model_outputs(out, result.model, history=result.history,
                                model_config=model_config, classes=classes, bands=[str(b) for b in grid.bands],
-                               n_inputs=features.shape[1], config=resolved, metadata=summary)
+                               n_inputs=n_inputs, config=resolved, metadata=summary)
     client.log_artifact(run_id, str(out / "config.yaml"))
     train_table = pd.DataFrame({"object_id": data["train"].object_ids, "label": np.asarray(classes)[data["train"].y]})
     model_uri = log_classifier(client, run_id, ckpt, data["train"].x.shape[1:],

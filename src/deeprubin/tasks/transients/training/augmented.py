@@ -31,8 +31,11 @@ def check_parents_in_train(aug_obj: pd.DataFrame, manifest: pd.DataFrame) -> Non
     check_no_leakage(combined)
 
 
-def augmented_train_arrays(cfg: DictConfig, classes: list[str], manifest: pd.DataFrame):
+def augmented_train_arrays(cfg: DictConfig, classes: list[str], manifest: pd.DataFrame, inputs=None):
     """The augmented copies as training arrays (:class:`deeprubin.tasks.transients.training.data.SplitArrays`).
+
+    ``inputs(grid, folder)`` builds the model's inputs from the copies' GP grid and the folder of
+    their light curves and features (default: the GP-grid channels).
 
     Raises :class:`deeprubin.core.split.LeakageError` if a copy's group is outside the
     training split of ``manifest`` (the manifest the model is trained with).
@@ -43,7 +46,7 @@ def augmented_train_arrays(cfg: DictConfig, classes: list[str], manifest: pd.Dat
     if len(grid.object_ids) == 0:
         n_bands, n_time = grid.mean.shape[1:]
         return SplitArrays(np.array([], dtype=str), np.zeros((0, 2 * n_bands, n_time), np.float32),
-                           np.array([], dtype=np.int64))
+                           np.array([], dtype=np.int64))   # concatenated with nothing: train's shape stays
     check_parents_in_train(objects, manifest)
     label = objects.set_index(objects["object_id"].astype(str))["label"].astype(str)
     labels = label.reindex(grid.object_ids)
@@ -51,5 +54,6 @@ def augmented_train_arrays(cfg: DictConfig, classes: list[str], manifest: pd.Dat
     unknown = sorted(set(labels.dropna()) - set(class_index))
     if labels.isna().any() or unknown:
         raise ValueError(f"{folder}/objects.parquet: labels missing or unknown ({unknown}) for augmented objects")
-    return SplitArrays(object_ids=grid.object_ids.astype(str), x=grid_features(grid.mean, grid.std),
+    x = grid_features(grid.mean, grid.std) if inputs is None else inputs(grid, folder)
+    return SplitArrays(object_ids=grid.object_ids.astype(str), x=x,
                        y=labels.map(class_index).to_numpy(dtype=np.int64))

@@ -1,14 +1,21 @@
 """Fit a light-curve classifier: seeded, class-weighted, early-stopped on validation loss."""
 from __future__ import annotations
 
-import lightning as L
-import torch
-from omegaconf import DictConfig
+import logging
 
-from ....core.config import require
+import lightning as L
+import numpy as np
+import pandas as pd
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from ....core.config import ConfigError, require
 from ....core.training import EpochHistory, FitResult, SplitArrays, class_weights, fit_module, make_loader
 from ....core.models import build_model
+from ....core.models.ensemble import MAX_MEMBERS, DeepEnsemble
 from .module import LightCurveClassifier
+
+log = logging.getLogger(__name__)
 
 HISTORY_COLUMNS = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc"]
 
@@ -20,6 +27,43 @@ def check_trainer_config(cfg: DictConfig) -> None:
     require(cfg, "trainer.weight_decay", at_least=0)
     require(cfg, "trainer.early_stopping_patience", at_least=1)
     require(cfg, "trainer.num_workers", at_least=0)
+    members = cfg.trainer.get("ensemble_members", 1)
+    if isinstance(members, bool) or not isinstance(members, int) or not 1 <= members <= MAX_MEMBERS:
+        raise ConfigError(f"config key 'trainer.ensemble_members' must be an integer in [1, {MAX_MEMBERS}], "
+                          f"got {members!r}")
+
+
+def member_seed(seed: int, member: int) -> int:
+    """Seed of an ensemble's ``member``-th network: ``seed`` itself for the first, then independent
+    streams (:class:`numpy.random.SeedSequence` of ``(seed, member)``), so the ensembles of two
+    neighbouring seeds share no member."""
+    return int(seed) if member == 0 else int(np.random.SeedSequence([int(seed), int(member)]).generate_state(1)[0])
+
+
+def fit_ensemble(cfg: DictConfig, data: dict[str, SplitArrays], model_config: dict, n_inputs: int,
+                 classes: list[str], logger=None) -> FitResult:
+    """``trainer.ensemble_members`` networks (:func:`fit_classifier`, seeds :func:`member_seed`) as one
+    :class:`~deeprubin.core.models.ensemble.DeepEnsemble`; a single network when it is 1.
+
+    The history gains a ``member`` column and each member's MLflow metrics are prefixed
+    ``member<k>-``; ``best_score`` is the members' mean best validation
+    loss and ``epochs_run`` their total.
+    """
+    check_trainer_config(cfg)
+    n_members = int(cfg.trainer.get("ensemble_members", 1))
+    if n_members == 1:
+        return fit_classifier(cfg, data, model_config, n_inputs, classes, logger=logger)
+    results = []
+    for member in range(n_members):
+        member_cfg = OmegaConf.merge(cfg, {"seed": member_seed(int(cfg.seed), member)})
+        log.info("train: ensemble member %d/%d (seed %d)", member + 1, n_members, member_cfg.seed)
+        if hasattr(logger, "set_prefix"):  # each member's curves apart in MLflow: member0-val_loss, ...
+            logger.set_prefix(f"member{member}")
+        results.append(fit_classifier(member_cfg, data, model_config, n_inputs, classes, logger=logger))
+    history = pd.concat([r.history.assign(member=k) for k, r in enumerate(results)], ignore_index=True)
+    history = history[["member", *[c for c in history.columns if c != "member"]]]
+    return FitResult(DeepEnsemble([r.model for r in results]), history,
+                     float(np.mean([r.best_score for r in results])), int(sum(r.epochs_run for r in results)))
 
 
 def fit_classifier(cfg: DictConfig, data: dict[str, SplitArrays], model_config: dict, n_inputs: int,
@@ -35,6 +79,11 @@ def fit_classifier(cfg: DictConfig, data: dict[str, SplitArrays], model_config: 
     seed = int(cfg.seed)
     L.seed_everything(seed, workers=True, verbose=False)
     model = build_model(model_config, n_inputs=n_inputs, n_classes=len(classes))
+    if bool(t.noise_resampling) and data["train"].x.ndim != 3:
+        raise ConfigError(f"config key 'trainer.noise_resampling' redraws GP-grid channels; the model "
+                          f"{model_config.get('_target_')} takes flat inputs of shape {data['train'].x.shape[1:]}")
+    if hasattr(model, "fit_input_scaling"):   # e.g. the fusion model's feature centre and scale, from train only
+        model.fit_input_scaling(torch.from_numpy(data["train"].x))
     # One forward pass before training: an architecture that cannot take this grid
     # (e.g. a kernel longer than the sequence) fails now, with its own message.
     with torch.no_grad():
