@@ -13,7 +13,7 @@ from deeprubin.core import io
 from deeprubin.core.config import ConfigError
 from deeprubin.tasks.transients.evaluation.compare import comparison_table
 from deeprubin.tasks.transients.features import FEATURE_SETS, FeatureConfig, extract_features, feature_names
-from deeprubin.tasks.transients.features.baseline import BRFParams, train_and_score
+from deeprubin.tasks.transients.features.baseline import BRFParams, train_and_score, tune_grid
 
 BANDS = ["g", "r"]
 #: Small, fast options for the tests: coarse periodogram grid, quick Bazin fits.
@@ -154,6 +154,54 @@ def test_baseline_missing_feature_row_is_named(toy_problem):
         train_and_score(features, manifest, kinds, BRFParams(n_estimators=5, n_jobs=1), seed=0)
 
 
+def test_tuning_keeps_the_best_val_point_and_breaks_ties_by_grid_order(toy_problem):
+    lc, manifest, kinds = toy_problem
+    features = extract_features(lc, BANDS, FeatureConfig(set="basic", **FAST))
+    grid = {"min_samples_leaf": [1, 40], "max_features": [1, "sqrt"]}
+    params = BRFParams(n_estimators=20, n_jobs=1)
+    result = train_and_score(features, manifest, kinds, params, seed=0, grid=grid)
+    table = result.tuning
+    assert len(table) == 4 and list(table.columns) == ["min_samples_leaf", "max_features", "val_macro_f1",
+                                                       "val_accuracy", "chosen"]
+    assert table[["min_samples_leaf", "max_features"]].astype(str).values.tolist() == \
+        [["1", "1"], ["1", "sqrt"], ["40", "1"], ["40", "sqrt"]]
+    best = table["val_macro_f1"].max()
+    first_best = int(np.flatnonzero(table["val_macro_f1"].to_numpy() == best)[0])
+    assert table["chosen"].tolist() == [k == first_best for k in range(4)]
+    chosen = table.iloc[first_best]
+    assert (result.params.min_samples_leaf, str(result.params.max_features)) == \
+        (chosen["min_samples_leaf"], str(chosen["max_features"]))
+    assert result.val_metrics["macro_f1"] == best   # the val scores reported are the chosen forest's
+    # a leaf of 40 objects on ~40 training objects cannot separate three kinds: tuning must not pick it
+    assert result.params.min_samples_leaf == 1
+    again = train_and_score(features, manifest, kinds, params, seed=0, grid=grid)
+    pd.testing.assert_frame_equal(again.tuning, table)
+
+
+def test_tuning_without_a_val_split_is_an_error(toy_problem):
+    lc, manifest, kinds = toy_problem
+    features = extract_features(lc, BANDS, FeatureConfig(set="basic", **FAST))
+    no_val = manifest.assign(split=manifest["split"].replace({"val": "train"}))
+    with pytest.raises(ValueError, match="baseline.tune: the manifest has no 'val' split"):
+        train_and_score(features, no_val, kinds, BRFParams(n_estimators=5, n_jobs=1), seed=0,
+                        grid={"min_samples_leaf": [1, 2]})
+    result = train_and_score(features, no_val, kinds, BRFParams(n_estimators=5, n_jobs=1), seed=0)
+    assert result.val_metrics is None and result.tuning.empty   # untuned: the settings as given
+
+
+@pytest.mark.parametrize("grid, message", [
+    ("sqrt", r"'baseline\.tune' must be a mapping"),
+    ({"n_jobs": [1, 2]}, r"'baseline\.tune\.n_jobs' is not a tunable forest setting"),
+    ({"colour": [1]}, r"'baseline\.tune\.colour' is not a tunable"),
+    ({"max_depth": 3}, r"'baseline\.tune\.max_depth' must be a non-empty list"),
+    ({"max_depth": []}, r"'baseline\.tune\.max_depth' must be a non-empty list"),
+    ({"sampling_strategy": ["all", "some"]}, r"'baseline\.tune\.sampling_strategy'.*got 'some'"),
+])
+def test_tune_grid_errors_name_the_key(grid, message):
+    with pytest.raises(ConfigError, match=message):
+        tune_grid(grid)
+
+
 def test_comparison_table():
     deep = {"accuracy": 0.9, "macro_f1": 0.85, "n_test": 10,
             "per_class": {"A": {"f1": 0.8}, "B": {"f1": 0.9}}}
@@ -187,8 +235,17 @@ def test_baseline_stage_in_process(tmp_path):
     run_split(cfg)
     metrics = run_baseline(cfg)
     out = Path(cfg.paths.reports) / "baseline"
-    assert json.loads((out / "metrics.json").read_text()) == metrics
+    written = json.loads((out / "metrics.json").read_text())
+    assert {k: v for k, v in written.items() if k not in ("forest", "tuned_on")} == metrics
     assert set(metrics) == {"accuracy", "macro_f1", "n_test", "per_class"}
+    # the forest's settings were chosen on val over the config's grid; every point is in tuning.csv
+    tuning = pd.read_csv(out / "tuning.csv")
+    grid = cfg.baseline.tune
+    assert written["tuned_on"] == "val" and len(tuning) == int(np.prod([len(v) for v in grid.values()]))
+    chosen = tuning.loc[tuning["chosen"]].iloc[0]
+    assert tuning["chosen"].sum() == 1 and chosen["val_macro_f1"] == tuning["val_macro_f1"].max()
+    assert written["forest"]["sampling_strategy"] == chosen["sampling_strategy"]
+    assert json.loads((out / "val_metrics.json").read_text())["macro_f1"] == pytest.approx(chosen["val_macro_f1"])
     assert set(metrics["per_class"]) == set(cfg.task.classes)
     manifest = io.read_parquet(Path(cfg.paths.splits) / "manifest.parquet")
     assert metrics["n_test"] == (manifest["split"] == "test").sum()
@@ -219,6 +276,8 @@ def test_baseline_stage_in_process(tmp_path):
     ("baseline.min_samples_leaf=0", "baseline.min_samples_leaf"),
     ("preprocess.features.min_points=1", "preprocess.features.min_points"),
     ("+preprocess.features.colour=true", "preprocess.features.colour"),
+    ("+baseline.tune.n_jobs=[1]", "baseline.tune.n_jobs"),
+    ("baseline.tune.max_features=[cube]", "baseline.tune.max_features"),
 ])
 def test_baseline_config_errors_name_the_key(tmp_path, override, key):
     from deeprubin.stages.baseline import run_baseline

@@ -3,15 +3,16 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import asdict
 from pathlib import Path
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from ..core import io
 from ..core.config import ConfigError
 from ..core.entry import hydra_entry
 from ..core.metrics import confusion_table, row_normalised, text_report
-from ..tasks.transients.features.baseline import BRFParams, train_and_score
+from ..tasks.transients.features.baseline import BRFParams, train_and_score, tune_grid
 from ..tasks.transients.features.extract import FeatureConfig, feature_names
 from ..tasks.transients.features.plots import plot_feature_importances
 from ..tasks.transients.preprocess.inputs import feature_config
@@ -23,13 +24,14 @@ log = logging.getLogger(__name__)
 TOP_FEATURES = 20
 
 
-def check_baseline_config(cfg: DictConfig) -> tuple[FeatureConfig, BRFParams]:
-    """Validate ``baseline.*`` and ``preprocess.features`` before any work; errors name the key."""
+def check_baseline_config(cfg: DictConfig) -> tuple[FeatureConfig, BRFParams, dict[str, list]]:
+    """Validate ``baseline.*`` (``tune`` included) and ``preprocess.features`` before any work; errors name the key."""
     node = cfg.get("baseline")
     if node is None:
         raise ConfigError("config key 'baseline' is missing (add `- baseline: brf` to the defaults)")
     params = BRFParams.from_config(node)
-    return feature_config(cfg), params
+    grid = tune_grid(OmegaConf.to_container(node.tune) if node.get("tune") is not None else None)
+    return feature_config(cfg), params, grid
 
 
 def run_baseline(cfg: DictConfig) -> dict:
@@ -39,10 +41,11 @@ def run_baseline(cfg: DictConfig) -> dict:
     ``metrics.json`` (test split, the structure of the deep model's ``metrics.json``),
     ``val_metrics.json`` (same structure, val split; for choosing settings without the test
     split), ``classification_report.txt``, ``predictions.csv``,
-    ``confusion_normalised.csv``, ``feature_importances.csv`` and ``figures/``
+    ``confusion_normalised.csv``, ``feature_importances.csv``, ``tuning.csv`` (val macro-F1 of
+    every ``baseline.tune`` grid point; the chosen settings are ``forest`` in ``metrics.json``) and ``figures/``
     (row-normalised confusion matrix, top-20 feature importances).
     """
-    feature_cfg, params = check_baseline_config(cfg)
+    feature_cfg, params, grid = check_baseline_config(cfg)
     classes = [str(c) for c in cfg.task.classes]
     bands = [str(b) for b in cfg.task.band_wavelengths]
     seed = int(cfg.seed)
@@ -57,12 +60,15 @@ def run_baseline(cfg: DictConfig) -> dict:
 
     start = time.perf_counter()
     result = train_and_score(features, manifest, classes, params, seed,
-                          feature_columns=feature_names(bands, feature_cfg.set))
+                             feature_columns=feature_names(bands, feature_cfg.set), grid=grid)
     fit_s = time.perf_counter() - start
 
     out = Path(cfg.paths.baseline)
     truth, predicted = result.predictions["label"], result.predictions["predicted"]
-    io.write_json(result.metrics, out / "metrics.json")
+    forest = {k: v for k, v in asdict(result.params).items() if k != "n_jobs"}
+    io.write_json({**result.metrics, "forest": forest, "tuned_on": "val" if grid and len(result.tuning) else None},
+                  out / "metrics.json")
+    io.write_text(result.tuning.to_csv(index=False, float_format="%.6f"), out / "tuning.csv")
     # Always written (DVC declares it): empty when the manifest has no val split.
     io.write_json(result.val_metrics or {}, out / "val_metrics.json")
     io.write_text(text_report(truth, predicted, classes), out / "classification_report.txt")
@@ -78,6 +84,9 @@ def run_baseline(cfg: DictConfig) -> dict:
     io.save_figure(plot_feature_importances(result.importances, top=TOP_FEATURES),
                    figures / "feature_importances.png",
                    caption=f"The {TOP_FEATURES} most important light-curve features of the baseline random forest.")
+    if grid:
+        log.info("baseline: chose %s of %d grid points on val (macro-F1 %.3f)", {k: forest[k] for k in grid},
+                 len(result.tuning), float(result.tuning.loc[result.tuning["chosen"], "val_macro_f1"].iloc[0]))
     log.info("baseline: test accuracy %.3f, macro-F1 %.3f on %d objects (forest %.1f s) -> %s",
              result.metrics["accuracy"], result.metrics["macro_f1"], result.metrics["n_test"], fit_s, out)
     return result.metrics

@@ -146,6 +146,7 @@ class BaselineSchema:
     replacement: bool = True
     bootstrap: bool = False
     n_jobs: int = 2
+    tune: Optional[Dict[str, Any]] = None   # setting -> list of values, chosen on val (features.baseline.tune_grid)
 
 
 @dataclass

@@ -5,14 +5,16 @@ balanced random forest on hand-built features; this is its flat version on
 :mod:`deeprubin.tasks.transients.features.extract`'s features. Every tree is grown on a bootstrap
 sample under-sampled to balanced classes (imbalanced-learn's
 ``BalancedRandomForestClassifier``). It is fitted on the ``train`` split of the
-same manifest the deep models use, seeded, with hyperparameters from the config
-and no tuning; ``val`` metrics are reported for model selection, ``test`` metrics
-for the comparison, and the test split is never used for anything else.
+same manifest the deep models use, seeded; the settings in ``baseline.tune`` are chosen on
+the ``val`` split by macro-F1, as the deep model is chosen on validation (a starved baseline
+proves nothing), and the test split is used for the comparison only.
 """
 from __future__ import annotations
 
+import itertools
 import logging
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
 from typing import Any, Sequence
 
 import numpy as np
@@ -173,6 +175,69 @@ def importance_table(model: BalancedRandomForestClassifier, feature_columns: Seq
     return table.reset_index(drop=True)
 
 
+def tune_grid(node: Any) -> dict[str, list]:
+    """Parse ``baseline.tune`` (a mapping ``key -> list of values``; null or empty: no tuning).
+
+    Keys must be :class:`BRFParams` fields other than ``n_jobs``; every value of a list is
+    checked as ``BRFParams`` checks it. Raises :class:`~deeprubin.core.config.ConfigError`
+    naming the key.
+    """
+    if node is None:
+        return {}
+    if not isinstance(node, Mapping):
+        raise ConfigError(f"config key 'baseline.tune' must be a mapping of setting -> list of values, got {node!r}")
+    grid: dict[str, list] = {}
+    tunable = [k for k in BRFParams.__dataclass_fields__ if k != "n_jobs"]
+    for key, values in node.items():
+        if key not in tunable:
+            raise ConfigError(f"config key 'baseline.tune.{key}' is not a tunable forest setting "
+                              f"(one of {tunable})")
+        if isinstance(values, (str, bytes)) or not isinstance(values, Sequence) or len(values) == 0:
+            raise ConfigError(f"config key 'baseline.tune.{key}' must be a non-empty list, got {values!r}")
+        for value in values:
+            try:
+                BRFParams(**{key: value})
+            except ConfigError as exc:
+                raise ConfigError(f"config key 'baseline.tune.{key}': {exc}") from None
+        grid[str(key)] = list(values)
+    return grid
+
+
+def grid_points(params: BRFParams, grid: Mapping[str, Sequence]) -> list[BRFParams]:
+    """Every combination of ``grid`` (in its key and value order) over ``params``; ``[params]`` if empty."""
+    if not grid:
+        return [params]
+    keys = list(grid)
+    return [replace(params, **dict(zip(keys, combo))) for combo in itertools.product(*(grid[k] for k in keys))]
+
+
+def tune_baseline(splits: dict[str, SplitData], params: BRFParams, grid: Mapping[str, Sequence], seed: int,
+                  classes: Sequence[str]) -> tuple[BalancedRandomForestClassifier, BRFParams, pd.DataFrame]:
+    """Fit one forest per grid point on ``train``, keep the one with the best ``val`` macro-F1.
+
+    Ties go to the earlier grid point (the config's order), so the choice is deterministic.
+    Returns the chosen model, its settings and a table of every point (its settings, val
+    macro-F1 and accuracy, ``chosen``). The test split is not seen.
+    """
+    train, val = splits.get("train"), splits.get("val")
+    if val is None or len(val.labels) == 0:
+        raise ValueError("baseline.tune: the manifest has no 'val' split to tune the forest on "
+                         "(set baseline.tune: null)")
+    rows, best = [], None
+    for k, point in enumerate(grid_points(params, grid)):
+        model = fit_baseline(train, point, seed)
+        scores = classification_metrics(val.labels, predict_table(model, val, classes)["predicted"], classes)
+        rows.append({**{key: getattr(point, key) for key in grid}, "val_macro_f1": scores["macro_f1"],
+                     "val_accuracy": scores["accuracy"]})
+        logging.getLogger(__name__).info("baseline.tune: %d %s -> val macro-F1 %.4f", k,
+                                         {key: getattr(point, key) for key in grid}, scores["macro_f1"])
+        if best is None or scores["macro_f1"] > best[0]:
+            best = (scores["macro_f1"], k, model, point)
+    table = pd.DataFrame(rows)
+    table["chosen"] = np.arange(len(table)) == best[1]
+    return best[2], best[3], table
+
+
 @dataclass
 class BaselineResult:
     """What :func:`train_and_score` returns: the model, predictions, metrics and importances."""
@@ -182,13 +247,18 @@ class BaselineResult:
     metrics: dict                      # test split, the structure of reports/<task>/metrics.json
     val_metrics: dict | None           # val split (None when the manifest has no val objects)
     importances: pd.DataFrame
+    params: BRFParams                  # the forest's settings (the tuned ones when baseline.tune is set)
+    tuning: pd.DataFrame               # one row per tuned grid point (empty without a val split)
 
 
 def train_and_score(features: pd.DataFrame, manifest: pd.DataFrame, classes: Sequence[str],
-                 params: BRFParams, seed: int, feature_columns: Sequence[str] | None = None) -> BaselineResult:
-    """Fit on ``train``, score on ``val`` (if any) and ``test`` of the manifest.
+                    params: BRFParams, seed: int, feature_columns: Sequence[str] | None = None,
+                    grid: Mapping[str, Sequence] | None = None) -> BaselineResult:
+    """Fit on ``train`` (tuning ``grid`` on ``val``, :func:`tune_baseline`), score ``val`` and ``test``.
 
-    ``feature_columns`` defaults to every column of ``features`` except ``object_id``.
+    ``feature_columns`` defaults to every column of ``features`` except ``object_id``. Without
+    a val split the forest is fitted with ``params`` as they are (and a non-empty ``grid`` is
+    an error).
     """
     classes = [str(c) for c in classes]
     columns = list(feature_columns) if feature_columns is not None else \
@@ -197,8 +267,14 @@ def train_and_score(features: pd.DataFrame, manifest: pd.DataFrame, classes: Seq
     test = splits.get("test")
     if test is None or len(test.labels) == 0:
         raise ValueError("baseline: the 'test' split of the manifest is empty")
-    model = fit_baseline(splits.get("train", SplitData(np.array([]), np.empty((0, len(columns))), np.array([]))),
-                         params, seed)
+    splits.setdefault("train", SplitData(np.array([]), np.empty((0, len(columns))), np.array([])))
+    if "val" in splits and len(splits["val"].labels):
+        model, params, tuning = tune_baseline(splits, params, grid or {}, seed, classes)
+    elif grid:
+        raise ValueError("baseline.tune: the manifest has no 'val' split to tune the forest on "
+                         "(set baseline.tune: null)")
+    else:
+        model, tuning = fit_baseline(splits["train"], params, seed), pd.DataFrame()
     predictions = predict_table(model, test, classes)
     metrics = classification_metrics(test.labels, predictions["predicted"], classes)
     val_metrics = None
@@ -206,4 +282,4 @@ def train_and_score(features: pd.DataFrame, manifest: pd.DataFrame, classes: Seq
         val = predict_table(model, splits["val"], classes)
         val_metrics = classification_metrics(splits["val"].labels, val["predicted"], classes)
     return BaselineResult(model=model, predictions=predictions, metrics=metrics, val_metrics=val_metrics,
-                          importances=importance_table(model, columns))
+                          importances=importance_table(model, columns), params=params, tuning=tuning)
