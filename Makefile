@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup run test test-e2e test-all params deps lock verify seeds bench-gp bench-gp-cost-floor bench-gp-compile bench-gp-hyper-subset bench-pipeline-time bench-run-time clean mlflow-ui plots
+.PHONY: setup run test test-e2e test-all params deps lock verify seeds paper bench-gp bench-gp-cost-floor bench-gp-compile bench-gp-hyper-subset bench-pipeline-time bench-run-time clean mlflow-ui plots
 
 $(STAMP): requirements/lock.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -61,6 +61,9 @@ verify: setup  ## clone HEAD, rerun the whole `dvc repro` there, fail listing ev
 
 seeds: setup  ## headline numbers as mean +- std over 5 training seeds (+2 data seeds) -> reports/benchmarks/seeds.json (~7 min a run on 2 cores)
 	$(BIN)/python -m benchmarks.seeds
+
+paper: setup  ## the paper profile (experiment=paper: 10x the simulated objects), transients, one seed -> reports/benchmarks/paper.json (~1 h on 2 cores)
+	$(BIN)/python -m benchmarks.seeds --tasks transients --seeds 42 --data-seeds --base experiment=paper --workdir /tmp/deeprubin_paper --out reports/benchmarks/paper.json
 
 bench-pipeline-time: setup  ## stage times and GP throughput with and without the numerics pinning (reports/benchmarks/pipeline_time.json; ~20 min)
 	PATH=$(abspath $(BIN)):$$PATH $(BIN)/python -m benchmarks.pipeline_time

@@ -57,6 +57,9 @@ HEADLINES = {
     "transients": {
         "deep_macro_f1": ("metrics.json", "macro_f1"),
         "deep_val_macro_f1": ("metrics.json", "validation.macro_f1"),   # what model selection compares
+        # the run's test-set group-bootstrap interval (the paper profile quotes it beside its one run)
+        "deep_macro_f1_ci95_low": ("metrics.json", "confidence_intervals.macro_f1.low"),
+        "deep_macro_f1_ci95_high": ("metrics.json", "confidence_intervals.macro_f1.high"),
         "baseline_macro_f1": ("baseline/metrics.json", "macro_f1"),
         "real_sky_fraction": ("real_sky.json", "target.fraction"),
     },

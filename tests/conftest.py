@@ -53,6 +53,21 @@ def base_cfg():
     return compose_task("transients")
 
 
+def fit_one_batch(model, x, y, optimiser, steps: int = 150):
+    """``steps`` full-batch cross-entropy steps of ``model`` on ``(x, y)``; the model is left in eval
+    mode and the last training loss returned (the overfit-one-batch checks)."""
+    import torch
+
+    model.train()
+    for _ in range(steps):
+        optimiser.zero_grad()
+        loss = torch.nn.functional.cross_entropy(model(x), y)
+        loss.backward()
+        optimiser.step()
+    model.eval()
+    return float(loss)
+
+
 def compose_under(root: Path, overrides=(), task: str = "transients"):
     """The task's view of the composed config with every ``paths.*`` (the task's and the shared
     ones) and the MLflow store under ``root``.

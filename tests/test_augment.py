@@ -152,6 +152,53 @@ def test_time_shift_moves_the_event():
     assert np.all(np.abs(shifts) <= 15.0) and np.ptp(shifts) > 5.0
 
 
+def test_truncation_cuts_copies_after_their_first_detection():
+    parent = bump_parent(10.0)
+    whole = settings(time_shift_days=0.0, time_jitter_days=0.0, drop_fraction=[0.0, 0.0])
+    cut = settings(time_shift_days=0.0, time_jitter_days=0.0, drop_fraction=[0.0, 0.0], truncate_fraction=1.0,
+                   truncate_days=[2.0, 30.0])
+    kw = dict(redshift=math.nan, apply_redshift=False, band_names=list(BANDS),
+              band_wavelengths=np.array(list(BANDS.values())))
+    full_lcs, full_meta, _ = augment_parent(parent, 6, whole, **kw)
+    lcs, meta, _ = augment_parent(parent, 6, cut, **kw)
+    for full, lc, m in zip(full_lcs, lcs, meta):
+        d = m["aug_truncate_days"]
+        assert 2.0 <= d <= 30.0
+        first = lc["time"][np.flatnonzero(lc["detected"])[0]]
+        assert first == full["time"][np.flatnonzero(full["detected"])[0]]
+        # everything up to first detection + d, nothing after (the min_points floor aside)
+        assert lc["time"].max() <= max(first + d, full["time"][cut.min_points - 1])
+        assert len(lc["time"]) == int(np.sum(full["time"] <= max(first + d, full["time"][cut.min_points - 1])))
+        # the kept points are the whole copy's points: truncation draws from a stream of its own
+        np.testing.assert_array_equal(lc["flux"], full["flux"][:len(lc["flux"])])
+    assert np.ptp([m["aug_truncate_days"] for m in meta]) > 3.0
+    assert all(math.isnan(m["aug_truncate_days"]) for m in full_meta)
+
+
+def test_truncation_mask_keeps_min_points_and_skips_undetected():
+    from deeprubin.tasks.transients.preprocess.augment import truncation_mask
+
+    time = np.arange(10.0)
+    detected = time >= 3
+    assert truncation_mask(time, detected, 2.0, 3).tolist() == [t <= 5 for t in time]
+    assert truncation_mask(time, detected, 0.5, 7).sum() == 7        # the floor of min_points rows
+    assert truncation_mask(time, np.zeros(10, bool), 2.0, 3) is None  # never detected: stays whole
+
+
+def test_truncated_fraction_and_report(survey):
+    aug_lc, aug_obj, report = run(survey, settings(copies_all=2, truncate_fraction=0.5, truncate_days=[1.0, 50.0]))
+    truncated = aug_obj["aug_truncate_days"].notna()
+    assert 0.25 < truncated.mean() < 0.75 and report["n_truncated"] == int(truncated.sum())
+    # the untruncated copies are those made without truncation
+    plain_lc, plain_obj, _ = run(survey, settings(copies_all=2))
+    ids = aug_obj.loc[~truncated, "object_id"]
+    pd.testing.assert_frame_equal(aug_lc[aug_lc["object_id"].isin(ids)].reset_index(drop=True),
+                                  plain_lc[plain_lc["object_id"].isin(ids)].reset_index(drop=True))
+    n_cut = aug_lc[aug_lc["object_id"].isin(aug_obj.loc[truncated, "object_id"])].groupby("object_id").size()
+    n_full = plain_lc.groupby("object_id").size().reindex(n_cut.index)
+    assert (n_cut <= n_full).all() and (n_cut < n_full).mean() > 0.5
+
+
 @pytest.mark.parametrize("override, key", [
     ({"copies": {"SNIa": -1}}, "augment.copies.SNIa"),
     ({"copies": {"Nova": 2}}, "augment.copies.Nova"),
@@ -164,6 +211,11 @@ def test_time_shift_moves_the_event():
     ({"drop_fraction": [0.2, 1.0]}, "augment.drop_fraction"),
     ({"max_copies_per_object": -2}, "augment.max_copies_per_object"),
     ({"min_points": 0}, "augment.min_points"),
+    ({"truncate_fraction": 1.5}, "augment.truncate_fraction"),
+    ({"truncate_fraction": -0.1}, "augment.truncate_fraction"),
+    ({"truncate_fraction": 0.5, "truncate_days": [0.0, 10.0]}, "augment.truncate_days"),
+    ({"truncate_fraction": 0.5, "truncate_days": [20.0, 10.0]}, "augment.truncate_days"),
+    ({"truncate_fraction": 0.5, "truncate_days": None}, "augment.truncate_days"),
 ])
 def test_bad_config_names_the_key(override, key):
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):

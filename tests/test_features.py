@@ -11,7 +11,7 @@ from conftest import compose_under, make_tables
 
 from deeprubin.core import io
 from deeprubin.core.config import ConfigError
-from deeprubin.tasks.transients.evaluation.compare import comparison_table
+from deeprubin.tasks.transients.evaluation.compare import comparison_table, paired_bootstrap
 from deeprubin.tasks.transients.features import FEATURE_SETS, FeatureConfig, extract_features, feature_names
 from deeprubin.tasks.transients.features.baseline import BRFParams, train_and_score, tune_grid
 
@@ -212,6 +212,49 @@ def test_comparison_table():
     assert table["model"].iloc[0] == "tcn" and table["f1_B"].tolist() == [0.9, 0.7]
     with pytest.raises(ValueError, match="test split"):
         comparison_table(deep, {**base, "n_test": 11}, "tcn")
+
+
+def test_paired_bootstrap_scores_both_models_and_their_difference():
+    from sklearn.metrics import accuracy_score, f1_score
+
+    rng = np.random.default_rng(0)
+    classes = ["A", "B", "C"]
+    y = rng.integers(0, 3, 120)
+    good = np.where(rng.random(120) < 0.85, y, rng.integers(0, 3, 120))
+    poor = np.where(rng.random(120) < 0.55, y, rng.integers(0, 3, 120))
+    groups = [f"g{i // 2}" for i in range(120)]            # pairs of objects share a group
+    table = paired_bootstrap(y, {"deep": good, "forest": poor}, groups, classes, n_boot=300, seed=1)
+    t = table.set_index(["model", "score"])
+    assert t.loc[("deep", "macro_f1"), "value"] == pytest.approx(f1_score(y, good, average="macro"))
+    assert t.loc[("forest", "accuracy"), "value"] == pytest.approx(accuracy_score(y, poor))
+    assert t.loc[("deep", "f1_B"), "value"] == pytest.approx(f1_score(y, good, labels=[1], average="macro"))
+    diff = t.loc[("deep minus forest", "macro_f1")]
+    assert diff["value"] == pytest.approx(t.loc[("deep", "macro_f1"), "value"] - t.loc[("forest", "macro_f1"), "value"])
+    assert 0 < diff["low"] < diff["value"] < diff["high"]
+    for (model, score), row in t.iterrows():
+        assert row["low"] <= row["value"] + 1e-12 and row["value"] <= row["high"] + 1e-12, (model, score)
+    # paired: the same predictions differ by exactly 0 in every replicate
+    same = paired_bootstrap(y, {"a": good, "b": good.copy()}, groups, classes, n_boot=50, seed=1).set_index(
+        ["model", "score"])
+    assert same.loc[("a minus b", "macro_f1"), ["value", "low", "high"]].tolist() == [0.0, 0.0, 0.0]
+    again = paired_bootstrap(y, {"deep": good, "forest": poor}, groups, classes, n_boot=300, seed=1)
+    pd.testing.assert_frame_equal(again, table)
+    with pytest.raises(ValueError, match="two models"):
+        paired_bootstrap(y, {"deep": good}, groups, classes, n_boot=5, seed=1)
+    with pytest.raises(ValueError, match="one entry per object"):
+        paired_bootstrap(y, {"deep": good, "forest": poor[:-1]}, groups, classes, n_boot=5, seed=1)
+
+
+def test_baseline_predictions_must_cover_the_test_split(tmp_path):
+    from deeprubin.tasks.transients.steps.evaluate import _baseline_predictions
+
+    path = tmp_path / "predictions.csv"
+    pd.DataFrame({"object_id": ["a", "b"], "label": ["X", "Y"], "predicted": ["Y", "X"]}).to_csv(path, index=False)
+    assert _baseline_predictions(path, np.array(["b", "a"]), ["X", "Y"]).tolist() == [0, 1]
+    with pytest.raises(ValueError, match=r"predictions\.csv: the baseline was not scored on this test split"):
+        _baseline_predictions(path, np.array(["a", "c"]), ["X", "Y"])
+    with pytest.raises(ValueError, match=r"column 'predicted' has class\(es\) \['Y'\]"):
+        _baseline_predictions(path, np.array(["a", "b"]), ["X", "Z"])
 
 
 # --- the stage -------------------------------------------------------------------------------

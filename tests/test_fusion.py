@@ -5,6 +5,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from conftest import fit_one_batch
 
 from deeprubin.core.checkpoint import load_checkpoint, save_checkpoint
 from deeprubin.core.models import ModelConfigError, build_model
@@ -91,14 +92,7 @@ def test_overfits_one_batch():
     x = _flat(model, 16, seed=1)
     y = torch.arange(16) % 4
     model.fit_input_scaling(x)
-    optimiser = torch.optim.AdamW(model.parameters(), lr=1e-2)
-    model.train()
-    for _ in range(150):
-        optimiser.zero_grad()
-        loss = torch.nn.functional.cross_entropy(model(x), y)
-        loss.backward()
-        optimiser.step()
-    model.eval()
+    fit_one_batch(model, x, y, torch.optim.AdamW(model.parameters(), lr=1e-2))
     assert (model(x).argmax(1) == y).all()
     with torch.no_grad():
         assert float(torch.nn.functional.cross_entropy(model(x), y)) < 0.05

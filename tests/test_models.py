@@ -2,6 +2,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from conftest import fit_one_batch
 
 from deeprubin.core.models import build_model
 from deeprubin.core.models.gru import GRUClassifier
@@ -35,14 +36,8 @@ def test_models_overfit_one_batch(cfg):
     torch.manual_seed(0)
     model = build_model(cfg, n_inputs=4, n_classes=3)
     x, y = torch.randn(12, 4, 20), torch.arange(12) % 3
-    optimiser = torch.optim.Adam(model.parameters(), lr=1e-2)
-    for _ in range(150):
-        optimiser.zero_grad()
-        loss = torch.nn.functional.cross_entropy(model(x), y)
-        loss.backward()
-        optimiser.step()
-    model.eval()
-    assert (model(x).argmax(-1) == y).all(), f"final training loss {loss.item():.3f}"
+    loss = fit_one_batch(model, x, y, torch.optim.Adam(model.parameters(), lr=1e-2))
+    assert (model(x).argmax(-1) == y).all(), f"final training loss {loss:.3f}"
 
 
 @pytest.mark.parametrize("name", ["tcn", "gru", "inception", "transformer"])

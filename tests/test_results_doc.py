@@ -31,6 +31,20 @@ def test_without_seeds_file_says_how_to_make_it():
     assert "`reports/benchmarks/seeds.json` is absent: run `make seeds`." in render_results(CONFIG, {}, None)
 
 
+def test_paper_profile_section_quotes_its_run_with_the_test_interval():
+    paper = {"seeds": [42], "data_seed": 42, "command": "python -m benchmarks.seeds --base experiment=paper",
+             "base": ["experiment=paper"], "code_hash": "def", "seconds": 3000.0, "machine": {"cpu_count": 2},
+             "transients": {"deep_macro_f1": {"per_seed": [0.88], "mean": 0.88, "std": None},
+                            "deep_macro_f1_ci95_low": {"mean": 0.86}, "deep_macro_f1_ci95_high": {"mean": 0.90}}}
+    config = {**CONFIG, "paper_file": "reports/benchmarks/paper.json"}
+    text = render_results(config, {}, SEEDS, paper)
+    assert "## The paper profile" in text and "wall time 50 min on 2 CPU(s)" in text
+    assert "| transients | deep macro-F1 | 0.880 | [0.860, 0.900] |" in text
+    assert "| transients | real sky | n/a | - |" in text
+    assert "`reports/benchmarks/paper.json` is absent: run `make paper`." in render_results(config, {}, SEEDS, None)
+    assert "paper profile" not in render_results(CONFIG, {}, SEEDS, paper)   # not configured: no section
+
+
 def test_stage_writes_the_page(tmp_path, monkeypatch):
     from conftest import compose_under
 

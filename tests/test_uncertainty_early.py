@@ -181,3 +181,33 @@ def test_logits_and_probabilities_agree():
     np.testing.assert_allclose(softmax(predict_logits(model, X), axis=1), predict_probabilities(model, X), atol=1e-6)
     with pytest.raises(ValueError, match="no objects"):
         predict_logits(model, X[:0])
+
+
+def test_transient_macro_f1_counts_a_transient_called_a_variable_as_a_miss():
+    from deeprubin.core.metrics import subset_macro_f1
+
+    # classes 0, 1 transients; 2 a variable star
+    y = np.array([0, 0, 1, 1, 2, 2])
+    perfect = subset_macro_f1(y, y, [0, 1])
+    assert perfect == 1.0
+    # one class-0 object called class 2: class 0 recall 1/2 (F1 2/3), class 1 untouched (F1 1)
+    assert subset_macro_f1(y, np.array([0, 2, 1, 1, 2, 2]), [0, 1]) == pytest.approx((2 / 3 + 1) / 2)
+    # errors among the other classes only do not move it
+    assert subset_macro_f1(y, np.array([0, 0, 1, 1, 0, 2]), [1]) == 1.0
+    # a subset class never seen nor predicted scores 0
+    assert subset_macro_f1(np.array([0, 0]), np.array([0, 0]), [0, 1]) == 0.5
+
+
+@pytest.mark.parametrize("names, match", [([], r"evaluate\.early\.transient_classes"),
+                                          (["SNIa", "Kilonova"], r"\['Kilonova'\] unknown")])
+def test_early_transient_classes_must_be_model_classes(names, match):
+    from omegaconf import OmegaConf
+
+    from deeprubin.core.config import ConfigError
+    from deeprubin.stages.early import transient_class_indices
+
+    cfg = OmegaConf.create({"evaluate": {"early": {"transient_classes": names}}})
+    with pytest.raises(ConfigError, match=match):
+        transient_class_indices(cfg, ["SNIa", "SNII", "QSO"])
+    ok = OmegaConf.create({"evaluate": {"early": {"transient_classes": ["SNII", "SNIa"]}}})
+    assert transient_class_indices(ok, ["SNIa", "SNII", "QSO"]) == [1, 0]

@@ -60,6 +60,28 @@ def seeds_section(seeds: Mapping | None, seeds_file: str, labels: Mapping[str, M
     return lines + [""]
 
 
+def paper_section(paper: Mapping | None, paper_file: str, labels: Mapping[str, Mapping[str, str]]) -> list[str]:
+    """The paper profile's run (``make paper``): its command, wall time and headline numbers, each
+    with its test-set group-bootstrap interval where the run recorded one (``<key>_ci95_low/high``)."""
+    lines = ["## The paper profile", ""]
+    if not paper:
+        return lines + [f"`{paper_file}` is absent: run `make paper`.", ""]
+    seconds = paper.get("seconds")
+    lines += [f"From `{paper_file}` (`{paper.get('command', '')}`, base overrides {paper.get('base')}, code "
+              f"{str(paper.get('code_hash', ''))[:12]}): training seed(s) {paper.get('seeds')} at data seed "
+              f"{paper.get('data_seed')}; wall time "
+              f"{'n/a' if seconds is None else f'{seconds / 60:.0f} min'} on {(paper.get('machine') or {}).get('cpu_count', '?')} "
+              f"CPU(s).", "", "| task | headline | value | 95% interval (test groups) |", "|---|---|---|---|"]
+    for task, keys in labels.items():
+        if task not in paper:
+            continue
+        for key, label in keys.items():
+            low, high = (lookup(paper, f"{task}.{key}_ci95_{b}.mean") for b in ("low", "high"))
+            interval = "-" if low is None or high is None else f"[{low:.3f}, {high:.3f}]"
+            lines.append(f"| {task} | {label} | {_seed_cell(lookup(paper, f'{task}.{key}'))} | {interval} |")
+    return lines + [""]
+
+
 def run_section(title: str, rows: list[Mapping], reports: Mapping[str, Any]) -> list[str]:
     """One table of this run's numbers: value, bootstrap interval when configured, the file it comes from."""
     lines = [f"## {title}", "", "| quantity | value | 95% interval | from |", "|---|---|---|---|"]
@@ -75,13 +97,17 @@ def run_section(title: str, rows: list[Mapping], reports: Mapping[str, Any]) -> 
     return lines + [""]
 
 
-def render_results(config: Mapping, reports: Mapping[str, Any], seeds: Mapping | None) -> str:
-    """The whole page: seed summary, then one table per configured section of this run."""
+def render_results(config: Mapping, reports: Mapping[str, Any], seeds: Mapping | None,
+                   paper: Mapping | None = None) -> str:
+    """The whole page: seed summary, the paper profile (when ``config`` names a ``paper_file``),
+    then one table per configured section of this run."""
     lines = [GENERATED, "", "# Results", "",
              "Every number below is read from a committed report; the learned models are shown beside their "
              "classical baselines on the same split. Single-run numbers are the committed `dvc.lock` run "
              f"(training seed {config.get('seed')}); quote the seed means.", ""]
     lines += seeds_section(seeds, str(config["seeds_file"]), config["seed_labels"])
+    if config.get("paper_file"):
+        lines += paper_section(paper, str(config["paper_file"]), config["seed_labels"])
     for section in config["sections"]:
         lines += run_section(section["title"], section["rows"], reports)
     return "\n".join(lines).rstrip() + "\n"

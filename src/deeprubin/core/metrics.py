@@ -84,6 +84,14 @@ def plasticc_log_loss(labels: np.ndarray, probabilities: np.ndarray,
     return float(log_loss(y, p, labels=np.arange(n_classes), sample_weight=w[y] / counts[y]))
 
 
+def subset_macro_f1(labels: np.ndarray, predicted: np.ndarray, subset: Sequence[int]) -> float:
+    """Macro-F1 over the classes in ``subset`` only (class indices), each class's F1 computed against
+    every object and every prediction (a transient called a variable star counts as a miss).
+    A class with neither objects nor predictions scores 0."""
+    return float(f1_score(np.asarray(labels), np.asarray(predicted), labels=list(subset), average="macro",
+                          zero_division=0))
+
+
 def headline_metrics(labels: np.ndarray, probabilities: np.ndarray, classes: Sequence[str],
                      class_weights: Sequence[float] | None = None) -> dict[str, float]:
     """The scalar scores reported with confidence intervals.

@@ -23,7 +23,9 @@ def run_results(cfg: DictConfig) -> dict:
     files = sorted({row["file"] for section in node["sections"] for row in section["rows"]})
     reports = {f: io.read_json(f) for f in files if Path(f).exists()}
     seeds = io.read_json(node["seeds_file"]) if Path(node["seeds_file"]).exists() else None
-    text = render_results({**node, "seed": int(cfg.seed)}, reports, seeds)
+    paper_file = node.get("paper_file")
+    paper = io.read_json(paper_file) if paper_file and Path(paper_file).exists() else None
+    text = render_results({**node, "seed": int(cfg.seed)}, reports, seeds, paper)
     io.write_text(text, node["output"])
     missing = [f for f in files if f not in reports]
     log.info("results: %s from %d report files%s", node["output"], len(reports),

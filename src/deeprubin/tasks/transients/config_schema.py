@@ -123,6 +123,7 @@ class UncertaintySchema:
 class EarlySchema:
     days: List[float] = field(default_factory=lambda: [3, 5, 10, 20, 50])
     detection_snr: float = 5.0
+    transient_classes: List[str] = field(default_factory=lambda: ["SNIa", "SNII", "SNIbc", "SLSN"])
 
 
 @dataclass
@@ -164,6 +165,8 @@ class AugmentSchema:
     time_jitter_days: float = 0.5
     drop_fraction: List[float] = field(default_factory=lambda: [0.1, 0.5])
     min_points: int = 5
+    truncate_fraction: float = 0.0        # copies cut a few days after their first detection
+    truncate_days: List[float] = field(default_factory=lambda: [1.0, 100.0])
 
 
 #: Node of ``tasks.transients`` -> schema.

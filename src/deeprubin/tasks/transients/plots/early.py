@@ -8,8 +8,9 @@ from matplotlib.figure import Figure
 
 from ....core.plot_style import OKABE_ITO, figure_style, new_figure
 
-METRIC_COLORS = {"accuracy": OKABE_ITO["blue"], "macro_f1": OKABE_ITO["vermillion"]}
-METRIC_LABELS = {"accuracy": "Accuracy", "macro_f1": "Macro-F1"}
+METRIC_COLORS = {"accuracy": OKABE_ITO["blue"], "macro_f1": OKABE_ITO["vermillion"],
+                 "transient_macro_f1": OKABE_ITO["bluish_green"]}
+METRIC_LABELS = {"accuracy": "Accuracy", "macro_f1": "Macro-F1", "transient_macro_f1": "Macro-F1, transients"}
 
 
 def plot_early_classification(days: Sequence[float], curves: Mapping[str, Sequence[float]],

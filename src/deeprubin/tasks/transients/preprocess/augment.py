@@ -29,6 +29,13 @@ follows the parent's data where they constrain it and varies where they do not:
 5. **Noise.** Flux = dimming x (joint posterior draw of the latent flux) + white
    noise with the parent's flux error at that epoch, which is also the reported
    ``flux_err`` (sky-noise dominated errors do not depend on the source).
+6. **Truncation** (a fraction ``truncate_fraction`` of the copies, as RAPID and ATAT train):
+   the copy keeps only what was observed up to ``d`` days after its first detection
+   (flux / flux_err >= :data:`DETECTION_SNR`), ``d`` log-uniform in ``truncate_days``, and
+   at least its first ``min_points`` observations; so a light curve seen a few days after
+   discovery, as the early stage and the alert stream see it, is in the training
+   distribution. A copy with no detection is not truncated. Truncation draws from a stream
+   of its own: the other copies are the same with or without it.
 
 A copy needs ``min_points`` observations; otherwise it is redrawn (up to
 :data:`MAX_ATTEMPTS` times) and, failing that, skipped and counted in the report.
@@ -70,7 +77,7 @@ DETECTION_SNR = 5.0
 SAMPLE_JITTER = 1e-10
 #: Columns of the augmented objects table beyond the raw objects table's.
 EXTRA_OBJECT_COLUMNS = ("parent_id", "split", "aug_redshift_factor", "aug_time_shift_days",
-                        "aug_drop_fraction")
+                        "aug_drop_fraction", "aug_truncate_days")
 LIGHTCURVE_COLUMNS = ("object_id", "time", "band", "flux", "flux_err", "mag", "mag_err", "detected")
 MODES = ("balance", "copies")
 
@@ -90,6 +97,8 @@ class AugmentSettings:
     time_jitter_days: float = 0.0
     drop_fraction: tuple[float, float] = (0.0, 0.0)
     min_points: int = 3
+    truncate_fraction: float = 0.0
+    truncate_days: tuple[float, float] = (1.0, 100.0)
 
 
 def _error(key: str, message: str) -> ConfigError:
@@ -166,7 +175,18 @@ def parse_settings(node: Mapping | None, classes: Sequence[str]) -> AugmentSetti
         time_jitter_days=_number(node, "time_jitter_days", minimum=0),
         drop_fraction=_pair(node, "drop_fraction", 0.0, 0.9),
         min_points=_number(node, "min_points", integer=True, minimum=1),
+        **_truncation(node),
     )
+
+
+def _truncation(node: Mapping) -> dict:
+    """``truncate_fraction`` in [0, 1] (absent: 0) and ``truncate_days`` [low, high], 0.1 <= low."""
+    if node.get("truncate_fraction") is None:
+        return {}
+    fraction = _number(node, "truncate_fraction", minimum=0.0)
+    if fraction > 1.0:
+        raise _error("truncate_fraction", f"must be a fraction in [0, 1], got {fraction!r}")
+    return {"truncate_fraction": fraction, "truncate_days": _pair(node, "truncate_days", 0.1)}
 
 
 def _copies_value(value, key: str) -> int:
@@ -305,8 +325,8 @@ def augment_parent(parent: ParentGP, n_copies: int, settings: AugmentSettings, *
         One dict of equal-length column arrays per copy (:data:`LIGHTCURVE_COLUMNS`).
     metadata : list of dict
         Per copy: ``object_id``, ``parent_id``, ``redshift``, ``aug_redshift_factor``
-        (``f``), ``aug_time_shift_days``, ``aug_drop_fraction``, ``aug_dimming`` and
-        ``aug_t_ref`` (the parent's reference time, MJD).
+        (``f``), ``aug_time_shift_days``, ``aug_drop_fraction``, ``aug_truncate_days`` (NaN:
+        not truncated), ``aug_dimming`` and ``aug_t_ref`` (the parent's reference time, MJD).
     n_skipped : int
         Copies that could not reach ``min_points`` observations.
     """
@@ -339,6 +359,13 @@ def augment_parent(parent: ParentGP, n_copies: int, settings: AugmentSettings, *
         flux = dim * f * parent.flux_scale + rng.standard_normal(len(err)) * err
         order = np.lexsort((band, t_obs[keep]))
         flux, err, band, time = flux[order], err[order], band[order], t_obs[keep][order] + parent.t_ref
+        truncate = truncation_days(settings, parent.object_id, copy)
+        if truncate is not None:
+            cut = truncation_mask(time, flux / err >= DETECTION_SNR, truncate, settings.min_points)
+            if cut is None:
+                truncate = None
+            else:
+                flux, err, band, time = flux[cut], err[cut], band[cut], time[cut]
         mag, mag_err = flux_to_mag(flux, err)
         oid = f"{parent.object_id}_aug{copy:03d}"
         lightcurves.append({"object_id": np.full(len(time), oid, dtype=object), "time": time,
@@ -346,8 +373,34 @@ def augment_parent(parent: ParentGP, n_copies: int, settings: AugmentSettings, *
                             "mag": mag, "mag_err": mag_err, "detected": flux / err >= DETECTION_SNR})
         metadata.append({"object_id": oid, "parent_id": parent.object_id, "redshift": z,
                          "aug_redshift_factor": stretch, "aug_time_shift_days": shift, "aug_drop_fraction": drop,
+                         "aug_truncate_days": math.nan if truncate is None else truncate,
                          "aug_dimming": dim, "aug_t_ref": parent.t_ref})
     return lightcurves, metadata, skipped
+
+
+def truncation_days(settings: AugmentSettings, object_id: str, copy: int) -> float | None:
+    """Days after the first detection copy ``copy`` of ``object_id`` keeps, or None (not truncated).
+
+    Its own random stream ``(seed, "truncate", object, copy)``: a copy is truncated with
+    probability ``truncate_fraction`` at ``d`` log-uniform in ``truncate_days``.
+    """
+    if settings.truncate_fraction <= 0.0:
+        return None
+    rng = _rng(settings.seed, "truncate", object_id, copy)
+    if rng.random() >= settings.truncate_fraction:
+        return None
+    lo, hi = settings.truncate_days
+    return float(math.exp(rng.uniform(math.log(lo), math.log(hi))))
+
+
+def truncation_mask(time: np.ndarray, detected: np.ndarray, days: float, min_points: int) -> np.ndarray | None:
+    """Rows (``time`` sorted) observed up to the first detection + ``days``, and at least the first
+    ``min_points`` rows; None when nothing is detected (the copy stays whole)."""
+    if not detected.any():
+        return None
+    cutoff = time[np.flatnonzero(detected)[0]] + days
+    cutoff = max(cutoff, time[min(min_points, len(time)) - 1])
+    return time <= cutoff
 
 
 # --------------------------------------------------------------------------- the whole training set
@@ -444,6 +497,7 @@ def augment_training_set(lightcurves: pd.DataFrame, objects: pd.DataFrame, manif
             _augment_class(label, usable, counts, parents, obj_index, has_z, class_sizes, settings, band_names,
                            wavelengths, lc_parts, meta_parts, report)
     report["n_copies"] = int(sum(v["copies_made"] for v in report["per_class"].values()))
+    report["n_truncated"] = int(sum(v["copies_truncated"] for v in report["per_class"].values()))
 
     if not meta_parts:
         lc, obj = empty_tables(objects.columns)
@@ -457,7 +511,7 @@ def augment_training_set(lightcurves: pd.DataFrame, objects: pd.DataFrame, manif
     aug_obj["split"] = "train"
     if has_z:
         aug_obj["redshift"] = meta["redshift"].to_numpy()
-    for column in ("aug_redshift_factor", "aug_time_shift_days", "aug_drop_fraction"):
+    for column in ("aug_redshift_factor", "aug_time_shift_days", "aug_drop_fraction", "aug_truncate_days"):
         aug_obj[column] = meta[column].to_numpy()
     order = [c for c in objects.columns if c in aug_obj.columns] + list(EXTRA_OBJECT_COLUMNS)
     aug_obj = aug_obj[list(dict.fromkeys(order))].sort_values("object_id", kind="mergesort").reset_index(drop=True)
@@ -469,7 +523,7 @@ def _augment_class(label, usable, counts, parents, obj_index, has_z, class_sizes
                    wavelengths, lc_parts, meta_parts, report) -> None:
     """Copies of one class's parents, appended to ``lc_parts``/``meta_parts``; its report entry."""
     ids = sorted(usable.loc[usable["label"] == label, "object_id"])
-    requested = made = skipped = 0
+    requested = made = skipped = truncated = 0
     for oid in ids:
         n = counts.get(oid, 0)
         if n == 0:
@@ -481,8 +535,10 @@ def _augment_class(label, usable, counts, parents, obj_index, has_z, class_sizes
         lc_parts += lcs
         meta_parts += meta
         requested, made, skipped = requested + n, made + len(meta), skipped + n_skip
+        truncated += sum(not math.isnan(m["aug_truncate_days"]) for m in meta)
     report["per_class"][label] = {"n_train": int(class_sizes.get(label, 0)), "n_usable_parents": len(ids),
-                                  "copies_requested": requested, "copies_made": made, "copies_skipped": skipped}
+                                  "copies_requested": requested, "copies_made": made, "copies_skipped": skipped,
+                                  "copies_truncated": truncated}
 
 
 def _single_threaded_blas():

@@ -21,7 +21,7 @@ from ....core.metrics import (
     row_normalised,
     text_report,
 )
-from ..evaluation.compare import comparison_table, plot_comparison
+from ..evaluation.compare import BASELINE_NAME, comparison_table, paired_bootstrap, plot_comparison
 from ..evaluation.inputs import load_model_inputs
 from ..evaluation.predict import predict_logits, prediction_table
 from ..plots import plot_confusion_matrix, plot_sample_predictions, plot_training_curves
@@ -46,6 +46,23 @@ def _validation_scores(model, val, calibrator, classes: list[str]) -> dict:
     probabilities = apply_calibration(predict_logits(model, val.x), calibrator, kind="logits")
     scores = classification_metrics(np.asarray(classes)[val.y], np.asarray(classes)[probabilities.argmax(1)], classes)
     return {"macro_f1": scores["macro_f1"], "accuracy": scores["accuracy"], "n": int(len(val.y))}
+
+
+def _baseline_predictions(path: Path, object_ids: np.ndarray, classes: list[str]) -> np.ndarray:
+    """The baseline's predicted class index for each of ``object_ids`` (its ``predictions.csv``);
+    a ValueError names the file when it does not cover exactly these test objects."""
+    table = pd.read_csv(path, dtype={"object_id": str, "predicted": str})
+    missing = sorted(set(map(str, object_ids)) - set(table["object_id"]))
+    extra = sorted(set(table["object_id"]) - set(map(str, object_ids)))
+    if missing or extra:
+        raise ValueError(f"{path}: the baseline was not scored on this test split ({len(missing)} test object(s) "
+                         f"missing, e.g. {missing[:3]}; {len(extra)} other(s), e.g. {extra[:3]}); rerun the baseline "
+                         "stage")
+    unknown = sorted(set(table["predicted"]) - set(classes))
+    if unknown:
+        raise ValueError(f"{path}: column 'predicted' has class(es) {unknown} not in the model's {classes}")
+    return table.set_index("object_id").loc[list(map(str, object_ids)), "predicted"].map(
+        {c: i for i, c in enumerate(classes)}).to_numpy(dtype=np.int64)
 
 
 def evaluate(cfg: DictConfig) -> dict:
@@ -95,11 +112,23 @@ def evaluate(cfg: DictConfig) -> dict:
                            f"({calibrator.method}-calibrated probabilities).")
     baseline_path = Path(cfg.paths.baseline) / "metrics.json"
     if baseline_path.exists():  # the feature baseline, scored on the same test split
-        table = comparison_table(metrics, io.read_json(baseline_path), deep_name=str(meta["model_config"]["name"]))
+        deep_name = str(meta["model_config"]["name"])
+        table = comparison_table(metrics, io.read_json(baseline_path), deep_name=deep_name)
+        baseline_predicted = _baseline_predictions(Path(cfg.paths.baseline) / "predictions.csv", test.object_ids,
+                                                   classes)
+        intervals = paired_bootstrap(test.y, {deep_name: probabilities.argmax(1), BASELINE_NAME: baseline_predicted},
+                                     inputs.groups(test.object_ids), classes, n_boot=n_boot,
+                                     seed=int(cfg.evaluate.bootstrap.seed),
+                                     confidence=float(cfg.evaluate.bootstrap.confidence))
+        difference = intervals[intervals["model"] == f"{deep_name} minus {BASELINE_NAME}"].set_index("score")
+        metrics["vs_baseline"] = {f"{score}_difference": {k: float(difference.at[score, k]) for k in
+                                                          ("value", "low", "high")} for score in ("macro_f1", "accuracy")}
+        io.write_json(metrics, out / "metrics.json")
         io.write_text(table.to_csv(index=False, float_format="%.4f"), tables / "comparison.csv")
-        io.save_figure(plot_comparison(table), figures / "model_vs_baseline.png",
+        io.write_text(intervals.to_csv(index=False, float_format="%.4f"), tables / "comparison_intervals.csv")
+        io.save_figure(plot_comparison(table, intervals), figures / "model_vs_baseline.png",
                        caption="Per-class and macro F1 of the deep model and the feature + balanced random forest "
-                               "baseline on the same test split.")
+                               "baseline on the same test split, with paired 95% group-bootstrap intervals.")
     history = pd.read_csv(Path(cfg.paths.models) / "history.csv")
     io.save_figure(plot_training_curves(history), figures / "training_curves.png",
                    caption="Training and validation loss and accuracy per epoch.")
