@@ -74,6 +74,7 @@ class PredictSchema:
 class ResultsSchema:
     output: str = "docs/results.md"
     seeds_file: Optional[str] = None
+    paper_file: Optional[str] = None    # the paper profile's runner output (make paper)
     seed_labels: Dict[str, Dict[str, str]] = field(default_factory=dict)
     sections: List[Any] = field(default_factory=list)
 
