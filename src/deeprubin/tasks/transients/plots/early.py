@@ -26,7 +26,7 @@ def plot_early_classification(days: Sequence[float], curves: Mapping[str, Sequen
     """
     days = np.asarray(days, dtype=float)
     with figure_style():
-        fig = new_figure((6.4, 4.4))
+        fig = new_figure((7.0, 5.6))
         ax = fig.add_subplot()
         for i, (name, values) in enumerate(curves.items()):
             color = METRIC_COLORS.get(name, list(OKABE_ITO.values())[(i + 2) % len(OKABE_ITO)])
@@ -43,5 +43,6 @@ def plot_early_classification(days: Sequence[float], curves: Mapping[str, Sequen
         ax.set_ylabel("Test-set score")
         n = f"{min(n_objects)}" if min(n_objects) == max(n_objects) else f"{min(n_objects)}-{max(n_objects)}"
         ax.set_title(f"Early classification ({n} test objects)")
-        ax.legend(loc="lower right")
+        # below the axes: the curves cross the whole range, so no corner inside is free
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2, fontsize="small", frameon=False)
     return fig
