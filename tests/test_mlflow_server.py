@@ -68,7 +68,8 @@ def test_training_run_lands_in_tracking_server(tmp_path, monkeypatch, mlflow_ser
     client = mlflow.tracking.MlflowClient(mlflow_server)
     run = client.get_run(summary["mlflow_run_id"])
     assert run.info.status == "FINISHED"
-    assert {"train_loss", "val_loss", "val_macro_f1"} <= set(run.data.metrics)
+    # each ensemble member's curves under its own prefix (trainer.ensemble_members: 3)
+    assert {"member0-train_loss", "member0-val_loss", "member2-val_loss", "val_macro_f1"} <= set(run.data.metrics)
     versions = client.search_model_versions("name='transients-classifier'")
     assert [v.run_id for v in versions] == [run.info.run_id]
     assert summary["model_uri"] == f"models:/transients-classifier/{versions[0].version}"
