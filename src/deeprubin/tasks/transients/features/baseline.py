@@ -268,11 +268,8 @@ def train_and_score(features: pd.DataFrame, manifest: pd.DataFrame, classes: Seq
     if test is None or len(test.labels) == 0:
         raise ValueError("baseline: the 'test' split of the manifest is empty")
     splits.setdefault("train", SplitData(np.array([]), np.empty((0, len(columns))), np.array([])))
-    if "val" in splits and len(splits["val"].labels):
+    if grid or ("val" in splits and len(splits["val"].labels)):   # tune_baseline refuses a grid without val
         model, params, tuning = tune_baseline(splits, params, grid or {}, seed, classes)
-    elif grid:
-        raise ValueError("baseline.tune: the manifest has no 'val' split to tune the forest on "
-                         "(set baseline.tune: null)")
     else:
         model, tuning = fit_baseline(splits["train"], params, seed), pd.DataFrame()
     predictions = predict_table(model, test, classes)

@@ -92,6 +92,22 @@ def evaluate(cfg: DictConfig) -> dict:
         seed=int(cfg.evaluate.bootstrap.seed), confidence=float(cfg.evaluate.bootstrap.confidence))
     metrics["confidence_intervals"]["n_boot"] = n_boot
 
+    baseline_path = Path(cfg.paths.baseline) / "metrics.json"
+    comparison = None
+    if baseline_path.exists():  # the feature baseline, scored on the same test split
+        deep_name = str(meta["model_config"]["name"])
+        table = comparison_table(metrics, io.read_json(baseline_path), deep_name=deep_name)
+        baseline_predicted = _baseline_predictions(Path(cfg.paths.baseline) / "predictions.csv", test.object_ids,
+                                                   classes)
+        intervals = paired_bootstrap(test.y, {deep_name: probabilities.argmax(1), BASELINE_NAME: baseline_predicted},
+                                     inputs.groups(test.object_ids), classes, n_boot=n_boot,
+                                     seed=int(cfg.evaluate.bootstrap.seed),
+                                     confidence=float(cfg.evaluate.bootstrap.confidence))
+        difference = intervals[intervals["model"] == f"{deep_name} minus {BASELINE_NAME}"].set_index("score")
+        metrics["vs_baseline"] = {f"{score}_difference": {k: float(difference.at[score, k]) for k in
+                                                          ("value", "low", "high")} for score in ("macro_f1", "accuracy")}
+        comparison = table, intervals
+
     out = Path(cfg.paths.reports)
     tables = out / "evaluation"  # the step's tables: one folder, whatever the task writes
     io.write_json(metrics, out / "metrics.json")
@@ -110,20 +126,8 @@ def evaluate(cfg: DictConfig) -> dict:
     io.save_figure(plot_roc_pr(curves, classes), figures / "roc_pr.png",
                    caption="One-vs-rest ROC and precision-recall curves per class on the test set "
                            f"({calibrator.method}-calibrated probabilities).")
-    baseline_path = Path(cfg.paths.baseline) / "metrics.json"
-    if baseline_path.exists():  # the feature baseline, scored on the same test split
-        deep_name = str(meta["model_config"]["name"])
-        table = comparison_table(metrics, io.read_json(baseline_path), deep_name=deep_name)
-        baseline_predicted = _baseline_predictions(Path(cfg.paths.baseline) / "predictions.csv", test.object_ids,
-                                                   classes)
-        intervals = paired_bootstrap(test.y, {deep_name: probabilities.argmax(1), BASELINE_NAME: baseline_predicted},
-                                     inputs.groups(test.object_ids), classes, n_boot=n_boot,
-                                     seed=int(cfg.evaluate.bootstrap.seed),
-                                     confidence=float(cfg.evaluate.bootstrap.confidence))
-        difference = intervals[intervals["model"] == f"{deep_name} minus {BASELINE_NAME}"].set_index("score")
-        metrics["vs_baseline"] = {f"{score}_difference": {k: float(difference.at[score, k]) for k in
-                                                          ("value", "low", "high")} for score in ("macro_f1", "accuracy")}
-        io.write_json(metrics, out / "metrics.json")
+    if comparison is not None:
+        table, intervals = comparison
         io.write_text(table.to_csv(index=False, float_format="%.4f"), tables / "comparison.csv")
         io.write_text(intervals.to_csv(index=False, float_format="%.4f"), tables / "comparison_intervals.csv")
         io.save_figure(plot_comparison(table, intervals), figures / "model_vs_baseline.png",
