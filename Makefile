@@ -62,8 +62,8 @@ verify: setup  ## clone HEAD, rerun the whole `dvc repro` there, fail listing ev
 seeds: setup  ## headline numbers as mean +- std over 5 training seeds (+2 data seeds) -> reports/benchmarks/seeds.json (~7 min a run on 2 cores)
 	$(BIN)/python -m benchmarks.seeds
 
-paper: setup  ## the paper profile (experiment=paper: 10x the simulated objects), transients, one seed -> reports/benchmarks/paper.json (estimated ~1 h on 2 cores)
-	$(BIN)/python -m benchmarks.seeds --tasks transients --seeds 42 --data-seeds --base experiment=paper --workdir /tmp/deeprubin_paper --out reports/benchmarks/paper.json
+paper: setup  ## the paper profile (experiment=paper: ~10x the simulated objects and stars), both tasks, one seed -> reports/benchmarks/paper.json (transients estimated ~1 h, transits ~30 min on 2 cores)
+	$(BIN)/python -m benchmarks.seeds --tasks transients transits --seeds 42 --data-seeds --base experiment=paper --workdir /tmp/deeprubin_paper --out reports/benchmarks/paper.json
 
 bench-pipeline-time: setup  ## stage times and GP throughput with and without the numerics pinning (reports/benchmarks/pipeline_time.json; ~20 min)
 	PATH=$(abspath $(BIN)):$$PATH $(BIN)/python -m benchmarks.pipeline_time

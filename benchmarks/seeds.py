@@ -48,7 +48,9 @@ CHAINS = {
     "transients": (("ingest@transients", "split@transients", "preprocess@transients"),
                    ("augment", "train@transients", "calibrate", "baseline", "evaluate@transients", "real_sky")),
     "transits": (("ingest@transits", "preprocess@transits", "split@transits"),
-                 ("train@transits", "transits_bls", "evaluate@transits")),
+                 # transits_search depends on the data only, but writes the search-alone baseline
+                 # beside each run's reports (paths.baseline), so it runs per seed (same bytes)
+                 ("train@transits", "transits_search", "evaluate@transits", "transits_vet")),
 }
 #: Path keys whose outputs the data-seed stages write (shared by the training seeds).
 SHARED_PATHS = ("raw", "processed", "splits")
@@ -68,6 +70,13 @@ HEADLINES = {
         # segment recall at SNR >= 7.1 at the segment threshold of 1% false-positive rate
         "recall_snr_ge_7p1_at_1pct_fpr": ("metrics.json", "segment.recall_snr_ge_threshold"),
         "bls_star_recall_snr_ge_7p1_at_1pct_fpr": ("metrics.json", "bls.recall_snr_ge_threshold"),
+        # search + CNN vetting, per star (transits_vet; the search alone scored by its SDE)
+        "vet_star_roc_auc": ("vetting/metrics.json", "methods.vet.roc_auc"),
+        "vet_star_roc_auc_snr_ge_7p1": ("vetting/metrics.json", "methods.vet.roc_auc_snr_ge_threshold"),
+        "vet_recall_snr_ge_7p1_at_1pct_fpr": ("vetting/metrics.json", "methods.vet.recall_snr_ge_threshold"),
+        "search_recall_snr_ge_7p1_at_1pct_fpr": ("vetting/metrics.json", "methods.bls_sde.recall_snr_ge_threshold"),
+        "vet_eb_false_positive_rate": ("vetting/metrics.json", "methods.vet.eb_false_positive_rate"),
+        "search_eb_false_positive_rate": ("vetting/metrics.json", "methods.bls_sde.eb_false_positive_rate"),
     },
 }
 #: Per-seed differences reported beside the headlines: name -> (task, minuend, subtrahend).
@@ -170,9 +179,9 @@ def summarise(values: list[float | None]) -> dict:
 
 
 def run_all(seeds: list[int], data_seed: int, workdir: Path, base: list[str] = (), rerun: bool = False,
-            progress=print, tasks: list[str] | None = None) -> dict[int, dict]:
+            progress=print, tasks: list[str] | None = None, timings: dict | None = None) -> dict[int, dict]:
     """Run every training seed at ``data_seed`` for ``tasks`` (default: every task of :data:`CHAINS`);
-    ``{seed: headlines}``."""
+    ``{seed: headlines}``. ``timings`` (task -> seconds), when given, gains each task's wall time."""
     tasks = list(CHAINS) if tasks is None else list(tasks)
     base = list(base)
     code = tree_hash(REPO_ROOT / "src", REPO_ROOT / "conf")
@@ -183,10 +192,13 @@ def run_all(seeds: list[int], data_seed: int, workdir: Path, base: list[str] = (
         overrides = run_overrides(base, seed, data_seed, shared_dir, run_dir)
         for task in tasks:
             shared, per_seed = CHAINS[task]
+            start = time.perf_counter()
             if i == 0:  # the data-seed stages: the first seed's run writes them
                 run_chain(shared, shared_dir / task, overrides, code, rerun, progress, f"data {data_seed} {task}")
             run_chain(per_seed, run_dir / task, overrides, code, rerun, progress,
                       f"data {data_seed} seed {seed} {task}")
+            if timings is not None:
+                timings[task] = round(timings.get(task, 0.0) + time.perf_counter() - start, 1)
         cfg = compose_params(overrides)
         results[seed] = headlines({task: Path(cfg.tasks[task].paths.reports) for task in tasks})
         progress(f"data {data_seed} seed {seed}: {json.dumps(results[seed])}")
@@ -215,6 +227,9 @@ def carry_over(out: dict, previous_file: Path, tasks: list[str]) -> None:
             "seeds": previous.get("seeds"), "data_seeds": (previous.get("data_seeds") or {}).get("seeds")}
         out[task] = previous[task]
         out["data_seeds"][task] = (previous.get("data_seeds") or {}).get(task)
+        seconds = (previous.get("seconds_per_task") or {}).get(task)
+        if seconds is not None:
+            out.setdefault("_carried_seconds", {})[task] = seconds
         out["carried_over"][task] = origin
 
 
@@ -236,12 +251,14 @@ def main(argv: list[str] | None = None) -> dict:
     started = time.perf_counter()
     say = lambda line: print(line, flush=True)  # noqa: E731
     workdir = args.workdir.resolve()
-    results = run_all(args.seeds, args.data_seed, workdir, args.base, args.rerun, say, args.tasks)
+    timings: dict = {}
+    results = run_all(args.seeds, args.data_seed, workdir, args.base, args.rerun, say, args.tasks, timings)
     out = {"seeds": args.seeds, "data_seed": args.data_seed, **summary(results, args.seeds)}
     data_runs = {args.data_seed: results[args.seeds[0]]}
     for d in args.data_seeds:
         if d != args.data_seed:
-            data_runs[d] = run_all(args.seeds[:1], d, workdir, args.base, args.rerun, say, args.tasks)[args.seeds[0]]
+            data_runs[d] = run_all(args.seeds[:1], d, workdir, args.base, args.rerun, say, args.tasks,
+                                   timings)[args.seeds[0]]
     data_seeds = list(data_runs)
     out["data_seeds"] = {"seeds": data_seeds, "training_seed": args.seeds[0], **summary(data_runs, data_seeds)}
     out["base"] = args.base
@@ -254,6 +271,8 @@ def main(argv: list[str] | None = None) -> dict:
     out["code_hash"] = tree_hash(REPO_ROOT / "src", REPO_ROOT / "conf")
     out["machine"] = machine()
     out["seconds"] = round(time.perf_counter() - started, 1)
+    # each task's wall time (a finished run found up to date counts ~0 s); carried-over tasks keep theirs
+    out["seconds_per_task"] = {**(out.pop("_carried_seconds", None) or {}), **timings}
     io.write_json(out, args.out)
     for task in args.tasks:
         for key, s in out[task].items():

@@ -247,7 +247,8 @@ def _split_data(model: FusionClassifier):
 
 
 def test_fit_ensemble_builds_independent_members_and_scales_from_train():
-    from deeprubin.tasks.transients.training.fit import fit_ensemble, member_seed
+    from deeprubin.core.models.ensemble import member_seed
+    from deeprubin.tasks.transients.training.fit import fit_ensemble
 
     config = {"_target_": TARGET, **SMALL}
     data = _split_data(_model())

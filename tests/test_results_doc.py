@@ -43,6 +43,9 @@ def test_paper_profile_section_quotes_its_run_with_the_test_interval():
     assert "| transients | real sky | n/a | - |" in text
     assert "`reports/benchmarks/paper.json` is absent: run `make paper`." in render_results(config, {}, SEEDS, None)
     assert "paper profile" not in render_results(CONFIG, {}, SEEDS, paper)   # not configured: no section
+    per_task = render_results(config, {}, SEEDS, {**paper, "seconds_per_task": {"transients": 3000.0,
+                                                                                "transits": 1500.0}})
+    assert "wall time transients 50 min, transits 25 min on 2 CPU(s)" in per_task
 
 
 def test_stage_writes_the_page(tmp_path, monkeypatch):
@@ -70,3 +73,12 @@ def test_every_mean_std_in_the_readme_is_in_the_generated_results():
     results = (root / "docs" / "results.md").read_text()
     assert quoted, "the README quotes no headline mean +- std"
     assert [q for q in quoted if q not in results] == []
+
+
+def test_an_interval_may_be_a_low_high_pair():
+    config = {**CONFIG, "sections": [{"title": "Transits", "rows": [
+        {"label": "vetting ROC-AUC", "file": "v.json", "key": "methods.vet.roc_auc",
+         "interval": "methods.vet.roc_auc_ci95"}]}]}
+    text = render_results(config, {"v.json": {"methods": {"vet": {"roc_auc": 0.9, "roc_auc_ci95": [0.85, 0.95]}}}},
+                          SEEDS)
+    assert "| vetting ROC-AUC | 0.900 | [0.850, 0.950] | `v.json`: `methods.vet.roc_auc` |" in text

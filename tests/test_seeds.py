@@ -20,7 +20,7 @@ _spec.loader.exec_module(seeds)
 
 def test_stage_modules():
     assert seeds.module_of("train") == "deeprubin.stages.train"
-    assert seeds.module_of("transits_bls") == "deeprubin.stages.transits_bls"
+    assert seeds.module_of("transits_search") == "deeprubin.stages.transits_search"
     assert seeds.module_of("split@transits") == "deeprubin.stages.split"
     assert seeds.stage_args("split@transits") == ["task_name=transits"] and seeds.stage_args("train") == []
 
@@ -62,6 +62,12 @@ def fake_stage(calls):
             (reports / "metrics.json").write_text(json.dumps(
                 {"star": {"roc_auc": 0.9}, "segment": {"recall_snr_ge_threshold": 0.1},
                  "bls": {"recall_snr_ge_threshold": 0.5}}))
+        if stage == "transits_vet":
+            reports = Path(cfg["tasks"]["transits"]["paths"]["reports"]) / "vetting"
+            reports.mkdir(parents=True, exist_ok=True)
+            (reports / "metrics.json").write_text(json.dumps(
+                {"methods": {"vet": {"roc_auc": 0.95 + seed / 1000, "recall_snr_ge_threshold": 0.8},
+                             "bls_sde": {"recall_snr_ge_threshold": 0.3}}}))
         return 0.0
     return run
 
@@ -134,5 +140,9 @@ def test_a_tasks_run_carries_the_other_tasks_over_with_their_origin(tmp_path, mo
     assert "carried_over" not in first   # nothing to carry on a first run
     third = seeds.main([*args, "--tasks", "transients", "--rerun"])
     assert third["carried_over"]["transits"] == origin   # the first origin, not the intermediate run
+    assert set(third["seconds_per_task"]) == {"transients", "transits"}   # the carried task keeps its time
+    assert third["seconds_per_task"]["transits"] == first["seconds_per_task"]["transits"]
+    assert third["transits"]["vet_star_roc_auc"]["mean"] == pytest.approx(0.951)
+    assert third["transits"]["search_recall_snr_ge_7p1_at_1pct_fpr"]["mean"] == pytest.approx(0.3)
     text = "\n".join(seeds_section(third, "seeds.json", {"transits": {"star_roc_auc": "AUC"}}))
     assert "The transits rows are carried over from an earlier run" in text and "| transits | AUC | 0.900 |" in text

@@ -295,23 +295,6 @@ def test_threshold_at_fpr():
         threshold_at_fpr(np.array([]), 0.01)
 
 
-def test_bls_finds_an_injected_box():
-    from deeprubin.tasks.transits.bls import bls_search
-
-    rng = np.random.default_rng(1)
-    t = np.arange(0, 60, 0.0204)
-    flux = 1 + 2e-4 * rng.standard_normal(t.size)
-    inside = np.abs((t - 3.3 + 2.35) % 4.7 - 2.35) < 0.1
-    flux[inside] -= 1e-3
-    cfg = OmegaConf.create({"min_period_days": 0.5, "max_period_fraction": 0.5, "n_periods": 3000,
-                            "durations_hours": [2.0, 4.8], "objective": "snr"})
-    found = bls_search(t, flux, cfg)
-    assert found["period"] == pytest.approx(4.7, rel=0.01)
-    assert found["depth"] == pytest.approx(1e-3, rel=0.2)
-    noise_only = bls_search(t, 1 + 2e-4 * rng.standard_normal(t.size), cfg)
-    assert found["sde"] > noise_only["sde"] + 3
-
-
 def test_model_shapes_and_config_errors(tcfg):
     import torch
 

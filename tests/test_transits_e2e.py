@@ -46,6 +46,20 @@ def test_transits_repro_writes_report(transits_repo):
     ingest = json.loads((transits_repo / "data/raw/transits/ingest_report.json").read_text())
     assert ingest["hosts"]["source"] == "fallback"
     assert (transits_repo / "models/transits/history.csv").exists()
+    # The search + vetting path: candidates of every star, the vetter (a two-network ensemble in
+    # the tiny profile), the star-level comparison with the search alone and the segment CNN.
+    vetting = json.loads((reports / "vetting/metrics.json").read_text())
+    assert set(vetting["methods"]) == {"vet", "bls_sde", "bls_snr", "segment"}
+    for entry in vetting["methods"].values():
+        assert {"roc_auc", "recall_snr_ge_threshold", "eb_false_positive_rate", "threshold"} <= set(entry)
+    assert vetting["selected_by_validation"] in ("vet", "segment")
+    assert pd.read_csv(reports / "vetting/comparison.csv")["method"].tolist() == ["vet", "bls_sde", "bls_snr",
+                                                                                   "segment"]
+    assert (reports / "vetting/figures/vetting_roc.png").stat().st_size > 5_000
+    candidates = pd.read_parquet(transits_repo / "data/candidates/transits/candidates.parquet")
+    assert (candidates.groupby("target_id")["split"].nunique() == 1).all()
+    assert set(candidates["truth"]) <= {"planet", "eclipsing_binary", "false_alarm"}
+    assert (transits_repo / "models/transits/vetter/model.ckpt").exists()
 
 
 def test_transits_split_keeps_stars_whole(transits_repo):
@@ -74,3 +88,6 @@ def test_transits_real_planets_are_scored(transits_repo):
             pytest.fail(f"{name}: {entry['reason']}")
         assert entry["n_transit_segments"] >= 1 and entry["best_transit_rank"] >= 1
         assert entry["n_control_segments"] >= 1
+        vet = entry["vetting"]
+        assert vet["candidates"] and vet["candidates"][0]["rank"] == 1
+        assert 0 <= vet["candidates"][0]["vetting_score"] <= 1 and isinstance(vet["found"], bool)

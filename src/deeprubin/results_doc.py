@@ -67,10 +67,12 @@ def paper_section(paper: Mapping | None, paper_file: str, labels: Mapping[str, M
     if not paper:
         return lines + [f"`{paper_file}` is absent: run `make paper`.", ""]
     seconds = paper.get("seconds")
+    per_task = paper.get("seconds_per_task") or {}
+    wall = ", ".join(f"{task} {s / 60:.0f} min" for task, s in per_task.items()) if per_task else \
+        ("n/a" if seconds is None else f"{seconds / 60:.0f} min")
     lines += [f"From `{paper_file}` (`{paper.get('command', '')}`, base overrides {paper.get('base')}, code "
               f"{str(paper.get('code_hash', ''))[:12]}): training seed(s) {paper.get('seeds')} at data seed "
-              f"{paper.get('data_seed')}; wall time "
-              f"{'n/a' if seconds is None else f'{seconds / 60:.0f} min'} on {(paper.get('machine') or {}).get('cpu_count', '?')} "
+              f"{paper.get('data_seed')}; wall time {wall} on {(paper.get('machine') or {}).get('cpu_count', '?')} "
               f"CPU(s).", "", "| task | headline | value | 95% interval (test groups) |", "|---|---|---|---|"]
     for task, keys in labels.items():
         if task not in paper:
@@ -93,6 +95,8 @@ def run_section(title: str, rows: list[Mapping], reports: Mapping[str, Any]) -> 
             ci = lookup(data, row["interval"])
             if isinstance(ci, Mapping) and ci.get("low") is not None:
                 interval = f"[{ci['low']:.3f}, {ci['high']:.3f}]"
+            elif isinstance(ci, (list, tuple)) and len(ci) == 2 and None not in ci:   # [low, high]
+                interval = f"[{ci[0]:.3f}, {ci[1]:.3f}]"
         lines.append(f"| {row['label']} | {fmt(value)} | {interval} | `{row['file']}`: `{row['key']}` |")
     return lines + [""]
 

@@ -8,6 +8,10 @@ periods shorter than a segment every segment holds a transit, so each star also 
 control segments: the same light curve with the predicted in-transit cadences (x
 ``control_mask_factor`` of the duration) cut out. The report gives where the segments
 holding a true transit rank among all of the star's segments (transit and control).
+Each light curve is also searched (``transits_search``'s code and settings) and its candidates
+vetted by ``transits_vet``'s network, at the threshold of its validation false-positive rate
+(``reports/transits/vetting/metrics.json``): the known planet should be the top candidate, at
+its catalogue period within ``real.period_tolerance``, and pass (``vetting`` per target).
 When the real-data folder is absent the stage writes a report saying so (and no figure
 other than a note), so the pipeline runs anywhere.
 """
@@ -16,6 +20,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 from omegaconf import DictConfig
 
@@ -27,8 +32,9 @@ from ..tasks.transits.ephemeris import check_ephemerides, in_transit
 from ..tasks.transits.module import predict_scores
 from ..tasks.transits.plots import plot_top_segments
 from ..tasks.transits.preprocess import SkipLightCurve
-from ..tasks.transits.real import RealDataError, rank_true_segments, real_ephemeris
+from ..tasks.transits.real import RealDataError, rank_true_segments, real_ephemeris, vet_known_planet
 from ..tasks.transits.source import read_target
+from ..tasks.transits.vetting import search_and_describe
 from ..sources.missions import MISSION_SYSTEMS
 
 log = logging.getLogger(__name__)
@@ -47,6 +53,9 @@ def run_transits_real(cfg: DictConfig) -> dict:
         log.warning("transits_real: %s absent; skipped", root)
         return report
     model, _ = load_checkpoint(Path(tc.paths.models) / "model.ckpt")
+    vetter, _ = load_checkpoint(Path(tc.paths.models) / "vetter" / "model.ckpt")
+    vet_metrics = io.read_json(Path(tc.paths.reports) / "vetting" / "metrics.json")
+    vet_threshold = float(vet_metrics["methods"]["vet"]["threshold"])
     catalog = Path(str(rc.catalog)) if rc.get("catalog") else None
     report: dict = {"skipped": False, "targets": {}}
     items = []
@@ -79,6 +88,9 @@ def run_transits_real(cfg: DictConfig) -> dict:
                       "n_cadences": int(seg.clean.time.size), "n_control_segments": int(len(controls)),
                       "n_original_segments": int(len(table)),
                       "n_original_segments_without_transit": int((table["label"] == 0).sum())})
+        cands, inputs = search_and_describe(name, seg.clean.time, seg.clean.flux, tc.search, tc.vet)
+        scores = predict_scores(vetter, np.stack(inputs)[:, None, :]) if inputs else np.zeros(0)
+        ranks["vetting"] = vet_known_planet(cands, scores, period, vet_threshold, float(rc.period_tolerance))
         report["targets"][name] = ranks
         length = int(tc.preprocess.segment_length)
         for rank, row in enumerate(table.sort_values("score", ascending=False).head(int(rc.n_top_segments))
@@ -89,8 +101,14 @@ def run_transits_real(cfg: DictConfig) -> dict:
                               float(eph["duration"].iloc[0]), mission)
             items.append({"name": f"{name} ({mission})", "time": t, "flux": f, "score": float(row.score),
                           "rank": rank, "in_transit": mask, "time_label": "Time (BKJD or BTJD, days)"})
-        log.info("transits_real: %s: best transit-segment rank %s of %d", name, ranks["best_transit_rank"],
-                 ranks["n_segments"])
+        v = ranks["vetting"]
+        log.info("transits_real: %s: best transit-segment rank %s of %d; search: top candidate P = %.5f d "
+                 "(known %.5f), known planet rank %s, vetting score %s (threshold %.3f)", name,
+                 ranks["best_transit_rank"], ranks["n_segments"], v["top_candidate_period"] or float("nan"), period,
+                 v["known_planet_rank"], v["vetting_score"], vet_threshold)
+    vetted = [t["vetting"]["found"] for t in report["targets"].values() if "vetting" in t]
+    report["vetting_summary"] = {"n_targets": len(vetted), "n_found_top_and_passing": int(sum(vetted)),
+                                 "threshold": vet_threshold, "period_tolerance": float(rc.period_tolerance)}
     report["time_systems"] = MISSION_SYSTEMS
     io.write_json(report, out / "real_report.json")
     io.save_figure(plot_top_segments(items, "Top-scoring segments of real planet hosts (red: predicted transit)"),

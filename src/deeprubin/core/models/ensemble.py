@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 from typing import Sequence
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -55,3 +56,10 @@ class DeepEnsemble(nn.Module):
 def member_class(model: nn.Module) -> type[nn.Module]:
     """The architecture of a model or of an ensemble's members."""
     return type(model.members[0]) if isinstance(model, DeepEnsemble) else type(model)
+
+
+def member_seed(seed: int, member: int) -> int:
+    """Seed of an ensemble's ``member``-th network: ``seed`` itself for the first, then independent
+    streams (:class:`numpy.random.SeedSequence` of ``(seed, member)``), so the ensembles of two
+    neighbouring seeds share no member."""
+    return int(seed) if member == 0 else int(np.random.SeedSequence([int(seed), int(member)]).generate_state(1)[0])

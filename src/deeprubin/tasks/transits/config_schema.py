@@ -72,6 +72,7 @@ class TransitsTaskSchema:
 @dataclass
 class TransitsPathsSchema(PathsSchema):
     cache: str = "data/cache/transits"             # the fetching sources' downloads
+    candidates: str = "data/candidates/transits"   # transits_search: candidates and vetting inputs
 
 
 @dataclass
@@ -159,12 +160,53 @@ class AggregateSchema:
 
 
 @dataclass
-class BlsSchema:
+class SearchSchema:
     min_period_days: float = 0.5
     max_period_fraction: float = 0.5
     n_periods: int = 1500
-    durations_hours: List[float] = field(default_factory=lambda: [1.5, 3.0, 6.0])
+    durations_hours: List[float] = field(default_factory=lambda: [1.0, 2.0, 4.0, 8.0])
     objective: str = "snr"
+    max_candidates: int = 3
+    min_snr: float = 7.1
+    mask_factor: float = 3.0
+    refine_points: int = 41
+    n_jobs: int = 1
+
+
+@dataclass
+class MatchSchema:
+    period_tolerance: float = 0.01
+    epoch_tolerance_durations: float = 1.0
+
+
+@dataclass
+class VetTrainerSchema:
+    max_epochs: int = 60
+    batch_size: int = 32
+    learning_rate: float = 1e-3
+    weight_decay: float = 1e-4
+    early_stopping_patience: int = 10
+    monitor: str = "val_pr_auc"
+    ensemble_members: int = 1
+    flip_views: bool = True
+    accelerator: str = "cpu"
+    torch_threads: int = 2
+    num_workers: int = 0
+    deterministic: bool = True
+    progress_bar: bool = False
+    callbacks: Dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class VetSchema:
+    n_global: int = 201
+    n_local: int = 61
+    local_durations: float = 4.0
+    clip: float = 5.0
+    match: MatchSchema = field(default_factory=MatchSchema)
+    model: Dict[str, Any] = field(default_factory=dict)   # rebuilt through the allow-list (build_model)
+    trainer: VetTrainerSchema = field(default_factory=VetTrainerSchema)
+    n_bootstrap: int = 1000
 
 
 @dataclass
@@ -174,7 +216,6 @@ class TransitsEvaluateSchema:
     snr_bins: List[float] = field(default_factory=list)
     n_bins_period: int = 6
     n_bins_depth: int = 6
-    bls: BlsSchema = field(default_factory=BlsSchema)
     aggregate: AggregateSchema = field(default_factory=AggregateSchema)
     calibration: CalibrationSchema = field(default_factory=CalibrationSchema)
 
@@ -185,6 +226,7 @@ class TransitsRealSchema:
     catalog: Optional[str] = None
     n_top_segments: int = 4
     control_mask_factor: float = 1.5
+    period_tolerance: float = 0.001
     targets: List[Any] = field(default_factory=list)   # each target checked by deeprubin.tasks.transits.real
     sources: Dict[str, Any] = field(default_factory=dict)   # format -> registry source config (checked by its loader)
 
@@ -204,6 +246,8 @@ class TransitsSchema:
     model: Dict[str, Any] = field(default_factory=dict)   # rebuilt through the allow-list (build_model)
     trainer: TransitsTrainerSchema = field(default_factory=TransitsTrainerSchema)
     evaluate: TransitsEvaluateSchema = field(default_factory=TransitsEvaluateSchema)
+    search: SearchSchema = field(default_factory=SearchSchema)
+    vet: VetSchema = field(default_factory=VetSchema)
     real: TransitsRealSchema = field(default_factory=TransitsRealSchema)
     predict: PredictSchema = field(default_factory=PredictSchema)
 

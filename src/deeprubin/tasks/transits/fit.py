@@ -1,4 +1,4 @@
-"""Fit the segment classifier: seeded, early-stopped on a validation metric."""
+"""Fit the segment classifier and the candidate vetter: seeded, early-stopped on a validation metric."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -9,9 +9,10 @@ import pandas as pd
 import torch
 
 from ...core import io
-from ...core.config import require
+from ...core.config import ConfigError, require
 from ...core.training import EpochHistory, FitResult, SplitArrays, fit_module, make_loader
 from ...core.models import build_model
+from ...core.models.ensemble import MAX_MEMBERS, DeepEnsemble, member_seed
 from .module import HISTORY_COLUMNS, BinarySegmentClassifier
 
 MONITOR_MODES = {"val_loss": "min", "val_roc_auc": "max", "val_pr_auc": "max"}
@@ -91,3 +92,82 @@ def arrays(x: np.ndarray, table: pd.DataFrame) -> SplitArrays:
     """SplitArrays for the rows of ``table``: x (n, n_channels, length) float32, y (n,) int64."""
     return SplitArrays(table["segment_id"].to_numpy(), x[table["row"].to_numpy()].astype(np.float32),
                        table["label"].to_numpy(dtype=np.int64))
+
+
+VET_MONITOR_MODES = {"val_loss": "min", "val_roc_auc": "max", "val_pr_auc": "max"}
+
+
+class CandidateVetterModule(BinarySegmentClassifier):
+    """The vetter's Lightning module: binary cross-entropy, validation ROC-AUC and PR-AUC and,
+    in training with ``view_sizes = (n_global, n_local)``, each folded view of a random half of
+    the batch time-reversed (a transit, and an eclipse, is symmetric in time; the diagnostics
+    that follow the views are left as they are)."""
+
+    def __init__(self, model, learning_rate: float, weight_decay: float, view_sizes=None):
+        super().__init__(model, learning_rate, weight_decay)
+        self.view_sizes = tuple(int(v) for v in view_sizes) if view_sizes else None
+
+    def training_step(self, batch, batch_idx):
+        if self.view_sizes is not None:
+            x, y = batch
+            n_g, n_l = self.view_sizes
+            # torch's global generator: seeded by lightning.seed_everything, so reproducible
+            flip = torch.rand(len(x), device=x.device) < 0.5
+            views = [torch.where(flip[:, None, None], v.flip(-1), v) for v in (x[..., :n_g], x[..., n_g:n_g + n_l])]
+            batch = (torch.cat([*views, x[..., n_g + n_l:]], dim=-1), y)
+        return super().training_step(batch, batch_idx)
+
+
+def check_vet_trainer_config(t) -> None:
+    """Raise :class:`deeprubin.core.config.ConfigError` naming the first invalid ``transits.vet.trainer`` key."""
+    for key in ("max_epochs", "batch_size", "learning_rate"):
+        require(t, key, positive=True)
+    require(t, "weight_decay", at_least=0)
+    require(t, "early_stopping_patience", at_least=1)
+    require(t, "monitor", choices=VET_MONITOR_MODES)
+    members = t.get("ensemble_members", 1)
+    if isinstance(members, bool) or not isinstance(members, int) or not 1 <= members <= MAX_MEMBERS:
+        raise ConfigError(f"config key 'ensemble_members' must be an integer in [1, {MAX_MEMBERS}], got {members!r}")
+
+
+def fit_vetter(trainer_cfg, model_cfg: dict, train: SplitArrays, val: SplitArrays, seed: int,
+               logger=None, view_sizes=None) -> FitResult:
+    """Train the candidate vetter (``transits.vet.model``) on ``train`` (x: (n, 1, n_inputs)
+    float32, y: (n,) int64, 1 = planet), keeping each network's best epoch by ``vet.trainer.monitor``.
+
+    ``vet.trainer.ensemble_members`` > 1 trains that many networks (seeds
+    :func:`deeprubin.core.models.ensemble.member_seed`; MLflow curves prefixed ``member<k>-``)
+    and returns their :class:`~deeprubin.core.models.ensemble.DeepEnsemble`, as AstroNet
+    averaged ten. ``view_sizes``: ``(n_global, n_local)`` to time-reverse the views in training.
+    """
+    t = trainer_cfg
+    check_vet_trainer_config(t)
+    for name, part in (("train", train), ("val", val)):
+        if len(part.y) == 0 or part.y.min() == part.y.max():
+            raise ValueError(f"transits vet: the {name} candidates need planets and non-planets; got "
+                             f"{int(part.y.sum())} planet(s) of {len(part.y)}")
+    monitor = str(t.monitor)
+    results = []
+    n_members = int(t.get("ensemble_members", 1))
+    for member in range(n_members):
+        member_s = member_seed(seed, member)
+        L.seed_everything(member_s, workers=True, verbose=False)
+        if int(t.get("torch_threads", 0)) > 0:
+            torch.set_num_threads(int(t.torch_threads))
+        if n_members > 1 and hasattr(logger, "set_prefix"):
+            logger.set_prefix(f"member{member}")
+        module = CandidateVetterModule(build_model(model_cfg, n_inputs=1, n_classes=1), float(t.learning_rate),
+                                       float(t.weight_decay), view_sizes=view_sizes)
+        train_loader = make_loader(train, int(t.batch_size), shuffle=True, seed=member_s,
+                                   num_workers=int(t.num_workers))
+        val_loader = make_loader(val, int(t.batch_size) * 8, shuffle=False, seed=member_s,
+                                 num_workers=int(t.num_workers))
+        history = EpochHistory(HISTORY_COLUMNS, late_validation=True)
+        results.append(fit_module(t, module, train_loader, val_loader, history, monitor=monitor,
+                                  mode=VET_MONITOR_MODES[monitor], logger=logger))
+    if n_members == 1:
+        return results[0]
+    history = pd.concat([r.history.assign(member=k) for k, r in enumerate(results)], ignore_index=True)
+    history = history[["member", *[c for c in history.columns if c != "member"]]]
+    return FitResult(DeepEnsemble([r.model for r in results]), history,
+                     float(np.mean([r.best_score for r in results])), int(sum(r.epochs_run for r in results)))

@@ -14,7 +14,7 @@ from torch import nn
 from ...core.models.inception import InceptionModule
 
 #: The classes a transits model config may build (see deeprubin.core.models.model_class).
-MODELS = ("InceptionResNet1D",)
+MODELS = ("InceptionResNet1D", "AstroNetVetter")
 
 POOLINGS = ("avg", "max", "avgmax")
 
@@ -103,3 +103,56 @@ class InceptionResNet1D(nn.Module):
         else:
             z = torch.cat([h.mean(dim=-1), h.amax(dim=-1)], dim=1)
         return self.head(z)
+
+
+def _conv_tower(channels: list[int], kernel: int, pool: int) -> nn.Sequential:
+    """AstroNet's column: per block two same-padded convolutions (ReLU) then max-pool."""
+    layers: list[nn.Module] = []
+    c_in = 1
+    for c_out in channels:
+        layers += [nn.Conv1d(c_in, c_out, kernel, padding=kernel // 2), nn.ReLU(),
+                   nn.Conv1d(c_out, c_out, kernel, padding=kernel // 2), nn.ReLU(),
+                   nn.MaxPool1d(pool, stride=2, padding=pool // 2)]
+        c_in = c_out
+    return nn.Sequential(*layers)
+
+
+class AstroNetVetter(nn.Module):
+    """Vetting network of a transit candidate (after Shallue & Vanderburg 2018, AstroNet).
+
+    Input ``(batch, 1, n_global + n_local + n_diagnostics)``: the global and local folded
+    views and the scalar diagnostics concatenated (:func:`deeprubin.tasks.transits.vetting.candidate_inputs`).
+    One convolutional column per view, flattened, concatenated with the diagnostics, then
+    fully connected layers with dropout and one logit (planet vs not).
+    """
+
+    def __init__(self, n_inputs: int = 1, n_classes: int = 1, n_global: int = 201, n_local: int = 61,
+                 n_diagnostics: int = 11, global_channels: tuple[int, ...] = (16, 32, 64),
+                 local_channels: tuple[int, ...] = (16, 32), kernel_size: int = 5, pool_size: int = 5,
+                 hidden: tuple[int, ...] = (128, 128), dropout: float = 0.2):
+        super().__init__()
+        if n_inputs != 1:
+            raise ValueError(f"AstroNetVetter takes one input channel (views and diagnostics in a row), got {n_inputs}")
+        self.sizes = (int(n_global), int(n_local), int(n_diagnostics))
+        self.global_tower = _conv_tower(list(global_channels), int(kernel_size), int(pool_size))
+        self.local_tower = _conv_tower(list(local_channels), int(kernel_size), int(pool_size))
+        with torch.no_grad():
+            n_flat = (self.global_tower(torch.zeros(1, 1, self.sizes[0])).numel()
+                      + self.local_tower(torch.zeros(1, 1, self.sizes[1])).numel() + self.sizes[2])
+        layers: list[nn.Module] = []
+        width = n_flat
+        for h in hidden:
+            layers += [nn.Linear(width, int(h)), nn.ReLU(), nn.Dropout(float(dropout))]
+            width = int(h)
+        layers.append(nn.Linear(width, int(n_classes)))
+        self.head = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n_g, n_l, n_d = self.sizes
+        if x.shape[-1] != n_g + n_l + n_d:
+            raise ValueError(f"AstroNetVetter: input length {x.shape[-1]} != n_global + n_local + n_diagnostics "
+                             f"({n_g} + {n_l} + {n_d})")
+        x = x.reshape(x.shape[0], 1, -1)
+        g = self.global_tower(x[..., :n_g]).flatten(1)
+        loc = self.local_tower(x[..., n_g:n_g + n_l]).flatten(1)
+        return self.head(torch.cat([g, loc, x[:, 0, n_g + n_l:]], dim=1))

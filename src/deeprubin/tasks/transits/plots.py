@@ -150,3 +150,44 @@ def plot_top_segments(items, title: str):
         axes[-1].set_xlabel(items[0]["time_label"] if items else "Time (days)")
         fig.suptitle(title)
     return fig
+
+
+VET_COLORS = {"vet": OKABE_ITO["bluish_green"], "bls_sde": BLS_COLOR, "bls_snr": OKABE_ITO["orange"],
+              "segment": CNN_COLOR}
+
+
+def plot_vetting(stars: pd.DataFrame, metrics: Mapping, edges):
+    """Test stars: ROC of each method (dot: operating point at the validation 1 % FPR threshold)
+    and recall against the planet's total SNR at that threshold.
+
+    ``stars``: label, snr_total and one score column per method of ``metrics["methods"]``;
+    ``edges``: the SNR bins (``evaluate.snr_bins``).
+    """
+    from .metrics import recall_by_bins
+
+    methods = metrics["methods"]
+    pos = stars[stars["label"] == 1]
+    with figure_style():
+        fig = new_figure((12, 5))
+        ax_roc, ax_rec = fig.subplots(1, 2)
+        for key, entry in methods.items():
+            color = VET_COLORS.get(key, NEUTRAL_COLOR)
+            auc = entry.get("roc_auc")
+            _roc(ax_roc, stars["label"], stars[key], color, f"{entry['name']} (AUC {auc:.3f})", entry["threshold"])
+            table = recall_by_bins(pos["snr_total"], pos[key] > entry["threshold"], list(edges))
+            t = table[table["n"] > 0]
+            centres = np.sqrt(np.maximum(t["lo"], t["hi"] / 3) * t["hi"])
+            ax_rec.errorbar(centres, t["recall"], yerr=t["err"], fmt="o-", color=color, label=entry["name"])
+        handles, names = ax_roc.get_legend_handles_labels()
+        keep = {n: h for h, n in zip(handles, names) if "operating point" not in n}
+        ax_roc.legend(list(keep.values()), list(keep), loc="lower right", fontsize=9)
+        ax_roc.set_title("Test stars: ROC (dot: 1% validation FPR threshold)")
+        ax_rec.axvline(float(metrics["snr_threshold"]), ls=":", color=NEUTRAL_COLOR,
+                       label=f"SNR {float(metrics['snr_threshold']):g}")
+        ax_rec.set_xscale("log")
+        ax_rec.set_xlabel("Total SNR of the simulated planet")
+        ax_rec.set_ylabel("Recall (test stars with a planet)")
+        ax_rec.set_ylim(-0.02, 1.05)
+        ax_rec.set_title(f"Recall at {100 * float(metrics['target_fpr']):g}% false-positive rate")
+        ax_rec.legend(loc="lower right", fontsize=9)
+    return fig

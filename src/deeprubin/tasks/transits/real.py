@@ -193,3 +193,27 @@ def rank_true_segments(table: pd.DataFrame) -> dict:
             "top_segment_has_transit": bool(ranks and ranks[0] == 1),
             "mean_score_transit": float(order.loc[order["label"] == 1, "score"].mean()) if ranks else None,
             "mean_score_other": float(order.loc[order["label"] == 0, "score"].mean()) if n > len(ranks) else None}
+
+
+def vet_known_planet(candidates: list[dict], scores: np.ndarray, period: float, threshold: float,
+                     tolerance: float) -> dict:
+    """How the search and the vetter did on a real star with a known planet of ``period``.
+
+    ``candidates``: the search's candidates in rank order; ``scores``: their vetting
+    probabilities; ``threshold``: the vetter's threshold at the validation false-positive rate.
+    The known planet is found when the top candidate's period is within ``tolerance``
+    (relative) of ``period`` and its score passes the threshold.
+    """
+    rows = [{"rank": int(c["rank"]), "period": float(c["period"]), "t0": float(c["t0"]),
+             "duration": float(c["duration"]), "depth": float(c["depth"]), "depth_snr": float(c["depth_snr"]),
+             "sde": float(c["sde"]), "vetting_score": float(s)} for c, s in zip(candidates, scores)]
+    match = next((r for r in rows if abs(r["period"] / period - 1.0) <= tolerance), None)
+    top = rows[0] if rows else None
+    return {"known_period": float(period), "period_tolerance": float(tolerance),
+            "vetting_threshold": float(threshold), "candidates": rows,
+            "top_candidate_period": top["period"] if top else None,
+            "top_candidate_period_error": abs(top["period"] / period - 1.0) if top else None,
+            "known_planet_rank": match["rank"] if match else None,
+            "vetting_score": match["vetting_score"] if match else None,
+            "passes_vetting": bool(match and match["vetting_score"] > threshold),
+            "found": bool(match and match["rank"] == 1 and match["vetting_score"] > threshold)}

@@ -12,7 +12,7 @@ from omegaconf import DictConfig, OmegaConf
 from ....core.config import ConfigError, require
 from ....core.training import EpochHistory, FitResult, SplitArrays, class_weights, fit_module, make_loader
 from ....core.models import build_model
-from ....core.models.ensemble import MAX_MEMBERS, DeepEnsemble
+from ....core.models.ensemble import MAX_MEMBERS, DeepEnsemble, member_seed
 from .module import LightCurveClassifier
 
 log = logging.getLogger(__name__)
@@ -31,13 +31,6 @@ def check_trainer_config(cfg: DictConfig) -> None:
     if isinstance(members, bool) or not isinstance(members, int) or not 1 <= members <= MAX_MEMBERS:
         raise ConfigError(f"config key 'trainer.ensemble_members' must be an integer in [1, {MAX_MEMBERS}], "
                           f"got {members!r}")
-
-
-def member_seed(seed: int, member: int) -> int:
-    """Seed of an ensemble's ``member``-th network: ``seed`` itself for the first, then independent
-    streams (:class:`numpy.random.SeedSequence` of ``(seed, member)``), so the ensembles of two
-    neighbouring seeds share no member."""
-    return int(seed) if member == 0 else int(np.random.SeedSequence([int(seed), int(member)]).generate_state(1)[0])
 
 
 def fit_ensemble(cfg: DictConfig, data: dict[str, SplitArrays], model_config: dict, n_inputs: int,
