@@ -76,6 +76,15 @@ HEADLINES = {
         "vet_recall_snr_ge_7p1_at_1pct_fpr": ("vetting/metrics.json", "methods.vet.recall_snr_ge_threshold"),
         "search_recall_snr_ge_7p1_at_1pct_fpr": ("vetting/metrics.json", "methods.bls_sde.recall_snr_ge_threshold"),
         "vet_eb_false_positive_rate": ("vetting/metrics.json", "methods.vet.eb_false_positive_rate"),
+        # the run's test-star bootstrap intervals ([low, high] lists: index 0 and 1)
+        "vet_star_roc_auc_snr_ge_7p1_ci95_low": ("vetting/metrics.json",
+                                                 "methods.vet.roc_auc_snr_ge_threshold_ci95.0"),
+        "vet_star_roc_auc_snr_ge_7p1_ci95_high": ("vetting/metrics.json",
+                                                  "methods.vet.roc_auc_snr_ge_threshold_ci95.1"),
+        "vet_recall_snr_ge_7p1_at_1pct_fpr_ci95_low": ("vetting/metrics.json",
+                                                       "methods.vet.recall_snr_ge_threshold_ci95.0"),
+        "vet_recall_snr_ge_7p1_at_1pct_fpr_ci95_high": ("vetting/metrics.json",
+                                                        "methods.vet.recall_snr_ge_threshold_ci95.1"),
         "search_eb_false_positive_rate": ("vetting/metrics.json", "methods.bls_sde.eb_false_positive_rate"),
     },
 }
@@ -134,19 +143,21 @@ def run_stage(stage: str, config_dir: Path, log: Path) -> float:
     return time.perf_counter() - start
 
 
-def run_chain(stages, run_dir: Path, overrides: list[str], code: str, rerun: bool, progress, label: str) -> None:
-    """Run ``stages`` in ``run_dir`` unless a finished run with the same fingerprint is there."""
+def run_chain(stages, run_dir: Path, overrides: list[str], code: str, rerun: bool, progress, label: str) -> bool:
+    """Run ``stages`` in ``run_dir`` unless a finished run with the same fingerprint is there;
+    True when they ran."""
     fingerprint = hashlib.sha256(json.dumps([overrides, code, list(stages)]).encode()).hexdigest()
     stamp = run_dir / "fingerprint.txt"
     if not rerun and stamp.exists() and stamp.read_text().strip() == fingerprint:
         progress(f"{label}: up to date")
-        return
+        return False
     stamp.unlink(missing_ok=True)  # a run stopped half-way must not look finished
     io.write_text(OmegaConf.to_yaml(compose_params(overrides)), run_dir / "params.yaml")
     for stage in stages:
         seconds = run_stage(stage, run_dir, run_dir / "stages.log")
         progress(f"{label}: {stage} {seconds:.0f} s")
     io.write_text(fingerprint + "\n", stamp)
+    return True
 
 
 def headlines(cfg_reports: dict[str, Path]) -> dict[str, dict[str, float | None]]:
@@ -161,7 +172,10 @@ def headlines(cfg_reports: dict[str, Path]) -> dict[str, dict[str, float | None]
             path = cfg_reports[task] / file
             node = io.read_json(path) if path.exists() else None
             for part in dotted.split("."):
-                node = node.get(part) if isinstance(node, dict) else None
+                if isinstance(node, list) and part.isdigit():   # an interval's [low, high]
+                    node = node[int(part)] if int(part) < len(node) else None
+                else:
+                    node = node.get(part) if isinstance(node, dict) else None
             out[task][name] = node if isinstance(node, (int, float)) and not isinstance(node, bool) else None
     for name, (task, a, b) in DIFFERENCES.items():
         if task not in out:
@@ -181,7 +195,8 @@ def summarise(values: list[float | None]) -> dict:
 def run_all(seeds: list[int], data_seed: int, workdir: Path, base: list[str] = (), rerun: bool = False,
             progress=print, tasks: list[str] | None = None, timings: dict | None = None) -> dict[int, dict]:
     """Run every training seed at ``data_seed`` for ``tasks`` (default: every task of :data:`CHAINS`);
-    ``{seed: headlines}``. ``timings`` (task -> seconds), when given, gains each task's wall time."""
+    ``{seed: headlines}``. ``timings`` (task -> seconds), when given, gains the wall time of each
+    task's chains that ran (not of those found up to date)."""
     tasks = list(CHAINS) if tasks is None else list(tasks)
     base = list(base)
     code = tree_hash(REPO_ROOT / "src", REPO_ROOT / "conf")
@@ -193,11 +208,12 @@ def run_all(seeds: list[int], data_seed: int, workdir: Path, base: list[str] = (
         for task in tasks:
             shared, per_seed = CHAINS[task]
             start = time.perf_counter()
+            ran = False
             if i == 0:  # the data-seed stages: the first seed's run writes them
-                run_chain(shared, shared_dir / task, overrides, code, rerun, progress, f"data {data_seed} {task}")
-            run_chain(per_seed, run_dir / task, overrides, code, rerun, progress,
-                      f"data {data_seed} seed {seed} {task}")
-            if timings is not None:
+                ran = run_chain(shared, shared_dir / task, overrides, code, rerun, progress, f"data {data_seed} {task}")
+            ran = run_chain(per_seed, run_dir / task, overrides, code, rerun, progress,
+                            f"data {data_seed} seed {seed} {task}") or ran
+            if timings is not None and ran:
                 timings[task] = round(timings.get(task, 0.0) + time.perf_counter() - start, 1)
         cfg = compose_params(overrides)
         results[seed] = headlines({task: Path(cfg.tasks[task].paths.reports) for task in tasks})
@@ -271,8 +287,13 @@ def main(argv: list[str] | None = None) -> dict:
     out["code_hash"] = tree_hash(REPO_ROOT / "src", REPO_ROOT / "conf")
     out["machine"] = machine()
     out["seconds"] = round(time.perf_counter() - started, 1)
-    # each task's wall time (a finished run found up to date counts ~0 s); carried-over tasks keep theirs
-    out["seconds_per_task"] = {**(out.pop("_carried_seconds", None) or {}), **timings}
+    # each task's wall time; a task whose runs were all found up to date (and a carried-over task)
+    # keeps the time the previous file recorded for it
+    kept = {}
+    if args.out.exists():
+        kept = {task: s for task, s in (io.read_json(args.out).get("seconds_per_task") or {}).items()
+                if task not in timings}
+    out["seconds_per_task"] = {**kept, **(out.pop("_carried_seconds", None) or {}), **timings}
     io.write_json(out, args.out)
     for task in args.tasks:
         for key, s in out[task].items():

@@ -66,7 +66,8 @@ def fake_stage(calls):
             reports = Path(cfg["tasks"]["transits"]["paths"]["reports"]) / "vetting"
             reports.mkdir(parents=True, exist_ok=True)
             (reports / "metrics.json").write_text(json.dumps(
-                {"methods": {"vet": {"roc_auc": 0.95 + seed / 1000, "recall_snr_ge_threshold": 0.8},
+                {"methods": {"vet": {"roc_auc": 0.95 + seed / 1000, "recall_snr_ge_threshold": 0.8,
+                                     "recall_snr_ge_threshold_ci95": [0.7, 0.9]},
                              "bls_sde": {"recall_snr_ge_threshold": 0.3}}}))
         return 0.0
     return run
@@ -93,9 +94,11 @@ def test_runs_share_the_data_stages_resume_and_summarise(tmp_path, monkeypatch):
     assert len(written["code_hash"]) == 64
     assert result == written
     calls.clear()
-    seeds.main(["--seeds", "1", "2", "--data-seeds", "5", "--workdir", str(tmp_path / "w"), "--out", str(out),
-                "--base", "experiment=tiny"])
+    again = seeds.main(["--seeds", "1", "2", "--data-seeds", "5", "--workdir", str(tmp_path / "w"), "--out", str(out),
+                        "--base", "experiment=tiny"])
     assert calls == []  # every run finished with the same code and overrides: nothing reruns
+    assert again["seconds_per_task"] == written["seconds_per_task"]   # up to date: the recorded times stay
+    assert set(written["seconds_per_task"]) == {"transients", "transits"}
 
 
 def test_a_failing_stage_names_itself_and_its_log(tmp_path, monkeypatch):
@@ -144,5 +147,7 @@ def test_a_tasks_run_carries_the_other_tasks_over_with_their_origin(tmp_path, mo
     assert third["seconds_per_task"]["transits"] == first["seconds_per_task"]["transits"]
     assert third["transits"]["vet_star_roc_auc"]["mean"] == pytest.approx(0.951)
     assert third["transits"]["search_recall_snr_ge_7p1_at_1pct_fpr"]["mean"] == pytest.approx(0.3)
+    assert third["transits"]["vet_recall_snr_ge_7p1_at_1pct_fpr_ci95_high"]["mean"] == pytest.approx(0.9)
+    assert third["transits"]["vet_star_roc_auc_snr_ge_7p1_ci95_low"]["mean"] is None   # absent: null
     text = "\n".join(seeds_section(third, "seeds.json", {"transits": {"star_roc_auc": "AUC"}}))
     assert "The transits rows are carried over from an earlier run" in text and "| transits | AUC | 0.900 |" in text
