@@ -100,6 +100,18 @@ class FitResult:
 CALLBACK_MODULE = "lightning.pytorch.callbacks"
 
 
+def ensemble_result(results: list[FitResult]) -> FitResult:
+    """The fits of an ensemble's members as one :class:`FitResult`: their
+    :class:`~deeprubin.core.models.ensemble.DeepEnsemble`, the histories stacked with a leading
+    ``member`` column, the members' mean best score and their total epochs."""
+    from .models.ensemble import DeepEnsemble
+
+    history = pd.concat([r.history.assign(member=k) for k, r in enumerate(results)], ignore_index=True)
+    history = history[["member", *[c for c in history.columns if c != "member"]]]
+    return FitResult(DeepEnsemble([r.model for r in results]), history,
+                     float(np.mean([r.best_score for r in results])), int(sum(r.epochs_run for r in results)))
+
+
 def extra_callbacks(trainer_cfg) -> list[Callback]:
     """The callbacks of ``trainer.callbacks`` (a mapping name -> ``_target_`` node), built as
     ``cls(**arguments)`` in name order (not ``hydra.utils.instantiate``: no recursion, no directives). Only classes of :data:`CALLBACK_MODULE` that are

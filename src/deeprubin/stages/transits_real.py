@@ -89,7 +89,7 @@ def run_transits_real(cfg: DictConfig) -> dict:
                       "n_original_segments": int(len(table)),
                       "n_original_segments_without_transit": int((table["label"] == 0).sum())})
         cands, inputs = search_and_describe(name, seg.clean.time, seg.clean.flux, tc.search, tc.vet)
-        scores = predict_scores(vetter, np.stack(inputs)[:, None, :]) if inputs else np.zeros(0)
+        scores = predict_scores(vetter, np.stack(inputs)) if inputs else np.zeros(0)
         ranks["vetting"] = vet_known_planet(cands, scores, period, vet_threshold, float(rc.period_tolerance))
         report["targets"][name] = ranks
         length = int(tc.preprocess.segment_length)

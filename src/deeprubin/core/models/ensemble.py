@@ -58,6 +58,16 @@ def member_class(model: nn.Module) -> type[nn.Module]:
     return type(model.members[0]) if isinstance(model, DeepEnsemble) else type(model)
 
 
+def check_members(members, key: str) -> int:
+    """The number of ensemble members a config gives at ``key``: an integer in [1, MAX_MEMBERS]
+    (not a boolean), else :class:`deeprubin.core.config.ConfigError` naming the key."""
+    from ..config import ConfigError
+
+    if isinstance(members, bool) or not isinstance(members, int) or not 1 <= members <= MAX_MEMBERS:
+        raise ConfigError(f"config key '{key}' must be an integer in [1, {MAX_MEMBERS}], got {members!r}")
+    return members
+
+
 def member_seed(seed: int, member: int) -> int:
     """Seed of an ensemble's ``member``-th network: ``seed`` itself for the first, then independent
     streams (:class:`numpy.random.SeedSequence` of ``(seed, member)``), so the ensembles of two

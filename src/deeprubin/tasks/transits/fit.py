@@ -9,10 +9,10 @@ import pandas as pd
 import torch
 
 from ...core import io
-from ...core.config import ConfigError, require
-from ...core.training import EpochHistory, FitResult, SplitArrays, fit_module, make_loader
+from ...core.config import require
+from ...core.training import EpochHistory, FitResult, SplitArrays, ensemble_result, fit_module, make_loader
 from ...core.models import build_model
-from ...core.models.ensemble import MAX_MEMBERS, DeepEnsemble, member_seed
+from ...core.models.ensemble import check_members, member_seed
 from .module import HISTORY_COLUMNS, BinarySegmentClassifier
 
 MONITOR_MODES = {"val_loss": "min", "val_roc_auc": "max", "val_pr_auc": "max"}
@@ -94,9 +94,6 @@ def arrays(x: np.ndarray, table: pd.DataFrame) -> SplitArrays:
                        table["label"].to_numpy(dtype=np.int64))
 
 
-VET_MONITOR_MODES = {"val_loss": "min", "val_roc_auc": "max", "val_pr_auc": "max"}
-
-
 class CandidateVetterModule(BinarySegmentClassifier):
     """The vetter's Lightning module: binary cross-entropy, validation ROC-AUC and PR-AUC and,
     in training with ``view_sizes = (n_global, n_local)``, each folded view of a random half of
@@ -118,18 +115,6 @@ class CandidateVetterModule(BinarySegmentClassifier):
         return super().training_step(batch, batch_idx)
 
 
-def check_vet_trainer_config(t) -> None:
-    """Raise :class:`deeprubin.core.config.ConfigError` naming the first invalid ``transits.vet.trainer`` key."""
-    for key in ("max_epochs", "batch_size", "learning_rate"):
-        require(t, key, positive=True)
-    require(t, "weight_decay", at_least=0)
-    require(t, "early_stopping_patience", at_least=1)
-    require(t, "monitor", choices=VET_MONITOR_MODES)
-    members = t.get("ensemble_members", 1)
-    if isinstance(members, bool) or not isinstance(members, int) or not 1 <= members <= MAX_MEMBERS:
-        raise ConfigError(f"config key 'ensemble_members' must be an integer in [1, {MAX_MEMBERS}], got {members!r}")
-
-
 def fit_vetter(trainer_cfg, model_cfg: dict, train: SplitArrays, val: SplitArrays, seed: int,
                logger=None, view_sizes=None) -> FitResult:
     """Train the candidate vetter (``transits.vet.model``) on ``train`` (x: (n, 1, n_inputs)
@@ -141,14 +126,14 @@ def fit_vetter(trainer_cfg, model_cfg: dict, train: SplitArrays, val: SplitArray
     averaged ten. ``view_sizes``: ``(n_global, n_local)`` to time-reverse the views in training.
     """
     t = trainer_cfg
-    check_vet_trainer_config(t)
+    check_trainer_config(t)   # the segment trainer's keys, which the vet trainer shares
+    n_members = check_members(t.get("ensemble_members", 1), "ensemble_members")
     for name, part in (("train", train), ("val", val)):
         if len(part.y) == 0 or part.y.min() == part.y.max():
             raise ValueError(f"transits vet: the {name} candidates need planets and non-planets; got "
                              f"{int(part.y.sum())} planet(s) of {len(part.y)}")
     monitor = str(t.monitor)
     results = []
-    n_members = int(t.get("ensemble_members", 1))
     for member in range(n_members):
         member_s = member_seed(seed, member)
         L.seed_everything(member_s, workers=True, verbose=False)
@@ -164,10 +149,5 @@ def fit_vetter(trainer_cfg, model_cfg: dict, train: SplitArrays, val: SplitArray
                                  num_workers=int(t.num_workers))
         history = EpochHistory(HISTORY_COLUMNS, late_validation=True)
         results.append(fit_module(t, module, train_loader, val_loader, history, monitor=monitor,
-                                  mode=VET_MONITOR_MODES[monitor], logger=logger))
-    if n_members == 1:
-        return results[0]
-    history = pd.concat([r.history.assign(member=k) for k, r in enumerate(results)], ignore_index=True)
-    history = history[["member", *[c for c in history.columns if c != "member"]]]
-    return FitResult(DeepEnsemble([r.model for r in results]), history,
-                     float(np.mean([r.best_score for r in results])), int(sum(r.epochs_run for r in results)))
+                                  mode=MONITOR_MODES[monitor], logger=logger))
+    return results[0] if n_members == 1 else ensemble_result(results)

@@ -81,13 +81,10 @@ def bls_peak(time: np.ndarray, flux: np.ndarray, cfg) -> tuple[BoxLeastSquares, 
         # step keeps every transit in phase (the SDE stays that of the coarse grid).
         step = float(np.log(periods[1] / periods[0]))
         fine = periods[best] * np.exp(np.linspace(-2 * step, 2 * step, n_refine))
-        result = model.power(fine, durations, objective=str(cfg.objective))
-        fine_power = np.asarray(result.power, dtype=float)
+        refined = model.power(fine, durations, objective=str(cfg.objective))
+        fine_power = np.asarray(refined.power, dtype=float)
         if np.isfinite(fine_power).any() and np.nanmax(fine_power) >= power[best]:
-            best, power = int(np.nanargmax(fine_power)), fine_power
-        else:
-            result = model.power(periods[best:best + 1], durations, objective=str(cfg.objective))
-            best, power = 0, np.asarray(result.power, dtype=float)
+            result, best, power = refined, int(np.nanargmax(fine_power)), fine_power
     return model, {"period": float(result.period[best]), "t0": float(result.transit_time[best]),
                    "duration": float(result.duration[best]), "depth": float(result.depth[best]),
                    "depth_snr": float(result.depth_snr[best]), "sde": sde, "power_max": float(power[best])}

@@ -28,6 +28,7 @@ import pandas as pd
 from ...core.config import require
 from ...sources.missions import bjd_to_mission
 from .ephemeris import transit_phase
+from .search import robust_scatter
 
 #: Names of the scalar diagnostics, in the order of the model input.
 DIAGNOSTICS = ("log_depth_snr", "log_sde", "odd_even_sigma", "secondary_sigma", "secondary_ratio", "shape",
@@ -78,19 +79,13 @@ def folded_views(time: np.ndarray, flux: np.ndarray, period: float, t0: float, d
     phase = transit_phase(time, period, t0)
     out_of_transit = np.abs(phase) > duration
     base = float(np.median(flux[out_of_transit])) if out_of_transit.sum() > 0 else float(np.median(flux))
-    scale = depth if depth > 0 else robust_scale(flux)
+    scale = depth if depth > 0 else robust_scatter(flux)
     y = (np.asarray(flux, dtype=float) - base) / scale
     half_local = 0.5 * float(cfg.local_durations) * duration
     global_view = _binned_median(phase, y, -0.5 * period, 0.5 * period, int(cfg.n_global))
     local_view = _binned_median(phase, y, -half_local, half_local, int(cfg.n_local))
     clip = float(cfg.clip)
     return (np.clip(global_view, -clip, clip).astype(np.float32), np.clip(local_view, -clip, clip).astype(np.float32))
-
-
-def robust_scale(flux: np.ndarray) -> float:
-    """1.4826 x MAD of ``flux`` (1.0 for a constant light curve)."""
-    s = 1.4826 * float(np.median(np.abs(flux - np.median(flux))))
-    return s if s > 0 else 1.0
 
 
 def transit_shape(time: np.ndarray, flux: np.ndarray, period: float, t0: float, duration: float) -> float:

@@ -4,15 +4,14 @@ from __future__ import annotations
 import logging
 
 import lightning as L
-import numpy as np
-import pandas as pd
 import torch
 from omegaconf import DictConfig, OmegaConf
 
 from ....core.config import ConfigError, require
-from ....core.training import EpochHistory, FitResult, SplitArrays, class_weights, fit_module, make_loader
+from ....core.training import (EpochHistory, FitResult, SplitArrays, class_weights, ensemble_result, fit_module,
+                               make_loader)
 from ....core.models import build_model
-from ....core.models.ensemble import MAX_MEMBERS, DeepEnsemble, member_seed
+from ....core.models.ensemble import check_members, member_seed
 from .module import LightCurveClassifier
 
 log = logging.getLogger(__name__)
@@ -27,10 +26,7 @@ def check_trainer_config(cfg: DictConfig) -> None:
     require(cfg, "trainer.weight_decay", at_least=0)
     require(cfg, "trainer.early_stopping_patience", at_least=1)
     require(cfg, "trainer.num_workers", at_least=0)
-    members = cfg.trainer.get("ensemble_members", 1)
-    if isinstance(members, bool) or not isinstance(members, int) or not 1 <= members <= MAX_MEMBERS:
-        raise ConfigError(f"config key 'trainer.ensemble_members' must be an integer in [1, {MAX_MEMBERS}], "
-                          f"got {members!r}")
+    check_members(cfg.trainer.get("ensemble_members", 1), "trainer.ensemble_members")
 
 
 def fit_ensemble(cfg: DictConfig, data: dict[str, SplitArrays], model_config: dict, n_inputs: int,
@@ -53,10 +49,7 @@ def fit_ensemble(cfg: DictConfig, data: dict[str, SplitArrays], model_config: di
         if hasattr(logger, "set_prefix"):  # each member's curves apart in MLflow: member0-val_loss, ...
             logger.set_prefix(f"member{member}")
         results.append(fit_classifier(member_cfg, data, model_config, n_inputs, classes, logger=logger))
-    history = pd.concat([r.history.assign(member=k) for k, r in enumerate(results)], ignore_index=True)
-    history = history[["member", *[c for c in history.columns if c != "member"]]]
-    return FitResult(DeepEnsemble([r.model for r in results]), history,
-                     float(np.mean([r.best_score for r in results])), int(sum(r.epochs_run for r in results)))
+    return ensemble_result(results)
 
 
 def fit_classifier(cfg: DictConfig, data: dict[str, SplitArrays], model_config: dict, n_inputs: int,
