@@ -34,6 +34,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Mapping
 
 from omegaconf import OmegaConf
 
@@ -55,21 +56,26 @@ CHAINS = {
 #: Path keys whose outputs the data-seed stages write (shared by the training seeds).
 SHARED_PATHS = ("raw", "processed", "splits")
 #: Headline keys: task -> key -> (file under the task's reports folder, dotted key in it).
+#: A HEADLINES file that is the evaluate stage's metrics file (the task's ``paths.metrics``); the
+#: other files are relative to the task's ``paths.reports``.
+EVALUATE_METRICS = "<paths.metrics>"
+
 HEADLINES = {
     "transients": {
-        "deep_macro_f1": ("metrics.json", "macro_f1"),
-        "deep_val_macro_f1": ("metrics.json", "validation.macro_f1"),   # what model selection compares
+        "deep_macro_f1": (EVALUATE_METRICS, "macro_f1"),
+        "deep_val_macro_f1": (EVALUATE_METRICS, "validation.macro_f1"),   # what model selection compares
         # the run's test-set group-bootstrap interval (the paper profile quotes it beside its one run)
-        "deep_macro_f1_ci95_low": ("metrics.json", "confidence_intervals.macro_f1.low"),
-        "deep_macro_f1_ci95_high": ("metrics.json", "confidence_intervals.macro_f1.high"),
+        "deep_macro_f1_ci95_low": (EVALUATE_METRICS, "confidence_intervals.macro_f1.low"),
+        "deep_macro_f1_ci95_high": (EVALUATE_METRICS, "confidence_intervals.macro_f1.high"),
         "baseline_macro_f1": ("baseline/metrics.json", "macro_f1"),
         "real_sky_fraction": ("real_sky.json", "target.fraction"),
     },
     "transits": {
-        "star_roc_auc": ("metrics.json", "star.roc_auc"),
-        # segment recall at SNR >= 7.1 at the segment threshold of 1% false-positive rate
-        "recall_snr_ge_7p1_at_1pct_fpr": ("metrics.json", "segment.recall_snr_ge_threshold"),
-        "bls_star_recall_snr_ge_7p1_at_1pct_fpr": ("metrics.json", "bls.recall_snr_ge_threshold"),
+        # the segment CNN (evaluate@transits, its paths.metrics): per light curve, and segment recall
+        # at SNR >= 7.1 at the segment threshold of 1% false-positive rate
+        "star_roc_auc": (EVALUATE_METRICS, "star.roc_auc"),
+        "recall_snr_ge_7p1_at_1pct_fpr": (EVALUATE_METRICS, "segment.recall_snr_ge_threshold"),
+        "bls_star_recall_snr_ge_7p1_at_1pct_fpr": (EVALUATE_METRICS, "bls.recall_snr_ge_threshold"),
         # search + CNN vetting, per star (transits_vet; the search alone scored by its SDE)
         "vet_star_roc_auc": ("vetting/metrics.json", "methods.vet.roc_auc"),
         "vet_star_roc_auc_snr_ge_7p1": ("vetting/metrics.json", "methods.vet.roc_auc_snr_ge_threshold"),
@@ -160,16 +166,17 @@ def run_chain(stages, run_dir: Path, overrides: list[str], code: str, rerun: boo
     return True
 
 
-def headlines(cfg_reports: dict[str, Path]) -> dict[str, dict[str, float | None]]:
-    """The :data:`HEADLINES` of one finished run's tasks (the keys of ``cfg_reports``; None where
-    absent, e.g. real data missing)."""
+def headlines(task_paths: dict[str, Mapping]) -> dict[str, dict[str, float | None]]:
+    """The :data:`HEADLINES` of one finished run's tasks (the keys of ``task_paths``, each the
+    task's ``paths`` with ``reports`` and ``metrics``; None where absent, e.g. real data missing)."""
     out = {}
     for task, keys in HEADLINES.items():
-        if task not in cfg_reports:
+        if task not in task_paths:
             continue
         out[task] = {}
         for name, (file, dotted) in keys.items():
-            path = cfg_reports[task] / file
+            paths = task_paths[task]
+            path = Path(paths["metrics"]) if file == EVALUATE_METRICS else Path(paths["reports"]) / file
             node = io.read_json(path) if path.exists() else None
             for part in dotted.split("."):
                 if isinstance(node, list) and part.isdigit():   # an interval's [low, high]
@@ -216,7 +223,7 @@ def run_all(seeds: list[int], data_seed: int, workdir: Path, base: list[str] = (
             if timings is not None and ran:
                 timings[task] = round(timings.get(task, 0.0) + time.perf_counter() - start, 1)
         cfg = compose_params(overrides)
-        results[seed] = headlines({task: Path(cfg.tasks[task].paths.reports) for task in tasks})
+        results[seed] = headlines({task: cfg.tasks[task].paths for task in tasks})
         progress(f"data {data_seed} seed {seed}: {json.dumps(results[seed])}")
     return results
 

@@ -57,9 +57,9 @@ def fake_stage(calls):
             (reports / "baseline/metrics.json").write_text(json.dumps({"macro_f1": 0.8}))
             (reports / "real_sky.json").write_text(json.dumps({"target": {"fraction": 0.85}}))
         if stage == "evaluate@transits":
-            reports = Path(cfg["tasks"]["transits"]["paths"]["reports"])
-            reports.mkdir(parents=True, exist_ok=True)
-            (reports / "metrics.json").write_text(json.dumps(
+            metrics = Path(cfg["tasks"]["transits"]["paths"]["metrics"])
+            metrics.parent.mkdir(parents=True, exist_ok=True)
+            metrics.write_text(json.dumps(
                 {"star": {"roc_auc": 0.9}, "segment": {"recall_snr_ge_threshold": 0.1},
                  "bls": {"recall_snr_ge_threshold": 0.5}}))
         if stage == "transits_vet":

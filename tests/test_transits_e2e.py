@@ -13,7 +13,7 @@ from conftest import REAL_DATA, build_tiny_repo, run_in
 
 pytestmark = pytest.mark.e2e
 
-TRANSITS_STAGES = ("evaluate@transits", "transits_real")
+TRANSITS_STAGES = ("evaluate@transits", "transits_real", "transits_report")
 
 
 @pytest.fixture(scope="module")
@@ -23,7 +23,7 @@ def transits_repo(tmp_path_factory) -> Path:
 
 def test_transits_repro_writes_report(transits_repo):
     reports = transits_repo / "reports/transits"
-    metrics = json.loads((reports / "metrics.json").read_text())
+    metrics = json.loads((reports / "segment/metrics.json").read_text())   # evaluate@transits: the segment CNN
     for level in ("segment", "star", "bls"):
         assert {"roc_auc", "pr_auc", "recall", "fpr", "threshold"} <= set(metrics[level])
     assert metrics["target_fpr"] == 0.01 and metrics["snr_threshold"] == 7.1
@@ -56,6 +56,14 @@ def test_transits_repro_writes_report(transits_repo):
     assert pd.read_csv(reports / "vetting/comparison.csv")["method"].tolist() == ["vet", "bls_sde", "bls_snr",
                                                                                    "segment"]
     assert (reports / "vetting/figures/vetting_roc.png").stat().st_size > 5_000
+    # The headline file (transits_report): the keys, from the three reports.
+    headline = json.loads((reports / "metrics.json").read_text())
+    assert headline["star"]["method"] == vetting["selected_by_validation"]
+    assert headline["star"]["roc_auc"] == vetting["methods"][headline["star"]["method"]]["roc_auc"]
+    assert headline["vetting"]["recall_snr_ge_7p1_at_1pct_fpr"] == vetting["methods"]["vet"]["recall_snr_ge_threshold"]
+    assert headline["bls"]["recall_snr_ge_7p1_at_1pct_fpr"] == vetting["methods"]["bls_sde"]["recall_snr_ge_threshold"]
+    assert headline["eb_false_positive_rate"] == headline["star"]["eb_false_positive_rate"]
+    assert headline["real"] == {"skipped": True, "note": real["note"]}
     candidates = pd.read_parquet(transits_repo / "data/candidates/transits/candidates.parquet")
     assert (candidates.groupby("target_id")["split"].nunique() == 1).all()
     assert set(candidates["truth"]) <= {"planet", "eclipsing_binary", "false_alarm"}

@@ -276,3 +276,45 @@ def test_vet_known_planet_reports_rank_period_and_pass():
     assert wrong["known_planet_rank"] is None and not wrong["found"]
     none = vet_known_planet([], np.zeros(0), 2.2, 0.5, 0.001)
     assert none["top_candidate_period"] is None and not none["found"]
+
+
+def test_task_metrics_gathers_the_headline_keys_and_names_missing_ones(tmp_path):
+    from deeprubin.core import io
+    from deeprubin.stages.transits_report import run_transits_report
+    from deeprubin.tasks.transits.report import task_metrics
+
+    def method(name, auc):
+        return {"name": name, "roc_auc": auc, "roc_auc_ci95": [auc - 0.1, auc + 0.01], "recall_snr_ge_threshold": auc / 2,
+                "eb_false_positive_rate": 0.05, "threshold": 0.5, "val_roc_auc": auc}
+
+    vetting = {"target_fpr": 0.01, "snr_threshold": 7.1, "n_stars": {"test": 10}, "selected_by_validation": "segment",
+               "methods": {"vet": method("vet", 0.9), "bls_sde": method("sde", 0.7), "segment": method("seg", 0.8)}}
+    real = {"skipped": False, "targets": {
+        "A": {"mission": "Kepler", "vetting": {"known_period": 2.0, "top_candidate_period": 2.001,
+                                               "top_candidate_period_error": 5e-4, "known_planet_rank": 1,
+                                               "vetting_score": 0.9, "passes_vetting": True, "found": True}},
+        "B": {"skipped": True, "reason": "no file"}}}
+    m = task_metrics({"segment": {"roc_auc": 0.6}}, vetting, real)
+    assert m["star"]["method"] == "segment" and m["star"]["roc_auc"] == 0.8 and m["star"]["roc_auc_ci95"] == pytest.approx([0.7, 0.81])
+    assert m["vetting"]["recall_snr_ge_7p1_at_1pct_fpr"] == 0.45 and m["bls"]["recall_snr_ge_7p1_at_1pct_fpr"] == 0.35
+    assert m["eb_false_positive_rate"] == 0.05 and m["segment"]["segments"]["roc_auc"] == 0.6
+    assert m["real"]["A"] == {"mission": "Kepler", "known_period": 2.0, "found_period": 2.001, "period_error": 5e-4,
+                              "rank": 1, "vetting_score": 0.9, "passes_vetting": True, "found_top_and_passing": True}
+    assert m["real"]["B"] == {"skipped": True, "reason": "no file"}
+    with pytest.raises(KeyError, match="'methods.segment'"):
+        task_metrics({}, {**vetting, "methods": {k: vetting["methods"][k] for k in ("vet", "bls_sde")}}, real)
+    # the stage: a missing report names the file and the stage that writes it; nothing is written
+    reports = tmp_path / "reports"
+    cfg = OmegaConf.create({"paths": {"reports": str(reports), "metrics": str(reports / "segment/metrics.json")}})
+    io.write_json({"segment": {}}, reports / "segment/metrics.json")
+    io.write_json(vetting, reports / "vetting/metrics.json")
+    with pytest.raises(FileNotFoundError, match="real_report.json: no such file; run transits_real"):
+        run_transits_report(cfg)
+    assert not (reports / "metrics.json").exists()
+    io.write_json(real, reports / "real/real_report.json")
+    io.write_json({"selected_by_validation": "vet"}, reports / "vetting/metrics.json")
+    with pytest.raises(ValueError, match="vetting/metrics.json: vetting metrics: no 'methods'"):
+        run_transits_report(cfg)
+    io.write_json(vetting, reports / "vetting/metrics.json")
+    assert run_transits_report(cfg)["star"]["method"] == "segment"
+    assert io.read_json(reports / "metrics.json")["sources"]["real"].endswith("real_report.json")

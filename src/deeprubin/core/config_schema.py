@@ -28,7 +28,8 @@ class PathsSchema:
     splits: str = MISSING        # split: manifest.parquet
     train_inputs: str = MISSING  # what train reads besides the split (a task's own stage output, or processed)
     models: str = MISSING        # train: model.ckpt, config.yaml, history.csv
-    reports: str = MISSING       # evaluate: metrics.json, figures/, evaluation/
+    reports: str = MISSING       # evaluate: figures/, evaluation/
+    metrics: str = MISSING       # evaluate: its metrics file (the task's metrics.json, or a part of it)
     baseline: str = MISSING      # the task's classical baseline, which evaluate compares against
 
 

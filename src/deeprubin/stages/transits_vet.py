@@ -7,7 +7,8 @@ experiment) and writes ``models/transits/vetter/`` (``model.ckpt``, ``config.yam
 light curves, so ``reports/transits/vetting/`` compares, per star and with bootstrap
 intervals, the search + vetting, the search alone and the segment CNN
 (:mod:`deeprubin.tasks.transits.vet_metrics`): ``metrics.json``, ``comparison.csv``,
-``star_scores.csv``, ``candidate_scores.csv`` and ``figures/vetting_roc.png``.
+``star_scores.csv``, ``candidate_scores.csv``, ``injection_recovery.csv`` (recall per method by
+the planet's SNR, period and depth) and ``figures/`` (``vetting_roc.png``, ``injection_recovery.png``).
 """
 from __future__ import annotations
 
@@ -27,8 +28,8 @@ from ..core.training import SplitArrays
 from ..tasks.transits.aggregate import star_scores
 from ..tasks.transits.fit import fit_vetter, read_split_segments
 from ..tasks.transits.module import predict_scores
-from ..tasks.transits.plots import plot_vetting
-from ..tasks.transits.vet_metrics import comparison_table, star_table, vetting_metrics
+from ..tasks.transits.plots import VET_COLORS, plot_injection_recovery, plot_vetting
+from ..tasks.transits.vet_metrics import METHODS, comparison_table, injection_recovery, star_table, vetting_metrics
 from ..tasks.transits.vetting import DIAGNOSTICS
 
 log = logging.getLogger(__name__)
@@ -95,6 +96,20 @@ def run_transits_vet(cfg: DictConfig) -> dict:
     io.save_figure(plot_vetting(stars[stars["split"] == "test"], metrics, list(ev.snr_bins)), rep / "figures" / "vetting_roc.png",
                    caption="Simulated test stars: ROC of the search + CNN vetting, the search alone and the "
                            "segment CNN, and recall against planet SNR at the 1% false-positive threshold")
+    recovery = injection_recovery(stars[stars["split"] == "test"], metrics, list(ev.snr_bins), int(ev.n_bins_period),
+                                  int(ev.n_bins_depth))
+    io.write_text(recovery.to_csv(index=False, float_format="%.6g"), rep / "injection_recovery.csv")
+    shown = [m for m in ("vet", "bls_sde", "segment") if m in metrics["methods"]]
+    curves = {METHODS[m]: {var: t for var, t in recovery[recovery["method"] == m].groupby("variable", sort=False)}
+              for m in shown}
+    io.save_figure(plot_injection_recovery(curves, float(ev.snr_threshold), float(ev.target_fpr),
+                                           snr_label="Total SNR of the simulated planet",
+                                           ylabel="Recall (test stars with a planet)",
+                                           colors=[VET_COLORS[m] for m in shown]),
+                   rep / "figures" / "injection_recovery.png",
+                   caption="Injection-recovery on simulated test stars: recall of the search + CNN vetting, the "
+                           "search alone and the segment CNN at their 1% validation false-positive thresholds, "
+                           "against the planet's total SNR (7.1 marked), period and depth")
     v = metrics["methods"]["vet"]
     log.info("transits_vet: star ROC-AUC %.3f (search alone %.3f), recall(SNR>=%.1f) %s at FPR %s; selected %s",
              v["roc_auc"], metrics["methods"]["bls_sde"]["roc_auc"], float(ev.snr_threshold),

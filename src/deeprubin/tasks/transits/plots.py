@@ -1,7 +1,7 @@
 """Figures of the transits report (shared style of :mod:`deeprubin.core.plot_style`)."""
 from __future__ import annotations
 
-from typing import Mapping
+from typing import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -62,17 +62,20 @@ def plot_roc_pr(segments: pd.DataFrame, stars: pd.DataFrame, thresholds: Mapping
 
 
 def plot_injection_recovery(curves: Mapping[str, Mapping[str, pd.DataFrame]], snr_threshold: float,
-                            target_fpr: float):
-    """Recall of positive test segments vs injected SNR, period and depth (one panel each).
+                            target_fpr: float, snr_label: str = "Injected in-segment SNR",
+                            ylabel: str = "Recall of transit segments", colors: Sequence[str] | None = None):
+    """Recall of positives vs injected SNR, period and depth (one panel each).
 
     ``curves[series][variable]``: columns lo, hi, n, recall, err (from
     :func:`deeprubin.tasks.transits.metrics.recall_by_bins`); variables ``snr``, ``period``,
     ``depth``; one line per series (e.g. the threshold set on all validation negatives,
-    and on those without a binary eclipse).
+    and on those without a binary eclipse; or one method each), at most three, coloured by
+    ``colors`` when given.
     """
-    labels = {"snr": "Injected in-segment SNR", "period": "Orbital period (days)",
-              "depth": "Transit depth (ppm)"}
+    labels = {"snr": snr_label, "period": "Orbital period (days)", "depth": "Transit depth (ppm)"}
     styles = [("o-", CNN_COLOR), ("s--", OKABE_ITO["bluish_green"]), ("^:", OKABE_ITO["orange"])]
+    if colors is not None:
+        styles = [(fmt, c) for (fmt, _), c in zip(styles, colors)]
     variables = list(next(iter(curves.values())))
     with figure_style():
         fig = new_figure((13, 4.4))
@@ -89,12 +92,12 @@ def plot_injection_recovery(curves: Mapping[str, Mapping[str, pd.DataFrame]], sn
                         ax.annotate(f"n={n}", (c, -0.02), textcoords="offset points", xytext=(0, 4), ha="center",
                                     fontsize=8)
             if name == "snr":
-                ax.axvline(snr_threshold, ls="--", color=OKABE_ITO["vermillion"], label=f"SNR {snr_threshold:g}")
+                ax.axvline(snr_threshold, ls="--", color=NEUTRAL_COLOR, label=f"SNR {snr_threshold:g}")
             ax.set_xscale("log")
             ax.set_xlabel(labels[name])
             ax.set_ylim(-0.05, 1.3)
             ax.legend(loc="upper left", fontsize=8)
-        axes[0].set_ylabel("Recall of transit segments")
+        axes[0].set_ylabel(ylabel)
     return fig
 
 

@@ -30,8 +30,9 @@ def star_table(candidates: pd.DataFrame, objects: pd.DataFrame, ephemerides: pd.
     """One row per star of ``candidates`` (which carry ``score``, the vetter's probability).
 
     Columns: target_id, split, label (1: hosts a planet seen in one of its light curves),
-    eclipsing_binary (1: a binary, no planet), snr_total (highest of its planets), vet, bls_sde,
-    bls_snr and, given ``segment_scores`` (object_id -> light-curve score), segment.
+    eclipsing_binary (1: a binary, no planet), snr_total, planet_period [d] and planet_depth
+    (of its planet of highest SNR), vet, bls_sde, bls_snr and, given ``segment_scores``
+    (object_id -> light-curve score), segment.
     """
     c = candidates
     top = c[c["rank"] == 1]
@@ -50,9 +51,40 @@ def star_table(candidates: pd.DataFrame, objects: pd.DataFrame, ephemerides: pd.
     stars = per_lc.groupby("target_id", sort=True).agg(agg).reset_index()
     stars = stars.rename(columns={"planet": "label", "eb": "eclipsing_binary"})
     stars["eclipsing_binary"] = stars["eclipsing_binary"] * (1 - stars["label"])
-    snr = ephemerides[ephemerides["kind"] == "planet"].groupby("target_id")["snr_total"].max()
-    stars["snr_total"] = stars["target_id"].map(snr)
+    planets = ephemerides[ephemerides["kind"] == "planet"]
+    # the star's planet of highest SNR (over its light curves) gives its SNR, period and depth
+    best = planets.loc[planets.dropna(subset=["snr_total"]).groupby("target_id")["snr_total"].idxmax()]
+    best = best.set_index("target_id")
+    for col, src in (("snr_total", "snr_total"), ("planet_period", "period"), ("planet_depth", "depth")):
+        stars[col] = stars["target_id"].map(best[src])
     return stars
+
+
+def injection_recovery(stars: pd.DataFrame, metrics: dict, snr_edges, n_bins_period: int,
+                       n_bins_depth: int) -> pd.DataFrame:
+    """Recall of the stars with a planet, per method at its validation threshold, binned by the
+    planet's total SNR (``snr_edges``), period and depth (log bins over the stars' range).
+
+    Columns: method, variable (snr, period [d], depth [ppm]), lo, hi, n, recall, err.
+    """
+    from .metrics import recall_by_bins
+
+    pos = stars[stars["label"] == 1].dropna(subset=["snr_total"])
+    values = {"snr": pos["snr_total"].to_numpy(float), "period": pos["planet_period"].to_numpy(float),
+              "depth": 1e6 * pos["planet_depth"].to_numpy(float)}
+
+    def edges(v, n):
+        return np.geomspace(v.min(), v.max() * 1.0001, int(n) + 1) if v.size and v.min() > 0 else [0.0, 1.0]
+
+    bins = {"snr": list(snr_edges), "period": edges(values["period"], n_bins_period),
+            "depth": edges(values["depth"], n_bins_depth)}
+    tables = []
+    for key, entry in metrics["methods"].items():
+        detected = pos[key].to_numpy(float) > float(entry["threshold"])
+        for var, v in values.items():
+            tables.append(recall_by_bins(v, detected, bins[var]).assign(method=key, variable=var))
+    cols = ["method", "variable", "lo", "hi", "n", "recall", "err"]
+    return pd.concat(tables, ignore_index=True)[cols] if tables else pd.DataFrame(columns=cols)
 
 
 def _summary(val: pd.DataFrame, test: pd.DataFrame, col: str, target_fpr: float, snr_cut: float) -> dict:

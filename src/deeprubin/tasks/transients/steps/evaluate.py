@@ -110,7 +110,7 @@ def evaluate(cfg: DictConfig) -> dict:
 
     out = Path(cfg.paths.reports)
     tables = out / "evaluation"  # the step's tables: one folder, whatever the task writes
-    io.write_json(metrics, out / "metrics.json")
+    io.write_json(metrics, Path(cfg.paths.metrics))
     io.write_text(text_report(true_labels, predictions["predicted"], classes), tables / "classification_report.txt")
     io.write_text(predictions.to_csv(index=False, float_format="%.6f"), tables / "predictions.csv")
     plots_data = pd.DataFrame({"actual": true_labels, "predicted": predictions["predicted"]})

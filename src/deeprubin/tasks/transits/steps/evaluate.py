@@ -54,7 +54,7 @@ def evaluate(cfg: DictConfig) -> dict:
     stars_test, thresholds = result.stars_test, result.thresholds
     out = Path(tc.paths.reports)
     tables = out / "evaluation"  # the step's tables: one folder, whatever the task writes
-    io.write_json(_nan_to_none(metrics), out / "metrics.json")
+    io.write_json(_nan_to_none(metrics), Path(tc.paths.metrics))
     io.write_text(stars_test[["target_id", "mission", "num_segments", "star_score", "label"]]
                   .to_csv(index=False, float_format="%.6f"), tables / "star_scores.csv")
     io.write_text(test[["segment_id", "object_id", "target_id", "mission", "t_start", "t_end", "label", "snr",
