@@ -51,7 +51,8 @@ CHAINS = {
     "transits": (("ingest@transits", "preprocess@transits", "split@transits"),
                  # transits_search depends on the data only, but writes the search-alone baseline
                  # beside each run's reports (paths.baseline), so it runs per seed (same bytes)
-                 ("train@transits", "transits_search", "evaluate@transits", "transits_vet")),
+                 ("train@transits", "transits_search", "evaluate@transits", "transits_vet", "transits_real",
+                  "transits_report")),
 }
 #: Path keys whose outputs the data-seed stages write (shared by the training seeds).
 SHARED_PATHS = ("raw", "processed", "splits")
@@ -82,6 +83,9 @@ HEADLINES = {
         "vet_recall_snr_ge_7p1_at_1pct_fpr": ("vetting/metrics.json", "methods.vet.recall_snr_ge_threshold"),
         "search_recall_snr_ge_7p1_at_1pct_fpr": ("vetting/metrics.json", "methods.bls_sde.recall_snr_ge_threshold"),
         "vet_eb_false_positive_rate": ("vetting/metrics.json", "methods.vet.eb_false_positive_rate"),
+        # the real planet hosts (transits_real; None without the real-data folder): how many of the
+        # three are the top candidate at the known period and pass the vetting threshold
+        "real_found_top_and_passing": ("real/real_report.json", "vetting_summary.n_found_top_and_passing"),
         # the run's test-star bootstrap intervals ([low, high] lists: index 0 and 1)
         "vet_star_roc_auc_snr_ge_7p1_ci95_low": ("vetting/metrics.json",
                                                  "methods.vet.roc_auc_snr_ge_threshold_ci95.0"),

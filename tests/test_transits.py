@@ -13,7 +13,8 @@ from deeprubin.tasks.transits.ephemeris import EphemerisError, check_ephemerides
 from deeprubin.tasks.transits.metrics import threshold_at_fpr
 from deeprubin.tasks.transits.preprocess import SkipLightCurve, clean_lightcurve
 from deeprubin.tasks.transits.segments import label_segments, normalise, window_starts
-from deeprubin.tasks.transits.simulate.transit import eclipse_flux, geometry_from_duration, transit_flux
+from deeprubin.tasks.transits.simulate.transit import (eclipse_flux, geometry_from_duration, occultation_flux,
+                                                        transit_flux)
 from deeprubin.sources.missions import TimeSystemError, bjd_to_mission, check_time_system, mission_to_bjd
 
 
@@ -31,6 +32,32 @@ def test_transit_depth_without_limb_darkening_is_radius_ratio_squared(k):
     flux = transit_flux(t, 0.0, 5.0, k, 15.0, 0.0, (0.0, 0.0), 0.0, 1)
     assert flux.min() == pytest.approx(1 - k ** 2, rel=1e-6)
     assert transit_flux(np.array([1.0]), 0.0, 5.0, k, 15.0, 0.0, (0.0, 0.0), 0.0, 1)[0] == 1.0
+
+
+def test_occultation_is_fp_deep_at_phase_half_and_absent_at_transit():
+    """A hot Jupiter's occultation (HAT-P-7 b-like: k 0.077, a/R* 4.15, A_g 0.2): -fp at phase
+    0.5, 0 at the transit and between; its duration close to the transit's (circular orbit)."""
+    k, a_rs, period = 0.077, 4.15, 2.2
+    fp = 0.2 * (k / a_rs) ** 2
+    t = np.array([0.0, 0.25 * period, 0.5 * period])
+    occ = occultation_flux(t, 0.0, period, k, a_rs, 0.5, fp, 0.0, 1)
+    assert occ == pytest.approx([0.0, 0.0, -fp], abs=1e-12)
+    fine = np.linspace(-0.3, 0.3, 6001)
+    transit_in = fine[transit_flux(fine, 0.0, period, k, a_rs, 0.5, (0.0, 0.0), 0.0, 1) < 1]
+    occ_in = fine[occultation_flux(fine + 0.5 * period, 0.0, period, k, a_rs, 0.5, fp, 0.0, 1) < 0]
+    assert np.ptp(occ_in) == pytest.approx(np.ptp(transit_in), abs=2e-3)
+
+
+def test_simulated_planets_carry_their_occultation(tcfg):
+    from deeprubin.tasks.transits.simulate.survey import simulate_survey
+
+    eph = simulate_survey(tcfg.source, seed=3).ephemerides
+    planets = eph[eph["kind"] == "planet"]
+    albedo = planets["occultation_depth"] / (planets["rp_rs"] / planets["a_rs"]) ** 2
+    lo, hi = tcfg.source.planet_albedo
+    assert len(planets) and albedo.between(lo * (1 - 1e-9), hi * (1 + 1e-9)).all()
+    ebs = eph[eph["kind"] == "eb"]
+    assert (ebs["occultation_depth"] < ebs["depth"]).all()
 
 
 def test_limb_darkening_deepens_centre_and_duration_is_kept():

@@ -103,6 +103,16 @@ def test_odd_even_and_secondary_diagnostics_flag_an_eclipsing_binary(cfg):
     assert transit_shape(t, flux * eb, period, 1.0, 0.25) < transit_shape(t_p, planet, period, 1.0, 0.12) - 0.1
 
 
+def test_implied_albedo_tells_a_planet_occultation_from_a_binary_secondary():
+    from deeprubin.tasks.transits.vetting import implied_albedo
+
+    # HAT-P-7 b as the search finds it in Kepler short cadence: 5.6e-3 deep, 91 ppm at phase 0.5
+    hot_jupiter = {"period": 2.2068, "duration": 0.167, "depth": 5.57e-3, "depth_secondary": 9.1e-5}
+    binary = {"period": 2.2068, "duration": 0.167, "depth": 5.57e-3, "depth_secondary": 0.3 * 5.57e-3}
+    assert 0.1 < implied_albedo(hot_jupiter) < 1.0 < 3.0 < implied_albedo(binary)
+    assert implied_albedo({**binary, "depth": 0.0}) == 0.0 and implied_albedo({**binary, "duration": -1}) == 0.0
+
+
 def _truths(kind="planet", period=5.0, t0_mission=2.0, duration=0.2, mission="Kepler"):
     return pd.DataFrame({"object_id": ["A"], "target_id": ["A"], "kind": [kind], "period": [period],
                          "t0_bjd": [float(mission_to_bjd(t0_mission, mission).jd)], "duration": [duration]})

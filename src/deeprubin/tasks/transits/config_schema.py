@@ -91,6 +91,7 @@ class TransitsSimulateSchema:
     catalog: Optional[str] = None
     min_transits: int = 2
     planet_radius_earth: List[float] = field(default_factory=lambda: [1.5, 16.0])
+    planet_albedo: List[float] = field(default_factory=lambda: [0.03, 0.5])
     kepler: KeplerCadenceSchema = field(default_factory=KeplerCadenceSchema)
     tess: TessCadenceSchema = field(default_factory=TessCadenceSchema)
     noise: StellarNoiseSchema = field(default_factory=StellarNoiseSchema)

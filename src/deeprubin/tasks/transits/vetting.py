@@ -14,7 +14,8 @@ Both are scaled by the candidate's BLS depth (out of transit 0, a box of the fou
 
 Diagnostics (ExoMiner's choice, computed from the data, not the truth): depth SNR, signal
 detection efficiency, odd-even depth difference and secondary-eclipse depth in standard
-errors, secondary-to-primary depth ratio, transit shape (depth over the whole transit over
+errors, secondary-to-primary depth ratio, the albedo a planet would need for that secondary
+(the Robovetter's planetary-occultation test: hot Jupiters show occultations too), transit shape (depth over the whole transit over
 the depth over its central half: ~1 for U, < 1 for V), duration over period, period, depth,
 transits observed, whether a sinusoid explains the signal better than a box, and the light
 curve's other candidates (Kepler's ephemeris matching): whether one has the same period (or
@@ -31,7 +32,7 @@ from .ephemeris import transit_phase
 from .search import robust_scatter
 
 #: Names of the scalar diagnostics, in the order of the model input.
-DIAGNOSTICS = ("log_depth_snr", "log_sde", "odd_even_sigma", "secondary_sigma", "secondary_ratio", "shape",
+DIAGNOSTICS = ("log_depth_snr", "log_sde", "odd_even_sigma", "secondary_sigma", "secondary_ratio", "implied_albedo", "shape",
                "log_duration_over_period", "log_period", "log_depth", "log_n_transits", "sinusoid_preferred",
                "period_twin", "twin_phase", "twin_log_depth_ratio")
 
@@ -110,6 +111,19 @@ def _sigma(a: float, b: float, ea: float, eb: float) -> float:
     return float((a - b) / err) if err > 0 and np.isfinite(err) else 0.0
 
 
+def implied_albedo(cand: dict) -> float:
+    """The geometric albedo a planet would need to make the candidate's phase-0.5 eclipse:
+    ``A_g = depth_secondary / depth x (a / R_*)^2``, with ``depth ~ (R_p / R_*)^2`` and
+    ``a / R_* ~ P / (pi T)`` (central transit, small planet). The Kepler Robovetter's test for a
+    planetary occultation (Coughlin et al. 2016): a hot Jupiter's occultation needs ``A_g`` below
+    ~1, a binary's secondary eclipse far more. 0 when the depth or duration is not positive."""
+    depth, duration = float(cand["depth"]), float(cand["duration"])
+    if not (depth > 0 and duration > 0):
+        return 0.0
+    a_rs = float(cand["period"]) / (np.pi * duration)
+    return float(cand["depth_secondary"]) / depth * a_rs ** 2
+
+
 def diagnostics(cand: dict, shape: float) -> np.ndarray:
     """The :data:`DIAGNOSTICS` of one candidate (:func:`deeprubin.tasks.transits.search.search_lightcurve`
     row), each compressed to order 1 (``arcsinh`` of significances, ``log10`` of scales)."""
@@ -118,7 +132,7 @@ def diagnostics(cand: dict, shape: float) -> np.ndarray:
     secondary = _sigma(cand["depth_secondary"], 0.0, cand["depth_secondary_err"], 0.0)
     ratio = float(cand["depth_secondary"]) / depth if depth > 0 else 0.0
     values = [np.arcsinh(cand["depth_snr"]), np.arcsinh(cand["sde"]), np.arcsinh(odd_even), np.arcsinh(secondary),
-              np.clip(ratio, -2.0, 2.0), shape, np.log10(cand["duration"] / cand["period"]),
+              np.clip(ratio, -2.0, 2.0), np.arcsinh(implied_albedo(cand)), shape, np.log10(cand["duration"] / cand["period"]),
               np.log10(cand["period"]), np.log10(max(depth, 1e-7)), np.log10(max(cand["n_transits"], 1)),
               float(cand["harmonic_dll"] > 0), float(cand.get("period_twin", 0.0)),
               float(cand.get("twin_phase", 0.0)), float(cand.get("twin_log_depth_ratio", 0.0))]

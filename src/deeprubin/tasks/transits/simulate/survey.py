@@ -18,7 +18,7 @@ from . import noise
 from .cadence import kepler_times, tess_times
 from .catalog import host_table
 from .transit import (R_EARTH_PER_R_SUN, eclipse_duration, eclipse_flux, geometry_from_duration,
-                      scaled_semi_major_axis, transit_flux)
+                      occultation_flux, scaled_semi_major_axis, transit_flux)
 
 LABELS = ("planet", "eclipsing_binary", "no_planet")
 QUALITY_FLAGGED = 1024  # an arbitrary non-zero Kepler/TESS quality bit (here: "corrupted cadence")
@@ -78,9 +78,14 @@ def simulate_survey(cfg, seed: int) -> Survey:
         cadence_days, sigma_ppm (per cadence), n_points.
         ``ephemerides``: object_id, target_id, mission, kind (planet | eb), period (d),
         t0_bjd, duration (d), depth (mean in-transit, relative), rp_rs, b, a_rs,
-        snr_transit (one transit), n_transits (observed), snr_total.
+        occultation_depth (the eclipse at phase 0.5: a planet's occultation, ``A_g (R_p/a)^2``
+        with ``A_g`` log-uniform in ``planet_albedo``; a binary's secondary), snr_transit (one
+        transit), n_transits (observed), snr_total.
     """
     rng = np.random.default_rng(seed)
+    # The planets' albedos come from a stream of their own: every other draw of the survey stays
+    # the one it was before occultations were simulated.
+    albedo_rng = np.random.default_rng([int(seed), 1])
     n = int(cfg.n_stars)
     hosts, host_report = host_table(cfg, n * 20, rng)  # a pool: planets redraw until >= min_transits fit
     pool = iter(range(len(hosts)))
@@ -104,6 +109,7 @@ def simulate_survey(cfg, seed: int) -> Survey:
             a_rs, b = geometry_from_duration(host["period"], host["duration"], k, a_rs0)
             planet = {"period": float(host["period"]), "duration": float(host["duration"]), "rp_rs": float(k),
                       "a_rs": a_rs, "b": b, "u": (float(host["u1"]), float(host["u2"])),
+                      "fp": float(_log_uniform(albedo_rng, cfg.planet_albedo)) * (float(k) / a_rs) ** 2,
                       "t0_bjd": MISSION_OFFSETS["Kepler"] + float(cfg.kepler.start_bkjd)
                       + rng.uniform(0, host["period"])}
         elif kind == "eclipsing_binary":
@@ -140,7 +146,9 @@ def simulate_survey(cfg, seed: int) -> Survey:
             if planet is not None:
                 t0 = float(bjd_to_mission(planet["t0_bjd"], mission))
                 signal = transit_flux(time, t0, planet["period"], planet["rp_rs"], planet["a_rs"], planet["b"],
-                                      planet["u"], cadence, supersample)
+                                      planet["u"], cadence, supersample) \
+                    + occultation_flux(time, t0, planet["period"], planet["rp_rs"], planet["a_rs"], planet["b"],
+                                       planet["fp"], cadence, supersample)
                 n_dur = planet["duration"] / cadence
                 fine = np.linspace(t0 - 0.5 * planet["duration"], t0 + 0.5 * planet["duration"], 201)
                 depth = float(np.mean(1.0 - transit_flux(fine, t0, planet["period"], planet["rp_rs"],
@@ -153,8 +161,9 @@ def simulate_survey(cfg, seed: int) -> Survey:
                 eph_rows.append({"object_id": object_id, "target_id": target_id, "mission": mission, "kind": "planet",
                                  "period": planet["period"], "t0_bjd": planet["t0_bjd"],
                                  "duration": planet["duration"], "depth": depth, "rp_rs": planet["rp_rs"],
-                                 "b": planet["b"], "a_rs": planet["a_rs"], "snr_transit": snr_transit,
-                                 "n_transits": n_obs, "snr_total": snr_transit * np.sqrt(n_obs)})
+                                 "b": planet["b"], "a_rs": planet["a_rs"], "occultation_depth": planet["fp"],
+                                 "snr_transit": snr_transit, "n_transits": n_obs,
+                                 "snr_total": snr_transit * np.sqrt(n_obs)})
             if eb is not None:
                 t0 = float(bjd_to_mission(eb["t0_bjd"], mission))
                 signal = eclipse_flux(time, t0, eb["period"], eb["depth"], eb["ratio"], eb["a_rs"], eb["v"],
@@ -162,7 +171,7 @@ def simulate_survey(cfg, seed: int) -> Survey:
                 eph_rows.append({"object_id": object_id, "target_id": target_id, "mission": mission, "kind": "eb",
                                  "period": eb["period"], "t0_bjd": eb["t0_bjd"], "duration": eb["duration"],
                                  "depth": eb["depth"], "rp_rs": np.nan, "b": np.nan, "a_rs": eb["a_rs"],
-                                 "snr_transit": np.nan, "n_transits": 0, "snr_total": np.nan})
+                                 "occultation_depth": eb["depth"] * eb["ratio"], "snr_transit": np.nan, "n_transits": 0, "snr_total": np.nan})
             flux = signal * (1.0 + trend) + white \
                 + noise.flares(time, float(cfg.noise.flare_rate_per_day), rng) \
                 + noise.single_outliers(time.size, float(cfg.noise.outlier_rate), sigma, rng)
@@ -182,7 +191,7 @@ def simulate_survey(cfg, seed: int) -> Survey:
                              "sigma_ppm": sigma * 1e6, "n_points": int(time.size)})
     objects = pd.DataFrame(obj_rows)
     ephemerides = pd.DataFrame(eph_rows, columns=["object_id", "target_id", "mission", "kind", "period", "t0_bjd",
-                                                  "duration", "depth", "rp_rs", "b", "a_rs", "snr_transit",
+                                                  "duration", "depth", "rp_rs", "b", "a_rs", "occultation_depth", "snr_transit",
                                                   "n_transits", "snr_total"])
     report = {"hosts": host_report, "n_stars": n, "n_lightcurves": int(len(objects)),
               "per_label": {k: int(v) for k, v in objects["label"].value_counts().sort_index().items()},

@@ -59,6 +59,23 @@ def transit_flux(time: np.ndarray, t0: float, period: float, rp_rs: float, a_rs:
     return np.asarray(model.light_curve(params), dtype=float)
 
 
+def occultation_flux(time: np.ndarray, t0: float, period: float, rp_rs: float, a_rs: float, b: float,
+                     fp: float, exp_time_days: float, supersample: int) -> np.ndarray:
+    """The planet's occultation (secondary eclipse) at phase 0.5: 0 out of it, ``-fp`` at its
+    full depth (batman's secondary-eclipse model; circular orbit, constant dayside flux, no
+    phase curve). ``fp`` is the planet-to-star flux ratio, e.g. ``A_g (R_p / a)^2`` for an
+    effective geometric albedo ``A_g`` (reflected light plus the thermal part in the band)."""
+    params = batman.TransitParams()
+    params.t0, params.per, params.rp, params.a = float(t0), float(period), float(rp_rs), float(a_rs)
+    params.inc = float(np.degrees(np.arccos(np.clip(b / a_rs, 0.0, 1.0))))
+    params.ecc, params.w = 0.0, 90.0
+    params.limb_dark, params.u = "quadratic", [0.4, 0.26]   # unused by the occultation (a uniform disc)
+    params.fp, params.t_secondary = float(fp), float(t0) + 0.5 * float(period)
+    kwargs = {"supersample_factor": int(supersample), "exp_time": float(exp_time_days)} if supersample > 1 else {}
+    model = batman.TransitModel(params, np.asarray(time, dtype=float), transittype="secondary", **kwargs)
+    return np.asarray(model.light_curve(params), dtype=float) - (1.0 + float(fp))
+
+
 def eclipse_flux(time: np.ndarray, t0: float, period: float, depth: float, secondary_ratio: float,
                  a_rs: float, v_shaped: bool, exp_time_days: float, supersample: int) -> np.ndarray:
     """An eclipsing binary: primary eclipse of ``depth`` and a secondary at phase 0.5.
