@@ -11,7 +11,7 @@ from deeprubin.core.checkpoint import load_checkpoint, save_checkpoint
 from deeprubin.core.models import ModelConfigError, build_model
 from deeprubin.core.models.ensemble import DeepEnsemble
 from deeprubin.tasks.transients.features.extract import FeatureConfig, feature_names
-from deeprubin.tasks.transients.model import FusionClassifier, input_layout
+from deeprubin.tasks.transients.model import FusionClassifier, input_layout, piecewise_linear
 from deeprubin.tasks.transients.preprocess.gp import GPGrid
 from deeprubin.tasks.transients.training.inputs import (checkpoint_feature_config, fold_views, lomb_scargle_periods,
                                                         model_inputs)
@@ -49,6 +49,8 @@ def test_layout_and_shapes():
     ({"fold_bins": 0}, "positive integer sizes"),
     ({"fold_periods": [1.0, -2.0]}, "positive fold_periods"),
     ({"dropout": 1.0}, "dropout"),
+    ({"feature_encoding": "onehot"}, "'feature_encoding' must be one of"),
+    ({"feature_encoding": "ple", "feature_bins": 0}, "positive integer sizes"),
 ])
 def test_bad_settings_are_named(overrides, match):
     with pytest.raises(ValueError, match=match):
@@ -282,3 +284,28 @@ def test_bad_training_settings_are_named(trainer, match):
     with pytest.raises(ConfigError, match=match):
         fit_ensemble(_train_cfg(**trainer), _split_data(_model()), {"_target_": TARGET, **SMALL}, n_inputs=4,
                      classes=["a", "b", "c"])
+
+
+def test_piecewise_linear_encoding_of_features():
+    edges = torch.tensor([[0.0, 1.0, 3.0], [2.0, 2.0, 4.0]])   # feature 1: a zero-width first bin (repeated quantile)
+    enc = piecewise_linear(torch.tensor([[0.5, 1.0], [5.0, 3.0], [-1.0, 2.0]]), edges)
+    assert enc.shape == (3, 2, 2)
+    assert enc[0].tolist() == [[0.5, 0.0], [0.0, 0.0]]          # half the first bin; below feature 1's step
+    assert enc[1].tolist() == [[1.0, 1.0], [1.0, 0.5]]          # above every bin; the step then half the second
+    assert enc[2].tolist() == [[0.0, 0.0], [1.0, 0.0]]
+    model = _model(feature_encoding="ple", feature_bins=4)
+    x = _flat(model, 50)
+    start, _ = model.layout["features"]
+    x[:, start] = float("nan")                                   # missing for every object: default edges
+    x[::3, start + 1] = float("nan")
+    model.fit_input_scaling(x)
+    assert model.feature_edges.shape == (5, 5) and torch.isfinite(model.feature_edges).all()
+    z = (x[:, start + 2] - model.feature_center[2]) / model.feature_scale[2]
+    assert torch.allclose(model.feature_edges[2], torch.quantile(z, torch.linspace(0, 1, 5)))
+    assert torch.equal(model.feature_edges[0], torch.linspace(-1.0, 1.0, 5))
+    out = model.eval()(x)
+    assert out.shape == (50, 3) and torch.isfinite(out).all()
+    learner = _model(feature_encoding="ple", feature_bins=4, branches=["features"], dropout=0.0)
+    xf = x[:, start:start + 5].nan_to_num()
+    learner.fit_input_scaling(xf)
+    assert fit_one_batch(learner, xf, torch.arange(50) % 3, torch.optim.Adam(learner.parameters(), lr=1e-2)) < 0.1

@@ -113,6 +113,29 @@ def test_implied_albedo_tells_a_planet_occultation_from_a_binary_secondary():
     assert implied_albedo({**binary, "depth": 0.0}) == 0.0 and implied_albedo({**binary, "duration": -1}) == 0.0
 
 
+def test_a_planets_occultation_is_exempted_and_a_binarys_secondary_is_not(cfg):
+    from deeprubin.tasks.transits.vetting import diagnostics, planetary_occultation
+
+    names = list(DIAGNOSTICS)
+    base = {"period": 2.2068, "duration": 0.167, "depth": 5.57e-3, "depth_snr": 600.0, "sde": 8.0, "n_transits": 4,
+            "depth_odd": 5.57e-3, "depth_even": 5.57e-3, "depth_odd_err": 1e-5, "depth_even_err": 1e-5,
+            "depth_secondary_err": 1e-5, "harmonic_dll": -10.0}
+    # HAT-P-7 b: a 9-sigma occultation found again, once the transits are masked, at half the period
+    hot_jupiter = {**base, "depth_secondary": 9.1e-5, "period_twin": 1.0, "twin_phase": 0.01,
+                   "twin_log_depth_ratio": -1.6, "twin_period_ratio": 0.5}
+    binary = {**base, "depth_secondary": 0.3 * 5.57e-3, "period_twin": 1.0, "twin_phase": 0.5,
+              "twin_log_depth_ratio": np.log10(0.3), "twin_period_ratio": 1.0}
+    assert planetary_occultation(hot_jupiter, cfg.vet) == (True, True)
+    assert planetary_occultation(binary, cfg.vet) == (False, False)
+    d_hj, d_eb = diagnostics(hot_jupiter, 1.0, cfg.vet), diagnostics(binary, 1.0, cfg.vet)
+    for name in ("secondary_sigma", "secondary_ratio", "implied_albedo", "period_twin", "twin_log_depth_ratio"):
+        assert d_hj[names.index(name)] == 0.0 and d_eb[names.index(name)] != 0.0, name
+    assert d_hj[names.index("occultation_consistent")] == 1.0 and d_eb[names.index("occultation_consistent")] == 0.0
+    # too deep for a planet: no exemption however small the secondary; a twin at the transit's own phase: none
+    assert planetary_occultation({**hot_jupiter, "depth": 0.2}, cfg.vet) == (False, False)
+    assert planetary_occultation({**hot_jupiter, "twin_period_ratio": 1.0, "twin_phase": 0.0}, cfg.vet)[1] is False
+
+
 def _truths(kind="planet", period=5.0, t0_mission=2.0, duration=0.2, mission="Kepler"):
     return pd.DataFrame({"object_id": ["A"], "target_id": ["A"], "kind": [kind], "period": [period],
                          "t0_bjd": [float(mission_to_bjd(t0_mission, mission).jd)], "duration": [duration]})
@@ -164,6 +187,8 @@ def test_search_and_vet_config_errors_name_the_key(cfg):
         check_search_config(OmegaConf.merge(cfg.search, {"max_period_fraction": 2.0}))
     with pytest.raises(ConfigError, match="n_local"):
         check_vet_config(OmegaConf.merge(cfg.vet, {"n_local": 2}))
+    with pytest.raises(ConfigError, match="occultation.max_albedo"):
+        check_vet_config(OmegaConf.merge(cfg.vet, {"occultation": {"max_albedo": 0.0}}))
 
 
 def _survey():

@@ -10,7 +10,10 @@ classifier therefore has three branches whose embeddings are concatenated before
 - ``features``: an MLP over the baseline's ``light-curve`` features. Missing values (NaN: too
   few points in a band, a failed fit) become 0 plus a missing-value indicator per feature; each
   feature is centred and scaled by its training-set median and inter-quartile range and passed
-  through ``asinh`` against heavy tails. The median and scale are buffers of the module, set by
+  through ``asinh`` against heavy tails (``feature_encoding: asinh``), or encoded piecewise-
+  linearly over its training-set quantile bins (``ple``; Gorishniy, Rubachev & Babenko 2022,
+  the numerical-feature embedding that brings MLPs close to tree ensembles on tabular data).
+  Median, scale and bin edges are buffers of the module, set by
   :meth:`FusionClassifier.fit_input_scaling` before training, so they travel in the checkpoint;
 - ``fold``: a circular 1-D CNN over the light curve folded at the Lomb-Scargle period and its
   multiples (:func:`deeprubin.tasks.transients.training.inputs.fold_views`).
@@ -31,6 +34,21 @@ MODELS = ("FusionClassifier",)
 
 #: The branches a fusion model may use, in input order.
 BRANCHES = ("grid", "features", "fold")
+
+#: How the feature branch encodes a feature value (see the module docstring).
+FEATURE_ENCODINGS = ("asinh", "ple")
+
+
+def piecewise_linear(values: torch.Tensor, edges: torch.Tensor) -> torch.Tensor:
+    """Piecewise-linear encoding of ``values`` ``(batch, n)`` over per-feature bin ``edges``
+    ``(n, n_bins + 1)``: per bin, 1 below the value, the fraction of the bin under it, 0 above;
+    shape ``(batch, n, n_bins)``. A zero-width bin (a repeated quantile) is a step at its edge."""
+    lo, hi = edges[:, :-1], edges[:, 1:]
+    width = hi - lo
+    v = values.unsqueeze(-1)
+    ramp = (v - lo) / torch.where(width > 0, width, torch.ones_like(width))
+    step = (v >= lo).to(values.dtype)
+    return torch.where(width > 0, ramp.clamp(0.0, 1.0), step)
 
 
 def fold_channel_count(n_bands: int, n_periods: int) -> int:
@@ -82,12 +100,16 @@ class FusionClassifier(nn.Module):
     branch_dropout : float
         Training only: probability of zeroing a whole branch embedding per object, so no
         branch carries the decision alone.
+    feature_encoding : str
+        ``asinh`` (scaled value) or ``ple`` (piecewise-linear over ``feature_bins`` training
+        quantile bins) for the feature branch.
     """
 
     def __init__(self, n_inputs: int, n_classes: int, grid_length: int, n_features: int, fold_bins: int = 32,
                  fold_periods: list | tuple = (1.0, 2.0), branches: list | tuple = BRANCHES, channels: int = 32,
                  kernel_size: int = 3, n_blocks: int = 4, feature_hidden: int = 128, fold_channels: int = 32,
-                 head_hidden: int = 64, dropout: float = 0.1, branch_dropout: float = 0.1):
+                 head_hidden: int = 64, dropout: float = 0.1, branch_dropout: float = 0.1,
+                 feature_encoding: str = "asinh", feature_bins: int = 16):
         super().__init__()
         branches = [str(b) for b in branches]
         unknown = sorted(set(branches) - set(BRANCHES))
@@ -96,10 +118,13 @@ class FusionClassifier(nn.Module):
                              f"got {branches}")
         sizes = dict(n_inputs=n_inputs, grid_length=grid_length, n_features=n_features, fold_bins=fold_bins,
                      channels=channels, n_blocks=n_blocks, feature_hidden=feature_hidden,
-                     fold_channels=fold_channels, head_hidden=head_hidden)
+                     fold_channels=fold_channels, head_hidden=head_hidden, feature_bins=feature_bins)
         bad = {k: v for k, v in sizes.items() if not isinstance(v, int) or isinstance(v, bool) or v <= 0}
         if n_inputs % 2:
             bad["n_inputs"] = n_inputs
+        if feature_encoding not in FEATURE_ENCODINGS:
+            raise ValueError(f"model (fusion): 'feature_encoding' must be one of {list(FEATURE_ENCODINGS)}, "
+                             f"got {feature_encoding!r}")
         if bad or kernel_size < 2 or not 0.0 <= dropout < 1.0 or not 0.0 <= branch_dropout < 1.0 \
                 or not fold_periods or any(float(p) <= 0 for p in fold_periods):
             raise ValueError(f"model (fusion): need positive integer sizes (even n_inputs), kernel_size >= 2, "
@@ -122,7 +147,13 @@ class FusionClassifier(nn.Module):
         if "features" in self.branches:
             self.register_buffer("feature_center", torch.zeros(n_features))
             self.register_buffer("feature_scale", torch.ones(n_features))
-            self.features = nn.Sequential(nn.Linear(2 * n_features, feature_hidden), nn.GELU(), nn.Dropout(dropout),
+            self.feature_encoding = feature_encoding
+            per_feature = 1
+            if feature_encoding == "ple":
+                self.register_buffer("feature_edges", torch.linspace(-1.0, 1.0, feature_bins + 1).repeat(n_features, 1))
+                per_feature = feature_bins
+            self.features = nn.Sequential(nn.Linear((per_feature + 1) * n_features, feature_hidden), nn.GELU(),
+                                          nn.Dropout(dropout),
                                           nn.Linear(feature_hidden, feature_hidden), nn.GELU())
             width += feature_hidden
         if "fold" in self.branches:
@@ -148,7 +179,8 @@ class FusionClassifier(nn.Module):
 
     @torch.no_grad()
     def fit_input_scaling(self, x: torch.Tensor) -> None:
-        """Set the features' centre and scale from training inputs ``x`` (median, inter-quartile range).
+        """Set the features' centre and scale from training inputs ``x`` (median, inter-quartile range)
+        and, for ``ple``, their bin edges (the training quantiles, in scaled units).
 
         A feature that is missing for every training object keeps centre 0 and scale 1; a
         constant one, scale 1.
@@ -160,11 +192,20 @@ class FusionClassifier(nn.Module):
         iqr = torch.nanquantile(values, 0.75, dim=0) - torch.nanquantile(values, 0.25, dim=0)
         self.feature_center.copy_(torch.nan_to_num(center, nan=0.0))
         self.feature_scale.copy_(torch.where(torch.isfinite(iqr) & (iqr > 0), iqr, torch.ones_like(iqr)))
+        if self.feature_encoding == "ple":
+            z = (values - self.feature_center) / self.feature_scale
+            q = torch.linspace(0.0, 1.0, self.feature_edges.shape[1], dtype=z.dtype)
+            edges = torch.nanquantile(z, q, dim=0).T            # (n_features, n_bins + 1), NaN if all missing
+            default = torch.linspace(-1.0, 1.0, self.feature_edges.shape[1], dtype=z.dtype)
+            self.feature_edges.copy_(torch.where(torch.isfinite(edges).all(dim=1, keepdim=True), edges, default))
 
     def embed_features(self, values: torch.Tensor) -> torch.Tensor:
         missing = ~torch.isfinite(values)
-        z = torch.asinh((torch.where(missing, self.feature_center, values) - self.feature_center) / self.feature_scale)
-        return self.features(torch.cat([z, missing.float()], dim=-1))
+        z = (torch.where(missing, self.feature_center, values) - self.feature_center) / self.feature_scale
+        if self.feature_encoding == "ple":
+            encoded = piecewise_linear(z, self.feature_edges).masked_fill(missing.unsqueeze(-1), 0.0)
+            return self.features(torch.cat([encoded.flatten(1), missing.float()], dim=-1))
+        return self.features(torch.cat([torch.asinh(z), missing.float()], dim=-1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``x``: ``(batch, n_values)`` flat inputs (see :func:`input_layout`) -> logits ``(batch, n_classes)``."""

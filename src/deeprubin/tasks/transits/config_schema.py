@@ -199,12 +199,19 @@ class VetTrainerSchema:
 
 
 @dataclass
+class OccultationSchema:
+    max_albedo: float = 1.0
+    max_depth: float = 0.075
+
+
+@dataclass
 class VetSchema:
     n_global: int = 201
     n_local: int = 61
     local_durations: float = 4.0
     clip: float = 5.0
     match: MatchSchema = field(default_factory=MatchSchema)
+    occultation: OccultationSchema = field(default_factory=OccultationSchema)
     model: Dict[str, Any] = field(default_factory=dict)   # rebuilt through the allow-list (build_model)
     trainer: VetTrainerSchema = field(default_factory=VetTrainerSchema)
     n_bootstrap: int = 1000

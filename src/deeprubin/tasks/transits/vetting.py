@@ -15,7 +15,8 @@ Both are scaled by the candidate's BLS depth (out of transit 0, a box of the fou
 Diagnostics (ExoMiner's choice, computed from the data, not the truth): depth SNR, signal
 detection efficiency, odd-even depth difference and secondary-eclipse depth in standard
 errors, secondary-to-primary depth ratio, the albedo a planet would need for that secondary
-(the Robovetter's planetary-occultation test: hot Jupiters show occultations too), transit shape (depth over the whole transit over
+(the Robovetter's planetary-occultation test: hot Jupiters show occultations too; a secondary
+or twin a planet's occultation can explain is exempted, ``occultation_consistent``), transit shape (depth over the whole transit over
 the depth over its central half: ~1 for U, < 1 for V), duration over period, period, depth,
 transits observed, whether a sinusoid explains the signal better than a box, and the light
 curve's other candidates (Kepler's ephemeris matching): whether one has the same period (or
@@ -34,7 +35,7 @@ from .search import robust_scatter
 #: Names of the scalar diagnostics, in the order of the model input.
 DIAGNOSTICS = ("log_depth_snr", "log_sde", "odd_even_sigma", "secondary_sigma", "secondary_ratio", "implied_albedo", "shape",
                "log_duration_over_period", "log_period", "log_depth", "log_n_transits", "sinusoid_preferred",
-               "period_twin", "twin_phase", "twin_log_depth_ratio")
+               "period_twin", "twin_phase", "twin_log_depth_ratio", "occultation_consistent")
 
 #: Candidate truth classes (from the simulator's ephemerides).
 TRUTH_CLASSES = ("planet", "eclipsing_binary", "false_alarm")
@@ -48,6 +49,8 @@ def check_vet_config(cfg) -> None:
     require(cfg, "clip", positive=True)
     require(cfg, "match.period_tolerance", positive=True)
     require(cfg, "match.epoch_tolerance_durations", positive=True)
+    require(cfg, "occultation.max_albedo", positive=True)
+    require(cfg, "occultation.max_depth", positive=True)
 
 
 def _binned_median(x: np.ndarray, y: np.ndarray, lo: float, hi: float, n_bins: int) -> np.ndarray:
@@ -124,18 +127,54 @@ def implied_albedo(cand: dict) -> float:
     return float(cand["depth_secondary"]) / depth * a_rs ** 2
 
 
-def diagnostics(cand: dict, shape: float) -> np.ndarray:
+def planetary_occultation(cand: dict, cfg) -> tuple[bool, bool]:
+    """Whether the candidate's phase-0.5 eclipse, and its period twin, could be the planet's own
+    occultation (the Kepler Robovetter's exemption, Thompson et al. 2018): the candidate is no
+    deeper than a planet (``vet.occultation.max_depth``) and the albedo a planet would need
+    (:func:`implied_albedo`) is positive and at most ``vet.occultation.max_albedo``. The twin
+    counts when it sits where the occultation would (the same period half an orbit away, or half
+    the period: the search found the occultation with the transits masked) and is shallower.
+
+    Returns ``(secondary, twin)``.
+    """
+    depth, duration = float(cand["depth"]), float(cand["duration"])
+    max_albedo = float(cfg.occultation.max_albedo)
+    if not (0 < depth <= float(cfg.occultation.max_depth) and duration > 0):
+        return False, False
+    a_rs2 = (float(cand["period"]) / (np.pi * duration)) ** 2
+    secondary = 0 < implied_albedo(cand) <= max_albedo
+    twin = False
+    if cand.get("period_twin", 0.0):
+        ratio, phase = float(cand.get("twin_period_ratio", 1.0)), float(cand.get("twin_phase", 0.0))
+        at_occultation = ratio == 0.5 or (ratio == 1.0 and phase > 0.4)
+        log_ratio = float(cand.get("twin_log_depth_ratio", 0.0))
+        twin = at_occultation and log_ratio < 0 and 10 ** log_ratio * a_rs2 <= max_albedo
+    return bool(secondary), bool(twin)
+
+
+def diagnostics(cand: dict, shape: float, cfg) -> np.ndarray:
     """The :data:`DIAGNOSTICS` of one candidate (:func:`deeprubin.tasks.transits.search.search_lightcurve`
-    row), each compressed to order 1 (``arcsinh`` of significances, ``log10`` of scales)."""
+    row), each compressed to order 1 (``arcsinh`` of significances, ``log10`` of scales).
+
+    A secondary eclipse or a period twin that could be the planet's occultation
+    (:func:`planetary_occultation`) is not shown as a binary's: its diagnostics are zeroed and
+    ``occultation_consistent`` is 1 (a hot Jupiter's detectable occultation is rare in the
+    simulated survey, too rare for the network to learn the exemption from examples)."""
     depth = float(cand["depth"])
     odd_even = abs(_sigma(cand["depth_odd"], cand["depth_even"], cand["depth_odd_err"], cand["depth_even_err"]))
     secondary = _sigma(cand["depth_secondary"], 0.0, cand["depth_secondary_err"], 0.0)
     ratio = float(cand["depth_secondary"]) / depth if depth > 0 else 0.0
+    albedo = implied_albedo(cand)
+    twin = [float(cand.get(k, 0.0)) for k in ("period_twin", "twin_phase", "twin_log_depth_ratio")]
+    occ_secondary, occ_twin = planetary_occultation(cand, cfg)
+    if occ_secondary:
+        secondary = ratio = albedo = 0.0
+    if occ_twin:
+        twin = [0.0, 0.0, 0.0]
     values = [np.arcsinh(cand["depth_snr"]), np.arcsinh(cand["sde"]), np.arcsinh(odd_even), np.arcsinh(secondary),
-              np.clip(ratio, -2.0, 2.0), np.arcsinh(implied_albedo(cand)), shape, np.log10(cand["duration"] / cand["period"]),
+              np.clip(ratio, -2.0, 2.0), np.arcsinh(albedo), shape, np.log10(cand["duration"] / cand["period"]),
               np.log10(cand["period"]), np.log10(max(depth, 1e-7)), np.log10(max(cand["n_transits"], 1)),
-              float(cand["harmonic_dll"] > 0), float(cand.get("period_twin", 0.0)),
-              float(cand.get("twin_phase", 0.0)), float(cand.get("twin_log_depth_ratio", 0.0))]
+              float(cand["harmonic_dll"] > 0), *twin, float(occ_secondary or occ_twin)]
     return np.nan_to_num(np.asarray(values, dtype=np.float32), nan=0.0, posinf=0.0, neginf=0.0)
 
 
@@ -165,10 +204,11 @@ def period_twins(cands: list[dict], tolerance: float) -> list[dict]:
     """For each candidate of one light curve, its nearest *twin*: another candidate whose period is
     1, 2 or 1/2 x its own (within ``tolerance``, relative). Returns per candidate ``period_twin``
     (1/0), ``twin_phase`` (the twin's epoch offset in units of the shorter period, folded to
-    [0, 0.5]) and ``twin_log_depth_ratio`` (log10 of twin depth / own depth; 0 without a twin)."""
+    [0, 0.5]), ``twin_log_depth_ratio`` (log10 of twin depth / own depth; 0 without a twin) and
+    ``twin_period_ratio`` (1, 2 or 0.5: the twin's period over its own; not a model input)."""
     out = []
     for i, c in enumerate(cands):
-        best = {"period_twin": 0.0, "twin_phase": 0.0, "twin_log_depth_ratio": 0.0}
+        best = {"period_twin": 0.0, "twin_phase": 0.0, "twin_log_depth_ratio": 0.0, "twin_period_ratio": 1.0}
         best_err = np.inf
         for j, o in enumerate(cands):
             if i == j:
@@ -180,7 +220,8 @@ def period_twins(cands: list[dict], tolerance: float) -> list[dict]:
                     phase = ((o["t0"] - c["t0"]) / base) % 1.0
                     best_err = err
                     best = {"period_twin": 1.0, "twin_phase": float(min(phase, 1.0 - phase)),
-                            "twin_log_depth_ratio": float(np.log10(max(o["depth"], 1e-7) / max(c["depth"], 1e-7)))}
+                            "twin_log_depth_ratio": float(np.log10(max(o["depth"], 1e-7) / max(c["depth"], 1e-7))),
+                            "twin_period_ratio": ratio}
         out.append(best)
     return out
 
@@ -191,7 +232,7 @@ def candidate_inputs(time: np.ndarray, flux: np.ndarray, cand: dict, cfg) -> np.
     :class:`deeprubin.tasks.transits.model.AstroNetVetter` splits)."""
     g, loc = folded_views(time, flux, cand["period"], cand["t0"], cand["duration"], cand["depth"], cfg)
     shape = transit_shape(time, flux, cand["period"], cand["t0"], cand["duration"])
-    return np.concatenate([g, loc, diagnostics(cand, shape)]).astype(np.float32)
+    return np.concatenate([g, loc, diagnostics(cand, shape, cfg)]).astype(np.float32)
 
 
 def search_and_describe(object_id: str, time: np.ndarray, flux: np.ndarray, search_cfg, vet_cfg) -> tuple[list[dict], list[np.ndarray]]:
