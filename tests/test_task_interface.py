@@ -38,6 +38,7 @@ paths:
   train_inputs: ${.processed}
   models: models/toy
   reports: reports/toy
+  metrics: ${.reports}/metrics.json
   baseline: reports/toy/baseline
 quality: {}
 source:
