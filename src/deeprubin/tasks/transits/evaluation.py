@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from .aggregate import star_scores
-from .metrics import detection_summary, recall_by_bins, threshold_at_fpr
+from .metrics import detection_summary, log_edges, recall_by_bins, threshold_at_fpr
 
 COMPARISON_COLUMNS = ("roc_auc", "pr_auc", "threshold", "recall", "fpr", "precision", "recall_snr_ge_threshold",
                       "roc_auc_snr_ge_threshold")
@@ -112,12 +112,8 @@ def evaluate_transit_scores(val: pd.DataFrame, test: pd.DataFrame, objects: pd.D
     def _curves(found: np.ndarray) -> dict[str, pd.DataFrame]:
         return {
             "snr": recall_by_bins(pos["snr"], found, list(ev.snr_bins)),
-            "period": recall_by_bins(props["period"], found,
-                                     np.geomspace(props["period"].min(), props["period"].max() * 1.0001,
-                                                  int(ev.n_bins_period) + 1) if len(props) else [0, 1]),
-            "depth": recall_by_bins(props["depth"] * 1e6, found,
-                                    np.geomspace(props["depth"].min() * 1e6, props["depth"].max() * 1e6 * 1.0001,
-                                                 int(ev.n_bins_depth) + 1) if len(props) else [0, 1]),
+            "period": recall_by_bins(props["period"], found, log_edges(props["period"], int(ev.n_bins_period))),
+            "depth": recall_by_bins(props["depth"] * 1e6, found, log_edges(props["depth"] * 1e6, int(ev.n_bins_depth))),
         }
 
     curves = {"threshold on all negatives": _curves(detected)}

@@ -48,3 +48,10 @@ def recall_by_bins(values: np.ndarray, detected: np.ndarray, edges) -> pd.DataFr
         rows.append({"lo": lo, "hi": hi, "n": n, "recall": r,
                      "err": float(np.sqrt(r * (1 - r) / n)) if n else float("nan")})
     return pd.DataFrame(rows)
+
+
+def log_edges(values: np.ndarray, n_bins: int) -> np.ndarray | list[float]:
+    """``n_bins`` log-spaced bins over the range of positive ``values`` (the top edge just above
+    the largest, so it falls inside); ``[0, 1]`` when there is nothing positive to bin."""
+    v = np.asarray(values, dtype=float)
+    return np.geomspace(v.min(), v.max() * 1.0001, int(n_bins) + 1) if v.size and v.min() > 0 else [0.0, 1.0]

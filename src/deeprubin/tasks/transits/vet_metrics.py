@@ -67,17 +67,13 @@ def injection_recovery(stars: pd.DataFrame, metrics: dict, snr_edges, n_bins_per
 
     Columns: method, variable (snr, period [d], depth [ppm]), lo, hi, n, recall, err.
     """
-    from .metrics import recall_by_bins
+    from .metrics import log_edges, recall_by_bins
 
     pos = stars[stars["label"] == 1].dropna(subset=["snr_total"])
     values = {"snr": pos["snr_total"].to_numpy(float), "period": pos["planet_period"].to_numpy(float),
               "depth": 1e6 * pos["planet_depth"].to_numpy(float)}
-
-    def edges(v, n):
-        return np.geomspace(v.min(), v.max() * 1.0001, int(n) + 1) if v.size and v.min() > 0 else [0.0, 1.0]
-
-    bins = {"snr": list(snr_edges), "period": edges(values["period"], n_bins_period),
-            "depth": edges(values["depth"], n_bins_depth)}
+    bins = {"snr": list(snr_edges), "period": log_edges(values["period"], n_bins_period),
+            "depth": log_edges(values["depth"], n_bins_depth)}
     tables = []
     for key, entry in metrics["methods"].items():
         detected = pos[key].to_numpy(float) > float(entry["threshold"])

@@ -141,14 +141,14 @@ def planetary_occultation(cand: dict, cfg) -> tuple[bool, bool]:
     max_albedo = float(cfg.occultation.max_albedo)
     if not (0 < depth <= float(cfg.occultation.max_depth) and duration > 0):
         return False, False
-    a_rs2 = (float(cand["period"]) / (np.pi * duration)) ** 2
     secondary = 0 < implied_albedo(cand) <= max_albedo
     twin = False
     if cand.get("period_twin", 0.0):
         ratio, phase = float(cand.get("twin_period_ratio", 1.0)), float(cand.get("twin_phase", 0.0))
         at_occultation = ratio == 0.5 or (ratio == 1.0 and phase > 0.4)
         log_ratio = float(cand.get("twin_log_depth_ratio", 0.0))
-        twin = at_occultation and log_ratio < 0 and 10 ** log_ratio * a_rs2 <= max_albedo
+        twin_depth = 10 ** log_ratio * depth   # the twin seen as this candidate's secondary
+        twin = at_occultation and log_ratio < 0 and implied_albedo({**cand, "depth_secondary": twin_depth}) <= max_albedo
     return bool(secondary), bool(twin)
 
 

@@ -49,13 +49,25 @@ def transit_flux(time: np.ndarray, t0: float, period: float, rp_rs: float, a_rs:
     u : (float, float)
         Quadratic limb-darkening coefficients.
     """
+    return _light_curve(time, _params(t0, period, rp_rs, a_rs, b, u), exp_time_days, supersample)
+
+
+def _params(t0: float, period: float, rp_rs: float, a_rs: float, b: float, u) -> batman.TransitParams:
+    """batman's parameters of a circular orbit with quadratic limb darkening ``u``."""
     params = batman.TransitParams()
     params.t0, params.per, params.rp, params.a = float(t0), float(period), float(rp_rs), float(a_rs)
     params.inc = float(np.degrees(np.arccos(np.clip(b / a_rs, 0.0, 1.0))))
     params.ecc, params.w = 0.0, 90.0
     params.limb_dark, params.u = "quadratic", [float(u[0]), float(u[1])]
-    kwargs = {"supersample_factor": int(supersample), "exp_time": float(exp_time_days)} if supersample > 1 else {}
-    model = batman.TransitModel(params, np.asarray(time, dtype=float), **kwargs)
+    return params
+
+
+def _light_curve(time: np.ndarray, params: batman.TransitParams, exp_time_days: float, supersample: int,
+                 **model_kwargs) -> np.ndarray:
+    """batman's light curve of ``params`` at ``time``, integrated over the exposure when supersampled."""
+    if supersample > 1:
+        model_kwargs.update(supersample_factor=int(supersample), exp_time=float(exp_time_days))
+    model = batman.TransitModel(params, np.asarray(time, dtype=float), **model_kwargs)
     return np.asarray(model.light_curve(params), dtype=float)
 
 
@@ -65,15 +77,9 @@ def occultation_flux(time: np.ndarray, t0: float, period: float, rp_rs: float, a
     full depth (batman's secondary-eclipse model; circular orbit, constant dayside flux, no
     phase curve). ``fp`` is the planet-to-star flux ratio, e.g. ``A_g (R_p / a)^2`` for an
     effective geometric albedo ``A_g`` (reflected light plus the thermal part in the band)."""
-    params = batman.TransitParams()
-    params.t0, params.per, params.rp, params.a = float(t0), float(period), float(rp_rs), float(a_rs)
-    params.inc = float(np.degrees(np.arccos(np.clip(b / a_rs, 0.0, 1.0))))
-    params.ecc, params.w = 0.0, 90.0
-    params.limb_dark, params.u = "quadratic", [0.4, 0.26]   # unused by the occultation (a uniform disc)
+    params = _params(t0, period, rp_rs, a_rs, b, (0.4, 0.26))   # limb darkening unused: a uniform disc
     params.fp, params.t_secondary = float(fp), float(t0) + 0.5 * float(period)
-    kwargs = {"supersample_factor": int(supersample), "exp_time": float(exp_time_days)} if supersample > 1 else {}
-    model = batman.TransitModel(params, np.asarray(time, dtype=float), transittype="secondary", **kwargs)
-    return np.asarray(model.light_curve(params), dtype=float) - (1.0 + float(fp))
+    return _light_curve(time, params, exp_time_days, supersample, transittype="secondary") - (1.0 + float(fp))
 
 
 def eclipse_flux(time: np.ndarray, t0: float, period: float, depth: float, secondary_ratio: float,
