@@ -70,6 +70,8 @@ HEADLINES = {
         "deep_macro_f1_ci95_high": (EVALUATE_METRICS, "confidence_intervals.macro_f1.high"),
         "baseline_macro_f1": ("baseline/metrics.json", "macro_f1"),
         "real_sky_fraction": ("real_sky.json", "target.fraction"),
+        # the forest on the same real objects (the baseline stage's real_sky.json)
+        "baseline_real_sky_fraction": ("baseline/real_sky.json", "target.fraction"),
     },
     "transits": {
         # the segment CNN (evaluate@transits, its paths.metrics): per light curve, and segment recall

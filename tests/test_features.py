@@ -13,6 +13,7 @@ from deeprubin.core import io
 from deeprubin.core.config import ConfigError
 from deeprubin.tasks.transients.evaluation.compare import comparison_table, paired_bootstrap
 from deeprubin.tasks.transients.features import FEATURE_SETS, FeatureConfig, extract_features, feature_names
+from deeprubin.tasks.transients.features.extract import feature_rows
 from deeprubin.tasks.transients.features.baseline import BRFParams, train_and_score, tune_grid
 
 BANDS = ["g", "r"]
@@ -117,6 +118,33 @@ def test_magnitudes_and_detections_derived_when_absent(tables):
     derived = extract_features(lc, BANDS, FeatureConfig(set="basic", **FAST))
     given = extract_features(with_mag, BANDS, FeatureConfig(set="basic", **FAST))
     assert (derived["n_det_g"] > 0).all() and (given["n_det_g"] == 0).all()
+
+
+def test_detections_photometry_sees_only_detected_rows():
+    rng = np.random.default_rng(5)
+    lc = pd.concat([_toy_object("a", "transient", rng), _toy_object("b", "periodic", rng)], ignore_index=True)
+    lc["detected"] = lc["flux"] / lc["flux_err"] >= 40   # faint epochs: forced photometry, not detected
+    assert 0 < lc["detected"].sum() < len(lc)
+    config = FeatureConfig(photometry="detections", **FAST)
+    on_detections = extract_features(lc, BANDS, config)
+    # The same as extracting all photometry of a table holding only the detected rows ...
+    only = extract_features(lc.loc[lc["detected"]], BANDS, FeatureConfig(**FAST))
+    pd.testing.assert_frame_equal(on_detections, only)
+    # ... and different from using every row: counts and flux statistics see the faint epochs.
+    every = extract_features(lc, BANDS, FeatureConfig(**FAST))
+    assert (on_detections["n_obs_g"] == on_detections["n_det_g"]).all()
+    assert (every["n_obs_g"] > every["n_det_g"]).all()
+    assert not np.allclose(on_detections["flux_chi2_r"], every["flux_chi2_r"])
+    # Without a `detected` column the alert-style threshold decides, as for the GP.
+    no_flag = lc.drop(columns="detected")
+    rows = feature_rows(no_flag, config)
+    assert (rows["flux"] / rows["flux_err"] >= 5).all() and len(rows) < len(no_flag)
+    assert feature_rows(no_flag, FeatureConfig(**FAST)) is no_flag
+
+
+def test_photometry_option_error_names_the_key():
+    with pytest.raises(ConfigError, match=r"preprocess\.features\.photometry"):
+        FeatureConfig(photometry="forced")
 
 
 # --- the forest ------------------------------------------------------------------------------
@@ -266,6 +294,19 @@ def tiny_cfg(tmp_path: Path, *overrides: str):
                                     "preprocess.features.sn_fit_algorithm=lmsder", *overrides])
 
 
+def _bts_like_folder(cfg, folder: Path) -> Path:
+    """Four simulated SNe Ia written as the BTS files are: detections only, ``time,mag,magerr,band``, ZTF r as R."""
+    lc = io.read_parquet(Path(cfg.paths.raw) / "lightcurves.parquet")
+    objects = io.read_parquet(Path(cfg.paths.raw) / "objects.parquet")
+    folder.mkdir()
+    for oid in objects.loc[objects["label"] == "SNIa", "object_id"].astype(str)[:4]:
+        rows = lc.loc[(lc["object_id"].astype(str) == oid) & (lc["flux"] / lc["flux_err"] >= 5)]
+        pd.DataFrame({"time": rows["time"], "mag": 23.9 - 2.5 * np.log10(rows["flux"]),
+                      "magerr": 1.0857 * rows["flux_err"] / rows["flux"],
+                      "band": rows["band"].map({"g": "g", "r": "R"})}).to_csv(folder / f"{oid}.csv", index=False)
+    return folder
+
+
 def test_baseline_stage_in_process(tmp_path):
     from deeprubin.stages.baseline import run_baseline
     from deeprubin.stages.ingest import run_ingest
@@ -276,8 +317,20 @@ def test_baseline_stage_in_process(tmp_path):
     run_ingest(cfg)
     run_preprocess(cfg)   # the features come from the preprocess step, beside the GP grid
     run_split(cfg)
+    bts = _bts_like_folder(cfg, tmp_path / "bts")   # a real sample in the BTS layout; the ALeRCE one absent
+    cfg.real_sky.datasets.bts_snia.source.path = str(bts)
+    cfg.real_sky.datasets.bts_snia.source.metadata = None
+    cfg.real_sky.datasets.alerce_30sne.source.path = str(tmp_path / "no_alerce")
     metrics = run_baseline(cfg)
     out = Path(cfg.paths.reports) / "baseline"
+    # the forest on the real samples, beside the deep model's real_sky stage
+    real = json.loads((out / "real_sky.json").read_text())
+    assert real["datasets"]["alerce_30sne"]["skipped"] is True and "no_alerce" in real["datasets"]["alerce_30sne"]["reason"]
+    entry, target = real["datasets"]["bts_snia"], real["target"]
+    predicted = pd.read_csv(out / "real_sky" / "predictions_bts_snia.csv")
+    assert entry["skipped"] is False and entry["n_objects"] == len(predicted) == 4
+    assert target["dataset"] == "bts_snia" and target["fraction"] == pytest.approx((predicted["predicted"] == "SNIa").mean())
+    assert set(predicted["label"]) == {"SNIa"}
     written = json.loads((out / "metrics.json").read_text())
     assert {k: v for k, v in written.items() if k not in ("forest", "tuned_on")} == metrics
     assert set(metrics) == {"accuracy", "macro_f1", "n_test", "per_class"}

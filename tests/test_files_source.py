@@ -309,6 +309,11 @@ def test_constant_label_with_metadata_columns(tmp_path):
     assert obj.loc["ZTF7", "label"] == "SNIa" and np.isnan(obj.loc["ZTF7", "redshift"])
 
 
+def test_null_metadata_means_no_metadata_table(tmp_path):
+    lc, obj = load_files(bts_cfg(bts_like(tmp_path), metadata=None))
+    assert obj["label"].tolist() == ["SNIa", "SNIa"] and "redshift" not in obj.columns
+
+
 def test_integer_metadata_ids_match_file_stems(tmp_path):
     write_csv(tmp_path / "lc/4099.csv", "time,mag,magerr,band\n1,17,0.01,g\n2,17.1,0.01,r\n3,17.2,0.01,g")
     write_csv(tmp_path / "periods.csv", "Num,Type,Per\n4099,ab,0.64\n13350,c,0.3")

@@ -207,6 +207,8 @@ def _merge(base: dict, override: Mapping, prefix: str, *, strict: bool, nested=(
                               f"known: {sorted(base)}")
         if key in nested and isinstance(value, Mapping) and isinstance(base.get(key), dict):
             out[key] = _merge(base[key], value, f"{prefix}{key}.", strict=strict, nested=())
+        elif key in nested and value is None and isinstance(base.get(key), dict):
+            out[key] = copy.deepcopy(base[key])   # `metadata: null`: none, i.e. the defaults (no table)
         else:
             out[key] = copy.deepcopy(value)
     return out

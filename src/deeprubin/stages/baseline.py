@@ -12,6 +12,7 @@ from ..core import io
 from ..core.config import ConfigError
 from ..core.entry import hydra_entry
 from ..core.metrics import confusion_table, row_normalised, text_report
+from ..tasks.transients.evaluation.real_sky import forest_on_real_sky
 from ..tasks.transients.features.baseline import BRFParams, train_and_score, tune_grid
 from ..tasks.transients.features.extract import FeatureConfig, feature_names
 from ..tasks.transients.features.plots import plot_feature_importances
@@ -42,8 +43,10 @@ def run_baseline(cfg: DictConfig) -> dict:
     ``val_metrics.json`` (same structure, val split; for choosing settings without the test
     split), ``classification_report.txt``, ``predictions.csv``,
     ``confusion_normalised.csv``, ``feature_importances.csv``, ``tuning.csv`` (val macro-F1 of
-    every ``baseline.tune`` grid point; the chosen settings are ``forest`` in ``metrics.json``) and ``figures/``
-    (row-normalised confusion matrix, top-20 feature importances).
+    every ``baseline.tune`` grid point; the chosen settings are ``forest`` in ``metrics.json``),
+    ``figures/`` (row-normalised confusion matrix, top-20 feature importances), and the forest on
+    the real datasets of ``real_sky`` beside the deep model's stage: ``real_sky.json`` and
+    ``real_sky/predictions_<dataset>.csv`` (datasets whose files are absent are recorded as skipped).
     """
     feature_cfg, params, grid = check_baseline_config(cfg)
     classes = [str(c) for c in cfg.task.classes]
@@ -84,6 +87,8 @@ def run_baseline(cfg: DictConfig) -> dict:
     io.save_figure(plot_feature_importances(result.importances, top=TOP_FEATURES),
                    figures / "feature_importances.png",
                    caption=f"The {TOP_FEATURES} most important light-curve features of the baseline random forest.")
+    real = forest_on_real_sky(result.model, cfg, feature_cfg, feature_names(bands, feature_cfg.set), out / "real_sky")
+    io.write_json(real, out / "real_sky.json")
     if grid:
         log.info("baseline: chose %s of %d grid points on val (macro-F1 %.3f)", {k: forest[k] for k in grid},
                  len(result.tuning), float(result.tuning.loc[result.tuning["chosen"], "val_macro_f1"].iloc[0]))

@@ -22,42 +22,29 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from ..core import io
 from ..core.checkpoint import load_checkpoint
-from ..core.config import ConfigError, require
+from ..core.config import require
 from ..core.entry import hydra_entry
 from ..core.quality import check_quality_config
 from ..tasks.transients.evaluation.inference import predict_source_detailed
-from ..tasks.transients.evaluation.real_sky import data_fingerprint, score_real_sample
+from ..tasks.transients.evaluation.real_sky import (data_fingerprint, dataset_source, input_paths, missing_inputs,
+                                                   score_real_sample, target_summary)
 from ..tasks.transients.plots.real_sky import plot_real_sky
 
 log = logging.getLogger(__name__)
 
 
-def _input_paths(source: DictConfig) -> list[Path]:
-    """The files/folders a source config reads (its ``path`` and, if any, ``metadata.path``)."""
-    paths = [Path(str(require(source, "path")))]
-    meta = source.get("metadata")
-    if meta is not None and meta.get("path"):
-        paths.append(Path(str(meta.path)))
-    return paths
-
-
 def evaluate_dataset(name: str, node: DictConfig, checkpoint: Path, out: Path,
                      calibration: Path | None = None, quality=None) -> dict:
     """Classify one real dataset and score it; ``{"skipped": True, "reason": ...}`` when absent."""
-    source = node.get("source")
-    if source is None:
-        raise ConfigError(f"config key 'real_sky.datasets.{name}.source' is missing")
-    label_map = OmegaConf.to_container(node.get("label_map") or {}, resolve=True)
-    paths = _input_paths(source)
-    missing = [str(p) for p in paths if not p.exists()]
-    if missing:
-        reason = f"input not found: {', '.join(missing)} (relative to {Path.cwd()})"
-        log.warning("real_sky: dataset %s skipped: %s", name, reason)
+    source, label_map = dataset_source(name, node)
+    reason = missing_inputs(name, source)
+    if reason is not None:
         return {"skipped": True, "reason": reason, "description": node.get("description")}
+    paths = input_paths(source)
     sha, n_files = data_fingerprint(paths)
     result = predict_source_detailed(checkpoint, source, label_classes=[str(k) for k in label_map],
                                      calibration=calibration, quality=quality)
@@ -84,28 +71,6 @@ def evaluate_dataset(name: str, node: DictConfig, checkpoint: Path, out: Path,
              {k: round(v, 3) for k, v in entry["recall"].items()},
              {k: round(v, 3) for k, v in entry["predicted_fractions"].items() if v})
     return entry
-
-
-def target_summary(target: DictConfig | None, datasets: dict) -> dict | None:
-    """The headline fraction: objects of ``target.dataset`` with real label ``target.class`` classified so."""
-    if target is None:
-        return None
-    name, cls = str(require(target, "dataset")), str(require(target, "class"))
-    threshold = float(require(target, "min_fraction"))
-    if name not in datasets:
-        raise ConfigError(f"config key 'real_sky.target.dataset' = {name!r} is not one of real_sky.datasets "
-                          f"{sorted(datasets)}")
-    entry = datasets[name]
-    summary = {"dataset": name, "class": cls, "min_fraction": threshold}
-    if entry.get("skipped"):
-        return {**summary, "skipped": True, "fraction": None, "passed": None}
-    fraction = entry["recall"].get(cls)
-    if fraction is None:
-        raise ConfigError(f"config key 'real_sky.target.class' = {cls!r}: no object of dataset {name!r} has a "
-                          f"real label mapped to it (labels {sorted(entry['n_objects_per_label'])}, "
-                          f"map {entry['label_map_used']})")
-    return {**summary, "skipped": False, "fraction": fraction, "n_objects": entry["n_objects_per_label"].get(cls),
-            "passed": bool(fraction >= threshold)}
 
 
 def run_real_sky(cfg: DictConfig) -> dict:
@@ -150,4 +115,4 @@ if __name__ == "__main__":
     main()
 
 
-__all__ = ["evaluate_dataset", "run_real_sky", "target_summary"]
+__all__ = ["evaluate_dataset", "run_real_sky"]

@@ -30,6 +30,7 @@ class FeaturesSchema:
     periodogram_min_period: float = 0.1
     periodogram_log2_n_freq: int = 14
     sn_fit_algorithm: str = "mcmc-lmsder"
+    photometry: str = "all"
 
 
 @dataclass

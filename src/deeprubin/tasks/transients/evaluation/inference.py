@@ -196,15 +196,10 @@ def predict_source_detailed(checkpoint_path: str | Path, source: Mapping | DictC
     calibrator = None if calibration is None else load_calibrator(calibration, classes=classes,
                                                                   checkpoint=checkpoint_path)
     calibrated = "none (raw softmax)" if calibrator is None else f"{calibrator.method} from {calibration}"
-    cfg = source_config(train_cfg, source, label_classes=label_classes)
-    where = f"source '{cfg.source.name}'" + (f" ({cfg.source.path})" if cfg.source.get("path") else "")
-    lightcurves, objects, validation = load_source_tables(cfg)
-    if objects.empty:
-        raise SchemaError(f"{where}: no valid objects to classify after validation")
-    check_bands(lightcurves, bands, where)
-    flags, unusable = None, pd.DataFrame({"object_id": [], "label": [], "quality_flags": []})
-    if quality is not None:
-        lightcurves, objects, flags, unusable = _set_aside_unusable(lightcurves, objects, quality, where)
+    loaded = load_for_prediction(train_cfg, source, bands, label_classes=label_classes, quality=quality)
+    lightcurves, objects, flags, unusable, where = (loaded.lightcurves, loaded.objects, loaded.flags,
+                                                    loaded.unusable, loaded.where)
+    validation = loaded.validation
     grid = fit_gp_grid(gp_input(lightcurves, train_cfg), band_wavelengths=dict(train_cfg.task.band_wavelengths),
                        progress=progress, **gp_kwargs(train_cfg))
     if list(map(str, grid.bands)) != bands:
@@ -227,6 +222,36 @@ def predict_source_detailed(checkpoint_path: str | Path, source: Mapping | DictC
     log.info("predict: %d objects of %s classified with %s, calibration %s", len(table), where, checkpoint_path,
              calibrated)
     return SourcePrediction(table, objects, lightcurves, grid, classes, bands, validation, calibrated, unusable)
+
+
+@dataclass
+class LoadedSource:
+    """What :func:`load_for_prediction` returns: the objects to classify and those set aside."""
+
+    lightcurves: pd.DataFrame
+    objects: pd.DataFrame
+    validation: dict
+    flags: pd.Series | None          # quality flags per object_id (None without a quality config)
+    unusable: pd.DataFrame           # object_id, label, quality_flags of the objects not classified
+    where: str                       # "source '<name>' (<path>)", for messages
+
+
+def load_for_prediction(cfg: DictConfig, source: Mapping | DictConfig, bands: Sequence[str], *,
+                        label_classes: Sequence[str] = (), quality: Mapping | None = None) -> LoadedSource:
+    """Read ``source`` as a model trained with ``cfg`` (a task config) would be given it: the source's
+    loader and validation, bands checked against ``bands``, objects whose data-quality flags are in
+    ``quality.unusable`` set aside. Shared by the deep model's predict path and the forest's real-sky
+    scoring, so both classify the same objects."""
+    scfg = source_config(cfg, source, label_classes=label_classes)
+    where = f"source '{scfg.source.name}'" + (f" ({scfg.source.path})" if scfg.source.get("path") else "")
+    lightcurves, objects, validation = load_source_tables(scfg)
+    if objects.empty:
+        raise SchemaError(f"{where}: no valid objects to classify after validation")
+    check_bands(lightcurves, bands, where)
+    flags, unusable = None, pd.DataFrame({"object_id": [], "label": [], "quality_flags": []})
+    if quality is not None:
+        lightcurves, objects, flags, unusable = _set_aside_unusable(lightcurves, objects, quality, where)
+    return LoadedSource(lightcurves, objects, validation, flags, unusable, where)
 
 
 def _set_aside_unusable(lightcurves: pd.DataFrame, objects: pd.DataFrame, quality: Mapping, where: str):
@@ -301,5 +326,5 @@ def predict_source(checkpoint_path: str | Path, source: Mapping | DictConfig, *,
                                    progress=progress, calibration=calibration, quality=quality).predictions
 
 
-__all__ = ["CheckpointMismatchError", "SourcePrediction", "check_bands", "load_source_tables", "predict_source",
-           "predict_source_detailed", "source_config", "training_config"]
+__all__ = ["CheckpointMismatchError", "LoadedSource", "SourcePrediction", "check_bands", "load_for_prediction",
+           "load_source_tables", "predict_source", "predict_source_detailed", "source_config", "training_config"]

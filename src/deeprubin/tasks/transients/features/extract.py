@@ -24,6 +24,12 @@ Which photometry, and why
   the explosion. Only scale-free flux features are kept (reduced chi2, excess
   variance, Stetson K, ...); the Bazin amplitude, baseline and reference time
   (flux scale, absolute MJD) are dropped in favour of their ratio.
+* ``photometry: detections`` (:class:`FeatureConfig`) restricts every group to the
+  detected points, which is all that alert data carry: then "all points" in the
+  table below means "all detections", ``n_obs`` equals ``n_det``, and features of
+  simulated forced photometry read the same as those of the real alert photometry.
+  Which one the pipeline uses, and why: ``conf/preprocess/gp.yaml`` and
+  ``docs/decisions/features-detections-only.md``.
 
 Feature names
 -------------
@@ -112,6 +118,9 @@ FEATURE_SETS: dict[str, tuple[str, ...]] = {
     "full": ("counts", "magnitude", "flux", "periodogram", "sn_model", "colour"),
 }
 
+#: The photometry the features see (``preprocess.features.photometry``): every row, or detections.
+PHOTOMETRY = ("all", "detections")
+
 #: Bazin fit algorithms of light-curve accepted in the config.
 SN_FIT_ALGORITHMS = ("mcmc-lmsder", "lmsder", "mcmc", "ceres", "mcmc-ceres")
 
@@ -142,6 +151,11 @@ class FeatureConfig:
         light-curve's ``BazinFit`` algorithm, one of :data:`SN_FIT_ALGORITHMS`.
     n_jobs : int
         Threads for ``Extractor.many``.
+    photometry : str
+        The rows every group sees, one of :data:`PHOTOMETRY`: ``all`` (forced photometry
+        included, as the table above says) or ``detections`` (only detected points, as alert
+        data carry: then ``n_obs`` counts detections and the flux groups, the periodogram and
+        the fusion model's folded view see detections too; see :func:`feature_rows`).
     """
 
     set: str = "full"
@@ -150,6 +164,7 @@ class FeatureConfig:
     periodogram_log2_n_freq: int = 14
     sn_fit_algorithm: str = "mcmc-lmsder"
     n_jobs: int = 2
+    photometry: str = "all"
 
     def __post_init__(self) -> None:
         self.validate()
@@ -182,6 +197,9 @@ class FeatureConfig:
         if not isinstance(self.n_jobs, (int, np.integer)) or not (self.n_jobs >= 1 or self.n_jobs == -1):
             raise ConfigError(f"config key '{prefix}.n_jobs' must be a positive integer or -1, "
                               f"got {self.n_jobs!r}")
+        if self.photometry not in PHOTOMETRY:
+            raise ConfigError(f"config key '{prefix}.photometry' must be one of {list(PHOTOMETRY)}, "
+                              f"got {self.photometry!r}")
 
     @classmethod
     def from_config(cls, node: Any, **defaults: Any) -> "FeatureConfig":
@@ -307,11 +325,8 @@ def _prepare(lightcurves: pd.DataFrame, bands: Sequence[str]) -> pd.DataFrame:
         lc[col] = lc[col].astype(np.float64)
     if "mag" not in lc.columns or "mag_err" not in lc.columns:
         lc["mag"], lc["mag_err"] = flux_to_mag(lc["flux"].to_numpy(), lc["flux_err"].to_numpy())
-    with np.errstate(divide="ignore", invalid="ignore"):
-        by_snr = lc["flux"] / lc["flux_err"] >= DETECTION_SNR
     # The table's own flag where it has one, else the alert-style S/N threshold.
-    given = lc["detected"] if "detected" in lc.columns else pd.Series(pd.NA, index=lc.index)
-    lc["detected"] = given.astype("boolean").fillna(by_snr).astype(bool)
+    lc["detected"] = detected(lc)
     lc["mag"] = lc["mag"].astype(np.float64)
     lc["mag_err"] = lc["mag_err"].astype(np.float64)
     finite = np.isfinite(lc[["time", "flux", "flux_err"]].to_numpy()).all(axis=1) & (lc["flux_err"] > 0)
@@ -319,6 +334,28 @@ def _prepare(lightcurves: pd.DataFrame, bands: Sequence[str]) -> pd.DataFrame:
     lc["usable_mag"] = (lc["detected"].astype(bool) & np.isfinite(lc["mag"]) & np.isfinite(lc["mag_err"])
                         & (lc["mag_err"] > 0))
     return lc.sort_values(["band", "object_id", "time"], kind="mergesort").reset_index(drop=True)
+
+
+def detected(lightcurves: pd.DataFrame) -> np.ndarray:
+    """Boolean per row: the table's ``detected`` flag where it has one (missing values fall back),
+    else the alert-style threshold ``flux / flux_err >= DETECTION_SNR``."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        by_snr = (lightcurves["flux"].astype(np.float64) / lightcurves["flux_err"].astype(np.float64)) >= DETECTION_SNR
+    given = lightcurves["detected"] if "detected" in lightcurves.columns else pd.Series(pd.NA, index=lightcurves.index)
+    return given.astype("boolean").fillna(by_snr).astype(bool).to_numpy()
+
+
+def feature_rows(lightcurves: pd.DataFrame, config: FeatureConfig) -> pd.DataFrame:
+    """The rows of ``lightcurves`` the features (and the fusion model's folded view) are computed
+    from: all of them, or with ``config.photometry == "detections"`` the detected ones only.
+
+    Alert data (ZTF alerts, ALeRCE, the BTS photometry) carry detections only, while the
+    simulator writes forced photometry at every epoch; features of detections read the same on
+    both, as ``preprocess.detections_only`` does for the GP.
+    """
+    if config.photometry == "all":
+        return lightcurves
+    return lightcurves.loc[detected(lightcurves)]
 
 
 def _per_object(frame: pd.DataFrame, columns: tuple[str, str, str]):
@@ -387,7 +424,7 @@ def extract_features(lightcurves: pd.DataFrame, bands: Sequence[str],
         raise ValueError("extract_features: no bands given")
     object_ids = np.unique(lightcurves["object_id"].astype(str).to_numpy())
     index = pd.Index(object_ids, name="object_id")
-    lc = _prepare(lightcurves, bands)
+    lc = feature_rows(_prepare(lightcurves, bands), config)
     by_band = {band: lc.loc[lc["band"] == band] for band in bands}
     parts: list[pd.DataFrame] = []
     for group in GROUP_ORDER:

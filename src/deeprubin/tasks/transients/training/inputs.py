@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from ....core.models import model_class
-from ..features.extract import FeatureConfig, extract_features, feature_names
+from ..features.extract import FeatureConfig, extract_features, feature_names, feature_rows
 from ..model import FusionClassifier
 from ..preprocess.gp import GPGrid
 from .data import grid_features
@@ -167,7 +167,7 @@ def model_inputs(model_config: Mapping[str, Any], grid: GPGrid, *, features: pd.
         parts.append(values.astype(np.float32))
     if "fold" in branches:
         periods = lomb_scargle_periods(table.reset_index(drop=True), bands)
-        folded = fold_views(lightcurves, ids, bands, periods, int(_fusion_setting(model_config, "fold_bins")),
+        folded = fold_views(feature_rows(lightcurves, feature_config), ids, bands, periods, int(_fusion_setting(model_config, "fold_bins")),
                             [float(m) for m in _fusion_setting(model_config, "fold_periods")])
         parts.append(folded.reshape(len(ids), -1))
     return np.ascontiguousarray(np.concatenate(parts, axis=1), dtype=np.float32)
