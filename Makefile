@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup run test test-e2e test-all params deps lock verify seeds paper bench-gp bench-gp-cost-floor bench-gp-compile bench-gp-hyper-subset bench-pipeline-time bench-run-time clean mlflow-ui plots
+.PHONY: setup run test test-e2e test-all params deps lock verify seeds paper feature-shift bench-gp bench-gp-cost-floor bench-gp-compile bench-gp-hyper-subset bench-pipeline-time bench-run-time clean mlflow-ui plots
 
 $(STAMP): requirements/lock.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -64,6 +64,9 @@ seeds: setup  ## headline numbers as mean +- std over 5 training seeds (+2 data 
 
 paper: setup  ## the paper profile (experiment=paper: ~10x the simulated objects and stars), both tasks, one seed -> reports/benchmarks/paper.json (transients estimated ~1 h, transits ~30 min on 2 cores)
 	$(BIN)/python -m benchmarks.seeds --tasks transients transits --seeds 42 --data-seeds --base experiment=paper --workdir /tmp/deeprubin_paper --out reports/benchmarks/paper.json
+
+feature-shift: setup  ## simulated vs real BTS SN Ia features, per photometry option (reports/benchmarks/feature_shift.json; needs dvc repro and ../shared/data/real; ~1 min)
+	$(BIN)/python -m benchmarks.feature_shift
 
 bench-pipeline-time: setup  ## stage times and GP throughput with and without the numerics pinning (reports/benchmarks/pipeline_time.json; ~20 min)
 	PATH=$(abspath $(BIN)):$$PATH $(BIN)/python -m benchmarks.pipeline_time
