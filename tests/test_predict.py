@@ -191,6 +191,10 @@ def test_score_real_sample_maps_labels_and_reports_unmapped():
     assert score["label_map_used"] == {"II": "SNII", "Ia": "SNIa"} and score["unmapped_labels"] == ["SLSN"]
     assert score["recall"] == {"II": 0.0, "Ia": pytest.approx(2 / 3)}
     assert score["accuracy"] == pytest.approx(2 / 4)
+    # precision of a model class counts every object predicted as it, unmapped labels as wrong
+    assert score["precision"] == {"SNII": 0.0, "SNIa": pytest.approx(2 / 4)}
+    nothing = score_real_sample(predictions.assign(predicted="SNIa"), ["SNIa", "SNII"], {"Ia": "SNIa", "II": "SNII"})
+    assert nothing["precision"] == {"SNII": None, "SNIa": pytest.approx(3 / 6)}
     assert score["confusion"] == {"rows": ["II", "Ia", "SLSN"], "columns": ["SNIa", "SNII"],
                                   "counts": [[1, 0], [2, 1], [1, 1]]}
     assert score["predicted_fractions"] == {"SNIa": pytest.approx(4 / 6), "SNII": pytest.approx(2 / 6)}

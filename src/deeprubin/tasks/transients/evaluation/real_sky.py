@@ -58,7 +58,10 @@ def score_real_sample(predictions: pd.DataFrame, classes: Sequence[str],
         ``n_objects``; ``n_objects_per_label``; ``label_map_used`` (real -> model class, for
         the labels present) and ``unmapped_labels``; ``recall`` (real label -> fraction of its
         objects predicted as its model class; unmapped labels are absent); ``accuracy`` over
-        mapped objects (None without any); ``predicted_fractions`` (model class -> fraction of
+        mapped objects (None without any); ``precision`` (model class that some real label maps
+        to -> fraction of the objects predicted as it whose real label maps to it; None when
+        nothing was predicted as it: an object of an unmapped label counts as wrong, so calling
+        everything SN Ia cannot score well); ``predicted_fractions`` (model class -> fraction of
         all objects); ``confusion`` = ``{"rows": real labels, "columns": model classes,
         "counts": [[int]]}``.
     """
@@ -76,6 +79,9 @@ def score_real_sample(predictions: pd.DataFrame, classes: Sequence[str],
     is_mapped = np.isin(real, list(mapped))
     correct = np.array([mapped.get(r) == p for r, p in zip(real, predicted)], dtype=bool)
     n = len(predictions)
+    truth = np.array([mapped.get(r) for r in real], dtype=object)
+    precision = {c: (float(np.mean(truth[predicted == c] == c)) if (predicted == c).any() else None)
+                 for c in sorted(set(mapped.values()))}
     return {
         "n_objects": int(n),
         "n_objects_per_label": {label: int((real == label).sum()) for label in rows},
@@ -83,6 +89,7 @@ def score_real_sample(predictions: pd.DataFrame, classes: Sequence[str],
         "unmapped_labels": unmapped,
         "recall": recall,
         "accuracy": float(correct[is_mapped].mean()) if is_mapped.any() else None,
+        "precision": precision,
         "predicted_fractions": {c: float((predicted == c).mean()) if n else 0.0 for c in classes},
         "confusion": {"rows": rows, "columns": classes, "counts": counts.tolist()},
     }
