@@ -331,6 +331,8 @@ def test_baseline_stage_in_process(tmp_path):
     assert entry["skipped"] is False and entry["n_objects"] == len(predicted) == 4
     assert target["dataset"] == "bts_snia" and target["fraction"] == pytest.approx((predicted["predicted"] == "SNIa").mean())
     assert set(predicted["label"]) == {"SNIa"}
+    summary = pd.read_csv(out / "real_sky" / "summary.csv").set_index("dataset")
+    assert summary.loc["bts_snia", "n_objects"] == 4 and bool(summary.loc["alerce_30sne", "skipped"])
     written = json.loads((out / "metrics.json").read_text())
     assert {k: v for k, v in written.items() if k not in ("forest", "tuned_on")} == metrics
     assert set(metrics) == {"accuracy", "macro_f1", "n_test", "per_class"}

@@ -232,6 +232,20 @@ def test_real_sky_skips_when_the_real_data_are_absent(trained, tmp_path):
     assert (tmp_path / "reports/real_sky/real_sky.png").stat().st_size > 5_000
 
 
+def test_forest_on_real_sky_writes_its_folder_when_every_dataset_is_absent(trained, tmp_path):
+    """DVC declares the baseline's real_sky/ folder: it must exist even with no real data beside the repo."""
+    from deeprubin.tasks.transients.evaluation.real_sky import forest_on_real_sky
+    from deeprubin.tasks.transients.preprocess.inputs import feature_config
+
+    cfg, _ = trained
+    run = real_sky_cfg(cfg, tmp_path / "no_alerce", tmp_path / "no_bts")
+    report = forest_on_real_sky(None, run, feature_config(run), [], tmp_path / "real_sky")
+    assert report["skipped"] is True and report["target"]["fraction"] is None
+    summary = pd.read_csv(tmp_path / "real_sky" / "summary.csv")
+    assert summary["dataset"].tolist() == ["alerce_30sne", "bts_snia"] and summary["skipped"].all()
+    assert summary["reason"].str.contains("input not found").all()
+
+
 def test_real_sky_config_errors(trained, tmp_path):
     from deeprubin.stages.real_sky import run_real_sky
 

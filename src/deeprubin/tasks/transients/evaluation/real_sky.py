@@ -168,9 +168,11 @@ def forest_on_real_sky(model, cfg: DictConfig, feature_config, feature_columns: 
     with the deep model's ``real_sky`` stage: the same sources, readers, validation and data-quality
     set-aside (:func:`~deeprubin.tasks.transients.evaluation.inference.load_for_prediction`), the
     features extracted with ``feature_config`` (the forest's own). Writes
-    ``out/predictions_<dataset>.csv``; returns the report (the structure of ``real_sky.json``:
-    ``datasets`` scored by :func:`score_real_sample`, ``target``). A dataset whose files are
-    absent is recorded as skipped; without a ``real_sky`` config the report says so.
+    ``out/predictions_<dataset>.csv`` and ``out/summary.csv`` (one row per dataset: skipped or
+    not, objects, accuracy, the reason of a skip; always written, so the folder exists when every
+    dataset is absent); returns the report (the structure of ``real_sky.json``: ``datasets``
+    scored by :func:`score_real_sample`, ``target``). A dataset whose files are absent is recorded
+    as skipped; without a ``real_sky`` config the report says so.
     """
     from ..features.baseline import SplitData, predict_table
     from ..features.extract import extract_features
@@ -178,6 +180,7 @@ def forest_on_real_sky(model, cfg: DictConfig, feature_config, feature_columns: 
 
     node = cfg.get("real_sky")
     if node is None or not node.get("datasets"):
+        _write_summary({}, out)
         return {"skipped": True, "reason": "no real_sky.datasets configured", "datasets": {}, "target": None}
     classes = [str(c) for c in cfg.task.classes]
     bands = [str(b) for b in cfg.task.band_wavelengths]
@@ -204,12 +207,21 @@ def forest_on_real_sky(model, cfg: DictConfig, feature_config, feature_columns: 
                           **score_real_sample(table, classes, label_map)}
         log.info("baseline real_sky: %s: %d objects, recall %s", name, len(table),
                  {k: round(v, 3) for k, v in datasets[name]["recall"].items()})
+    _write_summary(datasets, out)
     skipped = [n for n, d in datasets.items() if d.get("skipped")]
     report = {"model": "feature + balanced random forest (the baseline stage's)", "skipped": len(skipped) == len(datasets),
               "datasets": datasets, "target": target_summary(node.get("target"), datasets)}
     if report["skipped"]:
         report["reason"] = "; ".join(f"{n}: {datasets[n]['reason']}" for n in skipped)
     return report
+
+
+def _write_summary(datasets: dict, out: str | Path) -> None:
+    """``out/summary.csv``: one row per dataset (skipped, n_objects, accuracy, reason)."""
+    rows = [{"dataset": name, "skipped": bool(d.get("skipped")), "n_objects": d.get("n_objects"),
+             "accuracy": d.get("accuracy"), "reason": d.get("reason", "")} for name, d in datasets.items()]
+    table = pd.DataFrame(rows, columns=["dataset", "skipped", "n_objects", "accuracy", "reason"])
+    io.write_text(table.to_csv(index=False, float_format="%.6f"), Path(out) / "summary.csv")
 
 
 __all__ = ["data_fingerprint", "dataset_source", "forest_on_real_sky", "input_paths", "label_mapping",
