@@ -42,7 +42,7 @@ deps: setup  ## rewrite the src/ deps of every dvc.yaml stage from its import cl
 	$(BIN)/python -m deeprubin.core.deps
 
 lock:  ## refresh requirements/lock.txt from the current environment
-	{ head -3 requirements/lock.txt; $(BIN)/pip freeze | grep -v -i '^-e\|^deeprubin' | sed 's/^torch==2.13.0+cpu$$/torch==2.13.0/'; } > requirements/lock.tmp && mv requirements/lock.tmp requirements/lock.txt
+	{ head -3 requirements/lock.txt; $(BIN)/pip freeze | grep -v -i '^-e\|^deeprubin\|^# Editable' | sed 's/^torch==2.13.0+cpu$$/torch==2.13.0/'; } > requirements/lock.tmp && mv requirements/lock.tmp requirements/lock.txt
 
 bench-gp: setup  ## GP throughput + held-out quality vs scikit-learn and george (reports/benchmarks/gp_throughput.*; ~2-5 min)
 	$(BIN)/python -m benchmarks.gp_throughput

@@ -170,8 +170,66 @@ class AugmentSchema:
     truncate_days: List[float] = field(default_factory=lambda: [1.0, 100.0])
 
 
+@dataclass
+class StreamRedisSchema:
+    url: str = "redis://127.0.0.1:6379/0"
+    stream: str = "deeprubin-alerts"
+    group: str = "deeprubin-classifier"
+    consumer: str = "classifier-1"
+    field: str = "packet"
+
+
+@dataclass
+class StreamKafkaSchema:
+    topics: List[str] = field(default_factory=list)
+    config: Dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class StreamOutputSchema:
+    kind: Optional[str] = None
+    stream: str = "deeprubin-classifications"
+    topic: str = "deeprubin-classifications"
+
+
+@dataclass
+class StreamSimulateSchema:
+    split: str = "test"
+    history_days: float = 30.0
+    packets_per_file: int = 10000
+
+
+@dataclass
+class StreamReplaySchema:
+    path: str = "data/stream/transients/alerts"
+
+
+@dataclass
+class StreamSchema:
+    mode: str = "run"
+    checkpoint: str = "models/transients/model.ckpt"
+    calibration: Optional[str] = "auto"
+    survey: str = "ztf"
+    rubin_schema: str = "latest"
+    transport: str = "replay"
+    state: str = "data/stream/transients/state.sqlite"
+    durability: str = "normal"
+    dead_letter: Optional[str] = None
+    batch_size: int = 256
+    poll_timeout_s: float = 1.0
+    max_alerts: Optional[int] = None
+    idle_stop_s: Optional[float] = 0.0
+    progress_every_s: float = 10.0
+    replay: StreamReplaySchema = field(default_factory=StreamReplaySchema)
+    redis: StreamRedisSchema = field(default_factory=StreamRedisSchema)
+    kafka: StreamKafkaSchema = field(default_factory=StreamKafkaSchema)
+    output: StreamOutputSchema = field(default_factory=StreamOutputSchema)
+    simulate: StreamSimulateSchema = field(default_factory=StreamSimulateSchema)
+
+
 #: Node of ``tasks.transients`` -> schema.
 SCHEMAS: dict[str, Any] = {"task": TaskSchema, "paths": PathsSchema, "mlflow": MlflowSchema,
                            "preprocess": PreprocessSchema, "split": SplitSchema, "augment": AugmentSchema,
                            "trainer": TrainerSchema, "evaluate": EvaluateSchema, "baseline": BaselineSchema,
-                           "quality": QualitySchema, "predict": TransientsPredictSchema}
+                           "quality": QualitySchema, "predict": TransientsPredictSchema,
+                           "stream": StreamSchema}

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
@@ -182,46 +183,77 @@ def check_bands(lightcurves: pd.DataFrame, bands: Sequence[str], where: str) -> 
             f"e.g. source.band_aliases / source.drop_bands for source=files)")
 
 
+class Predictor:
+    """A checkpoint ready to classify light-curve tables: the predict path's steps 3-5.
+
+    Loads the model, its saved training config and (optionally) its calibrator once;
+    :meth:`probabilities` then turns any canonical ``lightcurves`` table into class
+    probabilities exactly as the ``predict`` entry point does (the GP with the checkpoint's
+    settings, the fusion model's features and folded views, the calibrated softmax). Shared by
+    :func:`predict_source_detailed` and the stream classifier (:mod:`deeprubin.stream`).
+    """
+
+    def __init__(self, checkpoint_path: str | Path, *, calibration: str | Path | None = None):
+        self.checkpoint = Path(checkpoint_path)
+        self.model, self.meta = load_checkpoint(checkpoint_path)
+        self.train_cfg = training_config(self.meta, checkpoint_path)
+        self.classes = [str(c) for c in self.meta["classes"]]
+        self.bands = [str(b) for b in self.train_cfg.task.band_wavelengths]
+        calibration = resolve_calibration(calibration, checkpoint_path)
+        self.calibrator = None if calibration is None else load_calibrator(calibration, classes=self.classes,
+                                                                            checkpoint=checkpoint_path)
+        self.calibration = ("none (raw softmax)" if self.calibrator is None
+                            else f"{self.calibrator.method} from {calibration}")
+        model_config = self.meta["model_config"]
+        self.feature_config = (checkpoint_feature_config(self.meta, str(checkpoint_path))
+                               if uses_features(model_config) else None)
+
+    def grid(self, lightcurves: pd.DataFrame, *, progress: bool = False) -> GPGrid:
+        """The GP grid of ``lightcurves`` with the checkpoint's preprocessing settings."""
+        from ..preprocess.inputs import gp_input, gp_kwargs
+
+        grid = fit_gp_grid(gp_input(lightcurves, self.train_cfg),
+                           band_wavelengths=dict(self.train_cfg.task.band_wavelengths),
+                           progress=progress, **gp_kwargs(self.train_cfg))
+        if list(map(str, grid.bands)) != self.bands:
+            raise CheckpointMismatchError(f"{self.checkpoint}: GP grid bands {list(grid.bands)} != checkpoint "
+                                          f"bands {self.bands}")
+        return grid
+
+    def probabilities(self, lightcurves: pd.DataFrame, *, progress: bool = False) -> tuple[GPGrid, np.ndarray]:
+        """``(grid, probabilities)`` for every object of ``lightcurves`` (rows in ``grid.object_ids`` order)."""
+        grid = self.grid(lightcurves, progress=progress)
+        model_config = self.meta["model_config"]
+        if self.feature_config is not None:   # the fusion model: features and folded views of the same curves
+            x = model_inputs(model_config, grid, lightcurves=lightcurves, feature_config=self.feature_config)
+        else:
+            x = model_inputs(model_config, grid)
+        if x.ndim == 3 and x.shape[1] != int(self.meta["n_inputs"]):
+            raise CheckpointMismatchError(f"{self.checkpoint}: features have {x.shape[1]} channels, the model "
+                                          f"expects {self.meta['n_inputs']}")
+        return grid, class_probabilities(self.model, x, self.calibrator)
+
+
 def predict_source_detailed(checkpoint_path: str | Path, source: Mapping | DictConfig, *,
                             label_classes: Sequence[str] = (), progress: bool = False,
                             calibration: str | Path | None = None,
                             quality: Mapping | None = None) -> SourcePrediction:
     """Classify every object of ``source`` with the checkpoint; see :func:`predict_source`."""
-    from ..preprocess.inputs import gp_input, gp_kwargs
-
-    model, meta = load_checkpoint(checkpoint_path)
-    train_cfg = training_config(meta, checkpoint_path)
-    classes, bands = [str(c) for c in meta["classes"]], [str(b) for b in train_cfg.task.band_wavelengths]
-    calibration = resolve_calibration(calibration, checkpoint_path)
-    calibrator = None if calibration is None else load_calibrator(calibration, classes=classes,
-                                                                  checkpoint=checkpoint_path)
-    calibrated = "none (raw softmax)" if calibrator is None else f"{calibrator.method} from {calibration}"
-    loaded = load_for_prediction(train_cfg, source, bands, label_classes=label_classes, quality=quality)
+    predictor = Predictor(checkpoint_path, calibration=calibration)
+    classes, bands = predictor.classes, predictor.bands
+    loaded = load_for_prediction(predictor.train_cfg, source, bands, label_classes=label_classes, quality=quality)
     lightcurves, objects, flags, unusable, where = (loaded.lightcurves, loaded.objects, loaded.flags,
                                                     loaded.unusable, loaded.where)
-    validation = loaded.validation
-    grid = fit_gp_grid(gp_input(lightcurves, train_cfg), band_wavelengths=dict(train_cfg.task.band_wavelengths),
-                       progress=progress, **gp_kwargs(train_cfg))
-    if list(map(str, grid.bands)) != bands:
-        raise CheckpointMismatchError(f"{checkpoint_path}: GP grid bands {list(grid.bands)} != checkpoint bands {bands}")
-    model_config = meta["model_config"]
-    if uses_features(model_config):   # the fusion model: features and folded views of the same light curves
-        x = model_inputs(model_config, grid, lightcurves=lightcurves,
-                         feature_config=checkpoint_feature_config(meta, str(checkpoint_path)))
-    else:
-        x = model_inputs(model_config, grid)
-    if x.ndim == 3 and x.shape[1] != int(meta["n_inputs"]):
-        raise CheckpointMismatchError(f"{checkpoint_path}: features have {x.shape[1]} channels, the model "
-                                      f"expects {meta['n_inputs']}")
-    probabilities = class_probabilities(model, x, calibrator)
+    grid, probabilities = predictor.probabilities(lightcurves, progress=progress)
     labels = objects.set_index(objects["object_id"].astype(str))["label"]
     object_ids = grid.object_ids.astype(str)
     table = prediction_table(object_ids, probabilities, classes, labels.reindex(object_ids).to_numpy())
     if flags is not None:
         table["quality_flags"] = table["object_id"].map(flags).fillna("").to_numpy()
     log.info("predict: %d objects of %s classified with %s, calibration %s", len(table), where, checkpoint_path,
-             calibrated)
-    return SourcePrediction(table, objects, lightcurves, grid, classes, bands, validation, calibrated, unusable)
+             predictor.calibration)
+    return SourcePrediction(table, objects, lightcurves, grid, classes, bands, loaded.validation,
+                            predictor.calibration, unusable)
 
 
 @dataclass
@@ -326,5 +358,5 @@ def predict_source(checkpoint_path: str | Path, source: Mapping | DictConfig, *,
                                    progress=progress, calibration=calibration, quality=quality).predictions
 
 
-__all__ = ["CheckpointMismatchError", "LoadedSource", "SourcePrediction", "check_bands", "load_for_prediction",
+__all__ = ["CheckpointMismatchError", "LoadedSource", "Predictor", "SourcePrediction", "check_bands", "load_for_prediction",
            "load_source_tables", "predict_source", "predict_source_detailed", "source_config", "training_config"]
