@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup run test test-e2e test-all params deps lock verify seeds paper feature-shift bench-gp bench-gp-cost-floor bench-gp-compile bench-gp-hyper-subset bench-pipeline-time bench-run-time clean mlflow-ui plots
+.PHONY: setup broker stream run test test-e2e test-all params deps lock verify seeds paper feature-shift bench-gp bench-gp-cost-floor bench-gp-compile bench-gp-hyper-subset bench-pipeline-time bench-run-time clean mlflow-ui plots
 
 $(STAMP): requirements/lock.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -15,7 +15,13 @@ $(STAMP): requirements/lock.txt pyproject.toml
 	$(BIN)/pip install --quiet --no-deps -e .
 	touch $(STAMP)
 
-setup: $(STAMP)  ## create .venv with the locked dependencies and the package (editable)
+setup: $(STAMP) broker  ## create .venv with the locked dependencies and the package (editable), and the local broker
+
+# The stream's end-to-end tests start a real local broker: redis-server, Debian's package.
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+broker:  ## install redis-server (Debian package) if it is missing
+	@command -v redis-server >/dev/null || { echo "installing redis-server (Debian package) for the stream tests"; \
+	  $(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; }
 
 run: setup params  ## refresh params.yaml from conf/, run the whole default pipeline offline (built-in simulator)
 	PATH=$(abspath $(BIN)):$$PATH $(BIN)/dvc repro
@@ -23,6 +29,10 @@ run: setup params  ## refresh params.yaml from conf/, run the whole default pipe
 	@echo "Report: reports/index.md (every figure in reports/figures/ as PNG and PDF, every metric file)"
 	@$(BIN)/python -c "import json; m=json.load(open('reports/transients/metrics.json')); print(f\"transients: accuracy {m['accuracy']:.3f}   macro-F1 {m['macro_f1']:.3f}   (reports/transients/)\")"
 	@$(BIN)/python -c "import json; m=json.load(open('reports/transits/metrics.json')); s=m['segment']; print(f\"transits: segment ROC-AUC {s['roc_auc']:.3f}   star ROC-AUC {m['star']['roc_auc']:.3f}   (reports/transits/)\")"
+
+stream: setup  ## the test split as a simulated ZTF alert stream, classified by the trained model (replay; needs make run first)
+	$(BIN)/python -m deeprubin.stream stream.mode=simulate
+	$(BIN)/python -m deeprubin.stream
 
 test: setup  ## unit tests + the in-process tiny pipeline (~5 min on 2 cores; no DVC pipelines, network, GPU or slow tests)
 	PATH=$(abspath $(BIN)):$$PATH $(BIN)/python -m pytest -n 2 --dist loadfile -q -m "not e2e and not slow and not network and not gpu" --durations=20
