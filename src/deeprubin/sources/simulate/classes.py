@@ -728,3 +728,8 @@ CLASS_MODELS: dict[str, ClassModel] = {
     "RRLyrae": FourierPulsator("RRLyrae", ((379.0, RRAB_SPEC), (104.0, RRC_SPEC))),
     "EB": EclipsingBinary("EB"),
 }
+
+# Classes no training survey lists (the anomaly layer's held-out populations): novel.py.
+from deeprubin.sources.simulate.novel import NOVEL_MODELS  # noqa: E402  (uses the helpers above)
+
+CLASS_MODELS.update(NOVEL_MODELS)

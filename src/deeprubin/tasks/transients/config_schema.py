@@ -20,6 +20,8 @@ from ...core.config_schema import PathsSchema as TaskPathsSchema
 class PathsSchema(TaskPathsSchema):
     augmented: str = "data/augmented/transients"   # the augment stage's GP copies
     cache: str = "data/cache/transients"           # the fetching sources' downloads
+    anomaly_model: str = "models/transients/anomaly"   # the anomaly stage's fitted scorers
+    anomaly: str = "reports/transients/anomaly"        # the anomaly stage's reports
 
 
 @dataclass
@@ -171,6 +173,32 @@ class AugmentSchema:
 
 
 @dataclass
+class AnomalyNovelSchema:
+    classes: List[str] = field(default_factory=lambda: ["TDE", "KN", "uLens", "Unphysical"])
+    n_objects: int = 400
+    seed_offset: int = 1000
+    validation_seed_offset: int = 2000
+
+
+@dataclass
+class AnomalyScorersSchema:
+    combine: List[str] = field(default_factory=lambda: ["iforest", "knn", "msp"])
+    k: int = 10
+    n_estimators: int = 300
+
+
+@dataclass
+class AnomalySchema:
+    novel: AnomalyNovelSchema = field(default_factory=AnomalyNovelSchema)
+    score: str = "auto"
+    scorers: AnomalyScorersSchema = field(default_factory=AnomalyScorersSchema)
+    top_fraction: float = 0.01
+    n_candidates: int = 50
+    n_figures: int = 8
+    real: List[str] = field(default_factory=list)
+
+
+@dataclass
 class StreamRedisSchema:
     url: str = "redis://127.0.0.1:6379/0"
     stream: str = "deeprubin-alerts"
@@ -232,4 +260,4 @@ SCHEMAS: dict[str, Any] = {"task": TaskSchema, "paths": PathsSchema, "mlflow": M
                            "preprocess": PreprocessSchema, "split": SplitSchema, "augment": AugmentSchema,
                            "trainer": TrainerSchema, "evaluate": EvaluateSchema, "baseline": BaselineSchema,
                            "quality": QualitySchema, "predict": TransientsPredictSchema,
-                           "stream": StreamSchema}
+                           "stream": StreamSchema, "anomaly": AnomalySchema}

@@ -220,18 +220,40 @@ class Predictor:
                                           f"bands {self.bands}")
         return grid
 
-    def probabilities(self, lightcurves: pd.DataFrame, *, progress: bool = False) -> tuple[GPGrid, np.ndarray]:
-        """``(grid, probabilities)`` for every object of ``lightcurves`` (rows in ``grid.object_ids`` order)."""
+    def outputs(self, lightcurves: pd.DataFrame, *, progress: bool = False) -> "PredictorOutputs":
+        """Everything the predict path computes for ``lightcurves``: grid, features, inputs, probabilities."""
+        from ..features.extract import extract_features
+
         grid = self.grid(lightcurves, progress=progress)
         model_config = self.meta["model_config"]
+        features = None
         if self.feature_config is not None:   # the fusion model: features and folded views of the same curves
-            x = model_inputs(model_config, grid, lightcurves=lightcurves, feature_config=self.feature_config)
+            ids = set(grid.object_ids.astype(str))
+            features = extract_features(lightcurves[lightcurves["object_id"].astype(str).isin(ids)],
+                                        [str(b) for b in grid.bands], self.feature_config)
+            x = model_inputs(model_config, grid, lightcurves=lightcurves, feature_config=self.feature_config,
+                             features=features)
         else:
             x = model_inputs(model_config, grid)
         if x.ndim == 3 and x.shape[1] != int(self.meta["n_inputs"]):
             raise CheckpointMismatchError(f"{self.checkpoint}: features have {x.shape[1]} channels, the model "
                                           f"expects {self.meta['n_inputs']}")
-        return grid, class_probabilities(self.model, x, self.calibrator)
+        return PredictorOutputs(grid, features, x, class_probabilities(self.model, x, self.calibrator))
+
+    def probabilities(self, lightcurves: pd.DataFrame, *, progress: bool = False) -> tuple[GPGrid, np.ndarray]:
+        """``(grid, probabilities)`` for every object of ``lightcurves`` (rows in ``grid.object_ids`` order)."""
+        out = self.outputs(lightcurves, progress=progress)
+        return out.grid, out.probabilities
+
+
+@dataclass
+class PredictorOutputs:
+    """What :meth:`Predictor.outputs` returns, rows in ``grid.object_ids`` order."""
+
+    grid: GPGrid
+    features: pd.DataFrame | None      # the fusion model's feature table (object_id + columns), else None
+    x: np.ndarray                      # the model's inputs
+    probabilities: np.ndarray          # calibrated when the predictor has a calibrator
 
 
 def predict_source_detailed(checkpoint_path: str | Path, source: Mapping | DictConfig, *,
@@ -358,5 +380,5 @@ def predict_source(checkpoint_path: str | Path, source: Mapping | DictConfig, *,
                                    progress=progress, calibration=calibration, quality=quality).predictions
 
 
-__all__ = ["CheckpointMismatchError", "LoadedSource", "Predictor", "SourcePrediction", "check_bands", "load_for_prediction",
+__all__ = ["CheckpointMismatchError", "LoadedSource", "Predictor", "PredictorOutputs", "SourcePrediction", "check_bands", "load_for_prediction",
            "load_source_tables", "predict_source", "predict_source_detailed", "source_config", "training_config"]
