@@ -195,6 +195,27 @@ def test_anomaly_stage_on_the_tiny_pipeline(tiny_pipeline, tmp_path):
     known = pd.read_csv(tmp_path / "reports" / "scores.csv").query("sample == 'test'")
     assert injected["iforest"].iloc[0] > known["iforest"].quantile(0.95)
 
+    # the stream reports the stage's chosen score for each alert, as scoring its light curve directly
+    from deeprubin.core import io
+    from deeprubin.stream.classifier import Classifier, StreamSettings, run_stream
+    from deeprubin.stream.simulate import write_stream
+    from deeprubin.stream.state import StateStore
+    from deeprubin.stream.transports import ReplayTransport
+
+    raw = io.read_parquet(Path(cfg.paths.raw) / "lightcurves.parquet")
+    objects = io.read_parquet(Path(cfg.paths.raw) / "objects.parquet").head(2)
+    raw = raw[raw["object_id"].isin(objects["object_id"])]
+    write_stream(raw, objects, tmp_path / "alerts", history_days=1000.0)
+    with StateStore(tmp_path / "state.sqlite") as store:
+        run_stream(ReplayTransport(tmp_path / "alerts"), store, Classifier(predictor, "v1", anomaly=model),
+                   StreamSettings(batch_size=4, max_alerts=8, idle_stop_s=0.0))
+        table = store.classifications()
+    assert len(table) == 8 and table["anomaly_score"].notna().all()
+    r = table.iloc[-1]
+    cut = raw[(raw["object_id"] == r["object_id"]) & (raw["time"] <= r["time"] + 1e-9)].assign(object_id=r["alert_id"])
+    direct = _score_source(predictor, model, predictor.model, cut)[model.default_score].iloc[0]
+    assert r["anomaly_score"] == pytest.approx(direct, abs=1e-3)
+
 
 def test_anomaly_config_errors(tiny_pipeline):
     from omegaconf import OmegaConf

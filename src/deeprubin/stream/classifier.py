@@ -75,10 +75,12 @@ class Classifier:
     """What the loop needs of a model: its classes, bands, version and batched probabilities.
 
     Wraps a :class:`~deeprubin.tasks.transients.evaluation.inference.Predictor` (anything with
-    ``classes``, ``bands`` and ``probabilities(lightcurves) -> (grid, p)``).
+    ``classes``, ``bands`` and ``probabilities(lightcurves) -> (grid, p)``) and, optionally, the
+    anomaly stage's :class:`~deeprubin.tasks.transients.anomaly.scorers.AnomalyModel`, whose
+    chosen score (``default_score``) becomes each alert's ``anomaly_score``.
     """
 
-    def __init__(self, predictor, model_version: str, anomaly: Callable | None = None):
+    def __init__(self, predictor, model_version: str, anomaly=None):
         self.predictor = predictor
         self.classes = list(predictor.classes)
         self.bands = list(predictor.bands)
@@ -86,10 +88,17 @@ class Classifier:
         self.anomaly = anomaly
 
     def classify(self, lightcurves) -> tuple[list[str], np.ndarray, np.ndarray | None]:
-        grid, p = self.predictor.probabilities(lightcurves)
-        ids = [str(o) for o in grid.object_ids]
-        scores = None if self.anomaly is None else np.asarray(self.anomaly(grid, lightcurves, p), dtype=float)
-        return ids, p, scores
+        if self.anomaly is None:
+            grid, p = self.predictor.probabilities(lightcurves)
+            return [str(o) for o in grid.object_ids], p, None
+        out = self.predictor.outputs(lightcurves, representation=True)
+        ids = [str(o) for o in out.grid.object_ids]
+        if out.features is None:
+            raise ValueError("stream: the anomaly model needs the classifier's light-curve features (the fusion "
+                             "model); set stream.anomaly_model=null for this checkpoint")
+        features = out.features.set_index(out.features["object_id"].astype(str)).drop(columns="object_id").reindex(ids)
+        scores = self.anomaly.score(features, out.representation, out.probabilities)
+        return ids, out.probabilities, scores[self.anomaly.default_score].to_numpy(dtype=float)
 
 
 def _parse(messages: Sequence[Message], settings: StreamSettings, bands: set[str]):

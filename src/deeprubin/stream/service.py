@@ -102,7 +102,12 @@ def load_classifier(node: DictConfig, survey: str) -> Classifier:
         raise ConfigError(f"config key 'stream.survey': {survey} packets have no band {missing} that the model "
                           f"{checkpoint} needs (its bands {predictor.bands}); use a model trained on {survey}'s "
                           f"bands")
-    return Classifier(predictor, model_version=f"sha256:{io.file_sha256(checkpoint)[:16]}")
+    anomaly = None
+    if node.get("anomaly_model") is not None:
+        from ..tasks.transients.anomaly.scorers import AnomalyModel
+
+        anomaly = AnomalyModel.load(str(node.anomaly_model))
+    return Classifier(predictor, model_version=f"sha256:{io.file_sha256(checkpoint)[:16]}", anomaly=anomaly)
 
 
 def classify(cfg: DictConfig) -> dict:

@@ -237,6 +237,7 @@ class StreamSchema:
     mode: str = "run"
     checkpoint: str = "models/transients/model.ckpt"
     calibration: Optional[str] = "auto"
+    anomaly_model: Optional[str] = "models/transients/anomaly"
     survey: str = "ztf"
     rubin_schema: str = "latest"
     transport: str = "replay"

@@ -178,10 +178,10 @@ def run_anomaly(cfg: DictConfig, predictor_factory=None) -> dict:
 
 def _score_source(predictor, model: AnomalyModel, network, lightcurves: pd.DataFrame) -> pd.DataFrame:
     """Anomaly scores (and the classifier's verdict) of every object of ``lightcurves``."""
-    out = predictor.outputs(lightcurves)
+    out = predictor.outputs(lightcurves, representation=True)
     ids = out.grid.object_ids.astype(str)
     feats = out.features.set_index(out.features["object_id"].astype(str)).drop(columns="object_id").reindex(ids)
-    scores = model.score(feats, embeddings(network, out.x), out.probabilities)
+    scores = model.score(feats, out.representation, out.probabilities)
     classes = np.asarray(predictor.classes)
     return scores.reset_index(drop=True).assign(object_id=ids, predicted=classes[out.probabilities.argmax(1)],
                                                 max_probability=out.probabilities.max(1))

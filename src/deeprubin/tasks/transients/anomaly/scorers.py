@@ -35,6 +35,7 @@ from sklearn.metrics import roc_auc_score
 from sklearn.neighbors import NearestNeighbors
 
 from ....core import io
+from ..evaluation.predict import representation, representation_array
 
 SCORERS = ("iforest", "knn", "msp")
 FORMAT = "deeprubin-anomaly-1"
@@ -43,26 +44,12 @@ FORMAT = "deeprubin-anomaly-1"
 @torch.no_grad()
 def embeddings(model: torch.nn.Module, x: np.ndarray, batch_size: int = 512) -> np.ndarray:
     """The input of the last linear layer of each ensemble member, L2-normalised per member and
-    concatenated, ``(n, width)``."""
-    members = list(getattr(model, "members", [model]))
-    last = []
-    for member in members:
-        linears = [m for m in member.modules() if isinstance(m, torch.nn.Linear)]
-        if not linears:
-            raise ValueError(f"embeddings: {type(member).__name__} has no linear layer to read the representation of")
-        last.append(linears[-1])
-    captured: list[list[torch.Tensor]] = [[] for _ in last]
-    hooks = [layer.register_forward_hook(lambda mod, inp, out, k=k: captured[k].append(inp[0].detach()))
-             for k, layer in enumerate(last)]
+    concatenated, ``(n, width)`` (:func:`~deeprubin.tasks.transients.evaluation.predict.representation`)."""
     model.eval()
-    try:
+    with representation(model) as captured:
         for i in range(0, len(x), batch_size):
             model(torch.from_numpy(np.ascontiguousarray(x[i:i + batch_size], dtype=np.float32)))
-    finally:
-        for h in hooks:
-            h.remove()
-    parts = [torch.nn.functional.normalize(torch.cat(c).double(), dim=1) for c in captured]
-    return torch.cat(parts, dim=1).numpy()
+    return representation_array(captured)
 
 
 @dataclass

@@ -43,7 +43,8 @@ from ....core.quality import check_quality_config, quality_table, unusable_mask
 from ....core.schema import SchemaError, validate_tables
 from ..preprocess.gp import GPGrid, fit_gp_grid
 from ..training.inputs import checkpoint_feature_config, model_inputs, uses_features
-from .predict import class_probabilities, prediction_table
+from .predict import class_probabilities, prediction_table, representation_array
+from .predict import representation as record_representation
 
 log = logging.getLogger(__name__)
 
@@ -220,8 +221,11 @@ class Predictor:
                                           f"bands {self.bands}")
         return grid
 
-    def outputs(self, lightcurves: pd.DataFrame, *, progress: bool = False) -> "PredictorOutputs":
-        """Everything the predict path computes for ``lightcurves``: grid, features, inputs, probabilities."""
+    def outputs(self, lightcurves: pd.DataFrame, *, progress: bool = False,
+                representation: bool = False) -> "PredictorOutputs":
+        """Everything the predict path computes for ``lightcurves``: grid, features, inputs, probabilities
+        and, with ``representation``, the model's learned representation recorded in the same forward
+        pass (:func:`~deeprubin.tasks.transients.evaluation.predict.representation`)."""
         from ..features.extract import extract_features
 
         grid = self.grid(lightcurves, progress=progress)
@@ -238,7 +242,11 @@ class Predictor:
         if x.ndim == 3 and x.shape[1] != int(self.meta["n_inputs"]):
             raise CheckpointMismatchError(f"{self.checkpoint}: features have {x.shape[1]} channels, the model "
                                           f"expects {self.meta['n_inputs']}")
-        return PredictorOutputs(grid, features, x, class_probabilities(self.model, x, self.calibrator))
+        if not representation:
+            return PredictorOutputs(grid, features, x, class_probabilities(self.model, x, self.calibrator))
+        with record_representation(self.model) as captured:
+            p = class_probabilities(self.model, x, self.calibrator)
+        return PredictorOutputs(grid, features, x, p, representation_array(captured))
 
     def probabilities(self, lightcurves: pd.DataFrame, *, progress: bool = False) -> tuple[GPGrid, np.ndarray]:
         """``(grid, probabilities)`` for every object of ``lightcurves`` (rows in ``grid.object_ids`` order)."""
@@ -254,6 +262,7 @@ class PredictorOutputs:
     features: pd.DataFrame | None      # the fusion model's feature table (object_id + columns), else None
     x: np.ndarray                      # the model's inputs
     probabilities: np.ndarray          # calibrated when the predictor has a calibrator
+    representation: np.ndarray | None = None   # (n, width) when asked for
 
 
 def predict_source_detailed(checkpoint_path: str | Path, source: Mapping | DictConfig, *,

@@ -1,11 +1,43 @@
 """Apply a trained classifier to GP-grid features."""
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 import numpy as np
 import pandas as pd
 import torch
 
 from ....core.calibration import apply_calibration
+
+
+@contextlib.contextmanager
+def representation(model: torch.nn.Module) -> Iterator[list[list[torch.Tensor]]]:
+    """While active, every forward pass of ``model`` records the input of each ensemble member's
+    last linear layer (the classifier's learned representation): ``captured[k]`` lists member
+    ``k``'s batches. :func:`representation_array` turns them into one array."""
+    members = list(getattr(model, "members", [model]))
+    last = []
+    for member in members:
+        linears = [m for m in member.modules() if isinstance(m, torch.nn.Linear)]
+        if not linears:
+            raise ValueError(f"representation: {type(member).__name__} has no linear layer to read the "
+                             f"representation of")
+        last.append(linears[-1])
+    captured: list[list[torch.Tensor]] = [[] for _ in last]
+    hooks = [layer.register_forward_hook(lambda mod, inp, out, k=k: captured[k].append(inp[0].detach()))
+             for k, layer in enumerate(last)]
+    try:
+        yield captured
+    finally:
+        for h in hooks:
+            h.remove()
+
+
+def representation_array(captured: list[list[torch.Tensor]]) -> np.ndarray:
+    """The recorded representation, L2-normalised per member and concatenated, ``(n, width)`` float64."""
+    parts = [torch.nn.functional.normalize(torch.cat(c).double(), dim=1) for c in captured]
+    return torch.cat(parts, dim=1).numpy()
 
 
 @torch.no_grad()
