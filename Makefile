@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup broker stream run test test-e2e test-all params deps lock verify seeds paper feature-shift bench-gp bench-gp-cost-floor bench-gp-compile bench-gp-hyper-subset bench-pipeline-time bench-run-time clean mlflow-ui plots
+.PHONY: setup broker stream bench-stream run test test-e2e test-all params deps lock verify seeds paper feature-shift bench-gp bench-gp-cost-floor bench-gp-compile bench-gp-hyper-subset bench-pipeline-time bench-run-time clean mlflow-ui plots
 
 $(STAMP): requirements/lock.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -53,6 +53,9 @@ deps: setup  ## rewrite the src/ deps of every dvc.yaml stage from its import cl
 
 lock:  ## refresh requirements/lock.txt from the current environment
 	{ head -3 requirements/lock.txt; $(BIN)/pip freeze | grep -v -i '^-e\|^deeprubin\|^# Editable' | sed 's/^torch==2.13.0+cpu$$/torch==2.13.0/'; } > requirements/lock.tmp && mv requirements/lock.tmp requirements/lock.txt
+
+bench-stream: setup  ## stream classifier throughput on a replayed simulated stream vs the batch predict path (reports/benchmarks/stream.json; needs make run)
+	$(BIN)/python -m benchmarks.stream
 
 bench-gp: setup  ## GP throughput + held-out quality vs scikit-learn and george (reports/benchmarks/gp_throughput.*; ~2-5 min)
 	$(BIN)/python -m benchmarks.gp_throughput

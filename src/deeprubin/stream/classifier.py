@@ -61,6 +61,7 @@ class StreamSummary:
     batches: int = 0
     seconds: float = 0.0
     latencies_s: list[float] = field(default_factory=list)   # per classified alert: poll -> commit
+    timings_s: dict = field(default_factory=lambda: {"parse": 0.0, "store": 0.0, "classify": 0.0})
 
     def as_dict(self) -> dict:
         lat = np.asarray(self.latencies_s, dtype=float)
@@ -68,7 +69,8 @@ class StreamSummary:
         return {"messages": self.messages, "classified": self.classified, "duplicates": self.duplicates,
                 "dead_letters": self.dead_letters, "batches": self.batches, "seconds": round(self.seconds, 3),
                 "alerts_per_s": self.classified / self.seconds if self.seconds > 0 else math.nan,
-                "latency_p50_s": pct(50), "latency_p99_s": pct(99)}
+                "latency_p50_s": pct(50), "latency_p99_s": pct(99),
+                "timings_s": {k: round(v, 3) for k, v in self.timings_s.items()}}
 
 
 class Classifier:
@@ -123,9 +125,15 @@ def _parse(messages: Sequence[Message], settings: StreamSettings, bands: set[str
 
 
 def process_batch(messages: Sequence[Message], store: StateStore, classifier: Classifier, transport,
-                  settings: StreamSettings) -> tuple[list[Classification], list[dict], int]:
-    """One poll's work (steps 1-3 of the module docstring); returns (results, dead letters, duplicates)."""
+                  settings: StreamSettings, timings: dict | None = None) -> tuple[list[Classification], list[dict], int]:
+    """One poll's work (steps 1-3 of the module docstring); returns (results, dead letters, duplicates).
+    ``timings`` (parse, store, classify; seconds) is added to when given."""
+    timings = {"parse": 0.0, "store": 0.0, "classify": 0.0} if timings is None else timings
+    clock = time.perf_counter()
     parsed, dead = _parse(messages, settings, set(classifier.bands))
+    now = time.perf_counter()
+    timings["parse"] += now - clock
+    clock = now
     seen = store.classified(a.alert_id for _, a in parsed)
     fresh: dict[str, Alert] = {}
     for _, a in parsed:
@@ -138,7 +146,13 @@ def process_batch(messages: Sequence[Message], store: StateStore, classifier: Cl
         if fresh:
             lc = store.light_curves([(a.alert_id, a.object_id, a.time) for a in fresh.values()])
             n_points = lc.groupby("object_id").size()
+            now = time.perf_counter()
+            timings["store"] += now - clock
+            clock = now
             ids, p, scores = classifier.classify(lc)
+            now = time.perf_counter()
+            timings["classify"] += now - clock
+            clock = now
             for k, alert_id in enumerate(ids):
                 a = fresh[alert_id]
                 results.append(Classification(a.alert_id, a.object_id, a.time, int(n_points[alert_id]),
@@ -149,6 +163,7 @@ def process_batch(messages: Sequence[Message], store: StateStore, classifier: Cl
         position = transport.position(messages)
         if position is not None:
             store.set_position(transport.name, position)
+    timings["store"] += time.perf_counter() - clock
     return results, dead, duplicates
 
 
@@ -178,7 +193,8 @@ def run_stream(transport, store: StateStore, classifier: Classifier, settings: S
                 break
             continue
         idle_since = None
-        results, dead, duplicates = process_batch(messages, store, classifier, transport, settings)
+        results, dead, duplicates = process_batch(messages, store, classifier, transport, settings,
+                                                  summary.timings_s)
         transport.commit(messages)
         done = time.perf_counter()
         if output is not None and results:

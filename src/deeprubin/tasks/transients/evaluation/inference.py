@@ -27,6 +27,7 @@ Steps (each one the same code the pipeline runs):
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -208,6 +209,8 @@ class Predictor:
         model_config = self.meta["model_config"]
         self.feature_config = (checkpoint_feature_config(self.meta, str(checkpoint_path))
                                if uses_features(model_config) else None)
+        #: seconds spent so far in each step of :meth:`outputs` (gp, features, model): where the time goes
+        self.timings: dict[str, float] = {"gp": 0.0, "features": 0.0, "model": 0.0}
 
     def grid(self, lightcurves: pd.DataFrame, *, progress: bool = False) -> GPGrid:
         """The GP grid of ``lightcurves`` with the checkpoint's preprocessing settings."""
@@ -228,7 +231,9 @@ class Predictor:
         pass (:func:`~deeprubin.tasks.transients.evaluation.predict.representation`)."""
         from ..features.extract import extract_features
 
+        clock = time.perf_counter()
         grid = self.grid(lightcurves, progress=progress)
+        clock = self._tick("gp", clock)
         model_config = self.meta["model_config"]
         features = None
         if self.feature_config is not None:   # the fusion model: features and folded views of the same curves
@@ -239,14 +244,23 @@ class Predictor:
                              features=features)
         else:
             x = model_inputs(model_config, grid)
+        clock = self._tick("features", clock)
         if x.ndim == 3 and x.shape[1] != int(self.meta["n_inputs"]):
             raise CheckpointMismatchError(f"{self.checkpoint}: features have {x.shape[1]} channels, the model "
                                           f"expects {self.meta['n_inputs']}")
         if not representation:
-            return PredictorOutputs(grid, features, x, class_probabilities(self.model, x, self.calibrator))
-        with record_representation(self.model) as captured:
-            p = class_probabilities(self.model, x, self.calibrator)
-        return PredictorOutputs(grid, features, x, p, representation_array(captured))
+            out = PredictorOutputs(grid, features, x, class_probabilities(self.model, x, self.calibrator))
+        else:
+            with record_representation(self.model) as captured:
+                p = class_probabilities(self.model, x, self.calibrator)
+            out = PredictorOutputs(grid, features, x, p, representation_array(captured))
+        self._tick("model", clock)
+        return out
+
+    def _tick(self, step: str, since: float) -> float:
+        now = time.perf_counter()
+        self.timings[step] += now - since
+        return now
 
     def probabilities(self, lightcurves: pd.DataFrame, *, progress: bool = False) -> tuple[GPGrid, np.ndarray]:
         """``(grid, probabilities)`` for every object of ``lightcurves`` (rows in ``grid.object_ids`` order)."""
