@@ -244,7 +244,7 @@ class StreamSchema:
     state: str = "data/stream/transients/state.sqlite"
     durability: str = "normal"
     dead_letter: Optional[str] = None
-    batch_size: int = 256
+    batch_size: int = 32
     poll_timeout_s: float = 1.0
     max_alerts: Optional[int] = None
     idle_stop_s: Optional[float] = 0.0
