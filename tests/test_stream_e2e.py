@@ -82,7 +82,8 @@ def _publish(url: str, cfg, n_alerts: int) -> int:
 def _command(cfg, url: str, group: str, state: Path, dead: Path) -> list[str]:
     return [sys.executable, "-m", "deeprubin.stream", "stream.transport=redis", f"stream.redis.url={url}",
             f"stream.redis.stream={STREAM}", f"stream.redis.group={group}", f"stream.state={state}",
-            f"stream.checkpoint={Path(cfg.paths.models) / 'model.ckpt'}", "stream.batch_size=16",
+            f"stream.checkpoint={Path(cfg.paths.models) / 'model.ckpt'}", "stream.anomaly_model=null",
+            "stream.batch_size=16",
             "stream.poll_timeout_s=0.5", "stream.idle_stop_s=3", "stream.progress_every_s=1",
             f"stream.dead_letter={dead}", "outputs_outside_repo=true"]
 

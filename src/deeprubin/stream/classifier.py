@@ -93,11 +93,8 @@ class Classifier:
         if self.anomaly is None:
             grid, p = self.predictor.probabilities(lightcurves)
             return [str(o) for o in grid.object_ids], p, None
-        out = self.predictor.outputs(lightcurves, representation=True)
+        out = self.predictor.outputs(lightcurves, representation=True, features=True)
         ids = [str(o) for o in out.grid.object_ids]
-        if out.features is None:
-            raise ValueError("stream: the anomaly model needs the classifier's light-curve features (the fusion "
-                             "model); set stream.anomaly_model=null for this checkpoint")
         features = out.features.set_index(out.features["object_id"].astype(str)).drop(columns="object_id").reindex(ids)
         scores = self.anomaly.score(features, out.representation, out.probabilities)
         return ids, out.probabilities, scores[self.anomaly.default_score].to_numpy(dtype=float)

@@ -178,7 +178,7 @@ def run_anomaly(cfg: DictConfig, predictor_factory=None) -> dict:
 
 def _score_source(predictor, model: AnomalyModel, network, lightcurves: pd.DataFrame) -> pd.DataFrame:
     """Anomaly scores (and the classifier's verdict) of every object of ``lightcurves``."""
-    out = predictor.outputs(lightcurves, representation=True)
+    out = predictor.outputs(lightcurves, representation=True, features=True)
     ids = out.grid.object_ids.astype(str)
     feats = out.features.set_index(out.features["object_id"].astype(str)).drop(columns="object_id").reindex(ids)
     scores = model.score(feats, out.representation, out.probabilities)

@@ -225,23 +225,27 @@ class Predictor:
         return grid
 
     def outputs(self, lightcurves: pd.DataFrame, *, progress: bool = False,
-                representation: bool = False) -> "PredictorOutputs":
+                representation: bool = False, features: bool = False) -> "PredictorOutputs":
         """Everything the predict path computes for ``lightcurves``: grid, features, inputs, probabilities
         and, with ``representation``, the model's learned representation recorded in the same forward
-        pass (:func:`~deeprubin.tasks.transients.evaluation.predict.representation`)."""
+        pass (:func:`~deeprubin.tasks.transients.evaluation.predict.representation`). ``features``: the
+        light-curve features even for a model that does not read them (with the checkpoint's saved
+        ``preprocess.features``, as the pipeline's preprocess step extracts them)."""
         from ..features.extract import extract_features
 
         clock = time.perf_counter()
         grid = self.grid(lightcurves, progress=progress)
         clock = self._tick("gp", clock)
         model_config = self.meta["model_config"]
-        features = None
-        if self.feature_config is not None:   # the fusion model: features and folded views of the same curves
+        table = None
+        if self.feature_config is not None or features:
+            config = self.feature_config or checkpoint_feature_config(self.meta, str(self.checkpoint))
             ids = set(grid.object_ids.astype(str))
-            features = extract_features(lightcurves[lightcurves["object_id"].astype(str).isin(ids)],
-                                        [str(b) for b in grid.bands], self.feature_config)
+            table = extract_features(lightcurves[lightcurves["object_id"].astype(str).isin(ids)],
+                                     [str(b) for b in grid.bands], config)
+        if self.feature_config is not None:   # the fusion model: features and folded views of the same curves
             x = model_inputs(model_config, grid, lightcurves=lightcurves, feature_config=self.feature_config,
-                             features=features)
+                             features=table)
         else:
             x = model_inputs(model_config, grid)
         clock = self._tick("features", clock)
@@ -249,11 +253,11 @@ class Predictor:
             raise CheckpointMismatchError(f"{self.checkpoint}: features have {x.shape[1]} channels, the model "
                                           f"expects {self.meta['n_inputs']}")
         if not representation:
-            out = PredictorOutputs(grid, features, x, class_probabilities(self.model, x, self.calibrator))
+            out = PredictorOutputs(grid, table, x, class_probabilities(self.model, x, self.calibrator))
         else:
             with record_representation(self.model) as captured:
                 p = class_probabilities(self.model, x, self.calibrator)
-            out = PredictorOutputs(grid, features, x, p, representation_array(captured))
+            out = PredictorOutputs(grid, table, x, p, representation_array(captured))
         self._tick("model", clock)
         return out
 
@@ -273,7 +277,7 @@ class PredictorOutputs:
     """What :meth:`Predictor.outputs` returns, rows in ``grid.object_ids`` order."""
 
     grid: GPGrid
-    features: pd.DataFrame | None      # the fusion model's feature table (object_id + columns), else None
+    features: pd.DataFrame | None      # the feature table (object_id + columns): fusion model or asked for
     x: np.ndarray                      # the model's inputs
     probabilities: np.ndarray          # calibrated when the predictor has a calibrator
     representation: np.ndarray | None = None   # (n, width) when asked for
