@@ -145,6 +145,15 @@ def tiny_pipeline(tmp_path_factory):
     return cfg, io.read_json(done)
 
 
+def free_port() -> int:
+    """A free TCP port on 127.0.0.1, for the tests that start a real server there."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 def tiny_env() -> dict:
     """Environment for subprocesses: the venv first on PATH, a git identity, no global MLflow store."""
     import sys

@@ -191,7 +191,7 @@ def test_anomaly_stage_on_the_tiny_pipeline(tiny_pipeline, tmp_path):
     flux = np.where(np.mod(t, 9.0) < 1.5, 1600.0, 100.0)
     lc = pd.DataFrame({"object_id": "injected", "time": t, "band": np.where(np.arange(120) % 2, "g", "r"),
                        "flux": flux, "flux_err": 2.0, "detected": True})
-    injected = _score_source(predictor, model, predictor.model, lc)
+    injected = _score_source(predictor, model, lc)
     known = pd.read_csv(tmp_path / "reports" / "scores.csv").query("sample == 'test'")
     assert injected["iforest"].iloc[0] > known["iforest"].quantile(0.95)
 
@@ -213,7 +213,7 @@ def test_anomaly_stage_on_the_tiny_pipeline(tiny_pipeline, tmp_path):
     assert len(table) == 8 and table["anomaly_score"].notna().all()
     r = table.iloc[-1]
     cut = raw[(raw["object_id"] == r["object_id"]) & (raw["time"] <= r["time"] + 1e-9)].assign(object_id=r["alert_id"])
-    direct = _score_source(predictor, model, predictor.model, cut)[model.default_score].iloc[0]
+    direct = _score_source(predictor, model, cut)[model.default_score].iloc[0]
     assert r["anomaly_score"] == pytest.approx(direct, abs=1e-3)
 
 

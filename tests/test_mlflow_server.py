@@ -1,7 +1,6 @@
 """A training run lands in a real MLflow tracking server (started on a free loopback port)."""
 from __future__ import annotations
 
-import socket
 import subprocess
 import sys
 import time
@@ -11,20 +10,15 @@ from pathlib import Path
 import mlflow
 import pytest
 
+from conftest import free_port
 from test_stages import tiny_cfg
 
 pytestmark = pytest.mark.e2e
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture
 def mlflow_server(tmp_path):
-    port = _free_port()
+    port = free_port()
     cmd = [str(Path(sys.executable).parent / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port),
            "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
            "--artifacts-destination", str(tmp_path / "artifacts"), "--workers", "1"]

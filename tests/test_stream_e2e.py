@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -17,7 +16,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import tiny_env
+from conftest import free_port, tiny_env
 from deeprubin.core import io
 from deeprubin.stream.packets import encode_message
 from deeprubin.stream.simulate import iter_ztf_packets
@@ -28,12 +27,6 @@ pytestmark = pytest.mark.e2e
 STREAM, FIELD = "alerts", "packet"
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture
 def redis_url(tmp_path):
     server = shutil.which("redis-server")
@@ -41,7 +34,7 @@ def redis_url(tmp_path):
         pytest.fail("redis-server is not installed: `make setup` installs it (Debian package redis-server)")
     import redis
 
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen([server, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
                              "--dir", str(tmp_path)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"redis://127.0.0.1:{port}/0"

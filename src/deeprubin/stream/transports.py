@@ -77,7 +77,6 @@ class ReplayTransport:
                 raise ValueError(f"replay position {start_after!r} is not '<file>#<index>'")
             self.skip_file, self.skip_index = name, int(index)
         self._iter = self._messages()
-        self.exhausted = False
 
     def _messages(self) -> Iterator[Message]:
         for f in self.files:
@@ -100,8 +99,6 @@ class ReplayTransport:
             out.append(message)
             if len(out) >= n:
                 break
-        if not out:
-            self.exhausted = True
         return out
 
     def position(self, messages: Sequence[Message]) -> str | None:
@@ -135,7 +132,6 @@ class RedisStreamTransport:
             if "BUSYGROUP" not in str(err):
                 raise
         self._pending = True   # first our own pending entries (a crash before XACK), then new ones
-        self.exhausted = False
 
     def _read(self, start: str, n: int, block_ms: int | None):
         reply = self.client.xreadgroup(self.group, self.consumer, {self.stream: start}, count=n, block=block_ms)
@@ -159,7 +155,6 @@ class RedisStreamTransport:
                                                            f"(fields: {sorted(k.decode() for k in (fields or {}))})"))
             else:
                 out.append(Message(where, body=body, token=eid))
-        self.exhausted = not out
         return out
 
     def position(self, messages: Sequence[Message]) -> str | None:
@@ -212,7 +207,6 @@ class KafkaTransport:
             from confluent_kafka import Consumer as consumer_factory
         self.consumer = consumer_factory(conf)
         self.consumer.subscribe(list(topics))
-        self.exhausted = False
 
     def poll(self, n: int, timeout_s: float = 1.0) -> list[Message]:
         out = []
@@ -227,7 +221,6 @@ class KafkaTransport:
                 log.warning("%s: Kafka error %s", where, err)
                 continue
             out.append(Message(where, body=msg.value(), token=msg))
-        self.exhausted = not out
         return out
 
     def position(self, messages: Sequence[Message]) -> str | None:

@@ -1,7 +1,7 @@
 """The anomaly stage's work: fit the scorers, validate them on held-out classes, rank candidates.
 
 1. The classifier's inputs of every split (the pipeline's GP grid and features), their
-   calibrated probabilities and representations (:func:`.scorers.embeddings`).
+   calibrated probabilities and representations (recorded in the same forward pass).
 2. :class:`.scorers.AnomalyModel` fitted on the training split; its percentiles from the
    validation split; saved to ``paths.anomaly_model`` for the stream classifier.
 3. The novel classes (``anomaly.novel``) simulated in two surveys of their own (the task's source
@@ -27,8 +27,8 @@ from ....core import io
 from ....core.calibration import apply_calibration, load_calibrator
 from ....core.config import ConfigError
 from ..evaluation.inputs import load_model_inputs
-from ..evaluation.predict import predict_logits
-from .scorers import SCORERS, AnomalyModel, embeddings, novelty_metrics
+from ..evaluation.predict import predict_logits, representation, representation_array
+from .scorers import SCORERS, AnomalyModel, novelty_metrics
 
 log = logging.getLogger(__name__)
 
@@ -104,8 +104,10 @@ def run_anomaly(cfg: DictConfig, predictor_factory=None) -> dict:
     def split(name):
         s = inputs.split(name)
         ids = np.asarray(s.object_ids).astype(str)
-        p = apply_calibration(predict_logits(inputs.model, s.x), calibrator, kind="logits")
-        return ids, features.reindex(ids), embeddings(inputs.model, s.x), p, np.asarray(classes)[s.y]
+        with representation(inputs.model) as captured:   # one forward pass: logits and representation
+            logits = predict_logits(inputs.model, s.x)
+        p = apply_calibration(logits, calibrator, kind="logits")
+        return ids, features.reindex(ids), representation_array(captured), p, np.asarray(classes)[s.y]
 
     train, val, test = (split(n) for n in ("train", "val", "test"))
     sc = a.scorers
@@ -118,7 +120,7 @@ def run_anomaly(cfg: DictConfig, predictor_factory=None) -> dict:
     # validation pair: choose the score
     lc_val, obj_val = simulate_novel(cfg, int(a.novel.validation_seed_offset))
     known_val = model.score(val[1], val[2], val[3]).assign(label=val[4])
-    novel_val = _score_source(predictor, model, inputs.model, lc_val)
+    novel_val = _score_source(predictor, model, lc_val)
     novel_val["label"] = novel_val["object_id"].map(dict(zip(obj_val["object_id"], obj_val["label"].astype(str))))
     pair = pd.concat([known_val.reset_index(drop=True), novel_val], ignore_index=True)
     on_val = novelty_metrics(pair, np.r_[np.zeros(len(known_val), bool), np.ones(len(novel_val), bool)],
@@ -126,7 +128,7 @@ def run_anomaly(cfg: DictConfig, predictor_factory=None) -> dict:
     score = max(scorers, key=lambda s_: on_val[s_]["auroc_min"]) if a.score == "auto" else str(a.score)
     # test pair: report
     lc_novel, obj_novel = simulate_novel(cfg)
-    novel = _score_source(predictor, model, inputs.model, lc_novel)
+    novel = _score_source(predictor, model, lc_novel)
     label_of = dict(zip(obj_novel["object_id"].astype(str), obj_novel["label"].astype(str)))
     known = model.score(test[1], test[2], test[3])
     known = known.assign(object_id=test[0], sample="test", label=test[4], predicted=np.asarray(classes)[test[3].argmax(1)],
@@ -136,7 +138,7 @@ def run_anomaly(cfg: DictConfig, predictor_factory=None) -> dict:
     is_novel = (scored["sample"] == "novel").to_numpy()
     metrics = novelty_metrics(scored, is_novel, scored["label"].to_numpy(dtype=str), scorers, float(a.top_fraction))
 
-    real, real_summary = _score_real(cfg, predictor, model, inputs.model, list(a.real or []), score)
+    real, real_summary = _score_real(cfg, predictor, model, list(a.real or []), score)
     everything = pd.concat([scored, real], ignore_index=True) if len(real) else scored
     ranked = everything.sort_values(score, ascending=False, kind="mergesort").reset_index(drop=True)
     candidates = ranked.head(int(a.n_candidates)).copy()
@@ -176,7 +178,7 @@ def run_anomaly(cfg: DictConfig, predictor_factory=None) -> dict:
     return report
 
 
-def _score_source(predictor, model: AnomalyModel, network, lightcurves: pd.DataFrame) -> pd.DataFrame:
+def _score_source(predictor, model: AnomalyModel, lightcurves: pd.DataFrame) -> pd.DataFrame:
     """Anomaly scores (and the classifier's verdict) of every object of ``lightcurves``."""
     out = predictor.outputs(lightcurves, representation=True, features=True)
     ids = out.grid.object_ids.astype(str)
@@ -187,7 +189,7 @@ def _score_source(predictor, model: AnomalyModel, network, lightcurves: pd.DataF
                                                 max_probability=out.probabilities.max(1))
 
 
-def _score_real(cfg: DictConfig, predictor, model, network, names: list[str],
+def _score_real(cfg: DictConfig, predictor, model, names: list[str],
                 score: str) -> tuple[pd.DataFrame, dict]:
     from ..evaluation.inference import load_for_prediction
     from ..evaluation.real_sky import dataset_source, missing_inputs
@@ -203,7 +205,7 @@ def _score_real(cfg: DictConfig, predictor, model, network, names: list[str],
             summary[name] = {"skipped": True, "reason": reason}
             continue
         loaded = load_for_prediction(predictor.train_cfg, source, predictor.bands, label_classes=["SLSN"])
-        scores = _score_source(predictor, model, network, loaded.lightcurves)
+        scores = _score_source(predictor, model, loaded.lightcurves)
         labels = dict(zip(loaded.objects["object_id"].astype(str), loaded.objects["label"].astype(str)))
         frames.append(scores.assign(sample=f"real:{name}", label=scores["object_id"].map(labels)))
         curves[f"real:{name}"] = loaded.lightcurves
