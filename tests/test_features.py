@@ -142,6 +142,34 @@ def test_detections_photometry_sees_only_detected_rows():
     assert feature_rows(no_flag, FeatureConfig(**FAST)) is no_flag
 
 
+def test_absolute_magnitudes_from_the_objects_redshift():
+    from deeprubin.sources.simulate.physics import distance_modulus
+    from deeprubin.tasks.transients.features.extract import feature_columns
+
+    rng = np.random.default_rng(11)
+    lc = pd.concat([_toy_object(o, "transient", rng) for o in ("a", "b", "c", "d", "e")], ignore_index=True)
+    objects = pd.DataFrame({"object_id": ["a", "b", "c", "d", "zz"], "redshift": [0.05, np.nan, -0.1, 0.3, 0.2]})
+    config = FeatureConfig(absolute_magnitudes=True, **FAST)
+    with_abs = extract_features(lc, BANDS, config, objects)
+    plain = extract_features(lc, BANDS, FeatureConfig(**FAST))
+    assert list(with_abs.columns) == ["object_id", *feature_columns(BANDS, config)] \
+        == ["object_id", *feature_names(BANDS), "abs_peak_mag_g", "abs_peak_mag_r"]
+    pd.testing.assert_frame_equal(with_abs[plain.columns], plain)       # the set's columns are unchanged
+    table = with_abs.set_index("object_id")
+    for band in BANDS:
+        expected = table.loc[["a", "d"], f"mag_peak_{band}"].to_numpy() - distance_modulus(np.array([0.05, 0.3]))
+        np.testing.assert_allclose(table.loc[["a", "d"], f"abs_peak_mag_{band}"], expected)
+        # no redshift, a non-physical one, or no row in the objects table: missing, not a guess
+        assert table.loc[["b", "c", "e"], f"abs_peak_mag_{band}"].isna().all()
+    # no objects table at all (an alert stream without host redshifts): missing
+    assert extract_features(lc, BANDS, config)[["abs_peak_mag_g", "abs_peak_mag_r"]].isna().all().all()
+    twice = pd.concat([objects, objects.iloc[:1]], ignore_index=True)
+    with pytest.raises(ValueError, match="objects: object_id 'a' appears more than once"):
+        extract_features(lc, BANDS, config, twice)
+    with pytest.raises(ConfigError, match=r"preprocess\.features\.absolute_magnitudes"):
+        FeatureConfig(absolute_magnitudes="yes")
+
+
 def test_photometry_option_error_names_the_key():
     with pytest.raises(ConfigError, match=r"preprocess\.features\.photometry"):
         FeatureConfig(photometry="forced")
@@ -364,6 +392,31 @@ def test_baseline_stage_in_process(tmp_path):
     with pytest.raises(ValueError, match=r"features\.parquet: columns are not those of feature set 'full'"):
         run_baseline(cfg)
     assert (out / "metrics.json").read_bytes() == before
+
+
+def test_preprocess_and_baseline_with_absolute_magnitudes(tmp_path):
+    from deeprubin.stages.baseline import run_baseline
+    from deeprubin.stages.ingest import run_ingest
+    from deeprubin.stages.preprocess import run_preprocess
+    from deeprubin.stages.split import run_split
+
+    cfg = tiny_cfg(tmp_path, "preprocess.features.absolute_magnitudes=true", "baseline.tune={}")
+    cfg.real_sky.datasets.bts_snia.source.path = str(tmp_path / "no_bts")
+    cfg.real_sky.datasets.alerce_30sne.source.path = str(tmp_path / "no_alerce")
+    run_ingest(cfg)
+    run_preprocess(cfg)
+    run_split(cfg)
+    features = io.read_parquet(Path(cfg.paths.processed) / "features.parquet")
+    objects = io.read_parquet(Path(cfg.paths.raw) / "objects.parquet").set_index("object_id")
+    assert list(features.columns[-2:]) == ["abs_peak_mag_g", "abs_peak_mag_r"]
+    z = objects["redshift"].reindex(features["object_id"]).to_numpy()
+    has_peak = features["mag_peak_r"].notna().to_numpy()
+    # extragalactic objects (a redshift) get a value, Milky Way ones (none) stay missing
+    assert features["abs_peak_mag_r"].notna().to_numpy()[np.isfinite(z) & has_peak].all()
+    assert features["abs_peak_mag_r"].isna().to_numpy()[~np.isfinite(z)].all()
+    run_baseline(cfg)
+    importances = pd.read_csv(Path(cfg.paths.reports) / "baseline" / "feature_importances.csv")
+    assert {"abs_peak_mag_g", "abs_peak_mag_r"} <= set(importances["feature"])
 
 
 @pytest.mark.parametrize("override, key", [

@@ -217,6 +217,32 @@ def test_model_inputs_follow_the_layout_and_the_grid_order():
     assert tcn.shape == (3, 4, 12)
 
 
+def test_model_inputs_carry_absolute_magnitudes_from_the_objects():
+    from deeprubin.sources.simulate.physics import distance_modulus
+    from deeprubin.tasks.transients.training.inputs import feature_count
+
+    config = FeatureConfig(set="periodic", periodogram_log2_n_freq=10, n_jobs=1, absolute_magnitudes=True)
+    ids = ["a", "b"]
+    lc = _sine_lightcurves({"a": 0.7, "b": 3.3})
+    n_features = feature_count(["g", "r"], config)
+    assert n_features == len(feature_names(["g", "r"], config.set)) + 2
+    model_config = {"_target_": TARGET, **SMALL, "n_features": n_features}
+    objects = pd.DataFrame({"object_id": ["a", "b"], "redshift": [0.1, np.nan]})
+    x = model_inputs(model_config, _grid(ids), lightcurves=lc, feature_config=config, objects=objects)
+    f0, f1 = build_model(model_config, n_inputs=4, n_classes=3).layout["features"]
+    peak_r = x[0, f0 + feature_names(["g", "r"], config.set).index("mag_peak_r")]
+    assert x[0, f1 - 1] == pytest.approx(peak_r - distance_modulus(np.array([0.1]))[0], abs=1e-4)
+    assert np.isnan(x[1, f1 - 2:f1]).all()                      # "b": no redshift
+    # a features table written without the option does not fit a model trained with it
+    plain = model_inputs({**model_config, "n_features": n_features - 2}, _grid(ids), lightcurves=lc,
+                         feature_config=FeatureConfig(set="periodic", periodogram_log2_n_freq=10, n_jobs=1))
+    assert plain.shape[1] == x.shape[1] - 2
+    from deeprubin.tasks.transients.features.extract import extract_features
+    stale = extract_features(lc, ["g", "r"], FeatureConfig(set="periodic", periodogram_log2_n_freq=10, n_jobs=1))
+    with pytest.raises(ValueError, match=r"absolute_magnitudes: True"):
+        model_inputs(model_config, _grid(ids), lightcurves=lc, features=stale, feature_config=config)
+
+
 def test_checkpoint_feature_options_are_checked():
     assert checkpoint_feature_config({"config": {"preprocess": {"features": {"set": "basic"}}}}, "m.ckpt").set == "basic"
     assert checkpoint_feature_config({"config": {}}, "m.ckpt") == FeatureConfig()     # an older checkpoint

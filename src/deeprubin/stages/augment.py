@@ -22,7 +22,7 @@ from ..core import io
 from ..core.entry import hydra_entry
 from ..tasks.transients.preprocess.augment import augment_training_set, empty_tables, parse_settings
 from ..tasks.transients.preprocess.gp import fit_gp_grid, save_gp_grid
-from ..tasks.transients.features.extract import extract_features, feature_names
+from ..tasks.transients.features.extract import extract_features, feature_columns
 from ..tasks.transients.preprocess.inputs import check_preprocess_config, feature_config, gp_input, gp_kwargs
 from ..tasks.transients.training.augmented import check_parents_in_train
 
@@ -59,9 +59,9 @@ def run_augment(cfg: DictConfig) -> dict:
     save_gp_grid(grid, out / "gp_grid.npz", out / "gp_fits.parquet")
     bands = [str(b) for b in band_wavelengths]
     features_cfg = feature_config(cfg)
-    features = (extract_features(aug_lc, bands, features_cfg) if len(aug_lc) else
+    features = (extract_features(aug_lc, bands, features_cfg, aug_obj) if len(aug_lc) else
                 pd.DataFrame({c: pd.Series(dtype=object if c == "object_id" else float)
-                              for c in ["object_id", *feature_names(bands, features_cfg.set)]}))
+                              for c in ["object_id", *feature_columns(bands, features_cfg)]}))
     io.write_parquet(features, out / "features.parquet")
     diag = grid.diagnostics
     # No timing in the report: a DVC output must not change when nothing else did.

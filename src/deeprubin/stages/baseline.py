@@ -14,7 +14,7 @@ from ..core.entry import hydra_entry
 from ..core.metrics import confusion_table, row_normalised, text_report
 from ..tasks.transients.evaluation.real_sky import forest_on_real_sky
 from ..tasks.transients.features.baseline import BRFParams, train_and_score, tune_grid
-from ..tasks.transients.features.extract import FeatureConfig, feature_names
+from ..tasks.transients.features.extract import FeatureConfig, feature_columns
 from ..tasks.transients.features.plots import plot_feature_importances
 from ..tasks.transients.preprocess.inputs import feature_config
 from ..tasks.transients.plots import plot_confusion_matrix
@@ -54,7 +54,8 @@ def run_baseline(cfg: DictConfig) -> dict:
     seed = int(cfg.seed)
     features_path = Path(cfg.paths.processed) / "features.parquet"
     features = io.read_parquet(features_path)
-    expected = ["object_id", *feature_names(bands, feature_cfg.set)]
+    columns = feature_columns(bands, feature_cfg)
+    expected = ["object_id", *columns]
     if list(features.columns) != expected:
         raise ValueError(f"{features_path}: columns are not those of feature set '{feature_cfg.set}' for bands "
                          f"{bands} (rerun the preprocess stage); first difference at column "
@@ -63,7 +64,7 @@ def run_baseline(cfg: DictConfig) -> dict:
 
     start = time.perf_counter()
     result = train_and_score(features, manifest, classes, params, seed,
-                             feature_columns=feature_names(bands, feature_cfg.set), grid=grid)
+                             feature_columns=columns, grid=grid)
     fit_s = time.perf_counter() - start
 
     out = Path(cfg.paths.baseline)
@@ -87,7 +88,7 @@ def run_baseline(cfg: DictConfig) -> dict:
     io.save_figure(plot_feature_importances(result.importances, top=TOP_FEATURES),
                    figures / "feature_importances.png",
                    caption=f"The {TOP_FEATURES} most important light-curve features of the baseline random forest.")
-    real = forest_on_real_sky(result.model, cfg, feature_cfg, feature_names(bands, feature_cfg.set), out / "real_sky")
+    real = forest_on_real_sky(result.model, cfg, feature_cfg, columns, out / "real_sky")
     io.write_json(real, out / "real_sky.json")
     if grid:
         log.info("baseline: chose %s of %d grid points on val (macro-F1 %.3f)", {k: forest[k] for k in grid},

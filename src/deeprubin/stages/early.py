@@ -76,6 +76,7 @@ def run_early(cfg: DictConfig) -> dict:
     label_of = dict(zip(test.object_ids, test.y))
     lightcurves = io.read_parquet(Path(cfg.paths.raw) / "lightcurves.parquet")
     lightcurves = lightcurves[lightcurves["object_id"].astype(str).isin(label_of)]
+    objects = io.read_parquet(Path(cfg.paths.raw) / "objects.parquet")   # redshifts, for absolute magnitudes
     first = first_detection_times(lightcurves, snr)
     detected = np.array([o in first.index for o in test.object_ids])
     if not detected.any():
@@ -91,7 +92,7 @@ def run_early(cfg: DictConfig) -> dict:
         grid = fit_gp_grid(gp_input(cut, train_cfg), band_wavelengths=bands, progress=False, **gp_kwargs(train_cfg))
         ids = grid.object_ids.astype(str)
         y = np.array([label_of[o] for o in ids])
-        x = model_inputs(model_config, grid, lightcurves=cut, feature_config=features_cfg) if fusion else \
+        x = model_inputs(model_config, grid, lightcurves=cut, feature_config=features_cfg, objects=objects) if fusion else \
             model_inputs(model_config, grid)
         p = apply_calibration(predict_logits(inputs.model, x), calibrator, kind="logits")
         n_points = cut.groupby("object_id").size()

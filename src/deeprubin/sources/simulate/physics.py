@@ -24,6 +24,8 @@ MW_RV = 3.1
 #: Redshift grid of the tabulated cosmology: fine at low z (where the supernovae are),
 #: out to z = 6 for quasars.
 _Z_GRID = np.concatenate([np.linspace(1e-4, 1.0, 2000), np.linspace(1.0, 6.0, 501)[1:]])
+#: The highest redshift :func:`distance_modulus` accepts.
+Z_TABLE_MAX = float(_Z_GRID[-1])
 
 
 def truncated_normal(rng: np.random.Generator, mean: float, sd: float, lo: float, hi: float,

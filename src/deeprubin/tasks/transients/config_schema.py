@@ -33,6 +33,7 @@ class FeaturesSchema:
     periodogram_log2_n_freq: int = 14
     sn_fit_algorithm: str = "mcmc-lmsder"
     photometry: str = "all"
+    absolute_magnitudes: bool = False
 
 
 @dataclass

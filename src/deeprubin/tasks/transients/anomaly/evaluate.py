@@ -120,7 +120,7 @@ def run_anomaly(cfg: DictConfig, predictor_factory=None) -> dict:
     # validation pair: choose the score
     lc_val, obj_val = simulate_novel(cfg, int(a.novel.validation_seed_offset))
     known_val = model.score(val[1], val[2], val[3]).assign(label=val[4])
-    novel_val = _score_source(predictor, model, lc_val)
+    novel_val = _score_source(predictor, model, lc_val, obj_val)
     novel_val["label"] = novel_val["object_id"].map(dict(zip(obj_val["object_id"], obj_val["label"].astype(str))))
     pair = pd.concat([known_val.reset_index(drop=True), novel_val], ignore_index=True)
     on_val = novelty_metrics(pair, np.r_[np.zeros(len(known_val), bool), np.ones(len(novel_val), bool)],
@@ -128,7 +128,7 @@ def run_anomaly(cfg: DictConfig, predictor_factory=None) -> dict:
     score = max(scorers, key=lambda s_: on_val[s_]["auroc_min"]) if a.score == "auto" else str(a.score)
     # test pair: report
     lc_novel, obj_novel = simulate_novel(cfg)
-    novel = _score_source(predictor, model, lc_novel)
+    novel = _score_source(predictor, model, lc_novel, obj_novel)
     label_of = dict(zip(obj_novel["object_id"].astype(str), obj_novel["label"].astype(str)))
     known = model.score(test[1], test[2], test[3])
     known = known.assign(object_id=test[0], sample="test", label=test[4], predicted=np.asarray(classes)[test[3].argmax(1)],
@@ -178,9 +178,11 @@ def run_anomaly(cfg: DictConfig, predictor_factory=None) -> dict:
     return report
 
 
-def _score_source(predictor, model: AnomalyModel, lightcurves: pd.DataFrame) -> pd.DataFrame:
-    """Anomaly scores (and the classifier's verdict) of every object of ``lightcurves``."""
-    out = predictor.outputs(lightcurves, representation=True, features=True)
+def _score_source(predictor, model: AnomalyModel, lightcurves: pd.DataFrame,
+                  objects: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Anomaly scores (and the classifier's verdict) of every object of ``lightcurves`` (``objects``:
+    their table, for the redshifts of absolute-magnitude features)."""
+    out = predictor.outputs(lightcurves, representation=True, features=True, objects=objects)
     ids = out.grid.object_ids.astype(str)
     feats = out.features.set_index(out.features["object_id"].astype(str)).drop(columns="object_id").reindex(ids)
     scores = model.score(feats, out.representation, out.probabilities)
@@ -205,7 +207,7 @@ def _score_real(cfg: DictConfig, predictor, model, names: list[str],
             summary[name] = {"skipped": True, "reason": reason}
             continue
         loaded = load_for_prediction(predictor.train_cfg, source, predictor.bands, label_classes=["SLSN"])
-        scores = _score_source(predictor, model, loaded.lightcurves)
+        scores = _score_source(predictor, model, loaded.lightcurves, loaded.objects)
         labels = dict(zip(loaded.objects["object_id"].astype(str), loaded.objects["label"].astype(str)))
         frames.append(scores.assign(sample=f"real:{name}", label=scores["object_id"].map(labels)))
         curves[f"real:{name}"] = loaded.lightcurves

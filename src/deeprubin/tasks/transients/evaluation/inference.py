@@ -225,12 +225,15 @@ class Predictor:
         return grid
 
     def outputs(self, lightcurves: pd.DataFrame, *, progress: bool = False,
-                representation: bool = False, features: bool = False) -> "PredictorOutputs":
+                representation: bool = False, features: bool = False,
+                objects: pd.DataFrame | None = None) -> "PredictorOutputs":
         """Everything the predict path computes for ``lightcurves``: grid, features, inputs, probabilities
         and, with ``representation``, the model's learned representation recorded in the same forward
         pass (:func:`~deeprubin.tasks.transients.evaluation.predict.representation`). ``features``: the
         light-curve features even for a model that does not read them (with the checkpoint's saved
-        ``preprocess.features``, as the pipeline's preprocess step extracts them)."""
+        ``preprocess.features``, as the pipeline's preprocess step extracts them). ``objects``: the
+        canonical objects table, whose ``redshift`` gives the absolute magnitudes of a model trained
+        with them (without it they are missing, as for an alert without a host redshift)."""
         from ..features.extract import extract_features
 
         clock = time.perf_counter()
@@ -242,7 +245,7 @@ class Predictor:
             config = self.feature_config or checkpoint_feature_config(self.meta, str(self.checkpoint))
             ids = set(grid.object_ids.astype(str))
             table = extract_features(lightcurves[lightcurves["object_id"].astype(str).isin(ids)],
-                                     [str(b) for b in grid.bands], config)
+                                     [str(b) for b in grid.bands], config, objects)
         if self.feature_config is not None:   # the fusion model: features and folded views of the same curves
             x = model_inputs(model_config, grid, lightcurves=lightcurves, feature_config=self.feature_config,
                              features=table)
@@ -266,9 +269,10 @@ class Predictor:
         self.timings[step] += now - since
         return now
 
-    def probabilities(self, lightcurves: pd.DataFrame, *, progress: bool = False) -> tuple[GPGrid, np.ndarray]:
+    def probabilities(self, lightcurves: pd.DataFrame, *, progress: bool = False,
+                      objects: pd.DataFrame | None = None) -> tuple[GPGrid, np.ndarray]:
         """``(grid, probabilities)`` for every object of ``lightcurves`` (rows in ``grid.object_ids`` order)."""
-        out = self.outputs(lightcurves, progress=progress)
+        out = self.outputs(lightcurves, progress=progress, objects=objects)
         return out.grid, out.probabilities
 
 
@@ -293,7 +297,7 @@ def predict_source_detailed(checkpoint_path: str | Path, source: Mapping | DictC
     loaded = load_for_prediction(predictor.train_cfg, source, bands, label_classes=label_classes, quality=quality)
     lightcurves, objects, flags, unusable, where = (loaded.lightcurves, loaded.objects, loaded.flags,
                                                     loaded.unusable, loaded.where)
-    grid, probabilities = predictor.probabilities(lightcurves, progress=progress)
+    grid, probabilities = predictor.probabilities(lightcurves, progress=progress, objects=objects)
     labels = objects.set_index(objects["object_id"].astype(str))["label"]
     object_ids = grid.object_ids.astype(str)
     table = prediction_table(object_ids, probabilities, classes, labels.reindex(object_ids).to_numpy())

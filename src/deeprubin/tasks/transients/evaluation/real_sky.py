@@ -195,7 +195,7 @@ def forest_on_real_sky(model, cfg: DictConfig, feature_config, feature_columns: 
             continue
         sha, n_files = data_fingerprint(input_paths(source))
         loaded = load_for_prediction(cfg, source, bands, label_classes=[str(k) for k in label_map], quality=quality)
-        features = extract_features(loaded.lightcurves, bands, feature_config)
+        features = extract_features(loaded.lightcurves, bands, feature_config, loaded.objects)
         ids = np.sort(loaded.objects["object_id"].astype(str).to_numpy())
         x = features.set_index(features["object_id"].astype(str)).reindex(ids)[list(feature_columns)]
         labels = loaded.objects.set_index(loaded.objects["object_id"].astype(str))["label"].reindex(ids)

@@ -72,6 +72,17 @@ group           photometry (points used)        names (per band)
 ``mag_peak`` is the brightest (smallest) detected magnitude; times are in days,
 so slopes are per day and periods in days.
 
+Absolute magnitudes (``preprocess.features.absolute_magnitudes: true``)
+-----------------------------------------------------------------------
+Metadata where a source has it: with an objects table that carries ``redshift`` (the
+simulator's, BTS's catalogue redshift), ``abs_peak_mag_<band>`` = ``mag_peak_<band>`` minus the
+distance modulus of that redshift (the simulator's cosmology,
+:func:`deeprubin.sources.simulate.physics.distance_modulus`; no K-correction), appended after the
+set's columns. An object without a finite positive redshift (stars, alerts without a host
+redshift) gets ``NaN``. The raw redshift is not a feature: the simulator draws equal numbers per
+class, so at the low redshifts of a bright sample it over-represents the fainter classes, a
+prior the sky does not share (measured in ``docs/decisions/absolute-magnitudes.md``).
+
 Missing values
 --------------
 A value that cannot be computed is ``NaN`` (never ``inf``, never a sentinel):
@@ -98,6 +109,7 @@ import pandas as pd
 
 from ....core.config import ConfigError
 from ....core.schema import flux_to_mag
+from ....sources.simulate.physics import Z_TABLE_MAX, distance_modulus
 
 log = logging.getLogger(__name__)
 
@@ -156,6 +168,9 @@ class FeatureConfig:
         included, as the table above says) or ``detections`` (only detected points, as alert
         data carry: then ``n_obs`` counts detections and the flux groups, the periodogram and
         the fusion model's folded view see detections too; see :func:`feature_rows`).
+    absolute_magnitudes : bool
+        Append ``abs_peak_mag_<band>`` from the objects' ``redshift`` (see the module docstring;
+        every set holds the ``magnitude`` group's ``mag_peak``).
     """
 
     set: str = "full"
@@ -165,6 +180,7 @@ class FeatureConfig:
     sn_fit_algorithm: str = "mcmc-lmsder"
     n_jobs: int = 2
     photometry: str = "all"
+    absolute_magnitudes: bool = False
 
     def __post_init__(self) -> None:
         self.validate()
@@ -200,6 +216,9 @@ class FeatureConfig:
         if self.photometry not in PHOTOMETRY:
             raise ConfigError(f"config key '{prefix}.photometry' must be one of {list(PHOTOMETRY)}, "
                               f"got {self.photometry!r}")
+        if not isinstance(self.absolute_magnitudes, (bool, np.bool_)):
+            raise ConfigError(f"config key '{prefix}.absolute_magnitudes' must be true or false, "
+                              f"got {self.absolute_magnitudes!r}")
 
     @classmethod
     def from_config(cls, node: Any, **defaults: Any) -> "FeatureConfig":
@@ -277,6 +296,41 @@ def feature_names(bands: Sequence[str], feature_set: str = "full") -> list[str]:
         for band in bands:
             names += [f"{n}_{band}" for n in _group_band_names(group)]
     return names
+
+
+def feature_columns(bands: Sequence[str], config: FeatureConfig) -> list[str]:
+    """The columns (after ``object_id``) of :func:`extract_features` with ``config``: the set's
+    :func:`feature_names`, then ``abs_peak_mag_<band>`` when ``config.absolute_magnitudes``."""
+    names = feature_names(bands, config.set)
+    if config.absolute_magnitudes:
+        names += [f"abs_peak_mag_{b}" for b in bands]
+    return names
+
+
+def distance_moduli(redshift: np.ndarray) -> np.ndarray:
+    """Distance modulus per redshift (mag); ``NaN`` where the redshift is missing, not positive or
+    beyond the cosmology table."""
+    z = np.asarray(redshift, dtype=np.float64)
+    usable = np.isfinite(z) & (z > 0) & (z <= Z_TABLE_MAX)
+    mu = np.full(z.shape, np.nan)
+    if usable.any():
+        mu[usable] = distance_modulus(z[usable])
+    return mu
+
+
+def _absolute_magnitudes(features: pd.DataFrame, bands: Sequence[str], objects: pd.DataFrame | None) -> pd.DataFrame:
+    """``abs_peak_mag_<band>`` per row of ``features`` (indexed by object id) from ``objects``' redshifts."""
+    if objects is None or "redshift" not in objects.columns:
+        z = np.full(len(features), np.nan)
+    else:
+        ids = objects["object_id"].astype(str)
+        if ids.duplicated().any():
+            raise ValueError(f"objects: object_id {ids[ids.duplicated()].iloc[0]!r} appears more than once, so its "
+                             "redshift is ambiguous")
+        z = pd.to_numeric(objects["redshift"], errors="coerce").set_axis(ids).reindex(features.index).to_numpy()
+    mu = distance_moduli(z)
+    return pd.DataFrame({f"abs_peak_mag_{b}": features[f"mag_peak_{b}"].to_numpy(np.float64) - mu for b in bands},
+                        index=features.index)
 
 
 # --- evaluation ----------------------------------------------------------------------------
@@ -397,7 +451,7 @@ def _group_values(lc_band: pd.DataFrame, group: str, config: FeatureConfig) -> p
 
 
 def extract_features(lightcurves: pd.DataFrame, bands: Sequence[str],
-                     config: FeatureConfig | None = None) -> pd.DataFrame:
+                     config: FeatureConfig | None = None, objects: pd.DataFrame | None = None) -> pd.DataFrame:
     """Variability features of every object in ``lightcurves``.
 
     Parameters
@@ -410,12 +464,15 @@ def extract_features(lightcurves: pd.DataFrame, bands: Sequence[str],
         Bands, bluest first (colours are taken between neighbours).
     config : FeatureConfig, optional
         Feature set and extraction options (defaults: the ``full`` set).
+    objects : pandas.DataFrame, optional
+        The canonical ``objects`` table (``object_id``, ``redshift``), read only with
+        ``config.absolute_magnitudes``; without it (or its ``redshift``) those columns are ``NaN``.
 
     Returns
     -------
     pandas.DataFrame
         One row per object (sorted by ``object_id``): ``object_id`` and then the
-        columns of :func:`feature_names` in that order; ``n_obs_*``/``n_det_*`` are
+        columns of :func:`feature_columns` in that order; ``n_obs_*``/``n_det_*`` are
         integers, the rest float64 with ``NaN`` where a value could not be computed.
     """
     config = config or FeatureConfig()
@@ -445,8 +502,10 @@ def extract_features(lightcurves: pd.DataFrame, bands: Sequence[str],
             values.columns = [f"{c}_{band}" for c in values.columns]
             parts.append(values)
     features = pd.concat(parts, axis=1)
-    names = feature_names(bands, config.set)
-    assert list(features.columns) == names, "feature columns out of step with feature_names()"
+    if config.absolute_magnitudes:
+        features = pd.concat([features, _absolute_magnitudes(features, bands, objects)], axis=1)
+    names = feature_columns(bands, config)
+    assert list(features.columns) == names, "feature columns out of step with feature_columns()"
     floats = [c for c in names if features[c].dtype.kind == "f"]
     values = features[floats].to_numpy(dtype=np.float64)
     values[~np.isfinite(values) | (np.abs(values) > _FLOAT32_MAX)] = np.nan

@@ -26,7 +26,8 @@ def preprocess(cfg: DictConfig) -> dict:
     out = Path(cfg.paths.processed)
     save_gp_grid(grid, out / "gp_grid.npz", out / "gp_fits.parquet")
     start_features = time.perf_counter()
-    features = extract_features(lightcurves, list(cfg.task.band_wavelengths), feature_config(cfg))
+    objects = io.read_parquet(Path(cfg.paths.raw) / "objects.parquet")   # redshifts, for absolute magnitudes
+    features = extract_features(lightcurves, list(cfg.task.band_wavelengths), feature_config(cfg), objects)
     features_s = time.perf_counter() - start_features
     io.write_parquet(features, out / "features.parquet")
     diag = grid.diagnostics

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from ....core.models import model_class
-from ..features.extract import FeatureConfig, extract_features, feature_names, feature_rows
+from ..features.extract import FeatureConfig, extract_features, feature_columns, feature_rows
 from ..model import FusionClassifier
 from ..preprocess.gp import GPGrid
 from .data import grid_features
@@ -131,7 +131,7 @@ def fold_views(lightcurves: pd.DataFrame, object_ids: Sequence[str], bands: Sequ
 
 def model_inputs(model_config: Mapping[str, Any], grid: GPGrid, *, features: pd.DataFrame | None = None,
                  lightcurves: pd.DataFrame | None = None, feature_config: FeatureConfig | None = None,
-                 features_name: str = "features") -> np.ndarray:
+                 features_name: str = "features", objects: pd.DataFrame | None = None) -> np.ndarray:
     """The inputs of the model of ``model_config`` for the objects of ``grid``, in the grid's order.
 
     Grid models: ``(N, 2B, T)``. The fusion model: ``(N, n_values)``, its branches' parts
@@ -139,8 +139,9 @@ def model_inputs(model_config: Mapping[str, Any], grid: GPGrid, *, features: pd.
     table the features were, or are to be, extracted from), ``feature_config`` (the options they
     were extracted with) and, optionally, ``features`` (a table of
     :func:`~deeprubin.tasks.transients.features.extract.extract_features`, e.g. the preprocess
-    step's, named ``features_name`` in errors; extracted now when not given). Objects absent from
-    ``features`` get missing values.
+    step's, named ``features_name`` in errors; extracted now when not given, with the redshifts of
+    ``objects`` when the options ask for absolute magnitudes). Objects absent from ``features``
+    get missing values.
     """
     x_grid = grid_features(grid.mean, grid.std)
     if not uses_features(model_config):
@@ -151,12 +152,13 @@ def model_inputs(model_config: Mapping[str, Any], grid: GPGrid, *, features: pd.
     ids = grid.object_ids.astype(str)
     if features is None:
         features = extract_features(lightcurves[lightcurves["object_id"].astype(str).isin(set(ids))], bands,
-                                    feature_config)
+                                    feature_config, objects)
     branches = list(_fusion_setting(model_config, "branches"))
     columns = [c for c in features.columns if c != "object_id"]
-    if columns != feature_names(bands, feature_config.set):
-        raise ValueError(f"{features_name}: columns are not those of feature set '{feature_config.set}' for bands "
-                         f"{bands} (rerun the step that wrote it)")
+    if columns != feature_columns(bands, feature_config):
+        raise ValueError(f"{features_name}: columns are not those of feature set '{feature_config.set}' "
+                         f"(absolute_magnitudes: {feature_config.absolute_magnitudes}) for bands {bands} "
+                         "(rerun the step that wrote it)")
     table = features.set_index(features["object_id"].astype(str))[columns].reindex(ids)
     values = table.to_numpy(dtype=np.float64)
     values[~np.isfinite(values)] = np.nan
@@ -175,4 +177,4 @@ def model_inputs(model_config: Mapping[str, Any], grid: GPGrid, *, features: pd.
 
 def feature_count(bands: Sequence[str], feature_config: FeatureConfig) -> int:
     """Columns of the feature set for ``bands`` (a fusion model's ``n_features``)."""
-    return len(feature_names(bands, feature_config.set))
+    return len(feature_columns(bands, feature_config))
