@@ -326,3 +326,35 @@ def test_a_source_loader_comes_from_its_target_and_only_from_the_allow_list():
         resolve_loader(OmegaConf.create({"name": "custom", "_target_": "deeprubin.sources.simulate.load_simulated"}))
     with pytest.raises(ConfigError, match=r"'source.name' must be one of .* got 'ftp'"):
         resolve_loader(OmegaConf.create({"name": "ftp"}))
+
+
+class _RacingClient:
+    """Stands in for a client whose first ``log_inputs`` loses the insert race to a parallel job."""
+
+    def __init__(self, failures: int, message: str):
+        self.failures, self.message, self.calls = failures, message, 0
+
+    def log_inputs(self, run_id, datasets):
+        self.calls += 1
+        if self.calls <= self.failures:
+            from mlflow.exceptions import MlflowException
+            raise MlflowException(self.message)
+
+
+def test_dataset_logging_survives_a_parallel_insert_and_raises_other_errors():
+    from mlflow.exceptions import MlflowException
+
+    from deeprubin.core.registry import DATASET_INSERT_ATTEMPTS, log_inputs_once
+
+    race = "(sqlite3.IntegrityError) UNIQUE constraint failed: datasets.experiment_id, datasets.name, datasets.digest"
+    client = _RacingClient(1, race)
+    log_inputs_once(client, "run", [])
+    assert client.calls == 2                       # the second try links the run to the row the other job wrote
+    client = _RacingClient(DATASET_INSERT_ATTEMPTS, race)
+    with pytest.raises(MlflowException, match="UNIQUE constraint"):
+        log_inputs_once(client, "run", [])
+    assert client.calls == DATASET_INSERT_ATTEMPTS
+    client = _RacingClient(1, "RESOURCE_DOES_NOT_EXIST: run 'run' not found")
+    with pytest.raises(MlflowException, match="not found"):
+        log_inputs_once(client, "run", [])
+    assert client.calls == 1

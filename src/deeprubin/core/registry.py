@@ -39,6 +39,27 @@ def describe(checkpoint: Path, model: torch.nn.Module, meta: dict, input_shape: 
             "load": "deeprubin.core.registry.load_registered(uri)"}
 
 
+#: How often :func:`log_inputs_once` tries when a parallel job inserted the same dataset first.
+DATASET_INSERT_ATTEMPTS = 3
+
+
+def log_inputs_once(client, run_id: str, datasets: list) -> None:
+    """``client.log_inputs``, safe against parallel jobs of one sweep logging the same dataset.
+
+    MLflow's SQL store looks a dataset (experiment, name, digest) up and inserts it when absent,
+    not atomically: two jobs of a joblib sweep that train on the same data can both miss it and
+    the second insert fails with a ``UNIQUE constraint`` error. The row exists by then, so trying
+    again links the run to it. Any other error is raised at once.
+    """
+    for attempt in range(1, DATASET_INSERT_ATTEMPTS + 1):
+        try:
+            client.log_inputs(run_id, datasets=datasets)
+            return
+        except MlflowException as err:
+            if "UNIQUE constraint failed" not in str(err) or attempt == DATASET_INSERT_ATTEMPTS:
+                raise
+
+
 def log_classifier(client, run_id: str, checkpoint: str | Path, input_shape: tuple[int, ...], registered_name: str,
                    dataset_df=None,
                    dataset_name: str = "train", dataset_digest: str | None = None) -> str:
@@ -71,7 +92,7 @@ def log_classifier(client, run_id: str, checkpoint: str | Path, input_shape: tup
         client.log_artifacts(run_id, str(folder), ARTIFACT_PATH)
     if dataset_df is not None:
         dataset = mlflow.data.from_pandas(dataset_df, name=dataset_name, digest=dataset_digest)
-        client.log_inputs(run_id, datasets=[mlflow.entities.DatasetInput(dataset._to_mlflow_entity(), tags=[
+        log_inputs_once(client, run_id, [mlflow.entities.DatasetInput(dataset._to_mlflow_entity(), tags=[
             mlflow.entities.InputTag("mlflow.data.context", "training")])])
     try:
         client.create_registered_model(registered_name)
