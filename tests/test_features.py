@@ -378,7 +378,10 @@ def test_baseline_stage_in_process(tmp_path):
     features_path = Path(cfg.paths.processed) / "features.parquet"
     features = io.read_parquet(features_path)
     assert len(features) == len(manifest)
-    assert list(features.columns) == ["object_id"] + feature_names(list(cfg.task.band_wavelengths))
+    from deeprubin.tasks.transients.features.extract import feature_columns
+    from deeprubin.tasks.transients.preprocess.inputs import feature_config
+    assert list(features.columns) == ["object_id"] + feature_columns(list(cfg.task.band_wavelengths),
+                                                                      feature_config(cfg))
     importances = pd.read_csv(out / "feature_importances.csv")
     assert len(importances) == features.shape[1] - 1
     assert "SNIa" in (out / "classification_report.txt").read_text()
