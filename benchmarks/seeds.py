@@ -72,6 +72,11 @@ HEADLINES = {
         "real_sky_fraction": ("real_sky.json", "target.fraction"),
         # the forest on the same real objects (the baseline stage's real_sky.json)
         "baseline_real_sky_fraction": ("baseline/real_sky.json", "target.fraction"),
+        # the 30 ALeRCE SNe (four classes, no host redshift): accuracy, and SN Ia precision, so that
+        # calling everything SN Ia cannot pass the BTS fraction above unnoticed
+        "alerce_30sne_accuracy": ("real_sky.json", "datasets.alerce_30sne.accuracy"),
+        "alerce_30sne_snia_precision": ("real_sky.json", "datasets.alerce_30sne.precision.SNIa"),
+        "baseline_alerce_30sne_accuracy": ("baseline/real_sky.json", "datasets.alerce_30sne.accuracy"),
     },
     "transits": {
         # the segment CNN (evaluate@transits, its paths.metrics): per light curve, and segment recall

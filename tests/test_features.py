@@ -170,6 +170,32 @@ def test_absolute_magnitudes_from_the_objects_redshift():
         FeatureConfig(absolute_magnitudes="yes")
 
 
+def test_hide_redshifts_hides_a_seeded_share_of_the_training_objects_only():
+    from deeprubin.tasks.transients.features.extract import hide_redshifts
+
+    n = 2000
+    ids = [f"o{i}" for i in range(n)]
+    features = pd.DataFrame({"object_id": ids, "mag_peak_r": np.linspace(15, 20, n),
+                             "abs_peak_mag_g": -19.0, "abs_peak_mag_r": -19.5})
+    train = ids[: n // 2]
+    hidden = hide_redshifts(features, train, 0.5, seed=3)
+    gone = hidden["abs_peak_mag_r"].isna().to_numpy()
+    assert 0.45 < gone[: n // 2].mean() < 0.55          # about the share asked for, of the training rows
+    assert not gone[n // 2:].any()                       # never a validation/test row
+    assert (hidden["abs_peak_mag_g"].isna().to_numpy() == gone).all()   # every band of an object together
+    pd.testing.assert_series_equal(hidden["mag_peak_r"], features["mag_peak_r"])   # other columns untouched
+    assert features["abs_peak_mag_r"].notna().all()      # the input is not modified
+    # the draw depends on the seed and the id, not on the row order
+    shuffled = hide_redshifts(features.iloc[::-1], train, 0.5, seed=3).sort_index()
+    pd.testing.assert_frame_equal(shuffled, hidden)
+    assert not (hide_redshifts(features, train, 0.5, seed=4)["abs_peak_mag_r"].isna().to_numpy() == gone).all()
+    pd.testing.assert_frame_equal(hide_redshifts(features, train, 0.0, seed=3), features)
+    with pytest.raises(ConfigError, match=r"preprocess\.features\.redshift_hidden_fraction"):
+        FeatureConfig(redshift_hidden_fraction=1.0)
+    with pytest.raises(ConfigError, match=r"preprocess\.features\.redshift_hidden_fraction"):
+        FeatureConfig(redshift_hidden_fraction="half")
+
+
 def test_photometry_option_error_names_the_key():
     with pytest.raises(ConfigError, match=r"preprocess\.features\.photometry"):
         FeatureConfig(photometry="forced")

@@ -14,7 +14,7 @@ from ..core.entry import hydra_entry
 from ..core.metrics import confusion_table, row_normalised, text_report
 from ..tasks.transients.evaluation.real_sky import forest_on_real_sky
 from ..tasks.transients.features.baseline import BRFParams, train_and_score, tune_grid
-from ..tasks.transients.features.extract import FeatureConfig, feature_columns
+from ..tasks.transients.features.extract import FeatureConfig, feature_columns, hide_redshifts
 from ..tasks.transients.features.plots import plot_feature_importances
 from ..tasks.transients.preprocess.inputs import feature_config
 from ..tasks.transients.plots import plot_confusion_matrix
@@ -61,6 +61,9 @@ def run_baseline(cfg: DictConfig) -> dict:
                          f"{bands} (rerun the preprocess stage); first difference at column "
                          f"{next((i for i, (a, b) in enumerate(zip(features.columns, expected)) if a != b), len(expected))}")
     manifest = io.read_parquet(Path(cfg.paths.splits) / "manifest.parquet")
+    # the deep model's training objects hide the same redshifts (same seed, same ids)
+    features = hide_redshifts(features, manifest.loc[manifest["split"] == "train", "object_id"],
+                              feature_cfg.redshift_hidden_fraction, seed)
 
     start = time.perf_counter()
     result = train_and_score(features, manifest, classes, params, seed,

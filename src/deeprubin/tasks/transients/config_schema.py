@@ -34,6 +34,7 @@ class FeaturesSchema:
     sn_fit_algorithm: str = "mcmc-lmsder"
     photometry: str = "all"
     absolute_magnitudes: bool = False
+    redshift_hidden_fraction: float = 0.0
 
 
 @dataclass

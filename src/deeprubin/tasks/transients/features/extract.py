@@ -82,6 +82,9 @@ set's columns. An object without a finite positive redshift (stars, alerts witho
 redshift) gets ``NaN``. The raw redshift is not a feature: the simulator draws equal numbers per
 class, so at the low redshifts of a bright sample it over-represents the fainter classes, a
 prior the sky does not share (measured in ``docs/decisions/absolute-magnitudes.md``).
+Because only stars lack a redshift in the simulated training set, the training steps hide the
+redshift of a share of the training objects (``redshift_hidden_fraction``, :func:`hide_redshifts`):
+otherwise an alert without a host redshift would look like a star to both models.
 
 Missing values
 --------------
@@ -99,9 +102,10 @@ says why a band is missing.
 """
 from __future__ import annotations
 
+import hashlib
 import logging
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Iterable, Sequence
 
 import light_curve as licu
 import numpy as np
@@ -171,6 +175,12 @@ class FeatureConfig:
     absolute_magnitudes : bool
         Append ``abs_peak_mag_<band>`` from the objects' ``redshift`` (see the module docstring;
         every set holds the ``magnitude`` group's ``mag_peak``).
+    redshift_hidden_fraction : float
+        Share of the training objects whose redshift is hidden (their ``abs_peak_mag_<band>``
+        set missing, :func:`hide_redshifts`) before either model is fitted, so that a missing
+        redshift (alert packets, the ALeRCE sample) does not read as "a Milky Way object": in the
+        simulated training set only stars lack one. In ``[0, 1)``; no effect without
+        ``absolute_magnitudes``. Validation, test and prediction keep every redshift they have.
     """
 
     set: str = "full"
@@ -181,6 +191,7 @@ class FeatureConfig:
     n_jobs: int = 2
     photometry: str = "all"
     absolute_magnitudes: bool = False
+    redshift_hidden_fraction: float = 0.0
 
     def __post_init__(self) -> None:
         self.validate()
@@ -219,6 +230,11 @@ class FeatureConfig:
         if not isinstance(self.absolute_magnitudes, (bool, np.bool_)):
             raise ConfigError(f"config key '{prefix}.absolute_magnitudes' must be true or false, "
                               f"got {self.absolute_magnitudes!r}")
+        fraction = self.redshift_hidden_fraction
+        if isinstance(fraction, bool) or not isinstance(fraction, (int, float, np.number)) or \
+                not 0 <= fraction < 1:
+            raise ConfigError(f"config key '{prefix}.redshift_hidden_fraction' must be a number in [0, 1), "
+                              f"got {fraction!r}")
 
     @classmethod
     def from_config(cls, node: Any, **defaults: Any) -> "FeatureConfig":
@@ -305,6 +321,27 @@ def feature_columns(bands: Sequence[str], config: FeatureConfig) -> list[str]:
     if config.absolute_magnitudes:
         names += [f"abs_peak_mag_{b}" for b in bands]
     return names
+
+
+def hide_redshifts(features: pd.DataFrame, object_ids: Iterable[str], fraction: float, seed: int) -> pd.DataFrame:
+    """``features`` with the ``abs_peak_mag_<band>`` columns missing for about ``fraction`` of the
+    rows whose ``object_id`` is in ``object_ids`` (the training objects); other rows and columns as
+    they are (a copy; ``features`` is unchanged).
+
+    Which objects are hidden depends only on ``seed`` and each object id (a SHA-256 draw), not on
+    the row order, so the forest and the deep model of one seed hide the same objects.
+    """
+    columns = [c for c in features.columns if str(c).startswith("abs_peak_mag_")]
+    out = features.copy()
+    if not columns or fraction <= 0:
+        return out
+    chosen = set(map(str, object_ids))
+    ids = out["object_id"].astype(str)
+    draws = np.array([int.from_bytes(hashlib.sha256(f"{seed}:{oid}".encode()).digest()[:8], "big") / 2.0 ** 64
+                      for oid in ids])
+    hidden = ids.isin(chosen).to_numpy() & (draws < fraction)
+    out.loc[hidden, columns] = np.nan
+    return out
 
 
 def distance_moduli(redshift: np.ndarray) -> np.ndarray:

@@ -17,6 +17,7 @@ from ....core.models import model_class, model_name, resolve_model_config
 from ....core.registry import log_classifier
 from ....core.tracking import flatten, hydra_sweep, log_params, provenance_tags, set_tags, training_run
 from ..evaluation.predict import predict_probabilities
+from ..features.extract import hide_redshifts
 from ..preprocess.gp import load_gp_grid
 from ..training.augmented import augmented_train_arrays
 from ..preprocess.inputs import feature_config
@@ -42,7 +43,9 @@ def train(cfg: DictConfig) -> dict:
                                         grid_length=int(grid.mean.shape[-1]),
                                         n_features=feature_count([str(b) for b in grid.bands], features_cfg))
     built = model_class(model_config)  # the allow-list, checked before any work; its name is the logged one
-    x = _inputs(model_config, grid, Path(cfg.paths.raw), Path(cfg.paths.processed), features_cfg)
+    train_ids = manifest.loc[manifest["split"] == "train", "object_id"].astype(str)
+    x = _inputs(model_config, grid, Path(cfg.paths.raw), Path(cfg.paths.processed), features_cfg,
+                hidden=(train_ids, int(cfg.seed)))
     data = split_arrays(grid.object_ids, x, manifest, classes)
     for name in ("train", "val"):
         if name not in data or len(data[name].y) == 0:
@@ -54,7 +57,8 @@ def train(cfg: DictConfig) -> dict:
     n_augmented = 0
     if cfg.get("augment") is not None and cfg.augment.enabled:  # GP copies of training objects: train only
         extra = augmented_train_arrays(cfg, classes, manifest,
-                                       lambda g, folder: _inputs(model_config, g, folder, folder, features_cfg))
+                                       lambda g, folder: _inputs(model_config, g, folder, folder, features_cfg,
+                                                                 hidden=(g.object_ids.astype(str), int(cfg.seed))))
         n_augmented = len(extra.y)
         if n_augmented:
             data["train"] = SplitArrays(np.concatenate([data["train"].object_ids, extra.object_ids]),
@@ -71,13 +75,16 @@ def train(cfg: DictConfig) -> dict:
         return _train_and_write(cfg, run, data, grid, classes, model_config, out, data_hash, n_augmented)
 
 
-def _inputs(model_config: dict, grid, raw: Path, processed: Path, features_cfg) -> np.ndarray:
+def _inputs(model_config: dict, grid, raw: Path, processed: Path, features_cfg, hidden) -> np.ndarray:
     """The model's inputs for the objects of ``grid``: the light curves and features of ``raw``/``processed``
-    are read only when the model takes them (the fusion model)."""
+    are read only when the model takes them (the fusion model). ``hidden``: ``(training object ids,
+    seed)``, whose redshifts :func:`hide_redshifts` hides in part (``redshift_hidden_fraction``)."""
     if not uses_features(model_config):
         return model_inputs(model_config, grid)
+    features = hide_redshifts(io.read_parquet(processed / "features.parquet"), hidden[0],
+                              features_cfg.redshift_hidden_fraction, hidden[1])
     return model_inputs(model_config, grid, lightcurves=io.read_parquet(raw / "lightcurves.parquet"),
-                        features=io.read_parquet(processed / "features.parquet"), feature_config=features_cfg,
+                        features=features, feature_config=features_cfg,
                         features_name=str(processed / "features.parquet"))
 
 
