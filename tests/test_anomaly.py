@@ -13,7 +13,8 @@ from deeprubin.core.config import ConfigError
 from deeprubin.sources.simulate import CLASS_MODELS, simulate_survey
 from deeprubin.sources.simulate.novel import NOVEL_MODELS, paczynski
 from deeprubin.sources.simulate.population import PopulationConfig
-from deeprubin.tasks.transients.anomaly.scorers import AnomalyModel, embeddings, novelty_metrics
+from deeprubin.tasks.transients.anomaly.scorers import AnomalyModel, novelty_metrics
+from deeprubin.tasks.transients.evaluation.predict import representation, representation_array
 
 BANDS = {"g": 0, "r": 1}
 
@@ -145,19 +146,23 @@ def test_anomaly_model_errors(tmp_path):
         AnomalyModel.load(tmp_path)
 
 
-def test_embeddings_read_each_members_last_layer():
+def test_representation_reads_each_members_last_layer():
     from deeprubin.core.models.ensemble import DeepEnsemble
 
     torch.manual_seed(0)
     members = [torch.nn.Sequential(torch.nn.Linear(4, 6), torch.nn.ReLU(), torch.nn.Linear(6, 3)) for _ in range(2)]
     x = np.random.default_rng(0).normal(size=(7, 4)).astype(np.float32)
-    e = embeddings(DeepEnsemble(members), x, batch_size=3)
+    ensemble = DeepEnsemble(members).eval()
+    with torch.no_grad(), representation(ensemble) as captured:
+        for i in range(0, len(x), 3):                  # batches are concatenated in order
+            ensemble(torch.from_numpy(x[i:i + 3]))
+    e = representation_array(captured)
     assert e.shape == (7, 12)
     np.testing.assert_allclose(np.linalg.norm(e[:, :6], axis=1), 1.0)
     hidden = torch.relu(members[1][0](torch.from_numpy(x))).detach().numpy()
     np.testing.assert_allclose(e[:, 6:], hidden / np.linalg.norm(hidden, axis=1, keepdims=True), rtol=1e-5)
-    with pytest.raises(ValueError, match="no linear layer"):
-        embeddings(torch.nn.ReLU(), x)
+    with pytest.raises(ValueError, match="no linear layer"), representation(torch.nn.ReLU()):
+        pass
 
 
 # --------------------------------------------------------------------- the stage, tiny

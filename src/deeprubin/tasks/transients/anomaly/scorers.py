@@ -29,27 +29,14 @@ from typing import Sequence
 
 import numpy as np
 import pandas as pd
-import torch
 from sklearn.ensemble import IsolationForest
 from sklearn.metrics import roc_auc_score
 from sklearn.neighbors import NearestNeighbors
 
 from ....core import io
-from ..evaluation.predict import representation, representation_array
 
 SCORERS = ("iforest", "knn", "msp")
 FORMAT = "deeprubin-anomaly-1"
-
-
-@torch.no_grad()
-def embeddings(model: torch.nn.Module, x: np.ndarray, batch_size: int = 512) -> np.ndarray:
-    """The input of the last linear layer of each ensemble member, L2-normalised per member and
-    concatenated, ``(n, width)`` (:func:`~deeprubin.tasks.transients.evaluation.predict.representation`)."""
-    model.eval()
-    with representation(model) as captured:
-        for i in range(0, len(x), batch_size):
-            model(torch.from_numpy(np.ascontiguousarray(x[i:i + batch_size], dtype=np.float32)))
-    return representation_array(captured)
 
 
 @dataclass
@@ -59,7 +46,7 @@ class AnomalyModel:
     train_features: np.ndarray          # (n_train, n_features), missing values imputed
     feature_medians: np.ndarray         # (n_features,)
     feature_names: list[str]
-    train_embeddings: np.ndarray        # (n_train, width), see :func:`embeddings`
+    train_embeddings: np.ndarray        # (n_train, width): evaluation.predict.representation_array
     reference: dict[str, np.ndarray]    # scorer -> sorted validation scores (percentile reference)
     combine: list[str]
     k: int = 10
