@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup broker stream bench-stream run test test-e2e test-all params deps lock verify seeds paper feature-shift bench-gp bench-gp-cost-floor bench-gp-compile bench-gp-hyper-subset bench-pipeline-time bench-run-time clean mlflow-ui plots
+.PHONY: setup broker stream serve bench-stream run test test-e2e test-all params deps lock verify seeds paper feature-shift bench-gp bench-gp-cost-floor bench-gp-compile bench-gp-hyper-subset bench-pipeline-time bench-run-time clean mlflow-ui plots
 
 $(STAMP): requirements/lock.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -33,6 +33,9 @@ run: setup params  ## refresh params.yaml from conf/, run the whole default pipe
 stream: setup  ## the test split as a simulated ZTF alert stream, classified by the trained model (replay; needs make run first)
 	$(BIN)/python -m deeprubin.stream stream.mode=simulate
 	$(BIN)/python -m deeprubin.stream
+
+serve: setup  ## the scoring API on 127.0.0.1 (serve.* in conf/serve/default.yaml; tokens: python -m deeprubin.serve.tokens create --name NAME; docs/serve.md)
+	$(BIN)/python -m deeprubin.serve
 
 test: setup  ## unit tests + the in-process tiny pipeline (~5 min on 2 cores; no DVC pipelines, network, GPU or slow tests)
 	PATH=$(abspath $(BIN)):$$PATH $(BIN)/python -m pytest -n 2 --dist loadfile -q -m "not e2e and not slow and not network and not gpu" --durations=20

@@ -1,0 +1,242 @@
+"""The FastAPI application: endpoints, and the ASGI layers that meter, authenticate and bound requests.
+
+Layers, outermost first: :class:`MetricsMiddleware` (every request counted and timed, refused ones
+included), :class:`GuardMiddleware` (on ``/v1/``: bearer token -> 401, rate limit -> 429 with
+``Retry-After``, body size -> 413, all before the body is parsed), then the routes. Errors are
+``{"error": message}``; a 422 also lists ``errors`` (``field``, ``message``) and names the field.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from fastapi import Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi.security import HTTPBearer
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import Headers
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
+
+from ..core.schema import SchemaError
+from ..tasks.transients.evaluation.inference import CheckpointMismatchError
+from .metrics import CONTENT_TYPE, Metrics
+from .ratelimit import RateLimiter
+from .schemas import PredictRequest, PredictResponse, RequestTablesError, object_ids, request_tables
+from .scoring import ServedModel, Validation, outcome_counts, score_tables
+from .tokens import TokenStore
+
+#: Paths under this prefix need a token (and count against its rate limit).
+PROTECTED_PREFIX = "/v1/"
+#: The scope key where the guard leaves the authenticated token's name.
+TOKEN_KEY = "deeprubin.token"
+_BODY_METHODS = {"POST", "PUT", "PATCH"}
+
+
+@dataclass
+class Service:
+    """Everything the application uses, built once at startup (:func:`deeprubin.serve.service.build_service`)."""
+
+    models: dict[str, ServedModel]
+    tokens: TokenStore
+    limiter: RateLimiter
+    metrics: Metrics
+    validation: Validation
+    max_body_bytes: int
+    max_objects: int
+
+
+class ServeError(Exception):
+    """An error response: status, message, headers."""
+
+    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None):
+        super().__init__(message)
+        self.status, self.message, self.headers = status, message, headers or {}
+
+
+def error_response(status: int, message: str, headers: dict[str, str] | None = None, **extra: Any) -> JSONResponse:
+    return JSONResponse({"error": message, **extra}, status_code=status, headers=headers)
+
+
+def field_name(loc: tuple | list) -> str:
+    """``("body", "lightcurves", 3, "flux")`` -> ``lightcurves[3].flux``."""
+    parts = [p for p in loc if p != "body"] or list(loc)
+    out = ""
+    for p in parts:
+        out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else str(p))
+    return out or "body"
+
+
+def bearer_token(header: str | None) -> str | None:
+    """The token of an ``Authorization: Bearer <token>`` header, else None."""
+    if not header:
+        return None
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer":
+        return None
+    return token.strip() or None
+
+
+class GuardMiddleware:
+    """On :data:`PROTECTED_PREFIX`: 401 without a valid token, 429 past its rate limit, 413 for a body
+    over ``max_body_bytes`` (by ``Content-Length``, or counted while buffering a chunked body)."""
+
+    def __init__(self, app, service: Service):
+        self.app, self.service = app, service
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or not scope["path"].startswith(PROTECTED_PREFIX):
+            return await self.app(scope, receive, send)
+        headers = Headers(scope=scope)
+        token = bearer_token(headers.get("authorization"))
+        info = None if token is None else await run_in_threadpool(self.service.tokens.verify, token)
+        if info is None:
+            why = "missing 'Authorization: Bearer <token>' header" if token is None else "invalid or revoked token"
+            return await error_response(401, why, {"WWW-Authenticate": "Bearer"})(scope, receive, send)
+        if not info.unlimited:
+            wait = self.service.limiter.check(info.name)
+            if wait > 0:
+                return await error_response(429, f"rate limit of token '{info.name}' exceeded; retry in {wait:.2f} s",
+                                            {"Retry-After": str(max(1, math.ceil(wait)))})(scope, receive, send)
+        limit = self.service.max_body_bytes
+        length = headers.get("content-length")
+        if length is not None:
+            if not length.isdigit():
+                return await error_response(400, f"header 'Content-Length' is not a number: {length!r}")(
+                    scope, receive, send)
+            if int(length) > limit:
+                return await self._too_large(int(length), scope, receive, send)
+        elif scope["method"] in _BODY_METHODS:
+            chunks, size = [], 0
+            while True:
+                message = await receive()
+                if message["type"] != "http.request":
+                    return
+                chunks.append(message.get("body", b""))
+                size += len(chunks[-1])
+                if size > limit:
+                    return await self._too_large(size, scope, receive, send, at_least=True)
+                if not message.get("more_body", False):
+                    break
+            receive = _replay(b"".join(chunks), receive)
+        scope[TOKEN_KEY] = info.name
+        await self.app(scope, receive, send)
+
+    async def _too_large(self, size: int, scope, receive, send, at_least: bool = False):
+        what = f"more than {size - 1}" if at_least else str(size)
+        return await error_response(413, f"request body of {what} bytes exceeds serve.limits.max_body_bytes = "
+                                         f"{self.service.max_body_bytes}")(scope, receive, send)
+
+
+def _replay(body: bytes, receive):
+    sent = False
+
+    async def replay():
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+    return replay
+
+
+class MetricsMiddleware:
+    """Counts and times every HTTP request, labelled by its route's path template."""
+
+    def __init__(self, app, metrics: Metrics, routes: Callable[[], list]):
+        self.app, self.metrics, self.routes = app, metrics, routes
+
+    def endpoint(self, scope) -> str:
+        route = scope.get("route")
+        if route is not None and hasattr(route, "path"):
+            return route.path
+        for route in self.routes():
+            if route.matches(scope)[0] == Match.FULL:
+                return route.path
+        return "unmatched"
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        start, status = time.perf_counter(), 500
+
+        async def send_status(message):
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+        try:
+            await self.app(scope, receive, send_status)
+        finally:
+            self.metrics.observe(self.endpoint(scope), scope["method"], status, time.perf_counter() - start)
+
+
+def build_app(service: Service) -> FastAPI:
+    """The application over a built :class:`Service`."""
+    app = FastAPI(title="DeepRubin scoring service", version="1",
+                  description="Calibrated class probabilities from the trained models (docs/serve.md).")
+    bearer = HTTPBearer(auto_error=False, description="a token from `python -m deeprubin.serve.tokens create`")
+
+    @app.exception_handler(ServeError)
+    async def _serve_error(request: Request, exc: ServeError):
+        return error_response(exc.status, exc.message, exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError):
+        errors = [{"field": field_name(e.get("loc", ())), "message": e.get("msg", "")} for e in exc.errors()]
+        first = errors[0] if errors else {"field": "body", "message": "invalid"}
+        more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+        return error_response(422, f"field '{first['field']}': {first['message']}{more}", errors=errors)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException):
+        return error_response(exc.status_code, str(exc.detail), getattr(exc, "headers", None))
+
+    @app.get("/healthz")
+    def healthz() -> dict:
+        """Liveness: the models are loaded."""
+        return {"status": "ok", "models": {task: m.version for task, m in service.models.items()}}
+
+    @app.get("/metrics", response_class=PlainTextResponse)
+    def metrics() -> PlainTextResponse:
+        """Prometheus text format: requests, latency histogram, errors, objects, model version."""
+        return PlainTextResponse(service.metrics.render(), media_type=CONTENT_TYPE)
+
+    @app.get("/v1/models", dependencies=[_doc(bearer)])
+    def models() -> dict:
+        """The model each task serves: checkpoint, sha256, name, classes, calibration."""
+        return {"models": [m.describe() for m in service.models.values()]}
+
+    @app.post("/v1/predict/{task}", response_model=PredictResponse, dependencies=[_doc(bearer)])
+    def predict(task: str, body: PredictRequest) -> dict:
+        """Calibrated class probabilities per object, through the batch predict path."""
+        model = service.models.get(task)
+        if model is None:
+            raise ServeError(404, f"path parameter 'task': no model for {task!r}; served: {sorted(service.models)}")
+        n = len(object_ids(body))
+        if n > service.max_objects:
+            raise ServeError(413, f"request has {n} objects; serve.limits.max_objects = {service.max_objects}")
+        try:
+            lightcurves, metadata = request_tables(body)
+            results = score_tables(model, lightcurves, metadata, service.validation)
+        except (RequestTablesError, SchemaError, CheckpointMismatchError) as err:
+            raise ServeError(422, str(err)) from None
+        for outcome, count in outcome_counts(results).items():
+            service.metrics.count_objects(task, outcome, count)
+        return {"task": task, "classes": list(model.predictor.classes), "results": results,
+                "model": {"name": model.name, "version": model.version,
+                          "calibration": str(getattr(model.predictor, "calibration", ""))}}
+
+    app.add_middleware(GuardMiddleware, service=service)
+    app.add_middleware(MetricsMiddleware, metrics=service.metrics, routes=lambda: app.routes)
+    for task, model in service.models.items():
+        service.metrics.set_model(task, model.name, model.version)
+    return app
+
+
+def _doc(bearer: HTTPBearer):
+    """The bearer scheme in the OpenAPI docs (the guard layer does the checking)."""
+    return Depends(bearer)

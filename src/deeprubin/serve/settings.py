@@ -1,0 +1,147 @@
+"""The ``serve`` config node (``conf/serve/default.yaml``) -> checked :class:`ServeSettings`.
+
+Every error is a :class:`~deeprubin.core.config.ConfigError` naming the key (``serve.<key>``),
+raised before a model is loaded or a port bound.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, List, Optional
+
+from omegaconf import MISSING, DictConfig
+
+from ..core.config import ConfigError, require
+from ..core.config_schema import check_node
+
+#: Tasks the service can score so far (the transients predict path; others: issue 25).
+SERVED_TASKS = ("transients",)
+ON_INVALID = ("drop", "raise")
+LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")
+#: TCP ports a config may name.
+PORT_RANGE = (1, 65535)
+
+
+# Typed schema of the node (types only; the values live in conf/serve/default.yaml).
+@dataclass
+class ServeModelSchema:
+    checkpoint: str = MISSING
+    calibration: Optional[str] = MISSING
+
+
+@dataclass
+class RateLimitSchema:
+    per_s: float = MISSING
+    burst: int = MISSING
+
+
+@dataclass
+class LimitsSchema:
+    max_body_bytes: int = MISSING
+    max_objects: int = MISSING
+
+
+@dataclass
+class ValidationSchema:
+    on_invalid: str = MISSING
+    min_points: int = MISSING
+    min_bands: int = MISSING
+
+
+@dataclass
+class ServeSchema:
+    host: str = MISSING
+    port: int = MISSING
+    models: Dict[str, ServeModelSchema] = field(default_factory=dict)
+    tokens: str = MISSING
+    rate_limit: RateLimitSchema = field(default_factory=RateLimitSchema)
+    limits: LimitsSchema = field(default_factory=LimitsSchema)
+    validation: ValidationSchema = field(default_factory=ValidationSchema)
+    latency_buckets_s: List[float] = field(default_factory=list)
+    timeout_keep_alive_s: int = MISSING
+    limit_concurrency: Optional[int] = MISSING
+    log_level: str = MISSING
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """Where a task's model comes from: its checkpoint and calibration (a path, ``auto`` or None)."""
+
+    checkpoint: Path
+    calibration: str | None
+
+
+@dataclass(frozen=True)
+class ServeSettings:
+    """What the service reads from ``serve.*`` (see ``conf/serve/default.yaml``)."""
+
+    host: str
+    port: int
+    models: dict[str, ModelSource]
+    tokens: Path
+    rate_per_s: float
+    burst: int
+    max_body_bytes: int
+    max_objects: int
+    on_invalid: str
+    min_points: int
+    min_bands: int
+    latency_buckets_s: tuple[float, ...]
+    timeout_keep_alive_s: int
+    limit_concurrency: int | None
+    log_level: str
+
+
+def _req(node: DictConfig, key: str, **checks):
+    """:func:`require` on the ``serve`` node, the error naming ``serve.<key>``."""
+    try:
+        return require(node, key, **checks)
+    except ConfigError as err:
+        raise ConfigError(str(err).replace(f"'{key}'", f"'serve.{key}'", 1)) from None
+
+
+def _int(node: DictConfig, key: str, **checks) -> int:
+    value = _req(node, key, **checks)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(f"config key 'serve.{key}' must be an integer, got {value!r}")
+    return value
+
+
+def settings_from(cfg: DictConfig) -> ServeSettings:
+    """Check ``cfg.serve`` (the whole config's node) and return it as :class:`ServeSettings`."""
+    node = cfg.get("serve")
+    if node is None:
+        raise ConfigError("config key 'serve' is missing (conf/serve/default.yaml in the defaults list)")
+    check_node("serve", ServeSchema, node)
+    port = _int(node, "port")
+    if not PORT_RANGE[0] <= port <= PORT_RANGE[1]:
+        raise ConfigError(f"config key 'serve.port' must be in {list(PORT_RANGE)}, got {port}")
+    models = {}
+    for task, entry in (node.get("models") or {}).items():
+        if task not in SERVED_TASKS:
+            raise ConfigError(f"config key 'serve.models.{task}': the service scores only {list(SERVED_TASKS)} "
+                              "so far")
+        checkpoint = _req(node, f"models.{task}.checkpoint")
+        calibration = entry.get("calibration")
+        models[str(task)] = ModelSource(Path(str(checkpoint)), None if calibration is None else str(calibration))
+    if not models:
+        raise ConfigError(f"config key 'serve.models' names no model; give one of {list(SERVED_TASKS)}")
+    buckets = [float(b) for b in _req(node, "latency_buckets_s")]
+    if not buckets or any(b <= 0 for b in buckets) or buckets != sorted(set(buckets)):
+        raise ConfigError(f"config key 'serve.latency_buckets_s' must be increasing positive seconds, got {buckets}")
+    concurrency = node.get("limit_concurrency")
+    if concurrency is not None and not concurrency > 0:
+        raise ConfigError(f"config key 'serve.limit_concurrency' must be > 0 or null, got {concurrency!r}")
+    return ServeSettings(
+        host=str(_req(node, "host")), port=port, models=models, tokens=Path(str(_req(node, "tokens"))),
+        rate_per_s=float(_req(node, "rate_limit.per_s", positive=True)),
+        burst=_int(node, "rate_limit.burst", at_least=1),
+        max_body_bytes=_int(node, "limits.max_body_bytes", positive=True),
+        max_objects=_int(node, "limits.max_objects", positive=True),
+        on_invalid=str(_req(node, "validation.on_invalid", choices=ON_INVALID)),
+        min_points=_int(node, "validation.min_points", at_least=1),
+        min_bands=_int(node, "validation.min_bands", at_least=1),
+        latency_buckets_s=tuple(buckets),
+        timeout_keep_alive_s=_int(node, "timeout_keep_alive_s", positive=True),
+        limit_concurrency=None if concurrency is None else int(concurrency),
+        log_level=str(_req(node, "log_level", choices=LOG_LEVELS)))
