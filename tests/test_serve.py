@@ -239,7 +239,7 @@ def service(tmp_path, default_cfg):
 
 
 def call(app, method: str, path: str, body: bytes | None = None, token: str | None = None,
-         headers: dict | None = None, chunked: bool = False):
+         headers: dict | None = None, chunked: bool = False, query: str = ""):
     """One HTTP request through the ASGI app: ``(status, headers, JSON or text)``."""
     hdrs = {"content-type": "application/json", **(headers or {})}
     if token:
@@ -260,8 +260,8 @@ def call(app, method: str, path: str, body: bytes | None = None, token: str | No
 
         async def send(message):
             sent.append(message)
-        scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": method,
-                 "scheme": "http", "path": path, "raw_path": path.encode(), "query_string": b"", "root_path": "",
+        scope = {"type": "http", "asgi": {"version": "3.0", "spec_version": "2.4"}, "http_version": "1.1", "method": method,
+                 "scheme": "http", "path": path, "raw_path": path.encode(), "query_string": query.encode(), "root_path": "",
                  "headers": [(k.encode(), v.encode()) for k, v in hdrs.items()],
                  "client": ("127.0.0.1", 5000), "server": ("127.0.0.1", 8000)}
         await app(scope, receive, send)
@@ -271,8 +271,10 @@ def call(app, method: str, path: str, body: bytes | None = None, token: str | No
     start = next(m for m in sent if m["type"] == "http.response.start")
     content = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
     headers_out = {k.decode().lower(): v.decode() for k, v in start["headers"]}
-    text = content.decode()
-    return start["status"], headers_out, json.loads(text) if "json" in headers_out.get("content-type", "") else text
+    kind = headers_out.get("content-type", "")
+    if "json" in kind:
+        return start["status"], headers_out, json.loads(content)
+    return start["status"], headers_out, content.decode() if kind.startswith("text/") else content
 
 
 @pytest.fixture

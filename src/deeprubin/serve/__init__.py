@@ -6,6 +6,8 @@
 * :mod:`.metrics`: Prometheus text-format metrics;
 * :mod:`.schemas`: request/response bodies, request rows -> canonical tables;
 * :mod:`.scoring`: a task's loaded model, scoring through the predict path;
+* :mod:`.jobs`: the SQLite store of batch jobs (queued, running, done, failed; restart recovery);
+* :mod:`.batch`: batch jobs: uploads and server-side files, the worker thread;
 * :mod:`.app`: the application (routes, authentication, limits);
 * :mod:`.service`: config -> running server (``python -m deeprubin.serve``).
 

@@ -3,7 +3,8 @@
 Families (prefix ``deeprubin_serve_``): ``requests_total`` (counter; endpoint, method, status),
 ``request_duration_seconds`` (histogram; endpoint), ``errors_total`` (counter; endpoint: responses
 with status >= 500, unhandled exceptions included), ``objects_total`` (counter; task, outcome:
-classified | not_classified) and ``model_info`` (gauge, 1; task, model, version).
+classified | not_classified), ``model_info`` (gauge, 1; task, model, version), and for the batch jobs
+``jobs`` (gauge; status: jobs in the job store) and ``batch_objects_total`` (counter; task, outcome).
 """
 from __future__ import annotations
 
@@ -46,6 +47,8 @@ class Metrics:
         self._sum: dict[str, float] = defaultdict(float)
         self._objects: dict[tuple[str, str], int] = defaultdict(int)
         self._models: dict[str, tuple[str, str]] = {}
+        self._jobs: dict[str, int] = {}
+        self._batch_objects: dict[tuple[str, str], int] = defaultdict(int)
 
     def observe(self, endpoint: str, method: str, status: int, seconds: float) -> None:
         """One finished request."""
@@ -63,6 +66,15 @@ class Metrics:
     def set_model(self, task: str, model: str, version: str) -> None:
         with self._lock:
             self._models[task] = (model, version)
+
+    def set_jobs(self, counts: dict[str, int]) -> None:
+        """Jobs in the job store by status (the whole count, replacing the last one)."""
+        with self._lock:
+            self._jobs = dict(counts)
+
+    def count_batch_objects(self, task: str, outcome: str, n: int) -> None:
+        with self._lock:
+            self._batch_objects[(task, outcome)] += n
 
     def render(self) -> str:
         """The exposition text (ends with a newline)."""
@@ -94,4 +106,10 @@ class Metrics:
                       f"# TYPE {p}_model_info gauge"]
             lines += [f"{p}_model_info{_labels(task=t, model=m, version=v)} 1"
                       for t, (m, v) in sorted(self._models.items())]
+            lines += [f"# HELP {p}_jobs Batch jobs in the job store, by status.", f"# TYPE {p}_jobs gauge"]
+            lines += [f"{p}_jobs{_labels(status=s)} {n}" for s, n in self._jobs.items()]
+            lines += [f"# HELP {p}_batch_objects_total Objects scored by batch jobs, by task and outcome.",
+                      f"# TYPE {p}_batch_objects_total counter"]
+            lines += [f"{p}_batch_objects_total{_labels(task=t, outcome=o)} {n}"
+                      for (t, o), n in sorted(self._batch_objects.items())]
         return "\n".join(lines) + "\n"

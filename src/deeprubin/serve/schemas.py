@@ -53,6 +53,15 @@ class PredictRequest(BaseModel):
     objects: list[ObjectRow] = Field(default_factory=list)
 
 
+class BatchPathRequest(BaseModel):
+    """A batch job over server-side files under ``serve.batch.data_root`` (relative to it)."""
+
+    model_config = ConfigDict(extra="forbid")
+    path: str = Field(min_length=1, description="CSV or parquet file of light-curve rows")
+    objects_path: Optional[str] = Field(default=None, min_length=1,
+                                        description="optional objects table (object_id, redshift, ra, dec)")
+
+
 class ObjectResult(BaseModel):
     object_id: str
     predicted: Optional[str] = Field(description="the most probable class; null when not classified")

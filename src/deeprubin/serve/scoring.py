@@ -8,9 +8,14 @@ band check against the checkpoint, the data-quality flags (objects with a flag i
 ``quality.unusable`` are set aside), then :meth:`Predictor.probabilities` and
 :func:`~deeprubin.tasks.transients.evaluation.predict.prediction_table`. Objects the batch path
 would not classify get ``predicted: null`` and a warning instead of failing the request.
+
+A batch job (:mod:`.batch`) runs the same steps: :func:`prepare_tables` on its whole file, then
+:func:`classify` on :data:`MODEL_BATCH`-aligned slices of the objects that reach the model, so
+every forward pass of the network sees the rows the whole file's would (see :data:`MODEL_BATCH`).
 """
 from __future__ import annotations
 
+import inspect
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,11 +29,16 @@ from ..core.calibration import resolve_calibration
 from ..core.quality import check_quality_config, quality_table, unusable_mask
 from ..core.schema import SchemaError, validate_tables
 from ..tasks.transients.evaluation.inference import UNLABELED, Predictor, check_bands
-from ..tasks.transients.evaluation.predict import prediction_table
+from ..tasks.transients.evaluation.predict import class_probabilities, prediction_table
 from .settings import ModelSource
 
 #: ``source`` column of the objects the service builds (what validation's messages name).
 SOURCE = "serve"
+#: Objects per forward pass of the network in the predict path (``class_probabilities``' batch size,
+#: read from it). The float32 matrix products round differently for a different batch, so an object's
+#: probabilities depend (in the last bits) on which objects share its forward pass: a batch job
+#: scored in slices of a multiple of this many objects gets the whole file's numbers exactly.
+MODEL_BATCH = int(inspect.signature(class_probabilities).parameters["batch_size"].default)
 
 
 @dataclass(frozen=True)
@@ -86,12 +96,12 @@ def load_model(task: str, source: ModelSource, quality: Mapping | None) -> Serve
                        architecture=str(predictor.meta["model_config"].get("name", "")))
 
 
-def objects_table(lightcurves: pd.DataFrame, metadata: pd.DataFrame) -> pd.DataFrame:
+def objects_table(lightcurves: pd.DataFrame, metadata: pd.DataFrame, table: str = "request") -> pd.DataFrame:
     """The canonical objects table of a request: every object of either table, in order of first
     appearance, labelled ``unlabeled`` with its own id as group, plus the metadata columns given."""
     given = metadata["object_id"].astype(str)
     if given.duplicated().any():
-        raise SchemaError(f"request: field 'objects': object '{given[given.duplicated()].iloc[0]}' is given "
+        raise SchemaError(f"{table}: field 'objects': object '{given[given.duplicated()].iloc[0]}' is given "
                           "more than once")
     ids = list(dict.fromkeys([*lightcurves["object_id"].astype(str), *given]))
     objects = pd.DataFrame({"object_id": ids, "label": UNLABELED, "group_id": ids, "source": SOURCE})
@@ -109,60 +119,98 @@ def _flags(value: object) -> list[str]:
     return [f for f in str(value or "").split(";") if f]
 
 
-def score_tables(model: ServedModel, lightcurves: pd.DataFrame, metadata: pd.DataFrame,
-                 validation: Validation) -> list[dict]:
-    """One result per object of the request (order of first appearance): ``object_id``, ``predicted``,
-    ``probabilities`` (class -> calibrated probability), ``quality_flags`` and ``warnings``.
+@dataclass
+class Prepared:
+    """Request tables after the predict path's checks: what reaches the model, and every object's notes."""
+
+    lightcurves: pd.DataFrame          # validated rows of the objects to classify, sorted by object_id
+    objects: pd.DataFrame              # those objects, sorted by object_id
+    order: list[str]                   # every object of the request, in order of first appearance
+    flags: dict[str, list[str]]        # data-quality flags per object
+    warnings: dict[str, list[str]]     # per object (filled further by :func:`classify`)
+
+
+def prepare_tables(model: ServedModel, lightcurves: pd.DataFrame, metadata: pd.DataFrame,
+                   validation: Validation, table: str = "request") -> Prepared:
+    """The ingest validation, the band check and the data-quality flags of the predict path: objects that
+    fail validation or carry a flag in ``quality.unusable`` are set aside with a warning.
 
     Raises :class:`~deeprubin.core.schema.SchemaError` (``on_invalid: raise``, a repeated object
     row) or :class:`~deeprubin.tasks.transients.evaluation.inference.CheckpointMismatchError`
-    (a band the model was not trained on), each naming the object and the column.
+    (a band the model was not trained on), each naming ``table``, the object and the column.
     """
     predictor = model.predictor
-    classes = list(predictor.classes)
-    objects = objects_table(lightcurves, metadata)
+    objects = objects_table(lightcurves, metadata, table)
     order = objects["object_id"].tolist()
-    lc, obj, report = validate_tables(lightcurves, objects, classes=[*classes, UNLABELED], bands=None,
+    lc, obj, report = validate_tables(lightcurves, objects, classes=[*predictor.classes, UNLABELED], bands=None,
                                       min_points=validation.min_points, min_bands=validation.min_bands,
-                                      on_invalid=validation.on_invalid, table="request")
-    check_bands(lc, predictor.bands, "request")
+                                      on_invalid=validation.on_invalid, table=table)
+    check_bands(lc, predictor.bands, table)
     warnings: dict[str, list[str]] = {oid: [] for oid in order}
     for oid, reason in report.dropped.items():
         warnings[oid].append(f"not classified: {reason}")
     flags: dict[str, list[str]] = {}
     if model.quality is not None and len(obj):
-        table = quality_table(lc, model.quality, obj)
-        flags = {str(o): _flags(f) for o, f in zip(table["object_id"], table["quality_flags"])}
-        bad = set(table.loc[unusable_mask(table, model.quality["unusable"]), "object_id"].astype(str))
+        quality = quality_table(lc, model.quality, obj)
+        flags = {str(o): _flags(f) for o, f in zip(quality["object_id"], quality["quality_flags"])}
+        bad = set(quality.loc[unusable_mask(quality, model.quality["unusable"]), "object_id"].astype(str))
         for oid in sorted(bad):
             warnings[oid].append(f"not classified: data-quality flag(s) {flags[oid]} are in quality.unusable")
         if bad:
             lc = lc.loc[~lc["object_id"].astype(str).isin(bad)].reset_index(drop=True)
             obj = obj.loc[~obj["object_id"].astype(str).isin(bad)].reset_index(drop=True)
+    return Prepared(lc, obj, order, flags, warnings)
+
+
+def classify(model: ServedModel, prepared: Prepared, lightcurves: pd.DataFrame,
+             objects: pd.DataFrame) -> dict[str, dict]:
+    """``{object_id: {"predicted", "probabilities"}}`` of ``objects`` (all or some of ``prepared.objects``,
+    with their rows): :meth:`Predictor.probabilities` under the model's lock, then
+    :func:`~deeprubin.tasks.transients.evaluation.predict.prediction_table`; their warnings are added
+    to ``prepared.warnings``."""
     predictions: dict[str, dict] = {}
-    if len(obj):
-        with model.lock:
-            grid, probabilities = predictor.probabilities(lc, objects=obj)
-        table = prediction_table(np.asarray(grid.object_ids).astype(str), probabilities, classes)
-        for row in table.to_dict(orient="records"):
-            predictions[str(row["object_id"])] = {
-                "predicted": str(row["predicted"]),
-                "probabilities": {c: float(row[f"prob_{c}"]) for c in classes}}
-        for oid in obj["object_id"].astype(str):
-            if oid not in predictions:
-                warnings[oid].append("not classified: the predict path returned no GP grid row for it")
+    if not len(objects):
+        return predictions
+    predictor, warnings, flags = model.predictor, prepared.warnings, prepared.flags
+    classes = list(predictor.classes)
+    with model.lock:
+        grid, probabilities = predictor.probabilities(lightcurves, objects=objects)
+    table = prediction_table(np.asarray(grid.object_ids).astype(str), probabilities, classes)
+    for row in table.to_dict(orient="records"):
+        predictions[str(row["object_id"])] = {
+            "predicted": str(row["predicted"]),
+            "probabilities": {c: float(row[f"prob_{c}"]) for c in classes}}
+    for oid in objects["object_id"].astype(str):
+        if oid not in predictions:
+            warnings[oid].append("not classified: the predict path returned no GP grid row for it")
+    for oid in predictions:
+        if flags.get(oid):
+            warnings[oid].append(f"data-quality flag(s) {flags[oid]} (classified: not in quality.unusable)")
+    if uses_redshift(predictor):
+        z = objects.set_index(objects["object_id"].astype(str)).get("redshift")
         for oid in predictions:
-            if flags.get(oid):
-                warnings[oid].append(f"data-quality flag(s) {flags[oid]} (classified: not in quality.unusable)")
-        if uses_redshift(predictor):
-            z = obj.set_index(obj["object_id"].astype(str)).get("redshift")
-            for oid in predictions:
-                if z is None or not float(z.get(oid, np.nan)) > 0:
-                    warnings[oid].append("no positive redshift: the model's absolute-magnitude features are "
-                                         "missing (as for an alert without a host redshift)")
+            if z is None or not float(z.get(oid, np.nan)) > 0:
+                warnings[oid].append("no positive redshift: the model's absolute-magnitude features are "
+                                     "missing (as for an alert without a host redshift)")
+    return predictions
+
+
+def assemble(prepared: Prepared, predictions: Mapping[str, Mapping]) -> list[dict]:
+    """One result per object, in order of first appearance (see :func:`score_tables`)."""
     return [{"object_id": oid, "predicted": predictions.get(oid, {}).get("predicted"),
              "probabilities": predictions.get(oid, {}).get("probabilities"),
-             "quality_flags": flags.get(oid, []), "warnings": warnings[oid]} for oid in order]
+             "quality_flags": prepared.flags.get(oid, []), "warnings": prepared.warnings[oid]}
+            for oid in prepared.order]
+
+
+def score_tables(model: ServedModel, lightcurves: pd.DataFrame, metadata: pd.DataFrame,
+                 validation: Validation, table: str = "request") -> list[dict]:
+    """One result per object of the request (order of first appearance): ``object_id``, ``predicted``,
+    ``probabilities`` (class -> calibrated probability), ``quality_flags`` and ``warnings``:
+    :func:`prepare_tables`, then :func:`classify` of every object that reaches the model. ``table``
+    names the input in error messages."""
+    prepared = prepare_tables(model, lightcurves, metadata, validation, table)
+    return assemble(prepared, classify(model, prepared, prepared.lightcurves, prepared.objects))
 
 
 def outcome_counts(results: Sequence[Mapping]) -> dict[str, int]:

@@ -10,7 +10,10 @@ import logging
 
 from omegaconf import DictConfig, OmegaConf
 
+from ..core import io
 from .app import Service, build_app
+from .batch import BatchService
+from .jobs import JobStore
 from .metrics import Metrics
 from .ratelimit import RateLimiter
 from .scoring import Validation, load_model
@@ -23,7 +26,8 @@ LOOPBACK = ("127.0.0.1", "::1", "localhost")
 
 
 def build_service(cfg: DictConfig, settings: ServeSettings) -> Service:
-    """Load each task's model once (quality flags from ``tasks.<task>.quality``) and open the token store."""
+    """Load each task's model once (quality flags from ``tasks.<task>.quality``), open the token store and the
+    batch job store (the worker starts with the application)."""
     models = {}
     for task, source in settings.models.items():
         quality = OmegaConf.select(cfg, f"tasks.{task}.quality")
@@ -36,10 +40,17 @@ def build_service(cfg: DictConfig, settings: ServeSettings) -> Service:
     if not active:
         log.warning("serve: %s holds no active token, every /v1/ request will get 401; create one with "
                     "python -m deeprubin.serve.tokens create --name NAME", settings.tokens)
+    metrics = Metrics(settings.latency_buckets_s)
+    validation = Validation(settings.on_invalid, settings.min_points, settings.min_bands)
+    io.check_writable(settings.batch.dir, "batch job folder (serve.batch.dir)")
+    jobs = JobStore(settings.batch.store)
+    log.info("serve: batch jobs in %s (files under %s), %d queued; server-side paths %s", jobs.path,
+             settings.batch.dir, jobs.counts()["queued"],
+             "off" if settings.batch.data_root is None else f"under {settings.batch.data_root}")
     return Service(models=models, tokens=tokens, limiter=RateLimiter(settings.rate_per_s, settings.burst),
-                   metrics=Metrics(settings.latency_buckets_s),
-                   validation=Validation(settings.on_invalid, settings.min_points, settings.min_bands),
-                   max_body_bytes=settings.max_body_bytes, max_objects=settings.max_objects)
+                   metrics=metrics, validation=validation,
+                   max_body_bytes=settings.max_body_bytes, max_objects=settings.max_objects,
+                   batch=BatchService(settings.batch, jobs, models, validation, metrics))
 
 
 def serve_main(cfg: DictConfig) -> dict:

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional
 
-from omegaconf import MISSING, DictConfig
+from omegaconf import MISSING, DictConfig, OmegaConf
 
 from ..core.config import ConfigError, require
 from ..core.config_schema import check_node
@@ -49,6 +49,19 @@ class ValidationSchema:
 
 
 @dataclass
+class BatchSchema:
+    dir: str = MISSING
+    store: str = MISSING
+    data_root: Optional[str] = MISSING
+    max_bytes: int = MISSING
+    max_objects: int = MISSING
+    chunk_objects: int = MISSING
+    poll_s: float = MISSING
+    max_restarts: int = MISSING
+    stop_wait_s: float = MISSING
+
+
+@dataclass
 class ServeSchema:
     host: str = MISSING
     port: int = MISSING
@@ -57,6 +70,7 @@ class ServeSchema:
     rate_limit: RateLimitSchema = field(default_factory=RateLimitSchema)
     limits: LimitsSchema = field(default_factory=LimitsSchema)
     validation: ValidationSchema = field(default_factory=ValidationSchema)
+    batch: BatchSchema = field(default_factory=BatchSchema)
     latency_buckets_s: List[float] = field(default_factory=list)
     timeout_keep_alive_s: int = MISSING
     limit_concurrency: Optional[int] = MISSING
@@ -69,6 +83,21 @@ class ModelSource:
 
     checkpoint: Path
     calibration: str | None
+
+
+@dataclass(frozen=True)
+class BatchSettings:
+    """The batch jobs' settings (``serve.batch``)."""
+
+    dir: Path                      # a folder per job: its upload and its results
+    store: Path                    # the SQLite job store
+    data_root: Path | None         # server-side inputs ({"path": ...}) only under it; None: off
+    max_bytes: int
+    max_objects: int
+    chunk_objects: int
+    poll_s: float
+    max_restarts: int
+    stop_wait_s: float
 
 
 @dataclass(frozen=True)
@@ -90,6 +119,7 @@ class ServeSettings:
     timeout_keep_alive_s: int
     limit_concurrency: int | None
     log_level: str
+    batch: BatchSettings
 
 
 def _req(node: DictConfig, key: str, **checks):
@@ -144,4 +174,27 @@ def settings_from(cfg: DictConfig) -> ServeSettings:
         latency_buckets_s=tuple(buckets),
         timeout_keep_alive_s=_int(node, "timeout_keep_alive_s", positive=True),
         limit_concurrency=None if concurrency is None else int(concurrency),
-        log_level=str(_req(node, "log_level", choices=LOG_LEVELS)))
+        log_level=str(_req(node, "log_level", choices=LOG_LEVELS)), batch=batch_settings(node))
+
+
+def batch_settings(node: DictConfig) -> BatchSettings:
+    """``serve.batch``, checked; ``data_root``, when given, must be an existing folder."""
+    from .scoring import MODEL_BATCH   # the predict path's forward batch (imports the task's model code)
+
+    root = OmegaConf.select(node, "batch.data_root")
+    if root is not None and not Path(str(root)).is_dir():
+        raise ConfigError(f"config key 'serve.batch.data_root': {root} is not a folder (null turns server-side "
+                          "paths off)")
+    chunk = _int(node, "batch.chunk_objects", positive=True)
+    if chunk % MODEL_BATCH:
+        raise ConfigError(f"config key 'serve.batch.chunk_objects' must be a multiple of {MODEL_BATCH} (objects per "
+                          f"forward pass of the predict path, so a job scores as its whole file would), got {chunk}")
+    return BatchSettings(
+        dir=Path(str(_req(node, "batch.dir"))), store=Path(str(_req(node, "batch.store"))),
+        data_root=None if root is None else Path(str(root)),
+        max_bytes=_int(node, "batch.max_bytes", positive=True),
+        max_objects=_int(node, "batch.max_objects", positive=True),
+        chunk_objects=chunk,
+        poll_s=float(_req(node, "batch.poll_s", positive=True)),
+        max_restarts=_int(node, "batch.max_restarts", at_least=0),
+        stop_wait_s=float(_req(node, "batch.stop_wait_s", at_least=0)))
