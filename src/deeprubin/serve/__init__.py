@@ -8,6 +8,10 @@
 * :mod:`.scoring`: a task's loaded model, scoring through the predict path;
 * :mod:`.jobs`: the SQLite store of batch jobs (queued, running, done, failed; restart recovery);
 * :mod:`.batch`: batch jobs: uploads and server-side files, the worker thread;
+* :mod:`.versions`: MLflow registry versions: aliases, tags, verified downloads into the cache;
+* :mod:`.promotion`: the evaluation set, the scores, the promotion rule;
+* :mod:`.registry`: the ``promote`` / ``status`` command (``python -m deeprubin.serve.registry``);
+* :mod:`.reload`: registry mode: the champion at startup, the watcher that swaps in a new one;
 * :mod:`.app`: the application (routes, authentication, limits);
 * :mod:`.service`: config -> running server (``python -m deeprubin.serve``).
 

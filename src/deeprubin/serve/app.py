@@ -4,8 +4,9 @@ Layers, outermost first: :class:`MetricsMiddleware` (every request counted and t
 included), :class:`GuardMiddleware` (on ``/v1/``: bearer token -> 401, rate limit -> 429 with
 ``Retry-After``, body size -> 413, all before the body is parsed; a batch upload is counted while
 it is streamed to disk), then the routes. Errors are ``{"error": message}``; a 422 also lists
-``errors`` (``field``, ``message``) and names the field. The batch worker (:mod:`.batch`) starts
-and stops with the application (its lifespan).
+``errors`` (``field``, ``message``) and names the field. The batch worker (:mod:`.batch`) and, in
+registry mode, the champion watcher (:mod:`.reload`) start and stop with the application (its lifespan).
+Routes read ``service.models[task]`` once per request: a model swapped in meanwhile serves the next one.
 """
 from __future__ import annotations
 
@@ -33,6 +34,7 @@ from .batch import (FORMATS, JOBS_URL, MEDIA_TYPES, UPLOAD_TYPES, BatchInputErro
 from .jobs import DONE, FAILED, Job
 from .metrics import CONTENT_TYPE, Metrics
 from .ratelimit import RateLimiter
+from .reload import ChampionWatcher, publish
 from .schemas import (BatchPathRequest, PredictRequest, PredictResponse, RequestTablesError, object_ids,
                       request_tables)
 from .scoring import ServedModel, Validation, outcome_counts, score_tables
@@ -59,6 +61,7 @@ class Service:
     max_body_bytes: int
     max_objects: int
     batch: BatchService | None = None          # None: no batch endpoint (404)
+    watcher: ChampionWatcher | None = None     # registry mode: follows the champion aliases
 
 
 class ServeError(Exception):
@@ -201,9 +204,13 @@ def build_app(service: Service) -> FastAPI:
     async def lifespan(_app: FastAPI):
         if service.batch is not None:
             await run_in_threadpool(service.batch.start)
+        if service.watcher is not None:
+            service.watcher.start()
         try:
             yield
         finally:
+            if service.watcher is not None:
+                service.watcher.stop()
             if service.batch is not None:
                 await run_in_threadpool(service.batch.stop)
 
@@ -318,8 +325,8 @@ def build_app(service: Service) -> FastAPI:
 
     app.add_middleware(GuardMiddleware, service=service)
     app.add_middleware(MetricsMiddleware, metrics=service.metrics, routes=lambda: app.routes)
-    for task, model in service.models.items():
-        service.metrics.set_model(task, model.name, model.version)
+    for model in service.models.values():
+        publish(service.metrics, model)
     return app
 
 

@@ -3,8 +3,10 @@
 Families (prefix ``deeprubin_serve_``): ``requests_total`` (counter; endpoint, method, status),
 ``request_duration_seconds`` (histogram; endpoint), ``errors_total`` (counter; endpoint: responses
 with status >= 500, unhandled exceptions included), ``objects_total`` (counter; task, outcome:
-classified | not_classified), ``model_info`` (gauge, 1; task, model, version), and for the batch jobs
-``jobs`` (gauge; status: jobs in the job store) and ``batch_objects_total`` (counter; task, outcome).
+classified | not_classified), ``model_info`` (gauge, 1; task, model, version), for the batch jobs
+``jobs`` (gauge; status: jobs in the job store) and ``batch_objects_total`` (counter; task, outcome), and
+for a model served from the registry ``model_registry_version`` (gauge: the version number; task, model,
+alias) and ``model_reloads_total`` (counter; task, outcome: loaded | failed).
 """
 from __future__ import annotations
 
@@ -49,6 +51,8 @@ class Metrics:
         self._models: dict[str, tuple[str, str]] = {}
         self._jobs: dict[str, int] = {}
         self._batch_objects: dict[tuple[str, str], int] = defaultdict(int)
+        self._registry: dict[str, tuple[str, str, int]] = {}
+        self._reloads: dict[tuple[str, str], int] = defaultdict(int)
 
     def observe(self, endpoint: str, method: str, status: int, seconds: float) -> None:
         """One finished request."""
@@ -66,6 +70,16 @@ class Metrics:
     def set_model(self, task: str, model: str, version: str) -> None:
         with self._lock:
             self._models[task] = (model, version)
+
+    def set_registry_version(self, task: str, model: str, alias: str, version: int) -> None:
+        """The registry version a task serves (registry mode)."""
+        with self._lock:
+            self._registry[task] = (model, alias, int(version))
+
+    def count_reload(self, task: str, outcome: str) -> None:
+        """A new registry version swapped in (``loaded``) or one that could not be (``failed``)."""
+        with self._lock:
+            self._reloads[(task, outcome)] += 1
 
     def set_jobs(self, counts: dict[str, int]) -> None:
         """Jobs in the job store by status (the whole count, replacing the last one)."""
@@ -112,4 +126,12 @@ class Metrics:
                       f"# TYPE {p}_batch_objects_total counter"]
             lines += [f"{p}_batch_objects_total{_labels(task=t, outcome=o)} {n}"
                       for (t, o), n in sorted(self._batch_objects.items())]
+            lines += [f"# HELP {p}_model_registry_version The registry version each task serves (registry mode).",
+                      f"# TYPE {p}_model_registry_version gauge"]
+            lines += [f"{p}_model_registry_version{_labels(task=t, model=m, alias=a)} {v}"
+                      for t, (m, a, v) in sorted(self._registry.items())]
+            lines += [f"# HELP {p}_model_reloads_total Registry versions swapped in (loaded) or refused (failed).",
+                      f"# TYPE {p}_model_reloads_total counter"]
+            lines += [f"{p}_model_reloads_total{_labels(task=t, outcome=o)} {n}"
+                      for (t, o), n in sorted(self._reloads.items())]
         return "\n".join(lines) + "\n"

@@ -62,6 +62,7 @@ class ServedModel:
     quality: dict | None
     name: str = ""
     architecture: str = ""
+    registry: dict | None = None       # registry mode: name, version, alias, uri of the version served
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @property
@@ -78,7 +79,8 @@ class ServedModel:
                 "calibration": {"description": str(getattr(self.predictor, "calibration", "")),
                                 "file": self.calibration_file},
                 "n_members": meta.get("n_members"),
-                "data_sha256": (meta.get("metadata") or {}).get("data_sha256")}
+                "data_sha256": (meta.get("metadata") or {}).get("data_sha256"),
+                "registry": None if self.registry is None else dict(self.registry)}
 
 
 def load_model(task: str, source: ModelSource, quality: Mapping | None) -> ServedModel:
@@ -86,14 +88,20 @@ def load_model(task: str, source: ModelSource, quality: Mapping | None) -> Serve
     key = f"serve.models.{task}.checkpoint"
     if not source.checkpoint.is_file():
         raise FileNotFoundError(f"config key '{key}': {source.checkpoint} does not exist (train a model: dvc repro)")
-    calibration = resolve_calibration(source.calibration, source.checkpoint)
-    predictor = Predictor(source.checkpoint, calibration=calibration)
-    return ServedModel(task=task, predictor=predictor, checkpoint=source.checkpoint,
-                       sha256=io.file_sha256(source.checkpoint),
+    return served_model(task, source.checkpoint, resolve_calibration(source.calibration, source.checkpoint), quality)
+
+
+def served_model(task: str, checkpoint: Path, calibration: Path | None, quality: Mapping | None,
+                 registry: Mapping | None = None) -> ServedModel:
+    """A :class:`ServedModel` of a checkpoint file and its calibration file (None: raw softmax), fully loaded."""
+    predictor = Predictor(checkpoint, calibration=calibration)
+    return ServedModel(task=task, predictor=predictor, checkpoint=checkpoint,
+                       sha256=io.file_sha256(checkpoint),
                        calibration_file=None if calibration is None else str(calibration),
                        quality=None if quality is None else check_quality_config(quality, f"tasks.{task}.quality"),
                        name=f"{predictor.train_cfg.task.name}-classifier",
-                       architecture=str(predictor.meta["model_config"].get("name", "")))
+                       architecture=str(predictor.meta["model_config"].get("name", "")),
+                       registry=None if registry is None else dict(registry))
 
 
 def objects_table(lightcurves: pd.DataFrame, metadata: pd.DataFrame, table: str = "request") -> pd.DataFrame:

@@ -16,31 +16,53 @@ from .batch import BatchService
 from .jobs import JobStore
 from .metrics import Metrics
 from .ratelimit import RateLimiter
-from .scoring import Validation, load_model
-from .settings import ServeSettings, settings_from
+from .reload import ChampionWatcher, load_champion
+from .scoring import ServedModel, Validation, load_model
+from .settings import REGISTRY, ServeSettings, settings_from
 from .tokens import TokenStore
+from .versions import CHAMPION, registry_client
 
 log = logging.getLogger(__name__)
 #: Hosts that keep the service on this machine.
 LOOPBACK = ("127.0.0.1", "::1", "localhost")
 
 
-def build_service(cfg: DictConfig, settings: ServeSettings) -> Service:
-    """Load each task's model once (quality flags from ``tasks.<task>.quality``), open the token store and the
-    batch job store (the worker starts with the application)."""
+def task_quality(cfg: DictConfig, task: str) -> dict | None:
+    """``tasks.<task>.quality`` as a plain dict (None when the task has none)."""
+    quality = OmegaConf.select(cfg, f"tasks.{task}.quality")
+    return None if quality is None else OmegaConf.to_container(quality, resolve=True)
+
+
+def load_models(cfg: DictConfig, settings: ServeSettings,
+                metrics: Metrics) -> tuple[dict[str, ServedModel], ChampionWatcher | None]:
+    """Each task's model, loaded once: its checkpoint file, or in registry mode its champion (and the watcher
+    that follows the alias, started with the application)."""
+    quality = {task: task_quality(cfg, task) for task in settings.models}
+    followed = {task: source for task, source in settings.models.items() if source.source == REGISTRY}
+    client = registry_client(settings.registry.tracking_uri) if followed else None
     models = {}
     for task, source in settings.models.items():
-        quality = OmegaConf.select(cfg, f"tasks.{task}.quality")
-        quality = None if quality is None else OmegaConf.to_container(quality, resolve=True)
-        models[task] = load_model(task, source, quality)
+        if task in followed:
+            models[task] = load_champion(client, task, source, settings.registry, quality[task])
+            where = f"{models[task].registry['uri']} ({CHAMPION}, polled every {settings.registry.poll_s} s)"
+        else:
+            models[task], where = load_model(task, source, quality[task]), str(source.checkpoint)
         log.info("serve: %s model %s %s (%s), calibration %s", task, models[task].name, models[task].version,
-                 source.checkpoint, models[task].predictor.calibration)
+                 where, models[task].predictor.calibration)
+    watcher = None if not followed else ChampionWatcher(client, models, followed, settings.registry, quality, metrics)
+    return models, watcher
+
+
+def build_service(cfg: DictConfig, settings: ServeSettings) -> Service:
+    """Load each task's model once (quality flags from ``tasks.<task>.quality``), open the token store and the
+    batch job store (the worker and the champion watcher start with the application)."""
+    metrics = Metrics(settings.latency_buckets_s)
+    models, watcher = load_models(cfg, settings, metrics)
     tokens = TokenStore(settings.tokens)
     active = [t for t in tokens.tokens() if t.active]
     if not active:
         log.warning("serve: %s holds no active token, every /v1/ request will get 401; create one with "
                     "python -m deeprubin.serve.tokens create --name NAME", settings.tokens)
-    metrics = Metrics(settings.latency_buckets_s)
     validation = Validation(settings.on_invalid, settings.min_points, settings.min_bands)
     io.check_writable(settings.batch.dir, "batch job folder (serve.batch.dir)")
     jobs = JobStore(settings.batch.store)
@@ -50,7 +72,7 @@ def build_service(cfg: DictConfig, settings: ServeSettings) -> Service:
     return Service(models=models, tokens=tokens, limiter=RateLimiter(settings.rate_per_s, settings.burst),
                    metrics=metrics, validation=validation,
                    max_body_bytes=settings.max_body_bytes, max_objects=settings.max_objects,
-                   batch=BatchService(settings.batch, jobs, models, validation, metrics))
+                   batch=BatchService(settings.batch, jobs, models, validation, metrics), watcher=watcher)
 
 
 def serve_main(cfg: DictConfig) -> dict:

@@ -16,6 +16,12 @@ from ..core.config_schema import check_node
 
 #: Tasks the service can score so far (the transients predict path; others: issue 25).
 SERVED_TASKS = ("transients",)
+#: Where a task's model comes from: the checkpoint file of the config, or the ``champion`` alias of the
+#: MLflow model registry (followed while the server runs, :mod:`.reload`).
+FILE, REGISTRY = "file", "registry"
+MODEL_SOURCES = (FILE, REGISTRY)
+#: Metrics of :func:`deeprubin.core.metrics.classification_metrics` a promotion may compare.
+PROMOTION_METRICS = ("macro_f1", "accuracy")
 ON_INVALID = ("drop", "raise")
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")
 #: TCP ports a config may name.
@@ -25,8 +31,28 @@ PORT_RANGE = (1, 65535)
 # Typed schema of the node (types only; the values live in conf/serve/default.yaml).
 @dataclass
 class ServeModelSchema:
+    source: str = MISSING
     checkpoint: str = MISSING
     calibration: Optional[str] = MISSING
+    registered_model: str = MISSING
+
+
+@dataclass
+class EvaluationSchema:
+    split: str = MISSING
+    manifest: str = MISSING
+    lightcurves: str = MISSING
+    objects: str = MISSING
+
+
+@dataclass
+class RegistrySchema:
+    tracking_uri: str = MISSING
+    cache: str = MISSING
+    poll_s: float = MISSING
+    metric: str = MISSING
+    min_improvement: float = MISSING
+    evaluation: Dict[str, EvaluationSchema] = field(default_factory=dict)
 
 
 @dataclass
@@ -71,6 +97,7 @@ class ServeSchema:
     limits: LimitsSchema = field(default_factory=LimitsSchema)
     validation: ValidationSchema = field(default_factory=ValidationSchema)
     batch: BatchSchema = field(default_factory=BatchSchema)
+    registry: RegistrySchema = field(default_factory=RegistrySchema)
     latency_buckets_s: List[float] = field(default_factory=list)
     timeout_keep_alive_s: int = MISSING
     limit_concurrency: Optional[int] = MISSING
@@ -79,10 +106,37 @@ class ServeSchema:
 
 @dataclass(frozen=True)
 class ModelSource:
-    """Where a task's model comes from: its checkpoint and calibration (a path, ``auto`` or None)."""
+    """Where a task's model comes from: its checkpoint and calibration (a path, ``auto`` or None) in
+    ``file`` mode; in ``registry`` mode the ``champion`` of ``registered_model`` (the pair above is then
+    only the default calibrator a promotion attaches, :mod:`.promotion`)."""
 
     checkpoint: Path
     calibration: str | None
+    source: str = FILE
+    registered_model: str | None = None
+
+
+@dataclass(frozen=True)
+class EvaluationSettings:
+    """A task's fixed evaluation set (``serve.registry.evaluation.<task>``): the ``split`` objects of the
+    split manifest, their rows of the raw light-curve table and of the objects table."""
+
+    split: str
+    manifest: Path
+    lightcurves: Path
+    objects: Path
+
+
+@dataclass(frozen=True)
+class RegistrySettings:
+    """The model registry's settings (``serve.registry``)."""
+
+    tracking_uri: str              # the MLflow store (MLFLOW_TRACKING_URI wins, as for training)
+    cache: Path                    # downloaded versions, one folder each
+    poll_s: float                  # how often the server looks at the champion alias
+    metric: str                    # what a promotion compares (one of PROMOTION_METRICS)
+    min_improvement: float         # a champion candidate must score >= champion + this
+    evaluation: dict[str, EvaluationSettings]
 
 
 @dataclass(frozen=True)
@@ -120,6 +174,7 @@ class ServeSettings:
     limit_concurrency: int | None
     log_level: str
     batch: BatchSettings
+    registry: RegistrySettings
 
 
 def _req(node: DictConfig, key: str, **checks):
@@ -151,9 +206,7 @@ def settings_from(cfg: DictConfig) -> ServeSettings:
         if task not in SERVED_TASKS:
             raise ConfigError(f"config key 'serve.models.{task}': the service scores only {list(SERVED_TASKS)} "
                               "so far")
-        checkpoint = _req(node, f"models.{task}.checkpoint")
-        calibration = entry.get("calibration")
-        models[str(task)] = ModelSource(Path(str(checkpoint)), None if calibration is None else str(calibration))
+        models[str(task)] = model_source(node, str(task))
     if not models:
         raise ConfigError(f"config key 'serve.models' names no model; give one of {list(SERVED_TASKS)}")
     buckets = [float(b) for b in _req(node, "latency_buckets_s")]
@@ -174,7 +227,46 @@ def settings_from(cfg: DictConfig) -> ServeSettings:
         latency_buckets_s=tuple(buckets),
         timeout_keep_alive_s=_int(node, "timeout_keep_alive_s", positive=True),
         limit_concurrency=None if concurrency is None else int(concurrency),
-        log_level=str(_req(node, "log_level", choices=LOG_LEVELS)), batch=batch_settings(node))
+        log_level=str(_req(node, "log_level", choices=LOG_LEVELS)), batch=batch_settings(node),
+        registry=registry_settings(node))
+
+
+def model_source(node: DictConfig, task: str) -> ModelSource:
+    """``serve.models.<task>``: ``source`` (``file`` when absent), checkpoint, calibration and, in registry
+    mode, the registered model's name."""
+    entry = node.models[task]
+    source = entry.get("source") or FILE
+    if source not in MODEL_SOURCES:
+        raise ConfigError(f"config key 'serve.models.{task}.source' must be one of {list(MODEL_SOURCES)}, "
+                          f"got {source!r}")
+    checkpoint = _req(node, f"models.{task}.checkpoint")
+    calibration = entry.get("calibration")
+    name = entry.get("registered_model")
+    if source == REGISTRY and not name:
+        raise ConfigError(f"config key 'serve.models.{task}.registered_model' is missing (the MLflow registered "
+                          f"model whose champion is served, e.g. {task}-classifier)")
+    return ModelSource(Path(str(checkpoint)), None if calibration is None else str(calibration), str(source),
+                       None if name is None else str(name))
+
+
+def registry_settings(node: DictConfig) -> RegistrySettings:
+    """``serve.registry``, checked (the evaluation sets' files are checked when a promotion reads them)."""
+    improvement = _req(node, "registry.min_improvement")
+    if isinstance(improvement, bool) or not isinstance(improvement, (int, float)):
+        raise ConfigError(f"config key 'serve.registry.min_improvement' must be a number, got {improvement!r}")
+    evaluation = {}
+    for task in (OmegaConf.select(node, "registry.evaluation") or {}):
+        key = f"registry.evaluation.{task}"
+        if task not in SERVED_TASKS:
+            raise ConfigError(f"config key 'serve.{key}': the service scores only {list(SERVED_TASKS)} so far")
+        evaluation[str(task)] = EvaluationSettings(
+            split=str(_req(node, f"{key}.split")), manifest=Path(str(_req(node, f"{key}.manifest"))),
+            lightcurves=Path(str(_req(node, f"{key}.lightcurves"))), objects=Path(str(_req(node, f"{key}.objects"))))
+    return RegistrySettings(
+        tracking_uri=str(_req(node, "registry.tracking_uri")), cache=Path(str(_req(node, "registry.cache"))),
+        poll_s=float(_req(node, "registry.poll_s", positive=True)),
+        metric=str(_req(node, "registry.metric", choices=PROMOTION_METRICS)),
+        min_improvement=float(improvement), evaluation=evaluation)
 
 
 def batch_settings(node: DictConfig) -> BatchSettings:
