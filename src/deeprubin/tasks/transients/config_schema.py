@@ -258,9 +258,80 @@ class StreamSchema:
     simulate: StreamSimulateSchema = field(default_factory=StreamSimulateSchema)
 
 
+@dataclass
+class MonitorReferenceSchema:
+    features: str = "data/processed/transients/features.parquet"
+    manifest: str = "data/splits/transients/manifest.parquet"
+    split: str = "train"
+    predictions: str = "reports/transients/evaluation/predictions.csv"
+
+
+@dataclass
+class MonitorWindowSchema:
+    kind: str = "simulate"
+    checkpoint: str = "models/transients/model.ckpt"
+    calibration: Optional[str] = "auto"
+    n_objects: int = 500
+    seed: int = 20261207
+    path: Optional[str] = None
+    features_path: Optional[str] = None
+    labels_path: Optional[str] = None
+    per_object: str = "last"
+
+
+@dataclass
+class MonitorFeaturesSchema:
+    columns: Optional[List[str]] = None
+    exclude: List[str] = field(default_factory=list)
+    n_bins: int = 10
+    epsilon: float = 1e-4
+    psi_warn: float = 0.1
+    psi_alert: float = 0.25
+    ks_alpha: float = 0.01
+    ks_correction: str = "holm"
+    ks_min_statistic: float = 0.1
+    missing_alert: float = 0.1
+    top_n: int = 20
+
+
+@dataclass
+class MonitorClassFractionsSchema:
+    epsilon: float = 1e-4
+    psi_alert: float = 0.25
+    total_variation_alert: float = 0.15
+    class_shift_alert: float = 0.1
+
+
+@dataclass
+class MonitorCalibrationSchema:
+    n_bins: int = 15
+    scheme: str = "width"
+    ece_increase_alert: float = 0.05
+    floor_draws: int = 200
+    seed: int = 0
+
+
+@dataclass
+class MonitorPerformanceSchema:
+    macro_f1_drop_alert: float = 0.05
+    accuracy_drop_alert: float = 0.05
+
+
+@dataclass
+class MonitorSchema:
+    """``monitor``: the monitor stage (ranges checked by :func:`deeprubin.core.monitoring.check_config`)."""
+    reference: MonitorReferenceSchema = field(default_factory=MonitorReferenceSchema)
+    window: MonitorWindowSchema = field(default_factory=MonitorWindowSchema)
+    min_objects: int = 30
+    features: MonitorFeaturesSchema = field(default_factory=MonitorFeaturesSchema)
+    class_fractions: MonitorClassFractionsSchema = field(default_factory=MonitorClassFractionsSchema)
+    calibration: MonitorCalibrationSchema = field(default_factory=MonitorCalibrationSchema)
+    performance: MonitorPerformanceSchema = field(default_factory=MonitorPerformanceSchema)
+
+
 #: Node of ``tasks.transients`` -> schema.
 SCHEMAS: dict[str, Any] = {"task": TaskSchema, "paths": PathsSchema, "mlflow": MlflowSchema,
                            "preprocess": PreprocessSchema, "split": SplitSchema, "augment": AugmentSchema,
                            "trainer": TrainerSchema, "evaluate": EvaluateSchema, "baseline": BaselineSchema,
                            "quality": QualitySchema, "predict": TransientsPredictSchema,
-                           "stream": StreamSchema, "anomaly": AnomalySchema}
+                           "stream": StreamSchema, "anomaly": AnomalySchema, "monitor": MonitorSchema}
