@@ -9,16 +9,15 @@ is created with its table on first use (mode 0600, as the token store); ``serve.
 """
 from __future__ import annotations
 
-import os
 import sqlite3
 import time
 from contextlib import closing
 from dataclasses import dataclass, fields
 from pathlib import Path
 
+from .sqlite import connect
+
 QUEUED, RUNNING, DONE, FAILED = STATUSES = ("queued", "running", "done", "failed")
-#: SQLite's wait for a lock held by another connection (seconds).
-LOCK_TIMEOUT_S = 10.0
 
 _SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS jobs (
@@ -88,15 +87,7 @@ class JobStore:
         self.path = Path(path)
 
     def _connect(self) -> sqlite3.Connection:
-        if not self.path.exists():
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            os.close(os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600))
-        try:
-            conn = sqlite3.connect(self.path, timeout=LOCK_TIMEOUT_S)
-            conn.executescript(_SCHEMA)
-        except sqlite3.DatabaseError as err:
-            raise JobStoreError(f"{self.path}: not a job store ({err})") from None
-        return conn
+        return connect(self.path, _SCHEMA, JobStoreError, "job store")
 
     def _select(self, conn: sqlite3.Connection, where: str, args: tuple = ()) -> list[Job]:
         rows = conn.execute(f"SELECT {', '.join(_COLUMNS)} FROM jobs {where}", args).fetchall()

@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import hmac
-import os
 import re
 import secrets
 import sqlite3
@@ -28,14 +27,14 @@ from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 
+from .sqlite import connect
+
 PREFIX = "drb"
 #: Bytes of randomness in a key id and in a secret.
 KEY_ID_BYTES = 6
 SECRET_BYTES = 32
 SALT_BYTES = 16
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
-#: SQLite's wait for a lock held by another process (seconds).
-LOCK_TIMEOUT_S = 10.0
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS tokens (
@@ -89,16 +88,7 @@ class TokenStore:
         self.path = Path(path)
 
     def _connect(self) -> sqlite3.Connection:
-        new = not self.path.exists()
-        if new:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            os.close(os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600))
-        try:
-            conn = sqlite3.connect(self.path, timeout=LOCK_TIMEOUT_S)
-            conn.executescript(_SCHEMA)
-        except sqlite3.DatabaseError as err:
-            raise TokenError(f"{self.path}: not a token store ({err})") from None
-        return conn
+        return connect(self.path, _SCHEMA, TokenError, "token store")
 
     def create(self, name: str, *, unlimited: bool = False, now: float | None = None) -> str:
         """A new token for ``name`` (returned once; only its hash is stored)."""
