@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup broker stream serve bench-stream run test test-e2e test-all params deps lock verify seeds paper feature-shift bench-gp bench-gp-cost-floor bench-gp-compile bench-gp-hyper-subset bench-pipeline-time bench-run-time clean mlflow-ui plots
+.PHONY: setup broker stream serve bench-stream bench-serve run test test-e2e test-all params deps lock verify seeds paper feature-shift bench-gp bench-gp-cost-floor bench-gp-compile bench-gp-hyper-subset bench-pipeline-time bench-run-time clean mlflow-ui plots
 
 $(STAMP): requirements/lock.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -59,6 +59,9 @@ lock:  ## refresh requirements/lock.txt from the current environment
 
 bench-stream: setup  ## stream classifier throughput on a replayed simulated stream vs the batch predict path (reports/benchmarks/stream.json; needs make run)
 	$(BIN)/python -m benchmarks.stream
+
+bench-serve: setup  ## load test of the scoring service: a real server, 16 closed-loop clients x 60 s, a 100,000-object batch upload vs the batch predict path (reports/benchmarks/serve.json; needs make run first; ~30 min on 2 cores)
+	$(BIN)/python -m benchmarks.serve_load
 
 bench-gp: setup  ## GP throughput + held-out quality vs scikit-learn and george (reports/benchmarks/gp_throughput.*; ~2-5 min)
 	$(BIN)/python -m benchmarks.gp_throughput

@@ -7,6 +7,7 @@
 | ``gp_compile`` | ``make bench-gp-compile`` | ``reports/benchmarks/gp_compile.json`` |
 | ``gp_hyper_subset`` | ``make bench-gp-hyper-subset`` | ``reports/benchmarks/gp_hyper_subset.json`` |
 | ``pipeline_time`` | ``make bench-pipeline-time`` | ``reports/benchmarks/pipeline_time.json`` |
+| ``serve_load`` | ``make bench-serve`` | ``reports/benchmarks/serve.json`` |
 | ``seeds`` | ``make seeds`` | ``reports/benchmarks/seeds.json`` |
 
 Every result records the command, the machine and the code hash (:mod:`benchmarks.common`).
