@@ -94,10 +94,9 @@ class Metrics:
         """The exposition text (ends with a newline)."""
         p = PREFIX
         with self._lock:
-            lines = [f"# HELP {p}_requests_total Requests by endpoint, method and status code.",
-                     f"# TYPE {p}_requests_total counter"]
-            lines += [f"{p}_requests_total{_labels(endpoint=e, method=m, status=s)} {n}"
-                      for (e, m, s), n in sorted(self._requests.items())]
+            lines = _family(f"{p}_requests_total", "counter", "Requests by endpoint, method and status code.",
+                            ((dict(endpoint=e, method=m, status=s), n)
+                             for (e, m, s), n in sorted(self._requests.items())))
             lines += [f"# HELP {p}_request_duration_seconds Request latency (receipt to last byte sent).",
                       f"# TYPE {p}_request_duration_seconds histogram"]
             for endpoint, counts in sorted(self._hist.items()):
@@ -109,29 +108,26 @@ class Metrics:
                 lines.append(f"{p}_request_duration_seconds_sum{_labels(endpoint=endpoint)} "
                              f"{repr(float(self._sum[endpoint]))}")
                 lines.append(f"{p}_request_duration_seconds_count{_labels(endpoint=endpoint)} {total}")
-            lines += [f"# HELP {p}_errors_total Responses with status >= {ERROR_STATUS}, by endpoint.",
-                      f"# TYPE {p}_errors_total counter"]
-            lines += [f"{p}_errors_total{_labels(endpoint=e)} {n}" for e, n in sorted(self._errors.items())]
-            lines += [f"# HELP {p}_objects_total Objects received for scoring, by task and outcome.",
-                      f"# TYPE {p}_objects_total counter"]
-            lines += [f"{p}_objects_total{_labels(task=t, outcome=o)} {n}"
-                      for (t, o), n in sorted(self._objects.items())]
-            lines += [f"# HELP {p}_model_info The model each task serves (value 1).",
-                      f"# TYPE {p}_model_info gauge"]
-            lines += [f"{p}_model_info{_labels(task=t, model=m, version=v)} 1"
-                      for t, (m, v) in sorted(self._models.items())]
-            lines += [f"# HELP {p}_jobs Batch jobs in the job store, by status.", f"# TYPE {p}_jobs gauge"]
-            lines += [f"{p}_jobs{_labels(status=s)} {n}" for s, n in self._jobs.items()]
-            lines += [f"# HELP {p}_batch_objects_total Objects scored by batch jobs, by task and outcome.",
-                      f"# TYPE {p}_batch_objects_total counter"]
-            lines += [f"{p}_batch_objects_total{_labels(task=t, outcome=o)} {n}"
-                      for (t, o), n in sorted(self._batch_objects.items())]
-            lines += [f"# HELP {p}_model_registry_version The registry version each task serves (registry mode).",
-                      f"# TYPE {p}_model_registry_version gauge"]
-            lines += [f"{p}_model_registry_version{_labels(task=t, model=m, alias=a)} {v}"
-                      for t, (m, a, v) in sorted(self._registry.items())]
-            lines += [f"# HELP {p}_model_reloads_total Registry versions swapped in (loaded) or refused (failed).",
-                      f"# TYPE {p}_model_reloads_total counter"]
-            lines += [f"{p}_model_reloads_total{_labels(task=t, outcome=o)} {n}"
-                      for (t, o), n in sorted(self._reloads.items())]
+            lines += _family(f"{p}_errors_total", "counter", f"Responses with status >= {ERROR_STATUS}, by endpoint.",
+                             ((dict(endpoint=e), n) for e, n in sorted(self._errors.items())))
+            lines += _family(f"{p}_objects_total", "counter", "Objects received for scoring, by task and outcome.",
+                             ((dict(task=t, outcome=o), n) for (t, o), n in sorted(self._objects.items())))
+            lines += _family(f"{p}_model_info", "gauge", "The model each task serves (value 1).",
+                             ((dict(task=t, model=m, version=v), 1) for t, (m, v) in sorted(self._models.items())))
+            lines += _family(f"{p}_jobs", "gauge", "Batch jobs in the job store, by status.",
+                             ((dict(status=s), n) for s, n in self._jobs.items()))
+            lines += _family(f"{p}_batch_objects_total", "counter", "Objects scored by batch jobs, by task and outcome.",
+                             ((dict(task=t, outcome=o), n) for (t, o), n in sorted(self._batch_objects.items())))
+            lines += _family(f"{p}_model_registry_version", "gauge",
+                             "The registry version each task serves (registry mode).",
+                             ((dict(task=t, model=m, alias=a), v) for t, (m, a, v) in sorted(self._registry.items())))
+            lines += _family(f"{p}_model_reloads_total", "counter",
+                             "Registry versions swapped in (loaded) or refused (failed).",
+                             ((dict(task=t, outcome=o), n) for (t, o), n in sorted(self._reloads.items())))
         return "\n".join(lines) + "\n"
+
+
+def _family(name: str, kind: str, help_text: str, samples) -> list[str]:
+    """One metric family's lines: HELP, TYPE, then a line per ``(labels, value)`` sample."""
+    return [f"# HELP {name} {help_text}", f"# TYPE {name} {kind}",
+            *(f"{name}{_labels(**labels)} {value}" for labels, value in samples)]
