@@ -29,6 +29,7 @@ run: setup params  ## refresh params.yaml from conf/, run the whole default pipe
 	@echo "Report: reports/index.md (every figure in reports/figures/ as PNG and PDF, every metric file)"
 	@$(BIN)/python -c "import json; m=json.load(open('reports/transients/metrics.json')); print(f\"transients: accuracy {m['accuracy']:.3f}   macro-F1 {m['macro_f1']:.3f}   (reports/transients/)\")"
 	@$(BIN)/python -c "import json; m=json.load(open('reports/transits/metrics.json')); s=m['segment']; print(f\"transits: segment ROC-AUC {s['roc_auc']:.3f}   star ROC-AUC {m['star']['roc_auc']:.3f}   (reports/transits/)\")"
+	@$(BIN)/python -c "import json; m=json.load(open('reports/stellar/metrics.json')); print(f\"stellar: Teff MAE {m['teff_mae']:.0f} K   logg {m['logg_mae']:.3f} dex   [Fe/H] {m['feh_mae']:.3f} dex   macro-F1 {m['macro_f1']:.3f}   (reports/stellar/)\")"
 
 stream: setup  ## the test split as a simulated ZTF alert stream, classified by the trained model (replay; needs make run first)
 	$(BIN)/python -m deeprubin.stream stream.mode=simulate

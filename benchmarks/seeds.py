@@ -53,6 +53,9 @@ CHAINS = {
                  # beside each run's reports (paths.baseline), so it runs per seed (same bytes)
                  ("train@transits", "transits_search", "evaluate@transits", "transits_vet", "transits_real",
                   "transits_report")),
+    "stellar": (("ingest@stellar", "preprocess@stellar", "split@stellar"),
+                # stellar_sed trains SEDNet (per seed) and writes the trees beside each run's reports
+                ("train@stellar", "calibrate@stellar", "stellar_sed", "evaluate@stellar")),
 }
 #: Path keys whose outputs the data-seed stages write (shared by the training seeds).
 SHARED_PATHS = ("raw", "processed", "splits")
@@ -103,6 +106,22 @@ HEADLINES = {
         "vet_recall_snr_ge_7p1_at_1pct_fpr_ci95_high": ("vetting/metrics.json",
                                                         "methods.vet.recall_snr_ge_threshold_ci95.1"),
         "search_eb_false_positive_rate": ("vetting/metrics.json", "methods.bls_sde.eb_false_positive_rate"),
+    },
+    "stellar": {
+        # the spectral network on the test spectra at S/N 40-60, and the trees on PCA of the same spectra
+        "teff_mae": (EVALUATE_METRICS, "teff_mae"),
+        "logg_mae": (EVALUATE_METRICS, "logg_mae"),
+        "feh_mae": (EVALUATE_METRICS, "feh_mae"),
+        "macro_f1": (EVALUATE_METRICS, "macro_f1"),
+        "coverage_1sigma": (EVALUATE_METRICS, "coverage_1sigma"),
+        "baseline_teff_mae": (EVALUATE_METRICS, "baseline.gbm_spectra_pca.reference.teff_mae"),
+        "baseline_logg_mae": (EVALUATE_METRICS, "baseline.gbm_spectra_pca.reference.logg_mae"),
+        "baseline_feh_mae": (EVALUATE_METRICS, "baseline.gbm_spectra_pca.reference.feh_mae"),
+        # the real Kepler stars from their photometry: SEDNet and the trees (stellar_sed)
+        "kepler_sednet_teff_mae": (EVALUATE_METRICS, "real.sednet.parameters.teff.mae"),
+        "kepler_sednet_logg_mae": (EVALUATE_METRICS, "real.sednet.parameters.logg.mae"),
+        "kepler_gbm_teff_mae": (EVALUATE_METRICS, "real.gbm.parameters.teff.mae"),
+        "kepler_gbm_logg_mae": (EVALUATE_METRICS, "real.gbm.parameters.logg.mae"),
     },
 }
 #: Per-seed differences reported beside the headlines: name -> (task, minuend, subtrahend).
