@@ -98,7 +98,7 @@ def test_runs_share_the_data_stages_resume_and_summarise(tmp_path, monkeypatch):
                         "--base", "experiment=tiny"])
     assert calls == []  # every run finished with the same code and overrides: nothing reruns
     assert again["seconds_per_task"] == written["seconds_per_task"]   # up to date: the recorded times stay
-    assert set(written["seconds_per_task"]) == {"transients", "transits"}
+    assert set(written["seconds_per_task"]) == {"transients", "transits", "stellar"}
 
 
 def test_a_failing_stage_names_itself_and_its_log(tmp_path, monkeypatch):
@@ -143,7 +143,7 @@ def test_a_tasks_run_carries_the_other_tasks_over_with_their_origin(tmp_path, mo
     assert "carried_over" not in first   # nothing to carry on a first run
     third = seeds.main([*args, "--tasks", "transients", "--rerun"])
     assert third["carried_over"]["transits"] == origin   # the first origin, not the intermediate run
-    assert set(third["seconds_per_task"]) == {"transients", "transits"}   # the carried task keeps its time
+    assert set(third["seconds_per_task"]) == {"transients", "transits", "stellar"}   # carried tasks keep their time
     assert third["seconds_per_task"]["transits"] == first["seconds_per_task"]["transits"]
     assert third["transits"]["vet_star_roc_auc"]["mean"] == pytest.approx(0.951)
     assert third["transits"]["search_recall_snr_ge_7p1_at_1pct_fpr"]["mean"] == pytest.approx(0.3)

@@ -232,7 +232,7 @@ def toy_objects(n_hosts: int = 40) -> pd.DataFrame:
 
 def test_a_task_is_a_conf_file_and_a_line(toy_conf):
     cfg = compose_params([], toy_conf)
-    assert task_names(cfg) == ["transients", "transits", "toy"]
+    assert task_names(cfg) == ["transients", "transits", "stellar", "toy"]
     check_schema(cfg)  # the toy task has no schema module: its nodes are not checked, nothing fails
     view = task_view(cfg, "toy")
     assert view.task_name == "toy" and view.paths.raw == "data/raw/toy"
@@ -268,9 +268,9 @@ def test_a_generic_stage_needs_a_known_task(toy_conf):
     cfg.task_name = None
     with pytest.raises(ConfigError, match="config key 'task_name' is missing"):
         stage_config(cfg, generic=True)
-    cfg.task_name = "stellar"
-    with pytest.raises(ConfigError, match=r"'task_name' = 'stellar' is not a task of this config; "
-                                          r"known: \['transients', 'transits', 'toy'\]"):
+    cfg.task_name = "nosuchtask"
+    with pytest.raises(ConfigError, match=r"'task_name' = 'nosuchtask' is not a task of this config; "
+                                          r"known: \['transients', 'transits', 'stellar', 'toy'\]"):
         stage_config(cfg, generic=True)
     cfg.task_name = "toy"
     assert stage_config(cfg, generic=True).paths.splits == "data/splits/toy"
@@ -282,8 +282,8 @@ def test_short_keys_go_to_the_task(toy_conf):
                                   "+split.extra=1", "tasks.transits.seed=1"], toy_conf) == [
         "tasks.toy.split.group_column=x", "seed=3", "paths.figures=f", "tasks.toy.paths.raw=r",
         "+tasks.toy.split.extra=1", "tasks.transits.seed=1"]
-    with pytest.raises(ConfigError, match="'stellar' is not a task"):
-        task_overrides("stellar", ["split.x=1"], toy_conf)
+    with pytest.raises(ConfigError, match="'nosuchtask' is not a task"):
+        task_overrides("nosuchtask", ["split.x=1"], toy_conf)
 
 
 def test_dvc_runs_the_generic_split_once_per_task(toy_conf, tmp_path):
