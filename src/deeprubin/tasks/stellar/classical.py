@@ -116,6 +116,8 @@ def simulated_block(cfg, io_paths, sed_cfg, seed: int) -> tuple[dict, pd.DataFra
     labels = class_index(table["label"], classes, where)
     values = table[truth_columns()].to_numpy(float)
     train_rows = np.flatnonzero(split == "train")
+    log.info("stellar_sed: trees on %d PCA coefficients of %d training spectra", int(sed_cfg.pca_components),
+             len(train_rows))
     feats = spectra_features(x[table["row"].to_numpy()], train_rows, int(sed_cfg.pca_components), seed)
     gbm_cfg = sed_cfg.gbm
     log10 = list(sed_cfg.log10_targets)
@@ -145,6 +147,7 @@ def simulated_block(cfg, io_paths, sed_cfg, seed: int) -> tuple[dict, pd.DataFra
     s_labels = class_index(stars["label"], classes, f"{io_paths.raw}/stars.parquet")
     s_values = stars[truth_columns()].to_numpy(float)
     s_train, s_test = np.flatnonzero(s_split == "train"), np.flatnonzero(s_split == "test")
+    log.info("stellar_sed: trees on the colours of %d simulated training stars", len(s_train))
     sed_models = fit_gbm(fx[s_train], s_labels[s_train], as_dict(s_values[s_train]), gbm_cfg, seed, columns,
                          log10=log10)
     proba, mean, sigma = predict_gbm(sed_models, fx[s_test])
@@ -175,6 +178,8 @@ def kepler_block(cfg, io_paths, sed_cfg, sim_sed_models, seed: int) -> tuple[dic
     n_boot, test = int(cfg.evaluate.bootstrap.n_boot), parts["test"]
     fit_rows = np.concatenate([parts["train"], parts["val"]])   # the trees early-stop on their own holdout
     log10 = list(sed_cfg.log10_targets)
+    log.info("stellar_sed: Kepler stars: trees and SEDNet on %d training stars (%d validation)",
+             len(parts["train"]), len(parts["val"]))
     models = fit_gbm(fx[fit_rows], labels[fit_rows], as_dict(values[fit_rows]), sed_cfg.gbm, seed, columns,
                      log10=log10)
     g_proba, g_mean, g_sigma = predict_gbm(models, fx[test])

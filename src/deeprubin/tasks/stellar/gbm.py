@@ -1,5 +1,9 @@
 """The classical models of the stellar task: gradient-boosted trees on tabular features.
 
+The trees run on one OpenMP thread (``threadpool_limits``): thousands of small parallel regions
+on two shared cores spent most of their time waiting at barriers (a `stellar_sed` run took
+minutes instead of seconds), and the trees' results do not depend on the thread count.
+
 scikit-learn's histogram gradient boosting (``HistGradientBoostingClassifier`` /
 ``...Regressor``, the LightGBM algorithm) was chosen over LightGBM and XGBoost themselves: it is
 already a dependency, takes missing values (a band a star lacks) natively, is deterministic for
@@ -16,6 +20,7 @@ from typing import Mapping
 
 import numpy as np
 from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
+from threadpoolctl import threadpool_limits
 
 from ...core.config import require
 
@@ -61,6 +66,11 @@ def fit_gbm(x: np.ndarray, labels: np.ndarray | None, targets: Mapping[str, np.n
     ``x``: (n, n_features), NaN for a missing feature.
     """
     check_gbm_config(cfg)
+    with threadpool_limits(limits=1, user_api="openmp"):
+        return _fit_gbm(x, labels, targets, cfg, seed, feature_names, log10)
+
+
+def _fit_gbm(x, labels, targets, cfg, seed, feature_names, log10) -> GBMModels:
     x = np.asarray(x, dtype=float)
     classifier = None
     if labels is not None:
@@ -103,12 +113,14 @@ def predict_gbm(models: GBMModels, x: np.ndarray) -> tuple[np.ndarray | None, di
     if x.ndim != 2 or x.shape[1] != len(models.feature_names):
         raise ValueError(f"predict_gbm: features of shape {x.shape}; the models take "
                          f"{len(models.feature_names)} columns ({models.feature_names[:5]}...)")
-    proba = models.classifier.predict_proba(x) if models.classifier is not None else None
+    with threadpool_limits(limits=1, user_api="openmp"):
+        proba = models.classifier.predict_proba(x) if models.classifier is not None else None
+        predicted = {name: tuple(m.predict(x) for m in fitted) for name, fitted in models.regressors.items()}
     mean, sigma = {}, {}
-    for name, (centre, low, high) in models.regressors.items():
-        mean[name], q_low, q_high = centre.predict(x), low.predict(x), high.predict(x)
+    for name, (centre, q_low, q_high) in predicted.items():
+        mean[name] = centre
         if name in models.log10:
-            mean[name], q_low, q_high = 10.0 ** mean[name], 10.0 ** q_low, 10.0 ** q_high
+            mean[name], q_low, q_high = 10.0 ** centre, 10.0 ** q_low, 10.0 ** q_high
         half = 0.5 * (q_high - q_low)
         floor = 1e-6 * max(float(np.nanstd(mean[name])), 1.0)
         sigma[name] = np.maximum(np.abs(half), floor)
