@@ -270,3 +270,23 @@ def test_checkpoint_round_trip_rebuilds_an_identical_spectral_cnn(tmp_path):
     with torch.no_grad():
         assert torch.equal(model(x), loaded(x))
     assert TargetScaler.from_dict(meta["metadata"]["target_scaler"]) == scaler
+
+
+def test_target_scaler_log10_round_trip_and_delta_method_sigma():
+    from deeprubin.tasks.stellar.fit import TargetScaler
+
+    teff = np.array([[3500.0, 4.5], [6000.0, 4.0], [15000.0, 3.9], [9000.0, 4.2]])
+    scaler = TargetScaler.fit(teff, ["teff", "logg"], log10=["teff"])
+    z = scaler.transform(teff)
+    assert np.allclose(scaler.inverse_mean(z), teff, rtol=1e-5)
+    # a sigma of 0.01 dex in log10 Teff is ln(10) x Teff x 0.01 K
+    sigma_z = np.full_like(z, 0.01 / scaler.std[0])
+    sigma = scaler.inverse_sigma(sigma_z, z)
+    assert np.allclose(sigma[:, 0], np.log(10) * teff[:, 0] * 0.01, rtol=1e-4)
+    assert TargetScaler.from_dict(scaler.to_dict()) == scaler
+    with pytest.raises(ValueError, match="pass the standardised mean"):
+        scaler.inverse_sigma(sigma_z)
+    with pytest.raises(ValueError, match="value <= 0"):
+        TargetScaler.fit(-teff, ["teff", "logg"], log10=["teff"])
+    with pytest.raises(ValueError, match="not among"):
+        TargetScaler.fit(teff, ["teff", "logg"], log10=["feh"])

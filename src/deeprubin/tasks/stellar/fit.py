@@ -227,6 +227,11 @@ class TargetScaler:
     std: list[float]
     log10: list[bool] | None = None   # per target: standardise log10(value) (Teff: relative errors)
 
+    def __post_init__(self) -> None:
+        if self.log10 is None:   # none in log10 (and a scaler saved before the option reads as such)
+            self.log10 = [False] * len(self.names)
+        self.log10 = [bool(v) for v in self.log10]
+
     def _logs(self) -> np.ndarray:
         return np.asarray(self.log10 if self.log10 is not None else [False] * len(self.names), bool)
 
