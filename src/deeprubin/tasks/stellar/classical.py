@@ -20,13 +20,15 @@ from typing import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
+from omegaconf import OmegaConf
 from sklearn.decomposition import PCA
 
+from ...core import io
 from ...core.split import make_split
-from .dataset import TARGETS, class_index, truth_columns
+from .dataset import TARGETS, class_index, read_split_tables, truth_columns
 from .fit import StellarArrays, TargetScaler, fit_stellar, predict_outputs
 from .gbm import fit_gbm, predict_gbm
-from .metrics import bootstrap_macro_f1, parameter_block
+from .metrics import parameter_block, score_block
 
 log = logging.getLogger(__name__)
 
@@ -37,20 +39,6 @@ def spectra_features(x: np.ndarray, train_rows: np.ndarray, n_components: int, s
     flux = np.where(x[:, 2] > 0.5, 1.0, x[:, 0]).astype(np.float64)
     pca = PCA(n_components=int(n_components), random_state=int(seed)).fit(flux[train_rows])
     return pca.transform(flux)
-
-
-def score_block(truth: Mapping[str, np.ndarray], mean: Mapping[str, np.ndarray], sigma: Mapping[str, np.ndarray],
-                labels: np.ndarray | None, proba: np.ndarray | None, groups: Sequence[str], n_classes: int,
-                n_boot: int, seed: int, targets: Sequence[str] = TARGETS) -> dict:
-    """Per-parameter metrics (with MAE intervals over groups) and, with ``proba``, accuracy and
-    macro-F1 with its interval."""
-    block = {"n": int(len(groups)), "parameters": parameter_block(truth, mean, sigma, groups, targets, n_boot, seed)}
-    if proba is not None:
-        predicted = proba.argmax(1)
-        f1 = bootstrap_macro_f1(labels, predicted, groups, n_classes, n_boot, seed)
-        block.update(accuracy=float(np.mean(predicted == labels)), macro_f1=f1["macro_f1"],
-                     macro_f1_interval=[f1["low"], f1["high"]])
-    return block
 
 
 def feature_matrix(table: pd.DataFrame, columns: Sequence[str], where: str) -> np.ndarray:
@@ -89,7 +77,6 @@ def fit_sednet(sed_cfg, x: np.ndarray, labels: np.ndarray, targets: np.ndarray, 
     def arrays(rows):
         return StellarArrays(ids[rows], x[rows].astype(np.float32), labels[rows], z[rows], np.isfinite(targets[rows]))
 
-    from omegaconf import OmegaConf
     model_cfg = OmegaConf.to_container(sed_cfg.model, resolve=True)
     result = fit_stellar(sed_cfg.trainer, model_cfg, arrays(parts["train"]), arrays(parts["val"]), seed,
                          n_classes=n_classes, target_names=list(TARGETS))
@@ -105,9 +92,6 @@ def simulated_block(cfg, io_paths, sed_cfg, seed: int) -> tuple[dict, pd.DataFra
     """The classical models of the simulated survey on the pipeline's split: the trees on PCA
     of the spectra (per spectrum) and on the stars' colours (per star). Returns the metrics,
     the test predictions and the SED trees (for the domain-shift check)."""
-    from ...core import io
-    from .dataset import read_split_tables
-
     classes = list(cfg.task.classes)
     x, parts = read_split_tables(io_paths, ("train", "val", "test"))
     table = pd.concat([parts[s] for s in ("train", "val", "test")], ignore_index=True).sort_values("row")
@@ -128,7 +112,7 @@ def simulated_block(cfg, io_paths, sed_cfg, seed: int) -> tuple[dict, pd.DataFra
     proba, mean, sigma = predict_gbm(spectra_models, feats[test])
     groups = table["star_id"].astype(str).to_numpy()
     spectra_block = score_block(as_dict(values[test]), mean, sigma, labels[test], proba, groups[test], len(classes),
-                                n_boot, seed)
+                                n_boot, seed, TARGETS)
     predictions = pd.DataFrame({"object_id": table["object_id"].to_numpy()[test], "star_id": groups[test],
                                 "snr": table["snr"].to_numpy()[test], "model": "gbm_spectra_pca"})
     for k, t in enumerate(TARGETS):
@@ -152,26 +136,25 @@ def simulated_block(cfg, io_paths, sed_cfg, seed: int) -> tuple[dict, pd.DataFra
                          log10=log10)
     proba, mean, sigma = predict_gbm(sed_models, fx[s_test])
     sed_block = score_block(as_dict(s_values[s_test]), mean, sigma, s_labels[s_test], proba,
-                            sed["star_id"].astype(str).to_numpy()[s_test], len(classes), n_boot, seed)
+                            sed["star_id"].astype(str).to_numpy()[s_test], len(classes), n_boot, seed, TARGETS)
     return {"gbm_spectra_pca": spectra_block, "gbm_sed": sed_block}, predictions, sed_models
 
 
 def kepler_block(cfg, io_paths, sed_cfg, sim_sed_models, seed: int) -> tuple[dict, pd.DataFrame]:
     """The real Kepler stars: trees and SEDNet side by side, the two references, the domain shift."""
-    from ...core import io
-
     kepler = io.read_parquet(f"{io_paths.raw}/kepler_stars.parquet")
     if not len(kepler):
         report = io.read_json(f"{io_paths.raw}/ingest_report.json").get("kepler", {})
         return {"status": "skipped", "reason": f"no Kepler stars (catalogue {report.get('status', 'absent')})"}, \
             pd.DataFrame()
-    sed = io.read_parquet(f"{io_paths.processed}/sed_kepler.parquet").set_index("star_id").loc[kepler["star_id"]]
+    sed = io.read_parquet(f"{io_paths.processed}/sed_kepler.parquet").set_index("star_id").loc[
+        kepler["star_id"]].reset_index()   # the Kepler stars' order
     classes = list(cfg.task.classes)
     split = kepler_split(kepler, cfg.split.fractions, int(cfg.data_seed))
     s = split.loc[kepler["star_id"].astype(str)].to_numpy()
     parts = {name: np.flatnonzero(s == name) for name in ("train", "val", "test")}
     columns = list(sed_cfg.kepler_features)
-    fx = feature_matrix(sed.reset_index(), columns, f"{io_paths.processed}/sed_kepler.parquet")
+    fx = feature_matrix(sed, columns, f"{io_paths.processed}/sed_kepler.parquet")
     labels = class_index(kepler["label"], classes, f"{io_paths.raw}/kepler_stars.parquet")
     values = kepler[list(TARGETS)].to_numpy(float)
     groups = kepler["star_id"].astype(str).to_numpy()
@@ -187,11 +170,12 @@ def kepler_block(cfg, io_paths, sed_cfg, sim_sed_models, seed: int) -> tuple[dic
     out = {"status": "evaluated", "n_stars": int(len(kepler)),
            "n_train": int(len(parts["train"])), "n_val": int(len(parts["val"])), "n_test": int(len(test)),
            "features": columns,
-           "gbm": score_block(truth, g_mean, g_sigma, labels[test], g_proba, groups[test], len(classes), n_boot, seed)}
+           "gbm": score_block(truth, g_mean, g_sigma, labels[test], g_proba, groups[test], len(classes), n_boot, seed,
+                              TARGETS)}
     n_proba, n_mean, n_sigma, fit = fit_sednet(sed_cfg, standardise(fx, parts["train"]), labels, values, parts,
                                                len(classes), seed, groups, log10=log10)
     out["sednet"] = score_block(truth, as_dict(n_mean[test]), as_dict(n_sigma[test]), labels[test], n_proba[test],
-                                groups[test], len(classes), n_boot, seed)
+                                groups[test], len(classes), n_boot, seed, TARGETS)
     out["sednet"]["epochs_run"] = int(fit.epochs_run)
     median = {t: np.full(len(test), np.nanmedian(values[parts["train"], k])) for k, t in enumerate(TARGETS)}
     out["reference_training_median"] = {t: float(np.nanmean(np.abs(median[t] - truth[t]))) for t in TARGETS}
@@ -199,7 +183,7 @@ def kepler_block(cfg, io_paths, sed_cfg, sim_sed_models, seed: int) -> tuple[dic
     out["catalogue_median_quoted_error"] = {t: float(np.nanmedian(kepler[f"{t}_err"])) for t in TARGETS}
     sim_columns = list(sed_cfg.features)
     if all(c in sed.columns for c in sim_columns):
-        _, sim_mean, sim_sigma = predict_gbm(sim_sed_models, sed.reset_index()[sim_columns].to_numpy(float)[test])
+        _, sim_mean, sim_sigma = predict_gbm(sim_sed_models, sed[sim_columns].to_numpy(float)[test])
         out["domain_shift_sim_to_kepler"] = parameter_block(truth, sim_mean, sim_sigma, groups[test], TARGETS,
                                                             n_boot, seed)
     else:

@@ -6,7 +6,9 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from scipy.special import softmax
 
+from ...core.calibration import apply_calibration, load_calibrator, resolve_calibration
 from .fit import TargetScaler
 from .model import split_outputs
 
@@ -43,3 +45,14 @@ def network_outputs(model: torch.nn.Module, x: np.ndarray, n_classes: int, scale
     sigma_phys = scaler.inverse_sigma(sigma.double().numpy(), mean.double().numpy())
     return NetworkOutputs(logits.double().numpy(), {t: mean_phys[:, k] for k, t in enumerate(targets)},
                           {t: sigma_phys[:, k] for k, t in enumerate(targets)})
+
+
+def class_probabilities(logits: np.ndarray, classes: list[str], checkpoint, calibration) -> tuple[np.ndarray, object]:
+    """``(probabilities, calibration file or None)``: the logits through the checkpoint's calibrator
+    (``calibration``: ``auto``, a file, or null, as ``predict.calibration``), or their softmax
+    when there is none."""
+    path = resolve_calibration(calibration, checkpoint)
+    if path is None:
+        return softmax(logits, axis=1), None
+    calibrator = load_calibrator(path, classes=classes, checkpoint=checkpoint)
+    return apply_calibration(logits, calibrator, kind="logits"), path

@@ -2,7 +2,8 @@
 
 Every metric is computed on finite truths and predictions only; the count used is returned
 beside it (``n``). Intervals resample **stars**, not spectra (a star's spectra are not
-independent draws), as :func:`deeprubin.core.metrics.bootstrap_intervals` does for objects.
+independent draws), with the project's group bootstrap
+(:func:`deeprubin.core.metrics.bootstrap_intervals`).
 """
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ from typing import Mapping, Sequence
 
 import numpy as np
 from sklearn.metrics import f1_score
+
+from ...core.metrics import bootstrap_intervals
 
 #: Two-sided probability mass within 1 and 2 standard deviations of a Gaussian.
 GAUSS_1SIGMA = 0.6826894921370859
@@ -62,39 +65,29 @@ def sigma_scale(truth: np.ndarray, pred: np.ndarray, sigma: np.ndarray) -> float
 
 def bootstrap_mae(truth: np.ndarray, pred: np.ndarray, groups: Sequence[str], n_boot: int, seed: int,
                   level: float = 0.95) -> dict:
-    """Percentile interval of the MAE over ``n_boot`` resamples of the groups (stars)."""
+    """The MAE of the finite pairs and its percentile interval over ``n_boot`` resamples of the groups
+    (stars), by the project's group bootstrap (:func:`deeprubin.core.metrics.bootstrap_intervals`)."""
     truth, pred = np.asarray(truth, float), np.asarray(pred, float)
-    groups = np.asarray(groups).astype(str)
     ok = np.isfinite(truth) & np.isfinite(pred)
-    err, groups = np.abs(pred[ok] - truth[ok]), groups[ok]
-    codes, index = np.unique(groups, return_inverse=True)
-    sums = np.bincount(index, weights=err, minlength=len(codes))
-    counts = np.bincount(index, minlength=len(codes)).astype(float)
-    rng = np.random.default_rng(seed)
-    draws = rng.integers(0, len(codes), size=(int(n_boot), len(codes)))
-    values = sums[draws].sum(axis=1) / counts[draws].sum(axis=1)
-    alpha = (1.0 - level) / 2.0
-    return {"mae": float(err.mean()), "low": float(np.quantile(values, alpha)),
-            "high": float(np.quantile(values, 1.0 - alpha)), "level": level, "n_boot": int(n_boot)}
+    interval = bootstrap_intervals(truth[ok], pred[ok], np.asarray(groups).astype(str)[ok],
+                                   lambda t, p: {"mae": float(np.mean(np.abs(p - t)))}, int(n_boot), seed, level)["mae"]
+    return {"mae": interval["value"], "low": interval["low"], "high": interval["high"], "level": level,
+            "n_boot": int(n_boot)}
 
 
 def bootstrap_macro_f1(labels: np.ndarray, predicted: np.ndarray, groups: Sequence[str], n_classes: int,
                        n_boot: int, seed: int, level: float = 0.95) -> dict:
-    """Macro-F1 and its percentile interval over resamples of the groups (stars)."""
-    labels, predicted = np.asarray(labels, int), np.asarray(predicted, int)
-    groups = np.asarray(groups).astype(str)
-    codes, index = np.unique(groups, return_inverse=True)
-    members = [np.flatnonzero(index == k) for k in range(len(codes))]
-    rng = np.random.default_rng(seed)
+    """Macro-F1 over ``n_classes`` and its percentile interval over resamples of the groups (stars),
+    by :func:`deeprubin.core.metrics.bootstrap_intervals`."""
     classes = list(range(n_classes))
-    values = []
-    for _ in range(int(n_boot)):
-        rows = np.concatenate([members[k] for k in rng.integers(0, len(codes), len(codes))])
-        values.append(f1_score(labels[rows], predicted[rows], labels=classes, average="macro", zero_division=0))
-    alpha = (1.0 - level) / 2.0
-    return {"macro_f1": float(f1_score(labels, predicted, labels=classes, average="macro", zero_division=0)),
-            "low": float(np.quantile(values, alpha)), "high": float(np.quantile(values, 1.0 - alpha)),
-            "level": level, "n_boot": int(n_boot)}
+
+    def score(y, p):
+        return {"macro_f1": float(f1_score(y, p, labels=classes, average="macro", zero_division=0))}
+
+    interval = bootstrap_intervals(np.asarray(labels, int), np.asarray(predicted, int), groups, score,
+                                   int(n_boot), seed, level)["macro_f1"]
+    return {"macro_f1": interval["value"], "low": interval["low"], "high": interval["high"], "level": level,
+            "n_boot": int(n_boot)}
 
 
 def parameter_block(truth: Mapping[str, np.ndarray], pred: Mapping[str, np.ndarray],
@@ -108,3 +101,17 @@ def parameter_block(truth: Mapping[str, np.ndarray], pred: Mapping[str, np.ndarr
         block["mae_interval"] = [interval["low"], interval["high"]]
         out[name] = block
     return out
+
+
+def score_block(truth: Mapping[str, np.ndarray], mean: Mapping[str, np.ndarray], sigma: Mapping[str, np.ndarray],
+                labels: np.ndarray | None, proba: np.ndarray | None, groups: Sequence[str], n_classes: int,
+                n_boot: int, seed: int, targets: Sequence[str]) -> dict:
+    """Per-parameter metrics (with MAE intervals over groups) and, with ``proba``, accuracy and
+    macro-F1 with its interval."""
+    block = {"n": int(len(groups)), "parameters": parameter_block(truth, mean, sigma, groups, targets, n_boot, seed)}
+    if proba is not None:
+        predicted = proba.argmax(1)
+        f1 = bootstrap_macro_f1(labels, predicted, groups, n_classes, n_boot, seed)
+        block.update(accuracy=float(np.mean(predicted == labels)), macro_f1=f1["macro_f1"],
+                     macro_f1_interval=[f1["low"], f1["high"]])
+    return block

@@ -17,13 +17,11 @@ import pandas as pd
 from omegaconf import DictConfig
 
 from ....core import io
-from ....core.calibration import apply_calibration, load_calibrator, resolve_calibration
 from ....core.checkpoint import load_checkpoint
 from ....core.config import require
-from ..classical import score_block
 from ..dataset import class_index, read_split_tables
-from ..evaluation import checkpoint_scaler, network_outputs
-from ..metrics import GAUSS_1SIGMA, bootstrap_mae, sigma_scale
+from ..evaluation import checkpoint_scaler, class_probabilities, network_outputs
+from ..metrics import GAUSS_1SIGMA, bootstrap_mae, regression_metrics, score_block, sigma_scale
 from ..plots import plot_confusion, plot_coverage, plot_residuals, plot_snr
 
 log = logging.getLogger(__name__)
@@ -44,12 +42,8 @@ def evaluate(cfg: DictConfig) -> dict:
     scaler, targets = checkpoint_scaler(meta, checkpoint)
     val, test = parts["val"], parts["test"]
     out_val, out_test = (_outputs(model, x, p, classes, scaler, targets) for p in (val, test))
-    calibration = resolve_calibration("auto", checkpoint)
-    calibrator = load_calibrator(calibration, classes=classes, checkpoint=checkpoint) if calibration else None
-    proba = apply_calibration(out_test.logits, calibrator, kind="logits") if calibrator else None
-    if proba is None:
-        from scipy.special import softmax
-        proba = softmax(out_test.logits, axis=1)
+    proba, calibration = class_probabilities(out_test.logits, classes, checkpoint, "auto")
+    predicted = np.asarray(classes)[proba.argmax(1)]
     where = f"{cfg.paths.raw}/objects.parquet"
     labels = class_index(test["label"], classes, where)
     truth = {t: test[f"truth_{t}"].to_numpy(float) for t in targets}
@@ -64,20 +58,19 @@ def evaluate(cfg: DictConfig) -> dict:
         raise ValueError(f"config key 'tasks.stellar.evaluate.reference_snr' = [{lo}, {hi}]: no test spectrum has "
                          f"an S/N in it (test S/N {snr.min():.0f}-{snr.max():.0f})")
 
-    def block(rows, with_sigma):
+    def block(rows):
         return score_block({t: truth[t][rows] for t in targets}, {t: out_test.mean[t][rows] for t in targets},
-                           {t: with_sigma[t][rows] for t in targets}, labels[rows], proba[rows], groups[rows],
+                           {t: sigma[t][rows] for t in targets}, labels[rows], proba[rows], groups[rows],
                            len(classes), n_boot, seed, targets)
 
-    everything = np.ones(len(test), bool)
-    headline, all_block = block(ref, sigma), block(everything, sigma)
-    raw_cov = block(everything, out_test.sigma)["parameters"]
+    headline, all_block = block(ref), block(np.ones(len(test), bool))
     metrics = {f"{t}_mae": headline["parameters"][t]["mae"] for t in targets}
     metrics.update(macro_f1=headline["macro_f1"], accuracy=headline["accuracy"],
                    coverage_1sigma=float(np.mean([headline["parameters"][t]["coverage_1sigma"] for t in targets])),
                    coverage_2sigma=float(np.mean([headline["parameters"][t]["coverage_2sigma"] for t in targets])))
     metrics.update(reference_snr=[lo, hi], reference=headline, all=all_block, sigma_scale=scale,
-                   coverage_1sigma_raw={t: raw_cov[t]["coverage_1sigma"] for t in targets},
+                   coverage_1sigma_raw={t: regression_metrics(truth[t], out_test.mean[t], out_test.sigma[t])[
+                       "coverage_1sigma"] for t in targets},
                    gaussian_1sigma=GAUSS_1SIGMA, calibration=str(calibration) if calibration else None,
                    model=meta["model_config"].get("_target_"), n_test_spectra=int(len(test)),
                    n_test_stars=int(len(set(groups))))
@@ -102,10 +95,9 @@ def evaluate(cfg: DictConfig) -> dict:
     by_snr = pd.DataFrame(rows)
     metrics["by_snr"] = by_snr.to_dict(orient="records")
     baseline = io.read_json(baseline_dir / "metrics.json")
+    trees = models["trees on spectra PCA"]
     base_ref = {"n": int(ref.sum()),
-                "teff_mae": float(np.mean(np.abs(models["trees on spectra PCA"]["teff"][ref] - truth["teff"][ref]))),
-                "logg_mae": float(np.mean(np.abs(models["trees on spectra PCA"]["logg"][ref] - truth["logg"][ref]))),
-                "feh_mae": float(np.mean(np.abs(models["trees on spectra PCA"]["feh"][ref] - truth["feh"][ref])))}
+                **{f"{t}_mae": float(np.mean(np.abs(trees[t][ref] - truth[t][ref]))) for t in targets}}
     metrics["baseline"] = {"gbm_spectra_pca": {"reference": base_ref, "all": baseline["gbm_spectra_pca"]},
                            "gbm_sed": baseline["gbm_sed"]}
     metrics["real"] = io.read_json(baseline_dir / "real.json")
@@ -116,11 +108,11 @@ def evaluate(cfg: DictConfig) -> dict:
     plot_snr(by_snr, figures / "stellar_mae_vs_snr.png")
     plot_coverage({f"{t} (val-rescaled sigma)": (out_test.mean[t] - truth[t]) / sigma[t] for t in targets},
                   figures / "stellar_sigma_coverage.png")
-    plot_confusion(test["label"].astype(str), np.asarray(classes)[proba.argmax(1)], classes,
+    plot_confusion(test["label"].astype(str), predicted, classes,
                    figures / "stellar_confusion_matrix.png")
     predictions = pd.DataFrame({"object_id": test["object_id"].astype(str), "star_id": groups, "snr": snr,
                                 "label": test["label"].astype(str),
-                                "pred_class": np.asarray(classes)[proba.argmax(1)]})
+                                "pred_class": predicted})
     for t in targets:
         predictions[f"truth_{t}"], predictions[f"pred_{t}"], predictions[f"sigma_{t}"] = \
             truth[t], out_test.mean[t], sigma[t]

@@ -23,10 +23,9 @@ import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
 from ....core import io
-from ....core.calibration import apply_calibration, load_calibrator, resolve_calibration
 from ....core.checkpoint import load_checkpoint
 from ....core.config import ConfigError
-from ..evaluation import checkpoint_scaler, network_outputs
+from ..evaluation import checkpoint_scaler, class_probabilities, network_outputs
 from ..preprocess import spectra_to_inputs
 from ..readers import read_sdss_spectrum
 from ..source import load_sample
@@ -72,13 +71,7 @@ def predict(cfg: DictConfig) -> dict:
     x, _ = spectra_to_inputs(wave, flux, ivar, mask, rv, OmegaConf.to_container(trained.grid, resolve=True),
                              OmegaConf.to_container(trained.continuum, resolve=True), float(trained.error_clip))
     out = network_outputs(model, x, len(classes), scaler, targets)
-    calibration = resolve_calibration(cfg.predict.get("calibration", "auto"), checkpoint)
-    if calibration:
-        proba = apply_calibration(out.logits, load_calibrator(calibration, classes=classes, checkpoint=checkpoint),
-                                  kind="logits")
-    else:
-        from scipy.special import softmax
-        proba = softmax(out.logits, axis=1)
+    proba, calibration = class_probabilities(out.logits, classes, checkpoint, cfg.predict.get("calibration", "auto"))
     table = table.reset_index(drop=True)
     table["pred_class"] = np.asarray(classes)[proba.argmax(1)]
     for k, c in enumerate(classes):
